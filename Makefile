@@ -1,0 +1,38 @@
+# Vigil: two commands for a new user, `make demo` and `make test`.
+PYTHON ?= python3
+export VIGIL_STATE ?= $(CURDIR)/.vigil
+PYTEST_ARGS ?=
+
+.PHONY: setup infra-up infra-down demo test test-unit bench lint format clean
+
+setup:  ## install system packages, Python package (editable) and Kafka jars; idempotent
+	bash deploy/local/setup.sh
+
+infra-up: setup  ## start Kafka (KRaft), Redis; wait until healthy
+	bash deploy/local/services.sh up
+
+infra-down:  ## stop the local services and delete their throw-away data
+	bash deploy/local/services.sh down
+
+test: setup  ## unit + integration tests against real local services (started and stopped here)
+	bash deploy/local/with-services.sh $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PYTHON) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+demo: setup  ## the whole chain on real footage, end to end
+	bash deploy/local/with-services.sh bash examples/demo.sh
+
+bench: setup
+	bash deploy/local/with-services.sh $(PYTHON) -m pipeline.cli bench --out BENCHMARKS.json
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format:
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+clean:
+	rm -rf $(VIGIL_STATE) .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Anomaly rules, the alert service, the Redis alert store and subscribers."""

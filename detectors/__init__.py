@@ -1,0 +1,1 @@
+"""Model loading (ultralytics and legacy YOLOv5), batched inference and training."""

@@ -1,0 +1,188 @@
+"""One YAML file describes the whole deployment: Kafka, Redis, detector, cameras and rules.
+
+Validation is strict (unknown keys are errors) so a typo never silently falls back to a default;
+every error names the offending key path and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from pipeline.assets import assets_dir
+from pipeline.camera import CameraSpec
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class KafkaTopics(_Strict):
+    cameras: str = "vigil.cameras"
+    detections: str = "vigil.detections"
+    alerts: str = "vigil.alerts"
+    detections_dlq: str = "vigil.detections.dlq"
+    control: str = "vigil.control"
+
+
+class KafkaConfig(_Strict):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "vigil"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    request_timeout_ms: int = Field(15000, ge=1000)
+    topics: KafkaTopics = KafkaTopics()
+    detections_partitions: int = Field(6, ge=1)
+    cameras_partitions: int = Field(16, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    compression: Literal["gzip", "snappy", "lz4", "zstd", "none"] = "gzip"
+    linger_ms: int = Field(5, ge=0)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection settings shared by producers, consumers and the admin client."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.username
+            kw["sasl_plain_password"] = self.password.get_secret_value() if self.password else None
+        return kw
+
+
+class RedisConfig(_Strict):
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    key_prefix: str = "vigil:"
+    socket_timeout_s: float = Field(5.0, gt=0)
+    stream_maxlen: int = Field(100_000, ge=100)
+    camera_stream_maxlen: int = Field(10_000, ge=100)
+    snapshot_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+
+
+class DetectorConfig(_Strict):
+    weights: str = "${VIGIL_ASSETS}/models/yolov5n.pt"
+    device: str = "auto"
+    imgsz: int = Field(640, ge=32, le=4096)
+    conf: float = Field(0.25, ge=0.0, le=1.0)
+    iou: float = Field(0.45, ge=0.0, le=1.0)
+    classes: list[str | int] | None = None
+    max_batch: int = Field(8, ge=1, le=256)
+    half: bool = False
+
+    @field_validator("weights")
+    @classmethod
+    def _expand(cls, v: str) -> str:
+        return expand_env(v)
+
+    @field_validator("imgsz")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"must be a multiple of 32 (the model stride), got {v}")
+        return v
+
+
+class ReconnectConfig(_Strict):
+    initial_s: float = Field(0.5, gt=0)
+    max_s: float = Field(30.0, gt=0)
+    jitter: float = Field(0.2, ge=0, le=1)
+
+
+class IngestConfig(_Strict):
+    worker_id: str | None = None
+    group_id: str = "vigil-ingest"
+    default_fps: float = Field(5.0, gt=0, le=120)
+    open_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(10.0, gt=0)
+    reconnect: ReconnectConfig = ReconnectConfig()
+    session_timeout_ms: int = Field(10000, ge=6000)
+
+
+class VigilConfig(_Strict):
+    kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
+    detector: DetectorConfig = DetectorConfig()
+    ingest: IngestConfig = IngestConfig()
+    cameras: list[CameraSpec] = []
+    # Rules and the alert service are validated by alerts.config; kept opaque here so the
+    # ingest side does not depend on the alert side (data flows one way).
+    alerts: dict[str, Any] = {}
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_ids(cls, cams: list[CameraSpec]) -> list[CameraSpec]:
+        seen: set[str] = set()
+        for cam in cams:
+            if cam.id in seen:
+                raise ValueError(f"duplicate camera id {cam.id!r}")
+            seen.add(cam.id)
+        return cams
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}``; ``VIGIL_ASSETS`` defaults to the shared assets."""
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        if name == "VIGIL_ASSETS":
+            return str(assets_dir())
+        raise ConfigError(f"environment variable ${{{name}}} is not set and has no default")
+
+    return _VAR.sub(repl, text)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see examples/demo.yaml)"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> VigilConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return VigilConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def load_config(path: str | Path) -> VigilConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    try:
+        data = yaml.safe_load(expand_env(text))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"malformed YAML in {path}: {e}") from None
+    return parse_config(data, str(path))

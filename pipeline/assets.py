@@ -16,7 +16,10 @@ def assets_dir() -> Path:
     env = os.environ.get("VIGIL_ASSETS")
     if env:
         return Path(env).expanduser().resolve()
-    for candidate in (REPO_ROOT.parent / "shared" / "assets", Path.cwd().parent / "shared" / "assets"):
+    for candidate in (
+        REPO_ROOT.parent / "shared" / "assets",
+        Path.cwd().parent / "shared" / "assets",
+    ):
         if candidate.is_dir():
             return candidate.resolve()
     return (REPO_ROOT.parent / "shared" / "assets").resolve()

@@ -45,7 +45,9 @@ def validate_stream_url(url: str) -> str:
     parts = urlsplit(url)
     if not parts.scheme or len(parts.scheme) == 1:  # plain path (or a Windows drive letter)
         if not Path(url).is_file():
-            raise ValueError(f"camera url {mask_url(url)!r}: no such file, and not an rtsp:// or http(s):// URL")
+            raise ValueError(
+                f"camera url {mask_url(url)!r}: no such file, and not an rtsp:// or http(s):// URL"
+            )
         return url
     if parts.scheme not in STREAM_SCHEMES:
         raise ValueError(
@@ -69,7 +71,9 @@ class CameraSpec(BaseModel):
 
     id: str
     url: str = Field(repr=False)
-    fps: float | None = Field(None, gt=0, le=120, description="detection rate; None = ingest default")
+    fps: float | None = Field(
+        None, gt=0, le=120, description="detection rate; None = ingest default"
+    )
     enabled: bool = True
     labels: dict[str, str] = {}
 

@@ -41,9 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("kafka", "ultralytics"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from pipeline.kafka_io import KafkaUnavailable
+
+    user_errors: tuple[type[Exception], ...] = (ConfigError, KafkaUnavailable)
+    try:
+        from detectors.loading import WeightsError
+
+        user_errors += (WeightsError,)
+    except ImportError:
+        pass
     try:
         return int(args.func(args) or 0)
-    except ConfigError as e:
+    except user_errors as e:
         print(f"vigil: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,6 +22,25 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the key."""
 
 
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}``; ``VIGIL_ASSETS`` defaults to the shared assets."""
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        if name == "VIGIL_ASSETS":
+            return str(assets_dir())
+        raise ConfigError(f"environment variable ${{{name}}} is not set and has no default")
+
+    return _VAR.sub(repl, text)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -42,6 +61,7 @@ class KafkaConfig(_Strict):
     username: str | None = None
     password: SecretStr | None = None
     request_timeout_ms: int = Field(15000, ge=1000)
+    bootstrap_timeout_ms: int = Field(15000, ge=1000)
     topics: KafkaTopics = KafkaTopics()
     detections_partitions: int = Field(6, ge=1)
     cameras_partitions: int = Field(16, ge=1)
@@ -55,6 +75,7 @@ class KafkaConfig(_Strict):
             "bootstrap_servers": self.bootstrap_servers.split(","),
             "security_protocol": self.security_protocol,
             "request_timeout_ms": self.request_timeout_ms,
+            "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
         }
         if self.sasl_mechanism:
             kw["sasl_mechanism"] = self.sasl_mechanism
@@ -70,6 +91,8 @@ class RedisConfig(_Strict):
     stream_maxlen: int = Field(100_000, ge=100)
     camera_stream_maxlen: int = Field(10_000, ge=100)
     snapshot_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    frame_ttl_s: int = Field(120, ge=5, description="recent frames kept for snapshots")
+    store_frames: bool = True
 
 
 class DetectorConfig(_Strict):
@@ -132,25 +155,6 @@ class VigilConfig(_Strict):
         return cams
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_env(text: str) -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}``; ``VIGIL_ASSETS`` defaults to the shared assets."""
-
-    def repl(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
-            return default
-        if name == "VIGIL_ASSETS":
-            return str(assets_dir())
-        raise ConfigError(f"environment variable ${{{name}}} is not set and has no default")
-
-    return _VAR.sub(repl, text)
-
-
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid config {source}:"]
     for e in err.errors():
@@ -166,7 +170,9 @@ def parse_config(data: Any, source: str = "<config>") -> VigilConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"invalid config {source}: top level must be a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"invalid config {source}: top level must be a mapping, got {type(data).__name__}"
+        )
     try:
         return VigilConfig.model_validate(data)
     except ValidationError as e:

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Local Kafka (KRaft, single node) and Redis for development and tests.
+#   services.sh up | down | status | start-redis | stop-redis | start-kafka | stop-kafka
+# Everything lives in the throw-away state dir ${VIGIL_STATE:-<repo>/.vigil}; both services bind
+# to 127.0.0.1 only. `up` is idempotent: healthy running services are left alone.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+STATE="${VIGIL_STATE:-$REPO/.vigil}"
+PYTHON="${PYTHON:-python3}"
+REDIS_PORT="${VIGIL_REDIS_PORT:-6379}"
+KAFKA_PORT="${VIGIL_KAFKA_PORT:-9092}"
+CONTROLLER_PORT="${VIGIL_KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_VERSION="${VIGIL_KAFKA_VERSION:-4.1.1}"
+KAFKA_LIBS="${VIGIL_CACHE:-$HOME/.cache/vigil}/kafka-$KAFKA_VERSION/libs"
+KAFKA_HEAP="${VIGIL_KAFKA_HEAP:--Xms256m -Xmx512m}"
+START_TIMEOUT="${VIGIL_START_TIMEOUT:-90}"   # seconds per service
+
+R="$STATE/redis"    # redis.pid, redis.log, data/
+K="$STATE/kafka"    # kafka.pid, cluster.id, server.properties, data/, logs/
+
+# Messages never abort the script: `down` must finish even when our stdout is a closed pipe.
+say() { echo "services: $*" 2>/dev/null || true; }
+die() { echo "services: ERROR: $*" >&2 2>/dev/null || true; exit 1; }
+
+# pid from a pidfile, only if that process is alive and really is the expected program
+# (guards against a stale pidfile whose pid was reused).
+live_pid() {  # pidfile pattern
+  local pid
+  pid="$(cat "$1" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" \
+    && echo "$pid"
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+show_log() { echo "---- last lines of $1 ----" >&2; tail -n "${2:-40}" "$1" >&2 2>/dev/null || true; echo "----" >&2; }
+
+stop_pid() {  # pidfile pattern name: SIGTERM, wait, then SIGKILL
+  local pid i
+  pid="$(live_pid "$1" "$2")" || { rm -f "$1"; return 0; }
+  say "stopping $3 (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$3 did not stop in 30 s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$1"
+}
+
+# --- Redis --------------------------------------------------------------------------------------
+redis_ok() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+
+start_redis() {
+  if live_pid "$R/redis.pid" redis-server >/dev/null && redis_ok; then
+    say "redis already running on 127.0.0.1:$REDIS_PORT"; return 0
+  fi
+  command -v redis-server >/dev/null || die "redis-server not installed (run deploy/local/setup.sh)"
+  port_open "$REDIS_PORT" && ! live_pid "$R/redis.pid" redis-server >/dev/null \
+    && die "port $REDIS_PORT is taken by another process; stop it or set VIGIL_REDIS_PORT"
+  mkdir -p "$R/data"
+  # No persistence: the data is throw-away. Daemonized, so redis writes its own pidfile.
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
+    --daemonize yes --pidfile "$R/redis.pid" --logfile "$R/redis.log" --dir "$R/data" \
+    --save "" --appendonly no >/dev/null || { show_log "$R/redis.log"; die "redis-server failed to start"; }
+  local i
+  for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+    redis_ok && { say "redis up on 127.0.0.1:$REDIS_PORT"; return 0; }
+    sleep 0.1
+  done
+  show_log "$R/redis.log"; die "redis did not answer PING within ${START_TIMEOUT}s"
+}
+stop_redis() { stop_pid "$R/redis.pid" redis-server redis; }
+
+# --- Kafka --------------------------------------------------------------------------------------
+# Healthy = a real metadata round trip with the same client library the pipeline uses.
+kafka_wait() {  # pid timeout_s
+  "$PYTHON" - "$KAFKA_PORT" "$1" "$2" <<'PY'
+import logging, os, sys, time
+logging.disable(logging.CRITICAL)  # kafka-python logs every refused connection while we poll
+from kafka import KafkaAdminClient
+port, pid, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+last = None
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit("the Kafka process exited")
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=5000,
+                                 client_id="vigil-healthcheck")
+        try:
+            admin.list_topics()
+            sys.exit(0)
+        finally:
+            admin.close()
+    except Exception as exc:  # NoBrokersAvailable, timeouts while the controller elects itself
+        last = exc
+        time.sleep(0.5)
+sys.exit(f"no metadata answer in time (last error: {last!r})")
+PY
+}
+
+start_kafka() {
+  local pid
+  if pid="$(live_pid "$K/kafka.pid" kafka.Kafka)"; then
+    # Running: already healthy, or still starting (another `up` in flight) — wait either way.
+    kafka_wait "$pid" "$START_TIMEOUT" || { show_log "$K/logs/server.log"; die "Kafka (pid $pid) is running but not healthy"; }
+    say "kafka already running on 127.0.0.1:$KAFKA_PORT"; return 0
+  fi
+  [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || die "Kafka jars missing in $KAFKA_LIBS (run deploy/local/setup.sh)"
+  command -v java >/dev/null || die "java not installed (run deploy/local/setup.sh)"
+  local p
+  for p in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
+    port_open "$p" && die "port $p is taken by another process; stop it or set VIGIL_KAFKA_PORT / VIGIL_KAFKA_CONTROLLER_PORT"
+  done
+  mkdir -p "$K/logs" "$K/data"
+  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$CONTROLLER_PORT|g" -e "s|@DATA_DIR@|$K/data|g" \
+    "$REPO/deploy/local/kafka/server.properties" >"$K/server.properties"
+
+  local heap java_opts
+  read -ra heap <<<"$KAFKA_HEAP"
+  java_opts=(-cp "$KAFKA_LIBS/*" "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
+    -Dkafka.logs.dir="$K/logs" -Dlog4j2.configurationFile="$REPO/deploy/local/kafka/log4j2.properties")
+
+  # KRaft needs its storage formatted once with a cluster id; the id is generated once per state
+  # dir and reused, the data dir is re-formatted after `down` deleted it.
+  if [ ! -f "$K/data/meta.properties" ]; then
+    if [ ! -s "$K/cluster.id" ]; then
+      local id
+      if ! id="$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>>"$K/logs/format.log")" || [ -z "$id" ]; then
+        show_log "$K/logs/format.log"; die "could not generate a Kafka cluster id (java failed: ${id:-no output})"
+      fi
+      echo "$id" >"$K/cluster.id"
+    fi
+    java "${java_opts[@]}" kafka.tools.StorageTool format -t "$(cat "$K/cluster.id")" -c "$K/server.properties" \
+      >>"$K/logs/format.log" 2>&1 || { show_log "$K/logs/format.log"; die "formatting Kafka storage failed"; }
+  fi
+
+  # setsid: the broker gets its own session, so Ctrl-C in the terminal that ran `up` leaves it alone.
+  setsid java "${java_opts[@]}" kafka.Kafka "$K/server.properties" >"$K/logs/kafka.out" 2>&1 </dev/null &
+  echo $! >"$K/kafka.pid"
+  local t0=$SECONDS
+  if ! kafka_wait "$!" "$START_TIMEOUT"; then
+    show_log "$K/logs/kafka.out" 20; show_log "$K/logs/server.log"
+    die "Kafka did not become healthy (timeout ${START_TIMEOUT}s; logs: $K/logs)"
+  fi
+  say "kafka up on 127.0.0.1:$KAFKA_PORT (controller 127.0.0.1:$CONTROLLER_PORT) in $((SECONDS - t0)) s"
+}
+stop_kafka() { stop_pid "$K/kafka.pid" kafka.Kafka kafka; }
+
+status() {
+  local pid rc=0
+  if pid="$(live_pid "$R/redis.pid" redis-server)"; then
+    if redis_ok; then say "redis: running (pid $pid) on 127.0.0.1:$REDIS_PORT"
+    else say "redis: pid $pid not answering PING"; rc=1; fi
+  else say "redis: stopped"; rc=1; fi
+  if pid="$(live_pid "$K/kafka.pid" kafka.Kafka)"; then
+    if kafka_wait "$pid" 5 2>/dev/null; then say "kafka: running (pid $pid) on 127.0.0.1:$KAFKA_PORT"
+    else say "kafka: pid $pid not answering metadata requests"; rc=1; fi
+  else say "kafka: stopped"; rc=1; fi
+  say "state dir: $STATE"
+  return "$rc"
+}
+
+case "${1:-}" in
+  up) start_redis; start_kafka ;;
+  down)
+    stop_kafka; stop_redis
+    # Throw-away data goes; logs and the cluster id stay for post-mortems.
+    rm -rf "$K/data" "$K/server.properties" "$R/data"
+    say "stopped, data deleted" ;;
+  status) status ;;
+  start-redis) start_redis ;;
+  stop-redis) stop_redis ;;
+  start-kafka) start_kafka ;;
+  stop-kafka) stop_kafka ;;
+  *) echo "usage: $0 up|down|status|start-redis|stop-redis|start-kafka|stop-kafka" >&2; exit 2 ;;
+esac

@@ -1,0 +1,132 @@
+"""Batched object detection on BGR frames, returning library-independent :class:`Detection` s."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from detectors.loading import WeightsError, file_sha256, load_model, resolve_weights, select_device
+from detectors.types import Detection
+from pipeline.config import DetectorConfig
+
+
+def resolve_classes(classes: Sequence[str | int] | None, names: dict[int, str]) -> list[int] | None:
+    """Class filter as ids; accepts labels (case-insensitive) or ids, rejects unknown ones clearly."""
+    if not classes:
+        return None
+    by_label = {label.lower(): i for i, label in names.items()}
+    ids: list[int] = []
+    for c in classes:
+        if isinstance(c, int) or (isinstance(c, str) and c.strip().isdigit()):
+            i = int(c)
+            if i not in names:
+                raise WeightsError(f"class id {i} is not in the model (valid ids: 0-{max(names)})")
+        else:
+            i = by_label.get(str(c).strip().lower(), -1)
+            if i < 0:
+                valid = ", ".join(names[k] for k in sorted(names))
+                raise WeightsError(f"unknown class {c!r} for this model; valid names: {valid}")
+        if i not in ids:
+            ids.append(i)
+    return ids
+
+
+def _model_name(source: Path | str) -> str:
+    name = Path(str(source).rstrip("/")).name
+    for suffix in (".pt", ".onnx", ".engine", ".torchscript", ".tflite", ".xml", "_openvino_model"):
+        name = name.removesuffix(suffix)
+    return name or str(source)
+
+
+def _precision_kwargs(half: bool) -> dict:
+    """FP16 request in the spelling this ultralytics understands (8.4 renamed ``half`` to ``quantize``)."""
+    if not half:
+        return {}
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
+
+
+class Detector:
+    """One loaded model plus the thresholds from :class:`DetectorConfig`.
+
+    ``detect`` holds a lock around the ultralytics predictor, which keeps per-call state and is not
+    safe to enter from two threads at once; one detection thread is the intended use.
+    """
+
+    def __init__(self, config: DetectorConfig | None = None, *, warmup: bool = True) -> None:
+        self.config = config or DetectorConfig()
+        self.device = select_device(self.config.device)
+        source = resolve_weights(self.config.weights)
+        self.model = load_model(self.config.weights, self.device)
+        self.name = _model_name(source)
+        if isinstance(source, Path) and source.is_file():
+            self.version = file_sha256(source)[:12]
+        else:
+            import ultralytics
+
+            self.version = f"ultralytics-{ultralytics.__version__}"
+        self.names: dict[int, str] = {int(k): str(v) for k, v in dict(self.model.names).items()}
+        self.classes = resolve_classes(self.config.classes, self.names)
+        self.half = bool(self.config.half and self.device.startswith("cuda"))
+        self._precision = _precision_kwargs(self.half)
+        self._lock = threading.Lock()
+        if warmup:
+            try:
+                self.detect([np.zeros((self.config.imgsz, self.config.imgsz, 3), np.uint8)])
+            except (RuntimeError, ValueError, TypeError, OSError) as e:
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise WeightsError(f"cannot run weights {source}: {msg}") from None
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """Detections per frame (BGR ``HxWx3`` uint8), boxes normalised to [0, 1].
+
+        Batches of up to ``max_batch`` frames go through one ``predict`` call.
+        """
+        if not frames:
+            return []
+        for i, f in enumerate(frames):
+            if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3:
+                shape = getattr(f, "shape", type(f).__name__)
+                raise ValueError(f"frame {i} must be a BGR HxWx3 array, got {shape}")
+        step = self.config.max_batch
+        out: list[list[Detection]] = []
+        for start in range(0, len(frames), step):
+            out.extend(self._predict(frames[start : start + step]))
+        return out
+
+    def _predict(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        with self._lock:
+            results = self.model.predict(
+                list(frames),
+                imgsz=self.config.imgsz,
+                conf=self.config.conf,
+                iou=self.config.iou,
+                classes=self.classes,
+                device=self.device,
+                verbose=False,
+                **self._precision,
+            )
+        return [self._convert(r) for r in results]
+
+    def _convert(self, result) -> list[Detection]:
+        boxes = result.boxes
+        if boxes is None or len(boxes) == 0:
+            return []
+        xyxyn = np.clip(boxes.xyxyn.cpu().numpy().astype(float), 0.0, 1.0)
+        confs = boxes.conf.cpu().numpy().astype(float)
+        cls = boxes.cls.cpu().numpy().astype(int)
+        ids = boxes.id.cpu().numpy().astype(int) if boxes.id is not None else None
+        return [
+            Detection(
+                class_id=int(c),
+                label=self.names.get(int(c), str(int(c))),
+                confidence=float(p),
+                box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                track_id=int(ids[k]) if ids is not None else None,
+            )
+            for k, (b, p, c) in enumerate(zip(xyxyn, confs, cls, strict=True))
+        ]

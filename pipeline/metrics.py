@@ -1,0 +1,54 @@
+"""Prometheus metrics of the ingest side. Labels carry camera ids, never URLs (they hold secrets)."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+FRAMES_DECODED = Gauge(
+    "vigil_camera_frames_decoded", "Frames decoded since the reader started", ["camera"]
+)
+FRAMES_PROCESSED = Counter(
+    "vigil_camera_frames_processed_total", "Frames run through the detector", ["camera"]
+)
+FRAMES_DROPPED = Gauge(
+    "vigil_camera_frames_dropped", "Frames replaced before the detector took them", ["camera"]
+)
+FRAMES_STALE = Counter(
+    "vigil_camera_frames_stale_total", "Frames too old when the detector got to them", ["camera"]
+)
+RECONNECTS = Gauge("vigil_camera_reconnects", "Reconnects since the reader started", ["camera"])
+CAMERA_UP = Gauge("vigil_camera_up", "1 while the camera is streaming", ["camera"])
+INFERENCE_SECONDS = Histogram(
+    "vigil_inference_seconds",
+    "Detector time per batch",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2),
+)
+BATCH_SIZE = Histogram(
+    "vigil_inference_batch_size", "Frames per detector batch", buckets=(1, 2, 4, 8, 16, 32)
+)
+PUBLISH_SECONDS = Histogram(
+    "vigil_publish_seconds",
+    "Kafka acknowledgement latency",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+PUBLISH_ERRORS = Counter("vigil_publish_errors_total", "Detection messages Kafka did not accept")
+CAPTURE_TO_PUBLISH_SECONDS = Histogram(
+    "vigil_capture_to_publish_seconds",
+    "Frame capture to Kafka acknowledgement",
+    buckets=(0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4),
+)
+
+_started: set[int] = set()
+
+
+def serve(port: int | None, addr: str = "127.0.0.1") -> None:
+    """Start the /metrics endpoint once per process; port 0/None disables it."""
+    if not port or port in _started:
+        return
+    start_http_server(port, addr=addr)
+    _started.add(port)
+    log.info("metrics on http://%s:%d/metrics", addr, port)

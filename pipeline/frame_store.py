@@ -29,7 +29,9 @@ def frame_key(prefix: str, camera_id: str, epoch: int, seq: int) -> str:
 def encode_jpeg(image: np.ndarray, max_width: int = 960, quality: int = 85) -> bytes:
     if image.shape[1] > max_width:
         scale = max_width / image.shape[1]
-        image = cv2.resize(image, (max_width, int(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (max_width, int(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+        )
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")
@@ -89,7 +91,9 @@ class FrameStore:
             except redis.RedisError as e:
                 self.errors += 1
                 if not self._warned:  # once per outage, not once per frame
-                    log.warning("frame store: Redis unavailable (%s); snapshots skipped", type(e).__name__)
+                    log.warning(
+                        "frame store: Redis unavailable (%s); snapshots skipped", type(e).__name__
+                    )
                     self._warned = True
             except ValueError as e:
                 self.errors += 1

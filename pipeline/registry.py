@@ -131,6 +131,7 @@ class RegistryWatcher:
         self._on_change = on_change
         self._by_partition: dict[int, dict[str, CameraSpec]] = {}
         self._catch_up: dict[TopicPartition, int] | None = None
+        self._new_assignment: list[TopicPartition] | None = None
         self._stop = threading.Event()
         self.consumer = make_consumer(
             cfg,
@@ -168,12 +169,11 @@ class RegistryWatcher:
     def _assigned(self, partitions: list[TopicPartition]) -> None:
         # Eager rebalancing revokes everything first; cameras that stay here keep streaming
         # because the worker only reconciles once the new partitions are read to their end.
+        # Called on the client's IO thread: no blocking calls here, end offsets are read in _run.
         self._by_partition = {tp.partition: {} for tp in partitions}
         if partitions:
             self.consumer.seek_to_beginning(*partitions)
-            self._catch_up = self.consumer.end_offsets(partitions)
-        else:
-            self._catch_up = {}
+        self._new_assignment = list(partitions)
         log.info("registry: assigned partitions %s", sorted(tp.partition for tp in partitions))
 
     def _revoked(self, partitions: list[TopicPartition]) -> None:
@@ -191,6 +191,9 @@ class RegistryWatcher:
                     cams = self._by_partition.setdefault(tp.partition, {})
                     for rec in records:
                         changed |= _apply(cams, rec.key, rec.value) is not None
+                if self._new_assignment is not None:
+                    parts, self._new_assignment = self._new_assignment, None
+                    self._catch_up = self.consumer.end_offsets(parts) if parts else {}
                 if self._catch_up is not None and self._caught_up():
                     self._catch_up = None
                     changed = True

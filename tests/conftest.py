@@ -69,7 +69,7 @@ def make_config_dict(bootstrap: str, **overrides) -> dict:
             "detections_partitions": 2,
         },
         "redis": {"url": REDIS_URL, "key_prefix": f"t{tag}:"},
-        "detector": {"imgsz": 320, "max_batch": 4},
+        "detector": {"imgsz": 640, "max_batch": 4},
         "ingest": {
             "group_id": f"t{tag}-ingest",
             "default_fps": 4,

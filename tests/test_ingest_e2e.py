@@ -89,7 +89,9 @@ def test_two_cameras_stream_valid_detections(vigil_cfg, camera_sim, running_work
         assert rec["key"] == rec["value"]["camera_id"]
     for cid, msgs in cams.items():
         seqs = [m["seq"] for m in msgs]
-        assert all(b > a for a, b in zip(seqs, seqs[1:], strict=False)), f"{cid}: sequence went backwards: {seqs}"
+        assert all(b > a for a, b in zip(seqs, seqs[1:], strict=False)), (
+            f"{cid}: sequence went backwards: {seqs}"
+        )
         assert {m["epoch"] for m in msgs} == {msgs[0]["epoch"]}
     classroom = cams["classroom"]
     assert classroom[0]["frame"] == {"width": 480, "height": 270}
@@ -206,7 +208,11 @@ def test_two_workers_share_cameras_and_fail_over(
     )
     ids = ["cam-a", "cam-b", "cam-c", "cam-d"]
     put_cameras(
-        cfg.kafka, [CameraSpec(id=cid, url=url, fps=2) for cid, url in zip(ids, sim.urls.values(), strict=False)]
+        cfg.kafka,
+        [
+            CameraSpec(id=cid, url=url, fps=2)
+            for cid, url in zip(ids, sim.urls.values(), strict=False)
+        ],
     )
     procs = {wid: _spawn_worker(cfg_path, wid, tmp_path / f"{wid}.log") for wid in ("w1", "w2")}
     try:

@@ -57,7 +57,10 @@ class SourceError(Exception):
 
 def log(message: str) -> None:
     """Diagnostics go to stderr; stdout carries only the READY line."""
-    print(f"rtsp_server: {message}", file=sys.stderr, flush=True)
+    try:
+        print(f"rtsp_server: {message}", file=sys.stderr, flush=True)
+    except OSError:  # the reader of stderr is gone (a dead parent): keep serving or stopping
+        pass
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -123,7 +126,7 @@ def demux_description(path: Path, reencode: bool) -> str:
 
 def bus_error(pipeline: Gst.Pipeline) -> str | None:
     """The first error posted on the pipeline's bus, if any (for probe diagnostics)."""
-    message = pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
+    message = pipeline.get_bus().timed_pop_filtered(Gst.SECOND, Gst.MessageType.ERROR)
     if message is None:
         return None
     err, _debug = message.parse_error()
@@ -135,9 +138,14 @@ def probe(path: Path, reencode: bool) -> Gst.Caps:
     pipeline = Gst.parse_launch(demux_description(path, reencode))
     try:
         pipeline.set_state(Gst.State.PAUSED)
-        sample = pipeline.get_by_name("sink").try_pull_preroll(PROBE_TIMEOUT_S * Gst.SECOND)
+        result, _state, _pending = pipeline.get_state(PROBE_TIMEOUT_S * Gst.SECOND)
+        sample = None
+        if result == Gst.StateChangeReturn.SUCCESS:
+            sample = pipeline.get_by_name("sink").try_pull_preroll(Gst.SECOND)
         if sample is None:
-            why = bus_error(pipeline) or f"no video frame within {PROBE_TIMEOUT_S} s"
+            why = (bus_error(pipeline) or "").rstrip(
+                "."
+            ) or f"no video frame (waited up to {PROBE_TIMEOUT_S} s)"
             raise SourceError(f"{path}: cannot read as {'video' if reencode else 'H.264'}: {why}")
         return sample.get_caps()
     finally:

@@ -347,8 +347,31 @@ class TrackerConfig(_Strict):
     max_age_s: float = Field(5.0, gt=0.0)
 
 
+class AlertServiceConfig(_Strict):
+    """``alerts.service``: the alert service (``vigil alerts serve``); see docs/redis.md."""
+
+    group_id: str = "vigil-alerts"
+    # Static group membership (KIP-345): an instance restarted with the same id gets its
+    # partitions back at once instead of after session_timeout_ms. Unique per instance.
+    instance_id: str | None = None
+    max_batch: int = Field(500, ge=1, le=10_000)
+    poll_timeout_ms: int = Field(500, ge=10, le=60_000)
+    # Where a new group starts. "earliest": nothing produced before the first start is missed.
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(10_000, ge=6000)
+    max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    # 0 = checkpoint the rule state after every batch (the least replay after a crash).
+    checkpoint_interval_s: float = Field(0.0, ge=0.0, le=3600.0)
+    retry_initial_s: float = Field(0.2, gt=0.0)
+    retry_max_s: float = Field(10.0, gt=0.0)
+    alert_ttl_s: int | None = Field(30 * 24 * 3600, ge=3600, description="alert hashes; null = keep")
+    snapshot_quality: int = Field(85, ge=10, le=100)
+    dlq_max_value_bytes: int = Field(65_536, ge=256)
+
+
 class AlertsConfig(_Strict):
     tracker: TrackerConfig = TrackerConfig()
+    service: AlertServiceConfig = AlertServiceConfig()
     rules: list[SerializeAsAny[RuleConfig]] = []
 
     @field_validator("rules", mode="before")

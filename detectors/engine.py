@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.loading import WeightsError, file_sha256, load_model, resolve_weights, select_device
+from detectors.tracking import StreamTrackers
 from detectors.types import Detection
 from pipeline.config import DetectorConfig
 
@@ -74,6 +75,11 @@ class Detector:
         self.half = bool(self.config.half and self.device.startswith("cuda"))
         self._precision = _precision_kwargs(self.half)
         self._lock = threading.Lock()
+        self.trackers = (
+            StreamTrackers(self.config.tracker, self.config.track_buffer_s)
+            if self.config.tracker != "none"
+            else None
+        )
         if warmup:
             try:
                 self.detect([np.zeros((self.config.imgsz, self.config.imgsz, 3), np.uint8)])
@@ -81,10 +87,17 @@ class Detector:
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise WeightsError(f"cannot run weights {source}: {msg}") from None
 
-    def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+    def detect(
+        self,
+        frames: list[np.ndarray],
+        streams: Sequence[str] | None = None,
+        frame_rates: Sequence[float] | None = None,
+    ) -> list[list[Detection]]:
         """Detections per frame (BGR ``HxWx3`` uint8), boxes normalised to [0, 1].
 
-        Batches of up to ``max_batch`` frames go through one ``predict`` call.
+        Batches of up to ``max_batch`` frames go through one ``predict`` call. With ``streams``
+        (one camera id per frame, frames of a camera in order) and tracking on, each detection
+        carries that camera's track id.
         """
         if not frames:
             return []
@@ -95,10 +108,15 @@ class Detector:
         step = self.config.max_batch
         out: list[list[Detection]] = []
         for start in range(0, len(frames), step):
-            out.extend(self._predict(frames[start : start + step]))
+            results = self._predict(frames[start : start + step])
+            if streams is not None and self.trackers is not None:
+                for k, result in enumerate(results, start):
+                    rate = frame_rates[k] if frame_rates is not None else 10.0
+                    results[k - start] = self.trackers.apply(streams[k], result, rate)
+            out.extend(self._convert(r) for r in results)
         return out
 
-    def _predict(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+    def _predict(self, frames: list[np.ndarray]) -> list:
         with self._lock:
             results = self.model.predict(
                 list(frames),
@@ -110,7 +128,7 @@ class Detector:
                 verbose=False,
                 **self._precision,
             )
-        return [self._convert(r) for r in results]
+        return list(results)
 
     def _convert(self, result) -> list[Detection]:
         boxes = result.boxes

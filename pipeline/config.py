@@ -104,6 +104,8 @@ class DetectorConfig(_Strict):
     classes: list[str | int] | None = None
     max_batch: int = Field(8, ge=1, le=256)
     half: bool = False
+    tracker: Literal["bytetrack", "botsort", "none"] = "bytetrack"
+    track_buffer_s: float = Field(3.0, gt=0, le=60)
 
     @field_validator("weights")
     @classmethod

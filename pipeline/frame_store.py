@@ -8,6 +8,7 @@ detections cannot trigger an alert that needs a picture of the object.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -71,10 +72,8 @@ class FrameStore:
             self.skipped += 1
 
     def close(self, timeout_s: float = 5.0) -> None:
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout_s)
-        except queue.Full:
-            pass
         self._thread.join(timeout_s)
         self._client.close()
 

@@ -68,6 +68,8 @@ class IngestWorker:
                     log.info("worker %s: stopping camera %s", self.worker_id, cid)
                     reader.stop()
                     del self._readers[cid]
+                    if self._detector is not None and self._detector.trackers is not None:
+                        self._detector.trackers.drop(cid)
                     metrics.CAMERA_UP.labels(cid).set(0)
             for cid, spec in owned.items():
                 if cid in self._readers or not spec.enabled:
@@ -96,6 +98,10 @@ class IngestWorker:
 
             self._detector = Detector(self.cfg.detector)
         return self._detector
+
+    def _fps(self, camera_id: str) -> float:
+        reader = self._readers.get(camera_id)
+        return 1.0 / reader.interval if reader is not None else self.cfg.ingest.default_fps
 
     def _collect(self, max_batch: int) -> list[Frame]:
         with self._lock:
@@ -127,7 +133,11 @@ class IngestWorker:
             return 0
         det = self.detector
         t0 = time.perf_counter()
-        results = det.detect([f.image for f in frames])
+        results = det.detect(
+            [f.image for f in frames],
+            streams=[f.camera_id for f in frames],
+            frame_rates=[self._fps(f.camera_id) for f in frames],
+        )
         elapsed = time.perf_counter() - t0
         metrics.INFERENCE_SECONDS.observe(elapsed)
         metrics.BATCH_SIZE.observe(len(frames))

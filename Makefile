@@ -21,7 +21,7 @@ test-unit: setup
 	$(PYTHON) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 demo: setup  ## the whole chain on real footage, end to end
-	bash deploy/local/with-services.sh bash examples/demo.sh
+	bash deploy/local/with-services.sh $(PYTHON) -m pipeline.cli demo $(DEMO_ARGS)
 
 bench: setup
 	bash deploy/local/with-services.sh $(PYTHON) -m pipeline.cli bench --out BENCHMARKS.json

@@ -364,7 +364,9 @@ class AlertServiceConfig(_Strict):
     checkpoint_interval_s: float = Field(0.0, ge=0.0, le=3600.0)
     retry_initial_s: float = Field(0.2, gt=0.0)
     retry_max_s: float = Field(10.0, gt=0.0)
-    alert_ttl_s: int | None = Field(30 * 24 * 3600, ge=3600, description="alert hashes; null = keep")
+    alert_ttl_s: int | None = Field(
+        30 * 24 * 3600, ge=3600, description="alert hashes; null = keep"
+    )
     snapshot_quality: int = Field(85, ge=10, le=100)
     dlq_max_value_bytes: int = Field(65_536, ge=256)
 

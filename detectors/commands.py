@@ -18,7 +18,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Adds ``detect`` and ``models import-yolov5``."""
+    """Adds ``detect``, ``models ...``, ``dataset ...``, ``retrain`` and ``evaluate``."""
     p = sub.add_parser(
         "detect",
         help="run the detector on an image or video and print the detections",
@@ -49,6 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("src", help="YOLOv5 checkpoint (.pt)")
     imp.add_argument("-o", "--output", required=True, help="where to write the converted .pt")
     imp.set_defaults(func=_cmd_import_yolov5)
+
+    # dataset / retrain / evaluate and the registry actions (list, promote, rollback, drift)
+    from detectors import retrain_commands
+
+    retrain_commands.register(sub, msub)
 
 
 def _fail(message: object) -> int:

@@ -7,11 +7,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from detectors.backends import Backend, choose_backend, create_backend
 from detectors.loading import WeightsError, file_sha256, load_model, resolve_weights, select_device
+from detectors.preprocess import Letterboxer, scale_boxes
 from detectors.tracking import StreamTrackers
 from detectors.types import Detection
 from pipeline.config import DetectorConfig
+
+MAX_DET = 300  # ultralytics' default per image
 
 
 def resolve_classes(classes: Sequence[str | int] | None, names: dict[int, str]) -> list[int] | None:
@@ -54,8 +59,12 @@ def _precision_kwargs(half: bool) -> dict:
 class Detector:
     """One loaded model plus the thresholds from :class:`DetectorConfig`.
 
-    ``detect`` holds a lock around the ultralytics predictor, which keeps per-call state and is not
-    safe to enter from two threads at once; one detection thread is the intended use.
+    With PyTorch weights, a batch runs through :mod:`detectors.backends` (``detector.backend``:
+    torch, onnxruntime, openvino, tensorrt): one letterboxed canvas for the whole batch
+    (:mod:`detectors.preprocess`), one forward pass, ultralytics' NMS, boxes scaled back per frame.
+    Already exported weights run through ultralytics' ``predict`` (backend ``ultralytics``).
+    ``detect`` holds a lock around a batch (reused buffers, predictor state); one detection thread
+    is the intended use.
     """
 
     def __init__(self, config: DetectorConfig | None = None, *, warmup: bool = True) -> None:
@@ -75,6 +84,15 @@ class Detector:
         self.half = bool(self.config.half and self.device.startswith("cuda"))
         self._precision = _precision_kwargs(self.half)
         self._lock = threading.Lock()
+        native = isinstance(getattr(self.model, "model", None), torch.nn.Module)
+        self.backend_name = choose_backend(self.config.backend, self.device, native)
+        self.backend: Backend | None = None
+        if self.backend_name != "ultralytics":
+            self.backend = create_backend(self.backend_name, self.model, self.config, self.device)
+            stride = int(max(getattr(self.model.model, "stride", torch.tensor([32.0])).tolist()))
+            self._boxer = Letterboxer(
+                self.config.imgsz, max(stride, 32), True, self.backend.allocator()
+            )
         self.trackers = (
             StreamTrackers(self.config.tracker, self.config.track_buffer_s)
             if self.config.tracker != "none"
@@ -92,12 +110,15 @@ class Detector:
         frames: list[np.ndarray],
         streams: Sequence[str] | None = None,
         frame_rates: Sequence[float] | None = None,
+        raw_out: list[np.ndarray] | None = None,
     ) -> list[list[Detection]]:
         """Detections per frame (BGR ``HxWx3`` uint8), boxes normalised to [0, 1].
 
-        Batches of up to ``max_batch`` frames go through one ``predict`` call. With ``streams``
+        Batches of up to ``max_batch`` frames go through one forward pass. With ``streams``
         (one camera id per frame, frames of a camera in order) and tracking on, each detection
-        carries that camera's track id.
+        carries that camera's track id. ``raw_out`` receives each frame's untracked detections
+        (``(n, 6)`` pixel ``x1, y1, x2, y2, conf, class``), which :meth:`finish` can track again
+        (motion gating re-feeds them to the tracker for frames it skips).
         """
         if not frames:
             return []
@@ -108,13 +129,97 @@ class Detector:
         step = self.config.max_batch
         out: list[list[Detection]] = []
         for start in range(0, len(frames), step):
+            if self.backend is not None:
+                out.extend(
+                    self._detect_batch(
+                        frames[start : start + step], start, streams, frame_rates, raw_out
+                    )
+                )
+                continue
             results = self._predict(frames[start : start + step])
+            if raw_out is not None:
+                raw_out.extend(r.boxes.data.float().cpu().numpy()[:, :6] for r in results)
             if streams is not None and self.trackers is not None:
                 for k, result in enumerate(results, start):
                     rate = frame_rates[k] if frame_rates is not None else 10.0
                     results[k - start] = self.trackers.apply(streams[k], result, rate)
             out.extend(self._convert(r) for r in results)
         return out
+
+    def _detect_batch(self, frames, offset, streams, frame_rates, raw_out) -> list[list[Detection]]:
+        boxes = self.infer(frames)
+        if raw_out is not None:
+            raw_out.extend(boxes)
+        out = []
+        for k, (frame, b) in enumerate(zip(frames, boxes, strict=True), offset):
+            stream = streams[k] if streams is not None else None
+            rate = frame_rates[k] if frame_rates is not None else 10.0
+            out.append(self.finish(frame, b, stream, rate))
+        return out
+
+    def finish(
+        self,
+        frame: np.ndarray,
+        boxes: np.ndarray,
+        stream: str | None = None,
+        frame_rate: float = 10.0,
+        trackers: StreamTrackers | None = None,
+    ) -> list[Detection]:
+        """:meth:`infer` output of one frame -> Detections, tracked when ``stream`` is given
+        (with ``trackers``, default the detector's own)."""
+        trackers = trackers or self.trackers
+        if stream is None or trackers is None:
+            return self._from_array(boxes, frame.shape)
+        from ultralytics.engine.results import Results
+
+        result = Results(frame, path="", names=self.names, boxes=torch.from_numpy(boxes.copy()))
+        return self._convert(trackers.apply(stream, result, frame_rate))
+
+    def infer(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One batch through the backend: per frame an ``(n, 6)`` float32 array of
+        ``x1, y1, x2, y2, confidence, class`` in the frame's own pixels (no tracking)."""
+        from ultralytics.utils.nms import non_max_suppression
+
+        assert self.backend is not None, "infer() needs a batched backend"
+        with self._lock:
+            canvas, places = self._boxer.letterbox(frames)
+            pred = self.backend(canvas, self._boxer)
+            dets = non_max_suppression(
+                pred, self.config.conf, self.config.iou, self.classes, max_det=MAX_DET
+            )
+            counts = [len(d) for d in dets]
+            flat = torch.cat(dets).float().cpu().numpy() if sum(counts) else None  # one sync
+        out = []
+        start = 0
+        for n, place in zip(counts, places, strict=True):
+            if not n:
+                out.append(np.zeros((0, 6), np.float32))
+                continue
+            b = flat[start : start + n].copy()
+            start += n
+            scale_boxes(b, place)
+            out.append(b)
+        return out
+
+    def _from_array(self, boxes: np.ndarray, shape: tuple[int, ...]) -> list[Detection]:
+        h, w = shape[:2]
+        dets = []
+        for x1, y1, x2, y2, p, c in boxes.tolist():
+            c = int(c)
+            dets.append(
+                Detection(
+                    class_id=c,
+                    label=self.names.get(c, str(c)),
+                    confidence=float(p),
+                    box=(
+                        min(max(x1 / w, 0.0), 1.0),
+                        min(max(y1 / h, 0.0), 1.0),
+                        min(max(x2 / w, 0.0), 1.0),
+                        min(max(y2 / h, 0.0), 1.0),
+                    ),
+                )
+            )
+        return dets
 
     def _predict(self, frames: list[np.ndarray]) -> list:
         with self._lock:

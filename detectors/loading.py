@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from detectors import yolov5_legacy
+from detectors.errors import WeightsError
 from pipeline.config import ConfigError, expand_env
 
 if TYPE_CHECKING:
@@ -25,10 +26,6 @@ log = logging.getLogger(__name__)
 
 #: Tasks whose results carry ``boxes`` (all Vigil needs).
 BOX_TASKS = ("detect", "segment", "pose")
-
-
-class WeightsError(ValueError):
-    """Weights that cannot be used; the message names the file and how to fix it."""
 
 
 def cache_dir() -> Path:

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.motion import MotionOverride
+
 CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
 
@@ -76,6 +78,7 @@ class CameraSpec(BaseModel):
     )
     enabled: bool = True
     labels: dict[str, str] = {}
+    motion: MotionOverride | None = None  # keys left out come from ingest.motion
 
     @field_validator("id")
     @classmethod

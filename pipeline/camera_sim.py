@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 from pipeline.assets import REPO_ROOT, footage
 
@@ -113,10 +114,16 @@ class CameraSim:
     # -- lifecycle --------------------------------------------------------------------------------
 
     @property
+    def messages(self) -> list[str]:
+        """The server's latest stderr lines (clients coming and going, errors)."""
+        return list(self._stderr)
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
+        """The server's command line (``--exit-with-stdin``: it dies with us, never orphaned)."""
         cmd = [gst_python(), str(SERVER_SCRIPT), "--port", str(self.port), "--bind", self.bind]
         cmd.append("--exit-with-stdin")
         if self.reencode:
@@ -150,7 +157,7 @@ class CameraSim:
         except BaseException:
             self.stop()
             raise
-        self.port = int(next(iter(self.urls.values())).rsplit(":", 1)[1].split("/")[0])
+        self.port = urlsplit(next(iter(self.urls.values()))).port or self.port  # for port=0
         log.info("camera simulator ready: %s", " ".join(self.urls.values()))
         return self
 
@@ -251,8 +258,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_foreground)
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    """Unwind like Ctrl-C, so the ``with`` block stops the server (exit code 128 + 15)."""
+    sys.exit(128 + signum)
+
+
 def run_foreground(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C (or until the server dies, whose exit code is returned)."""
+    """Serve until Ctrl-C or SIGTERM (or until the server dies, whose exit code is returned)."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         sim = CameraSim(
             args.files, port=args.port, bind=args.bind, reencode=args.reencode, echo_stderr=True

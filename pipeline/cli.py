@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     user_errors: tuple[type[Exception], ...] = (ConfigError, KafkaUnavailable)
     try:
-        from detectors.loading import WeightsError
+        from detectors.errors import WeightsError
 
         user_errors += (WeightsError,)
     except ImportError:

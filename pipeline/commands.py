@@ -15,7 +15,7 @@ from pipeline.config import ConfigError, VigilConfig, expand_env, load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pipeline import camera_sim
+    from pipeline import camera_sim, demo
 
     p = sub.add_parser("run", help="registry sync + ingest + detection (+ alerts) in one process")
     _config_args(p)
@@ -53,6 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_cameras_apply)
 
     camera_sim.register(sub)
+
+    from pipeline import bench
+
+    bench.register(sub)
+    demo.register(sub)
 
 
 def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from pipeline.assets import assets_dir
 from pipeline.camera import CameraSpec
+from pipeline.motion import MotionConfig
 
 
 class ConfigError(ValueError):
@@ -103,7 +104,12 @@ class DetectorConfig(_Strict):
     iou: float = Field(0.45, ge=0.0, le=1.0)
     classes: list[str | int] | None = None
     max_batch: int = Field(8, ge=1, le=256)
-    half: bool = False
+    # Inference backend (detectors/backends.py): auto = fastest available here (openvino >
+    # onnxruntime > torch on CPU, tensorrt > torch on CUDA); exports are cached next to the weights.
+    backend: Literal["auto", "torch", "onnxruntime", "openvino", "tensorrt", "ultralytics"] = "auto"
+    # How long the worker waits for more cameras' frames to fill a batch once one frame is due.
+    max_wait_ms: float = Field(5.0, ge=0, le=1000)
+    half: bool = Field(True, description="fp16 on CUDA (ignored on CPU)")
     tracker: Literal["bytetrack", "botsort", "none"] = "bytetrack"
     track_buffer_s: float = Field(3.0, gt=0, le=60)
 
@@ -134,6 +140,145 @@ class IngestConfig(_Strict):
     read_timeout_s: float = Field(10.0, gt=0)
     reconnect: ReconnectConfig = ReconnectConfig()
     session_timeout_ms: int = Field(10000, ge=6000)
+    # A frame older than this when the detector gets to it is dropped and counted (stale).
+    max_frame_age_s: float = Field(2.0, gt=0, le=60)
+    # Motion gating defaults for every camera (cameras[].motion overrides them key by key).
+    motion: MotionConfig = MotionConfig()
+
+
+class UncertainPolicy(_Strict):
+    """Active learning: frames with a detection whose confidence lies in [low, high]."""
+
+    enabled: bool = True
+    low: float = Field(0.25, ge=0.0, le=1.0)
+    high: float = Field(0.5, ge=0.0, le=1.0)
+
+    @field_validator("high")
+    @classmethod
+    def _band(cls, v: float, info) -> float:
+        low = info.data.get("low")
+        if low is not None and v < low:
+            raise ValueError(f"must be >= low ({low}), got {v}")
+        return v
+
+
+class MotionPolicy(_Strict):
+    """Frames where the picture changed (frame difference) but the detector found nothing."""
+
+    enabled: bool = True
+    check_interval_s: float = Field(2.0, gt=0, description="compare frames this far apart")
+    threshold: float = Field(0.02, gt=0, le=1, description="fraction of changed pixels")
+
+
+class CollectionPolicy(_Strict):
+    """When a camera's frame is worth keeping for retraining (any enabled reason is enough)."""
+
+    periodic_s: float | None = Field(300.0, gt=0, description="one frame every N s; null: off")
+    alerts: bool = True
+    uncertain: UncertainPolicy = UncertainPolicy()
+    motion: MotionPolicy = MotionPolicy()
+    min_interval_s: float = Field(
+        5.0, ge=0, description="at most one frame per camera this often (alerts excepted)"
+    )
+    max_images: int = Field(2000, ge=1, description="per-camera quota")
+    dedup_distance: int = Field(
+        6, ge=0, le=64, description="near-duplicate: perceptual hashes this close (bits; 0: off)"
+    )
+    dedup_pixel_delta: int = Field(
+        12, ge=0, le=255, description="... and no thumbnail cell changed by more (grey levels)"
+    )
+
+
+class CollectionConfig(_Strict):
+    """Sampling of live frames into a YOLO dataset folder (detectors.collect)."""
+
+    enabled: bool = False
+    dir: str = "${VIGIL_STATE:-.vigil}/collected"
+    policy: CollectionPolicy = CollectionPolicy()
+    cameras: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="camera id -> policy keys that differ from `policy`"
+    )
+    disk_budget_mb: float = Field(2048.0, gt=0)
+    queue_size: int = Field(16, ge=1, le=1024)
+    jpeg_quality: int = Field(92, ge=50, le=100)
+    alerts_group_id: str | None = Field(
+        None, description="Kafka group reading alerts for alert frames; default <group>-collect"
+    )
+
+    @field_validator("dir")
+    @classmethod
+    def _expand_dir(cls, v: str) -> str:
+        return expand_env(v)
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_policies(cls, v: dict[str, dict[str, Any]], info) -> dict[str, dict[str, Any]]:
+        base = (info.data.get("policy") or CollectionPolicy()).model_dump()
+        for cid, override in v.items():
+            if not isinstance(override, dict):
+                raise ValueError(f"camera {cid!r}: expected a mapping of policy keys")
+            try:
+                CollectionPolicy.model_validate(_deep_merge(base, override))
+            except ValidationError as e:
+                errs = "; ".join(
+                    f"{'.'.join(str(p) for p in x['loc'])}: {x['msg']}" for x in e.errors()
+                )
+                raise ValueError(f"camera {cid!r}: {errs}") from None
+        return v
+
+    def policy_for(self, camera_id: str) -> CollectionPolicy:
+        override = self.cameras.get(camera_id)
+        if not override:
+            return self.policy
+        return CollectionPolicy.model_validate(_deep_merge(self.policy.model_dump(), override))
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+class PromotionConfig(_Strict):
+    """When ``vigil retrain`` may replace the production model."""
+
+    metric: Literal["map50", "map50_95"] = "map50"
+    margin: float = Field(0.01, ge=0, le=1, description="candidate must beat production by this")
+    monitored_classes: list[str] = Field(default_factory=lambda: ["person"])
+    class_tolerance: float = Field(
+        0.02, ge=0, le=1, description="largest AP drop allowed on a monitored class"
+    )
+
+
+class DriftConfig(_Strict):
+    """Per-camera drift of live detections away from the model's reference profile."""
+
+    enabled: bool = True
+    window_s: float = Field(3600.0, gt=0, description="statistics window per camera")
+    min_frames: int = Field(200, ge=1, description="frames needed before a verdict")
+    threshold: float = Field(0.25, gt=0, description="drift score that makes retraining due")
+    publish_interval_s: float = Field(30.0, gt=0)
+
+
+class ModelsConfig(_Strict):
+    """Model registry (Redis + files) and hot reload of the production model."""
+
+    registry: bool = Field(False, description="ingest workers follow the registry's production")
+    store: str = Field(
+        "${VIGIL_STATE:-.vigil}/models", description="folder or fsspec URL for model files"
+    )
+    name: str = Field("detector", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    poll_interval_s: float = Field(5.0, gt=0, description="fallback when a pub/sub notice is lost")
+    promotion: PromotionConfig = PromotionConfig()
+    drift: DriftConfig = DriftConfig()
+
+    @field_validator("store")
+    @classmethod
+    def _expand_store(cls, v: str) -> str:
+        return expand_env(v)
 
 
 class VigilConfig(_Strict):
@@ -141,6 +286,8 @@ class VigilConfig(_Strict):
     redis: RedisConfig = RedisConfig()
     detector: DetectorConfig = DetectorConfig()
     ingest: IngestConfig = IngestConfig()
+    collection: CollectionConfig = CollectionConfig()
+    models: ModelsConfig = ModelsConfig()
     cameras: list[CameraSpec] = []
     # Rules and the alert service are validated by alerts.config; kept opaque here so the
     # ingest side does not depend on the alert side (data flows one way).

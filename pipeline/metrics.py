@@ -12,7 +12,20 @@ FRAMES_DECODED = Gauge(
     "vigil_camera_frames_decoded", "Frames decoded since the reader started", ["camera"]
 )
 FRAMES_PROCESSED = Counter(
-    "vigil_camera_frames_processed_total", "Frames run through the detector", ["camera"]
+    "vigil_camera_frames_processed_total",
+    "Frames published (detector run or, with motion gating, detections carried over)",
+    ["camera"],
+)
+FRAMES_MOTION_SKIPPED = Counter(
+    "vigil_camera_frames_motion_skipped_total",
+    "Frames published without a detector run (no motion: last detections carried over)",
+    ["camera"],
+)
+DECODE_FPS = Gauge(
+    "vigil_camera_decode_fps", "Frames decoded per second (last interval)", ["camera"]
+)
+PROCESSED_FPS = Gauge(
+    "vigil_camera_processed_fps", "Frames published per second (last interval)", ["camera"]
 )
 FRAMES_DROPPED = Gauge(
     "vigil_camera_frames_dropped", "Frames replaced before the detector took them", ["camera"]
@@ -29,6 +42,11 @@ INFERENCE_SECONDS = Histogram(
 )
 BATCH_SIZE = Histogram(
     "vigil_inference_batch_size", "Frames per detector batch", buckets=(1, 2, 4, 8, 16, 32)
+)
+DETECTOR_INFO = Gauge(
+    "vigil_detector_info",
+    "The loaded detector (value 1)",
+    ["model", "version", "backend", "device"],
 )
 PUBLISH_SECONDS = Histogram(
     "vigil_publish_seconds",

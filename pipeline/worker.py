@@ -2,6 +2,13 @@
 
 Flow: registry watcher -> readers (one thread per camera, latest frame only) -> detection loop
 (batches the due frames of all cameras) -> ``vigil.detections`` keyed by camera id.
+
+Back-pressure: a reader keeps only its newest frame (replaced ones are counted as dropped), so
+memory does not grow with load; the loop takes at most one frame per camera per batch, cameras
+served longest ago first (none starves when there are more cameras than ``max_batch``), and drops
+frames older than ``ingest.max_frame_age_s`` (counted as stale) so latency stays bounded. With
+motion gating (``ingest.motion``, ``cameras[].motion``; :mod:`pipeline.motion`) frames without
+new motion skip the detector and carry the camera's last detections over.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from pipeline import metrics
 from pipeline.camera import CameraSpec
 from pipeline.capture import CameraReader, Frame
@@ -20,6 +29,7 @@ from pipeline.config import VigilConfig
 from pipeline.frame_store import FrameStore
 from pipeline.kafka_io import make_producer
 from pipeline.messages import detection_message
+from pipeline.motion import Decision, MotionDetector
 from pipeline.registry import RegistryWatcher
 
 log = logging.getLogger(__name__)
@@ -45,12 +55,28 @@ class IngestWorker:
         self._wake = threading.Event()
         self._rr = 0  # round-robin start, so no camera starves when batches are full
         self._on_frame_processed = on_frame_processed
+        self._frame_listeners: list[Callable[[Frame, list], None]] = []
+        # held around each detect call: swap_detector (hot reload) waits for the batch in flight
+        self._detect_lock = threading.Lock()
+        self.collection = None  # pipeline.collection.CollectionService when collecting
+        self.hot_reload = None  # pipeline.hot_reload.HotReloader when following the registry
+        self.drift = None  # detectors.drift.DriftMonitor when reporting drift
         self.producer = None
         self.frame_store: FrameStore | None = None
         self.watcher: RegistryWatcher | None = None
         self.published = 0
         self.publish_errors = 0
-        self.max_frame_age_s = 2.0
+        self.max_frame_age_s = cfg.ingest.max_frame_age_s
+        self._served: dict[str, float] = {}  # camera -> when its last frame was taken (fairness)
+        self._motion: dict[str, MotionDetector | None] = {}  # None: gating off for the camera
+        # camera -> (untracked detections of its last detector run, (h, w)), for motion gating
+        self._last_raw: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
+        self._last_dets: dict[str, list] = {}  # fallback for detectors without raw output
+        self._fps_state: dict[str, tuple[float, int, int]] = {}  # camera -> (t, decoded, processed)
+        self._processed: dict[str, int] = {}
+        self.detector_frames = 0  # frames that went through the detector
+        self.skipped_frames = 0  # frames published with carried-over detections (no motion)
+        self.stale_frames = 0  # frames dropped because they were too old when their turn came
 
     # -- camera ownership ------------------------------------------------------------------
     @property
@@ -70,6 +96,14 @@ class IngestWorker:
                     del self._readers[cid]
                     if self._detector is not None and self._detector.trackers is not None:
                         self._detector.trackers.drop(cid)
+                    for state in (
+                        self._motion,
+                        self._last_raw,
+                        self._last_dets,
+                        self._served,
+                        self._fps_state,
+                    ):
+                        state.pop(cid, None)
                     metrics.CAMERA_UP.labels(cid).set(0)
             for cid, spec in owned.items():
                 if cid in self._readers or not spec.enabled:
@@ -99,30 +133,105 @@ class IngestWorker:
             self._detector = Detector(self.cfg.detector)
         return self._detector
 
+    def swap_detector(self, new):
+        """Replace the detector between batches (hot reload); returns the old one.
+
+        Cameras keep streaming: the batch in flight finishes with the old model, the next one uses
+        the new model. Tracks carry over when both models have the same classes.
+        """
+        with self._detect_lock:
+            old = self._detector
+            if (
+                old is not None
+                and getattr(old, "trackers", None) is not None
+                and getattr(new, "trackers", None) is not None
+                and old.names == new.names
+            ):
+                new.trackers = old.trackers
+            self._detector = new
+        return old
+
+    def add_frame_listener(self, listener: Callable[[Frame, list], None]) -> None:
+        """Call ``listener(frame, detections)`` after each frame is published (collection, drift)."""
+        self._frame_listeners.append(listener)
+
     def _fps(self, camera_id: str) -> float:
         reader = self._readers.get(camera_id)
         return 1.0 / reader.interval if reader is not None else self.cfg.ingest.default_fps
 
-    def _collect(self, max_batch: int) -> list[Frame]:
+    def _collect(self, max_batch: int, exclude: set[str] | frozenset = frozenset()) -> list[Frame]:
+        """Up to ``max_batch`` new frames, one per camera, cameras served longest ago first."""
         with self._lock:
             readers = list(self._readers.values())
         if not readers:
             return []
         start = self._rr % len(readers)
         self._rr += 1
+        order = readers[start:] + readers[:start]  # ties (never served) in round-robin order
+        order.sort(key=lambda r: self._served.get(r.camera_id, 0.0))
         frames: list[Frame] = []
         now = time.time()
-        for reader in readers[start:] + readers[:start]:
+        for reader in order:
+            if reader.camera_id in exclude:
+                continue
             frame = reader.take()
             if frame is None:
                 continue
+            self._served[reader.camera_id] = time.monotonic()
             if now - frame.capture_ts > self.max_frame_age_s:
                 metrics.FRAMES_STALE.labels(frame.camera_id).inc()
+                self.stale_frames += 1
                 continue
             frames.append(frame)
             if len(frames) >= max_batch:
                 break
         return frames
+
+    def _fill(self, frames: list[Frame]) -> list[Frame]:
+        """Wait up to ``detector.max_wait_ms`` for frames of the other streaming cameras."""
+        wait_s = self.cfg.detector.max_wait_ms / 1000.0
+        limit = self.cfg.detector.max_batch
+        if wait_s <= 0 or len(frames) >= limit:
+            return frames
+        with self._lock:
+            streaming = sum(1 for r in self._readers.values() if r.stats.state == "streaming")
+        want = min(limit, streaming)
+        deadline = time.monotonic() + wait_s
+        while len(frames) < want and (left := deadline - time.monotonic()) > 0:
+            self._wake.wait(left)
+            self._wake.clear()
+            frames += self._collect(limit - len(frames), {f.camera_id for f in frames})
+        return frames
+
+    def _gate(self, frame: Frame) -> Decision | None:
+        """Motion decision for ``frame``; None when gating is off for its camera."""
+        cid = frame.camera_id
+        if cid not in self._motion:
+            with self._lock:
+                reader = self._readers.get(cid)
+            base = self.cfg.ingest.motion
+            override = reader.spec.motion if reader is not None else None
+            mcfg = override.apply(base) if override is not None else base
+            self._motion[cid] = MotionDetector(mcfg) if mcfg.enabled else None
+        gate = self._motion[cid]
+        if gate is None:
+            return None
+        last = self._last_raw.get(cid)
+        if last is not None:
+            boxes, (h, w) = last
+            scale = np.array([w, h, w, h], np.float32)
+            objects = [tuple(b) for b in (boxes[:, :4] / scale).tolist()]
+        else:
+            objects = [d.box for d in self._last_dets.get(cid, ())]
+        return gate.check(frame.image, frame.capture_ts, objects)
+
+    def _carry_over(self, det, frame: Frame) -> list:
+        """Detections for a frame without motion: the last detector result, tracked again so
+        tracks stay alive as if the detector had seen the same boxes (it would have)."""
+        last = self._last_raw.get(frame.camera_id)
+        if last is not None and hasattr(det, "finish"):
+            return det.finish(frame.image, last[0], frame.camera_id, self._fps(frame.camera_id))
+        return self._last_dets.get(frame.camera_id, [])
 
     def process_once(self, timeout_s: float = 0.05) -> int:
         """Run one batch if any camera has a new frame; returns the number of frames processed."""
@@ -131,27 +240,60 @@ class IngestWorker:
             self._wake.wait(timeout_s)
             self._wake.clear()
             return 0
-        det = self.detector
-        t0 = time.perf_counter()
-        results = det.detect(
-            [f.image for f in frames],
-            streams=[f.camera_id for f in frames],
-            frame_rates=[self._fps(f.camera_id) for f in frames],
-        )
-        elapsed = time.perf_counter() - t0
-        metrics.INFERENCE_SECONDS.observe(elapsed)
-        metrics.BATCH_SIZE.observe(len(frames))
-        per_frame_ms = elapsed * 1000 / len(frames)
-        for frame, dets in zip(frames, results, strict=True):
+        frames = self._fill(frames)
+        decisions = [self._gate(f) for f in frames]
+        todo = [f for f, d in zip(frames, decisions, strict=True) if d is None or d.detect]
+        results: list[list] = []
+        raw: list[np.ndarray] | None = [] if any(d is not None for d in decisions) else None
+        elapsed = 0.0
+        with self._detect_lock:
+            det = self.detector
+            if todo:
+                t0 = time.perf_counter()
+                kw = {"raw_out": raw} if raw is not None and hasattr(det, "finish") else {}
+                results = det.detect(
+                    [f.image for f in todo],
+                    streams=[f.camera_id for f in todo],
+                    frame_rates=[self._fps(f.camera_id) for f in todo],
+                    **kw,
+                )
+                elapsed = time.perf_counter() - t0
+        if todo:
+            metrics.INFERENCE_SECONDS.observe(elapsed)
+            metrics.BATCH_SIZE.observe(len(todo))
+            self.detector_frames += len(todo)
+        per_frame_ms = elapsed * 1000 / len(todo) if todo else 0.0
+        detected = iter(results)
+        raws = iter(raw or ())
+        for frame, decision in zip(frames, decisions, strict=True):
+            carried = decision is not None and not decision.detect
+            if carried:
+                with self._detect_lock:
+                    dets = self._carry_over(det, frame)
+                self.skipped_frames += 1
+                metrics.FRAMES_MOTION_SKIPPED.labels(frame.camera_id).inc()
+            else:
+                dets = next(detected)
+                boxes = next(raws, None)  # one per detected frame (when asked for)
+                if decision is not None:
+                    self._last_dets[frame.camera_id] = dets
+                    if boxes is not None:
+                        self._last_raw[frame.camera_id] = (boxes, frame.image.shape[:2])
             msg = detection_message(
-                frame, dets, det.name, det.version, self.worker_id, per_frame_ms
+                frame, dets, det.name, det.version, self.worker_id, 0.0 if carried else per_frame_ms
             )
+            if decision is not None:
+                msg["motion"] = decision.motion
+                msg["carried_over"] = carried
+            self._processed[frame.camera_id] = self._processed.get(frame.camera_id, 0) + 1
             if dets and self.frame_store is not None:
                 self.frame_store.put(frame)  # before publishing: the alert may need it at once
             self._publish(frame, msg)
             metrics.FRAMES_PROCESSED.labels(frame.camera_id).inc()
             if self._on_frame_processed is not None:
                 self._on_frame_processed(frame, dets)
+            for listener in self._frame_listeners:
+                listener(frame, dets)
         return len(frames)
 
     def _publish(self, frame: Frame, msg: dict) -> None:
@@ -189,8 +331,24 @@ class IngestWorker:
     def _export_reader_stats(self) -> None:
         with self._lock:
             readers = list(self._readers.values())
+        det = self._detector
+        if det is not None:
+            metrics.DETECTOR_INFO.labels(
+                det.name,
+                det.version,
+                getattr(det, "backend_name", "ultralytics"),
+                str(getattr(det, "device", "")),
+            ).set(1)
+        now = time.monotonic()
         for r in readers:
             s = r.stats
+            processed = self._processed.get(r.camera_id, 0)
+            prev = self._fps_state.get(r.camera_id)
+            if prev is not None and now > prev[0]:
+                dt = now - prev[0]
+                metrics.DECODE_FPS.labels(r.camera_id).set((s.frames_decoded - prev[1]) / dt)
+                metrics.PROCESSED_FPS.labels(r.camera_id).set((processed - prev[2]) / dt)
+            self._fps_state[r.camera_id] = (now, s.frames_decoded, processed)
             metrics.FRAMES_DECODED.labels(r.camera_id).set(s.frames_decoded)
             metrics.FRAMES_DROPPED.labels(r.camera_id).set(s.frames_dropped)
             metrics.RECONNECTS.labels(r.camera_id).set(s.reconnects)
@@ -199,7 +357,13 @@ class IngestWorker:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> IngestWorker:
         """Connect to Kafka and join the ingest group; cameras arrive through the watcher."""
+        from detectors import drift
+        from pipeline import collection, hot_reload
+
+        self.hot_reload = hot_reload.attach(self)  # may load the registry's production model
         _ = self.detector  # load weights before taking cameras: a bad model fails fast
+        self.collection = collection.attach(self)
+        self.drift = drift.attach(self)
         self.producer = make_producer(self.cfg.kafka, f"ingest-{self.worker_id}")
         if self.cfg.redis.store_frames:
             self.frame_store = FrameStore(self.cfg.redis).start()
@@ -240,6 +404,9 @@ class IngestWorker:
             for reader in self._readers.values():
                 reader.stop()
             self._readers.clear()
+        for service in (self.hot_reload, self.collection, self.drift):
+            if service is not None:
+                service.close()
         if self.frame_store is not None:
             self.frame_store.close()
         if self.producer is not None:

@@ -46,13 +46,15 @@ def footage_file(name: str) -> Path:
     return path
 
 
-def file_info(path: Path) -> tuple[int, float, tuple[int, int, int]]:
-    """(frame count, fps, frame shape) of a local file, from its own container."""
+def file_frames(path: Path) -> tuple[list[np.ndarray], float]:
+    """All frames of a local file and its frame rate, from its own container."""
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     try:
-        ok, frame = cap.read()
-        assert ok, f"cannot read {path}"
-        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS), frame.shape
+        frames = []
+        while (result := cap.read())[0]:
+            frames.append(result[1])
+        assert frames, f"cannot read {path}"
+        return frames, cap.get(cv2.CAP_PROP_FPS)
     finally:
         cap.release()
 
@@ -127,19 +129,18 @@ def test_urls_are_named_after_the_files(sim: CameraSim) -> None:
 
 @pytest.mark.parametrize("name", ["people-detection", "classroom"])
 def test_stream_loops_at_real_time_with_the_file_frames(sim: CameraSim, name: str) -> None:
-    frame_count, fps, shape = file_info(footage_file(f"{name}.mp4"))
-    count = 2 * frame_count + 10  # more than the file has: only a loop can deliver them
+    originals, fps = file_frames(footage_file(f"{name}.mp4"))
+    count = 2 * len(originals) + 10  # more than the file has: only a loop can deliver them
     frames, seconds = read_frames(sim.urls[name], count)
 
-    assert all(f.shape == shape for f in frames), {f.shape for f in frames}
-    assert shape == (270, 480, 3)
-    # Live pacing, loosely: a stream that dumped the file as fast as it could would take ~0 s.
+    assert all(f.shape == (270, 480, 3) for f in frames), {f.shape for f in frames}
+    # Live pacing, loosely: a server that dumped the file as fast as it could would take ~0 s.
     real_time = (count - 1) / fps
     assert 0.6 * real_time < seconds < 2 * real_time + 15, (seconds, real_time)
-    # The content repeats: one pass later the first picture comes back (not a frozen frame).
-    assert max(mean_abs_diff(a, b) for a, b in zip(frames[:-1], frames[1:], strict=True)) > 0.5
-    later = frames[frame_count - 2 : frame_count + 3]
-    assert min(mean_abs_diff(frames[0], f) for f in later) < 2.0
+    # Passthrough, no re-encoding: the first reader of a fresh stream gets exactly the file's
+    # pictures in order, pass after pass.
+    diffs = [mean_abs_diff(f, originals[i % len(originals)]) for i, f in enumerate(frames)]
+    assert max(diffs) < 1.0, diffs
 
 
 def test_several_readers_share_one_stream(sim: CameraSim) -> None:
@@ -151,6 +152,8 @@ def test_several_readers_share_one_stream(sim: CameraSim) -> None:
             for c in caps:
                 ok, frame = c.read()
                 assert ok and frame.shape == (270, 480, 3)
+        started = [m for m in sim.messages if "/people-detection: media started" in m]
+        assert len(started) == 1, sim.messages  # both readers are fed by one pipeline
     finally:
         for c in caps:
             c.release()

@@ -21,6 +21,7 @@ next client starts a fresh loop.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import re
@@ -57,10 +58,8 @@ class SourceError(Exception):
 
 def log(message: str) -> None:
     """Diagnostics go to stderr; stdout carries only the READY line."""
-    try:
+    with contextlib.suppress(OSError):  # nobody reads stderr any more (a dead parent)
         print(f"rtsp_server: {message}", file=sys.stderr, flush=True)
-    except OSError:  # the reader of stderr is gone (a dead parent): keep serving or stopping
-        pass
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -176,20 +175,23 @@ class FileLoop:
         self.path = path
         self.pipeline = Gst.parse_launch(demux_description(path, reencode))
         self.sink = self.pipeline.get_by_name("sink")
-        self.pipeline.get_bus().set_sync_handler(self._on_message)
         self.stopped = threading.Event()
         self._pass_start: int | None = None  # first dts of the current pass, file time
         self._offset = 0  # output time at which the current pass starts
         self._end = 0  # output time just after the latest frame
         self._frame_ns = DEFAULT_FRAME_NS
 
-    def _on_message(self, _bus: Gst.Bus, message: Gst.Message) -> Gst.BusSyncReply:
-        """Log problems and drop every message: nothing polls this bus, so it would only grow."""
-        if message.type == Gst.MessageType.ERROR:
-            log(f"{self.path}: {message.parse_error()[0].message}")
-        elif message.type == Gst.MessageType.WARNING:
-            log(f"{self.path}: warning: {message.parse_warning()[0].message}")
-        return Gst.BusSyncReply.DROP
+    def _drain_bus(self) -> None:
+        """Log problems and discard the rest: nothing else reads this bus, so it would only grow.
+
+        (Polled rather than a sync handler: PyGObject leaks the messages a sync handler sees.)
+        """
+        bus = self.pipeline.get_bus()
+        while (message := bus.pop()) is not None:
+            if message.type == Gst.MessageType.ERROR:
+                log(f"{self.path}: {message.parse_error()[0].message}")
+            elif message.type == Gst.MessageType.WARNING:
+                log(f"{self.path}: warning: {message.parse_warning()[0].message}")
 
     def start(self) -> None:
         if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
@@ -205,6 +207,7 @@ class FileLoop:
             sample = self.sink.try_pull_sample(PULL_TIMEOUT_NS)
             if sample is not None:
                 return self._retime(sample.get_buffer())
+            self._drain_bus()
             if self.stopped.is_set():
                 return None
             if not self.sink.is_eos():
@@ -245,6 +248,12 @@ class LiveFeeder:
         self.appsrc = appsrc
         self.loop = loop
         self._base: int | None = None  # running time of the first frame
+        self._handler = appsrc.connect("need-data", self.on_need_data)
+
+    def close(self) -> None:
+        """Stop reading and let go of the appsrc (its handler would keep us alive otherwise)."""
+        self.loop.stop()
+        self.appsrc.disconnect(self._handler)
 
     def on_need_data(self, appsrc: GstApp.AppSrc, _length: int) -> None:
         buf = self.loop.next_buffer()
@@ -288,24 +297,21 @@ class LoopingFactory(GstRtspServer.RTSPMediaFactory):
         appsrc.set_caps(self.caps)
         loop = FileLoop(self.path, self.reencode)
         feeder = LiveFeeder(appsrc, loop)
-        appsrc.connect("need-data", feeder.on_need_data)
-        key = id(media)
-        _LIVE[key] = feeder
-        media.connect("unprepared", lambda _media: self._on_unprepared(key))
+        _LIVE.add(feeder)
+        media.connect("unprepared", lambda _media: self._on_unprepared(feeder))
         try:
             loop.start()
         except SourceError as e:
             log(str(e))
         log(f"/{self.name}: media started for a new client")
 
-    def _on_unprepared(self, key: int) -> None:
-        feeder = _LIVE.pop(key, None)
-        if feeder is not None:
-            feeder.loop.stop()
+    def _on_unprepared(self, feeder: LiveFeeder) -> None:
+        _LIVE.discard(feeder)
+        feeder.close()
         log(f"/{self.name}: media stopped (no clients left)")
 
 
-_LIVE: dict[int, LiveFeeder] = {}  # keeps each media's Python objects alive while it plays
+_LIVE: set[LiveFeeder] = set()  # the feeders of the media that are playing now
 
 
 # --- server --------------------------------------------------------------------------------------
@@ -338,7 +344,7 @@ def build_server(args: argparse.Namespace, sources: dict[str, Path]) -> GstRtspS
 
 def shutdown(main_loop: GLib.MainLoop) -> bool:
     log("stopping")
-    for feeder in list(_LIVE.values()):
+    for feeder in list(_LIVE):
         feeder.loop.stop()
     main_loop.quit()
     return GLib.SOURCE_REMOVE

@@ -1,0 +1,311 @@
+"""The Redis data model of alerts (docs/redis.md): streams, one hash per alert, snapshots and the
+alert service's checkpoints.
+
+Every key starts with ``redis.key_prefix`` (default ``vigil:``):
+
+    {p}alerts                       stream, every alert event, capped at redis.stream_maxlen
+    {p}alerts:<camera>              stream, that camera's alert events, capped at camera_stream_maxlen
+    {p}alert:<id>                   hash, the alert's fields (latest status) + bookkeeping
+    {p}snapshot:<id>                JPEG of the triggering frame with the box drawn, TTL snapshot_ttl_s
+    {p}state:<group>:<topic>:<part> alert service checkpoint: consumed offset + rule engine state
+    {p}frame:<camera>:<epoch>:<seq> (written by the ingest worker) recent frames, short TTL
+
+Writing an alert event is one Lua script, so it is atomic and idempotent: the hash field
+``written_<status>`` marks an (id, status) as stored, and a replay of the same event (after a crash
+or a rebalance) changes nothing, so each (id, status) is in each stream exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from pipeline.config import RedisConfig
+from pipeline.frame_store import frame_key, redis_client
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 1
+
+# KEYS: 1 alert hash, 2 global stream, 3 camera stream, 4 snapshot key
+# ARGV: 1 status, 2 capture_ts of the triggering frame, 3 global maxlen, 4 camera maxlen,
+#       5 snapshot ttl (s), 6 snapshot JPEG ('' = none), 7 alert hash ttl (s, 0 = none),
+#       8 alert message JSON, 9 id, 10 camera, 11 rule, 12 severity, 13.. hash field/value pairs
+# Returns {written (1 = new, 0 = already there), published (1 = Kafka already has it)}.
+_WRITE_LUA = """
+local status = ARGV[1]
+local written = 'written_' .. status
+if redis.call('HEXISTS', KEYS[1], written) == 1 then
+  return {0, redis.call('HEXISTS', KEYS[1], 'published_' .. status)}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local latency = string.format('%.1f', (now - tonumber(ARGV[2])) * 1000)
+local fields = {}
+for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HSET', KEYS[1], written, string.format('%.6f', now))
+if status == 'started' then
+  redis.call('HSET', KEYS[1], 'latency_ms', latency)
+  if ARGV[6] ~= '' then
+    redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[5])
+    redis.call('HSET', KEYS[1], 'snapshot', '1')
+  else
+    redis.call('HSET', KEYS[1], 'snapshot', '0')
+  end
+else
+  redis.call('HSET', KEYS[1], 'ended_latency_ms', latency)
+  redis.call('HSETNX', KEYS[1], 'snapshot', '0')
+end
+if tonumber(ARGV[7]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
+end
+local entry = {'id', ARGV[9], 'status', status, 'camera_id', ARGV[10], 'rule_id', ARGV[11],
+               'severity', ARGV[12], 'alert', ARGV[8]}
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(entry))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(entry))
+return {1, 0}
+"""
+
+# Field types of the alert hash (alert.v1 fields plus the store's own).
+_INT_FIELDS = {"schema_version", "frame_seq", "epoch", "track_id", "count"}
+_FLOAT_FIELDS = {
+    "started_at",
+    "ended_at",
+    "updated_at",
+    "confidence",
+    "latency_ms",
+    "ended_latency_ms",
+    "written_started",
+    "written_ended",
+}
+_JSON_FIELDS = {"box", "zone", "details"}
+_BOOL_FIELDS = {"snapshot", "published_started", "published_ended"}
+
+
+def _enc(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float | str):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _dec(field: str, raw: str) -> Any:
+    if field in _BOOL_FIELDS:
+        return raw == "1"
+    if raw == "":
+        return None
+    try:
+        if field in _INT_FIELDS:
+            return int(raw)
+        if field in _FLOAT_FIELDS:
+            return float(raw)
+        if field in _JSON_FIELDS:
+            return json.loads(raw)
+    except ValueError:
+        return raw
+    return raw
+
+
+@dataclass(slots=True)
+class AlertWrite:
+    """One alert event to store: its ``vigil.alerts/v1`` message, the capture time of the frame
+    that produced it (for ``latency_ms``) and the snapshot JPEG (started events only)."""
+
+    message: dict[str, Any]
+    capture_ts: float
+    snapshot: bytes | None = None
+
+
+class AlertStore:
+    def __init__(
+        self,
+        cfg: RedisConfig,
+        client: redis.Redis | None = None,
+        alert_ttl_s: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.prefix = cfg.key_prefix
+        self.client = client if client is not None else redis_client(cfg)
+        self.alert_ttl_s = alert_ttl_s or 0
+        self._write = self.client.register_script(_WRITE_LUA)
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    def stream_key(self, camera_id: str | None = None) -> str:
+        return f"{self.prefix}alerts" if camera_id is None else f"{self.prefix}alerts:{camera_id}"
+
+    def alert_key(self, alert_id: str) -> str:
+        return f"{self.prefix}alert:{alert_id}"
+
+    def snapshot_key(self, alert_id: str) -> str:
+        return f"{self.prefix}snapshot:{alert_id}"
+
+    def checkpoint_key(self, group: str, topic: str, partition: int) -> str:
+        return f"{self.prefix}state:{group}:{topic}:{partition}"
+
+    def frame_key(self, camera_id: str, epoch: int, seq: int) -> str:
+        return frame_key(self.prefix, camera_id, epoch, seq)
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def snapshot_sources(
+        self, items: Sequence[tuple[str, str, int, int]]
+    ) -> list[tuple[bytes | None, bool]]:
+        """For each ``(alert_id, camera, epoch, seq)`` of a started alert: the frame's JPEG (None
+        when it expired) and whether the started event is already stored (then no snapshot needs
+        drawing). One round trip."""
+        if not items:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for alert_id, camera, epoch, seq in items:
+            pipe.hexists(self.alert_key(alert_id), "written_started")
+            pipe.get(self.frame_key(camera, epoch, seq))
+        res = pipe.execute()
+        return [(res[2 * i + 1], bool(res[2 * i])) for i in range(len(items))]
+
+    def write_alerts(self, items: Sequence[AlertWrite]) -> list[tuple[bool, bool]]:
+        """Store alert events, in order, in one round trip. Returns per item ``(written,
+        published)``: written is False when that (id, status) was already stored (nothing
+        changed), published is True when it was also already marked as sent to Kafka."""
+        if not items:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for it in items:
+            self._write(
+                keys=self._write_keys(it.message),
+                args=self._write_args(it),
+                client=pipe,
+            )
+        return [(bool(w), bool(p)) for w, p in pipe.execute()]
+
+    def write_alert(self, item: AlertWrite) -> tuple[bool, bool]:
+        return self.write_alerts([item])[0]
+
+    def _write_keys(self, msg: dict[str, Any]) -> list[str]:
+        aid = msg["id"]
+        return [
+            self.alert_key(aid),
+            self.stream_key(),
+            self.stream_key(msg["camera_id"]),
+            self.snapshot_key(aid),
+        ]
+
+    def _write_args(self, it: AlertWrite) -> list[Any]:
+        msg = it.message
+        args: list[Any] = [
+            msg["status"],
+            repr(float(it.capture_ts)),
+            self.cfg.stream_maxlen,
+            self.cfg.camera_stream_maxlen,
+            self.cfg.snapshot_ttl_s,
+            it.snapshot or b"",
+            self.alert_ttl_s,
+            json.dumps(msg, separators=(",", ":"), ensure_ascii=False),
+            msg["id"],
+            msg["camera_id"],
+            msg["rule_id"],
+            msg["severity"],
+        ]
+        for k, v in msg.items():
+            args += [k, _enc(v)]
+        return args
+
+    def mark_published(self, events: Iterable[tuple[str, str]]) -> None:
+        """Record that Kafka acknowledged these ``(id, status)``: a replay does not send them
+        again (only a crash between the acknowledgement and this call can duplicate one)."""
+        pipe = self.client.pipeline(transaction=False)
+        n = 0
+        for alert_id, status in events:
+            pipe.hset(self.alert_key(alert_id), f"published_{status}", "1")
+            n += 1
+        if n:
+            pipe.execute()
+
+    def put_snapshot(self, alert_id: str, jpeg: bytes, ttl_s: int | None = None) -> None:
+        self.client.set(self.snapshot_key(alert_id), jpeg, ex=ttl_s or self.cfg.snapshot_ttl_s)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        """The alert's hash decoded (alert.v1 fields of its latest status, plus ``snapshot``,
+        ``latency_ms``, ``written_<status>``, ...); None when unknown."""
+        raw = self.client.hgetall(self.alert_key(alert_id))
+        if not raw:
+            return None
+        return {k.decode(): _dec(k.decode(), v.decode()) for k, v in raw.items()}
+
+    def get_snapshot(self, alert_id: str) -> bytes | None:
+        return self.client.get(self.snapshot_key(alert_id))
+
+    def recent(self, camera_id: str | None = None, count: int = 20) -> list[dict[str, Any]]:
+        """The latest ``count`` alert events (newest first) from the global or a camera stream."""
+        entries = self.client.xrevrange(self.stream_key(camera_id), "+", "-", count=count)
+        return [parse_entry(fields) for _, fields in entries]
+
+    def stream_len(self, camera_id: str | None = None) -> int:
+        return int(self.client.xlen(self.stream_key(camera_id)))
+
+    # -- checkpoints --------------------------------------------------------------------------------
+
+    def get_checkpoints(
+        self, group: str, partitions: Sequence[tuple[str, int]]
+    ) -> list[dict[str, Any] | None]:
+        if not partitions:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for topic, part in partitions:
+            pipe.get(self.checkpoint_key(group, topic, part))
+        out: list[dict[str, Any] | None] = []
+        for (topic, part), raw in zip(partitions, pipe.execute(), strict=True):
+            if raw is None:
+                out.append(None)
+                continue
+            try:
+                cp = json.loads(raw)
+                if cp.get("version") != CHECKPOINT_VERSION or not isinstance(cp.get("offset"), int):
+                    raise ValueError(f"unsupported checkpoint version {cp.get('version')!r}")
+                out.append(cp)
+            except ValueError as e:
+                log.warning("checkpoint of %s[%d] ignored: %s", topic, part, e)
+                out.append(None)
+        return out
+
+    def get_checkpoint(self, group: str, topic: str, partition: int) -> dict[str, Any] | None:
+        return self.get_checkpoints(group, [(topic, partition)])[0]
+
+    def put_checkpoints(
+        self, group: str, checkpoints: dict[tuple[str, int], tuple[int, dict[str, Any]]]
+    ) -> None:
+        """``{(topic, partition): (next offset, engine snapshot)}``; each key is one SET, so a
+        checkpoint's offset and state always belong together."""
+        if not checkpoints:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for (topic, part), (offset, engine) in checkpoints.items():
+            value = {"version": CHECKPOINT_VERSION, "offset": int(offset), "engine": engine}
+            pipe.set(
+                self.checkpoint_key(group, topic, part), json.dumps(value, separators=(",", ":"))
+            )
+        pipe.execute()
+
+    def put_checkpoint(
+        self, group: str, topic: str, partition: int, offset: int, engine: dict
+    ) -> None:
+        self.put_checkpoints(group, {(topic, partition): (offset, engine)})
+
+
+def parse_entry(fields: dict[Any, Any]) -> dict[str, Any]:
+    """The alert message of a stream entry (field ``alert``, JSON)."""
+    raw = fields.get(b"alert", fields.get("alert"))
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    return json.loads(raw)

@@ -1,0 +1,206 @@
+"""Subscribe to alerts from Python: ``for alert in alerts.subscribe(cfg, camera="lobby"): ...``
+
+Two backends, same ``vigil.alerts/v1`` dicts (``alerts/schemas/alert.v1.json``):
+
+- ``kafka`` (default): reads the ``vigil.alerts`` topic without a consumer group (every
+  subscriber sees every alert). Kafka delivery is at-least-once, so repeats of an (id, status)
+  are dropped here (``dedup=True``, remembering the last 100 000).
+- ``redis``: reads the Redis stream ``{prefix}alerts`` (or ``{prefix}alerts:<camera>``), which
+  holds each (id, status) exactly once but only the latest ``redis.stream_maxlen`` entries.
+
+``from_beginning`` starts from the oldest alert kept; otherwise only alerts that arrive after the
+subscription started (the start position is fixed before the first ``next()`` returns or blocks,
+and ``on_ready`` is called then). ``timeout_s`` ends the iteration after that many seconds without
+a matching alert; None waits forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+from pipeline.config import VigilConfig
+
+log = logging.getLogger(__name__)
+
+DEDUP_WINDOW = 100_000
+
+
+class SubscribeError(RuntimeError):
+    """The alert source cannot be read (missing topic, unreachable service)."""
+
+
+def subscribe(
+    cfg: VigilConfig,
+    camera: str | None = None,
+    rule: str | None = None,
+    from_beginning: bool = False,
+    backend: Literal["kafka", "redis"] = "kafka",
+    timeout_s: float | None = None,
+    dedup: bool = True,
+    on_ready: Callable[[], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Iterate over alert messages as they arrive, optionally only one camera's / rule's."""
+    if backend == "kafka":
+        source = _kafka_alerts(cfg, from_beginning, on_ready)
+    elif backend == "redis":
+        source = _redis_alerts(cfg, camera, from_beginning, on_ready)
+    else:
+        raise ValueError(f"unknown backend {backend!r} (kafka or redis)")
+    return _filtered(source, camera, rule, timeout_s, dedup and backend == "kafka")
+
+
+def _filtered(
+    source: Iterator[dict[str, Any] | None],
+    camera: str | None,
+    rule: str | None,
+    timeout_s: float | None,
+    dedup: bool,
+) -> Iterator[dict[str, Any]]:
+    """``source`` yields alerts, or None when it waited without result (so timeouts apply)."""
+    seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+    last = time.monotonic()
+    try:
+        for alert in source:
+            if alert is not None:
+                if (camera is not None and alert.get("camera_id") != camera) or (
+                    rule is not None and alert.get("rule_id") != rule
+                ):
+                    alert = None
+                elif dedup:
+                    key = (str(alert.get("id")), str(alert.get("status")))
+                    if key in seen:
+                        alert = None
+                    else:
+                        seen[key] = None
+                        if len(seen) > DEDUP_WINDOW:
+                            seen.popitem(last=False)
+            if alert is not None:
+                last = time.monotonic()
+                yield alert
+            elif timeout_s is not None and time.monotonic() - last >= timeout_s:
+                return
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+def _kafka_alerts(
+    cfg: VigilConfig, from_beginning: bool, on_ready: Callable[[], None] | None
+) -> Iterator[dict[str, Any] | None]:
+    from kafka import TopicPartition
+
+    from pipeline.kafka_io import make_consumer
+
+    topic = cfg.kafka.topics.alerts
+    consumer = make_consumer(
+        cfg.kafka,
+        "alerts-subscriber",
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        allow_auto_create_topics=False,
+    )
+    try:
+        parts = None
+        deadline = time.monotonic() + cfg.kafka.bootstrap_timeout_ms / 1000
+        while True:
+            parts = consumer.partitions_for_topic(topic)
+            if parts or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if not parts:
+            raise SubscribeError(
+                f"topic {topic} does not exist at {cfg.kafka.bootstrap_servers} "
+                "(the alert service creates it when it starts)"
+            )
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        if from_beginning:
+            consumer.seek_to_beginning(*tps)
+        else:
+            consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve now, so an alert sent after on_ready is never skipped
+            consumer.position(tp, timeout_ms=cfg.kafka.request_timeout_ms)
+        if on_ready is not None:
+            on_ready()
+        while True:
+            batch = consumer.poll(timeout_ms=500)
+            got = False
+            for recs in batch.values():
+                for rec in recs:
+                    try:
+                        alert = json.loads(rec.value)
+                    except (TypeError, ValueError):
+                        log.warning(
+                            "skipping a non-JSON message at %s[%d]@%d",
+                            topic,
+                            rec.partition,
+                            rec.offset,
+                        )
+                        continue
+                    if isinstance(alert, dict):
+                        got = True
+                        yield alert
+            if not got:
+                yield None
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _redis_alerts(
+    cfg: VigilConfig,
+    camera: str | None,
+    from_beginning: bool,
+    on_ready: Callable[[], None] | None,
+) -> Iterator[dict[str, Any] | None]:
+    import redis
+
+    from alerts.store import AlertStore, parse_entry
+
+    store = AlertStore(cfg.redis)
+    key = store.stream_key(camera)
+    client = store.client
+    delay, failing, ready = 0.2, False, False
+    last_id: bytes | str | None = "0-0" if from_beginning else None
+    try:
+        while True:
+            try:
+                if last_id is None:  # start after the newest entry there is now
+                    newest = client.xrevrange(key, "+", "-", count=1)
+                    last_id = newest[0][0] if newest else "0-0"
+                if not ready:
+                    ready = True
+                    if on_ready is not None:
+                        on_ready()
+                res = client.xread({key: last_id}, count=100, block=1000)
+                if failing:
+                    log.info("Redis is back")
+                failing, delay = False, 0.2
+            except redis.RedisError as e:
+                if not failing:
+                    log.warning("Redis unavailable (%s); retrying", type(e).__name__)
+                failing = True
+                yield None
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            got = False
+            for _stream, entries in res or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    try:
+                        alert = parse_entry(fields)
+                    except (TypeError, ValueError):
+                        continue
+                    got = True
+                    yield alert
+            if not got:
+                yield None
+    finally:
+        client.close()

@@ -1,0 +1,392 @@
+"""Inference backends for the batched detector: PyTorch, ONNX Runtime, OpenVINO, TensorRT.
+
+Each backend runs the *same* network on a letterboxed batch and returns the raw head output
+``(batch, 4 + nc, anchors)`` as a torch tensor; the detector does NMS and box scaling itself, so
+every backend gives the same detections (tests/test_backends.py checks it on the footage).
+
+* ``torch``: the ultralytics ``nn.Module`` itself (conv+bn fused). On CUDA: half precision, a
+  pinned host buffer for the uint8 canvas, colour/scale on the GPU, one synchronisation per batch
+  (when the detections are copied back).
+* ``onnxruntime`` / ``openvino`` (CPU): exported with ultralytics' own exporter (dynamic shapes),
+  cached next to the weights in ``<stem>.exports/<format>-<imgsz>-<precision>-b<batch>/`` with a
+  ``vigil-export.json`` that records the weights' sha256; a different sha256 (new weights), a
+  different ultralytics version or exporter settings trigger a fresh export. OpenVINO compiles
+  one static-shape model per input shape it sees (about 0.1 s each, kept in a small LRU): static
+  shapes run about 10 % faster than the dynamic model on CPU.
+* ``tensorrt`` (NVIDIA): an fp16 engine with a dynamic batch up to ``max_batch``, run through
+  ultralytics' ``AutoBackend``.
+
+``backend: auto`` takes the first available of ``tensorrt, torch`` on CUDA and
+``openvino, onnxruntime, torch`` on CPU, the order measured by ``vigil bench`` (BENCHMARKS.md).
+Weights that are already an exported file (``.onnx``, ``*_openvino_model/``, ``.engine``) run
+through ultralytics' ``predict`` (backend ``ultralytics``).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from detectors.loading import WeightsError, file_sha256
+from detectors.preprocess import Allocator, Letterboxer
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+CHOICES = ("auto", *BACKENDS, "ultralytics")
+AUTO_ORDER = {"cuda": ("tensorrt", "torch"), "cpu": ("openvino", "onnxruntime", "torch")}
+#: Bump when the export settings below change, so cached exports are rebuilt.
+EXPORT_VERSION = 1
+EXPORT_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "engine"}
+_INSTALL_HINT = {
+    "onnxruntime": "pip install onnxruntime",
+    "openvino": "pip install openvino",
+    "tensorrt": "install TensorRT for your CUDA version (pip install tensorrt)",
+}
+_MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+
+
+class BackendError(WeightsError):
+    """A backend that cannot be used here; the message says why and how to get it."""
+
+
+# -- choosing ------------------------------------------------------------------------------------
+
+
+def backend_unavailable(name: str, device: str) -> str | None:
+    """Why ``name`` cannot run on ``device`` (None when it can)."""
+    cuda = device.startswith("cuda")
+    if name == "torch":
+        return None
+    if name == "tensorrt" and not cuda:
+        return "TensorRT needs an NVIDIA GPU (device cuda)"
+    if name in ("onnxruntime", "openvino") and device != "cpu":
+        return f"Vigil runs {name} on the CPU only; use device: cpu (or backend: torch/tensorrt)"
+    if importlib.util.find_spec(_MODULE[name]) is None:
+        return f"{name} is not installed ({_INSTALL_HINT[name]})"
+    return None
+
+
+def available_backends(device: str) -> list[str]:
+    return [b for b in BACKENDS if backend_unavailable(b, device) is None]
+
+
+def choose_backend(requested: str, device: str, native_weights: bool) -> str:
+    """The backend to use for ``requested`` (``auto`` or a name); ``BackendError`` if impossible.
+
+    ``native_weights``: the weights are a PyTorch checkpoint (not an already exported file).
+    """
+    requested = (requested or "auto").lower()
+    if requested not in CHOICES:
+        raise BackendError(f"unknown backend {requested!r}; use one of {', '.join(CHOICES)}")
+    if requested == "ultralytics":
+        return requested
+    if not native_weights:
+        if requested == "auto":
+            return "ultralytics"
+        raise BackendError(
+            f"backend {requested!r} needs PyTorch (.pt) weights; these are already exported, "
+            "use backend: auto (runs them through ultralytics) or give the .pt file"
+        )
+    if requested == "auto":
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        for name in AUTO_ORDER[kind]:
+            if backend_unavailable(name, device) is None:
+                return name
+        return "torch"
+    why = backend_unavailable(requested, device)
+    if why:
+        raise BackendError(f"backend {requested!r} cannot be used: {why}")
+    return requested
+
+
+# -- export cache --------------------------------------------------------------------------------
+
+
+def _writable(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+def export_root(weights: Path) -> Path:
+    """``<weights dir>/<stem>.exports``, or a per-sha256 folder in the cache when read-only."""
+    if _writable(weights.parent):
+        return weights.parent / f"{weights.stem}.exports"
+    from detectors.loading import cache_dir
+
+    return cache_dir() / "exports" / file_sha256(weights)[:16]
+
+
+def _export_meta(weights: Path, fmt: str, imgsz: int, half: bool, batch: int) -> dict[str, Any]:
+    import ultralytics
+
+    return {
+        "vigil_export": EXPORT_VERSION,
+        "weights_sha256": file_sha256(weights),
+        "format": fmt,
+        "imgsz": imgsz,
+        "half": half,
+        "batch": batch,
+        "dynamic": True,
+        "ultralytics": ultralytics.__version__,
+    }
+
+
+def _artifact(folder: Path, stem: str, fmt: str) -> Path:
+    if fmt == "openvino":
+        return folder / f"{stem}_openvino_model"
+    return folder / f"{stem}.{'engine' if fmt == 'engine' else 'onnx'}"
+
+
+def exported_model(
+    weights: Path, fmt: str, *, imgsz: int, half: bool = False, batch: int = 1, device: str = "cpu"
+) -> Path:
+    """The exported model for ``weights`` (exporting it now if the cache is missing or stale)."""
+    weights = Path(weights)
+    meta = _export_meta(weights, fmt, imgsz, half, batch)
+    folder = export_root(weights) / f"{fmt}-{imgsz}-{'fp16' if half else 'fp32'}-b{batch}"
+    artifact = _artifact(folder, weights.stem, fmt)
+    sidecar = folder / "vigil-export.json"
+    with contextlib.suppress(OSError, ValueError):
+        if artifact.exists() and json.loads(sidecar.read_text()) == meta:
+            return artifact
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    log.info("exporting %s to %s (imgsz %d, batch %d) -> %s", weights, fmt, imgsz, batch, folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        src = tmp / weights.name
+        shutil.copy2(weights, src)  # ultralytics writes its output next to the file it loads
+        _run_export(src, fmt, imgsz=imgsz, half=half, batch=batch, device=device)
+        src.unlink()
+        (tmp / "vigil-export.json").write_text(json.dumps(meta, indent=1))
+        old = folder.with_name(folder.name + f".old-{os.getpid()}")
+        if folder.exists():
+            folder.rename(old)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished the same export first: use theirs
+            if not folder.exists():
+                raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not artifact.exists():
+        raise BackendError(f"export to {fmt} produced no {artifact.name} in {folder}")
+    return artifact
+
+
+def _run_export(src: Path, fmt: str, *, imgsz: int, half: bool, batch: int, device: str) -> None:
+    from detectors.engine import _precision_kwargs
+    from detectors.loading import _open
+
+    model = _open(src, str(src))
+    kw: dict[str, Any] = dict(format=fmt, imgsz=imgsz, dynamic=True, batch=batch, verbose=False)
+    kw["device"] = "cpu" if fmt in ("onnx", "openvino") else device
+    if fmt == "onnx":
+        kw["simplify"] = False  # onnxslim is optional; ONNX Runtime optimises the graph itself
+    kw.update(_precision_kwargs(half))
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)  # the exporter prints a banner and usage hints
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace deprecation
+            model.export(**kw)
+    except Exception as e:  # the exporter raises anything from its toolchains
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BackendError(f"cannot export {src.name} to {fmt}: {msg}") from None
+    finally:
+        LOGGER.setLevel(level)
+
+
+# -- backends ------------------------------------------------------------------------------------
+
+
+def _as_output(y: Any) -> torch.Tensor:
+    """The ``(B, 4 + nc, N)`` prediction out of whatever a model returns."""
+    while isinstance(y, (list, tuple)):
+        y = y[0]
+    if isinstance(y, dict):
+        y = next(iter(y.values()))
+    return torch.from_numpy(y) if isinstance(y, np.ndarray) else y
+
+
+class Backend:
+    """Runs the network on letterboxed uint8 batches; see the module docstring."""
+
+    name = "?"
+
+    def __init__(self, device: str, half: bool = False) -> None:
+        self.device = device
+        self.half = half
+        self.source = ""  # what was loaded (for logs and the bench)
+
+    def allocator(self) -> Allocator | None:
+        """How the letterbox canvas is allocated (pinned memory for a CUDA upload)."""
+        return None
+
+    def prepare(self, canvas: np.ndarray, boxer: Letterboxer) -> Any:
+        return boxer.to_input(canvas)
+
+    def run(self, x: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, canvas: np.ndarray, boxer: Letterboxer) -> torch.Tensor:
+        return _as_output(self.run(self.prepare(canvas, boxer)))
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model, device: str, half: bool = False) -> None:
+        super().__init__(device, half and device.startswith("cuda"))
+        net = model.model
+        if not isinstance(net, torch.nn.Module):
+            raise BackendError("backend torch needs PyTorch (.pt) weights")
+        if hasattr(net, "fuse"):
+            net = net.fuse(verbose=False) if _takes_verbose(net.fuse) else net.fuse()
+        net = net.to(device).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net = net.half() if self.half else net.float()
+        self.source = f"{getattr(model, 'ckpt_path', '') or 'in-memory model'}"
+        self._cuda = device.startswith("cuda")
+
+    def allocator(self) -> Allocator | None:
+        if not self._cuda:
+            return None
+
+        def pinned(n: int) -> np.ndarray:
+            self._pinned = torch.empty(n, dtype=torch.uint8, pin_memory=True)
+            return self._pinned.numpy()
+
+        return pinned
+
+    def prepare(self, canvas: np.ndarray, boxer: Letterboxer) -> torch.Tensor:
+        if not self._cuda:
+            return torch.from_numpy(boxer.to_input(canvas))
+        # uint8 upload from pinned memory (4x fewer bytes than float), then colour/scale on GPU
+        x = torch.from_numpy(canvas).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).flip(1)
+        return (x.half() if self.half else x.float()).mul_(1.0 / 255.0)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return _as_output(self.net(x))
+
+
+def _takes_verbose(fn) -> bool:
+    import inspect
+
+    try:
+        return "verbose" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        super().__init__("cpu")
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            so.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.source = str(path)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    MAX_SHAPES = 16
+
+    def __init__(self, folder: Path, threads: int = 0) -> None:
+        super().__init__("cpu")
+        import openvino as ov
+
+        self._core = ov.Core()
+        xml = next(Path(folder).glob("*.xml"), None)
+        if xml is None:
+            raise BackendError(f"no OpenVINO model (.xml) in {folder}")
+        self._model = self._core.read_model(str(xml))
+        self._config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            self._config["INFERENCE_NUM_THREADS"] = threads
+        self._requests: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+        self.source = str(folder)
+
+    def _request(self, shape: tuple[int, ...]):
+        req = self._requests.get(shape)
+        if req is not None:
+            self._requests.move_to_end(shape)
+            return req
+        model = self._model.clone()
+        model.reshape({model.inputs[0].get_any_name(): list(shape)})
+        req = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        self._requests[shape] = req
+        if len(self._requests) > self.MAX_SHAPES:
+            self._requests.popitem(last=False)
+        return req
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        req = self._request(tuple(x.shape))
+        req.infer({0: x}, share_inputs=True, share_outputs=True)
+        # a view of the request's output memory: used (NMS) before this request runs again
+        return req.get_output_tensor(0).data
+
+
+class TensorRTBackend(TorchBackend):
+    """TensorRT engine through ultralytics' AutoBackend; input prepared like the CUDA torch path."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: Path, device: str) -> None:
+        Backend.__init__(self, device, True)
+        from ultralytics.nn.autobackend import AutoBackend
+
+        self.net = AutoBackend(str(path), device=torch.device(device), fp16=True, verbose=False)
+        self.source = str(path)
+        self._cuda = True
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return _as_output(self.net(x))
+
+
+def create_backend(name: str, model, config, device: str) -> Backend:
+    """Build backend ``name`` (already chosen) for an ultralytics ``model`` loaded from a .pt."""
+    if name == "torch":
+        return TorchBackend(model, device, config.half)
+    weights = getattr(model, "ckpt_path", None)
+    if not weights or not Path(weights).is_file():
+        raise BackendError(f"backend {name!r} needs the weights file to export from")
+    fmt = EXPORT_FORMATS[name]
+    half = name == "tensorrt"
+    batch = config.max_batch
+    path = exported_model(
+        Path(weights), fmt, imgsz=config.imgsz, half=half, batch=batch, device=device
+    )
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(path)
+    if name == "openvino":
+        return OpenVinoBackend(path)
+    return TensorRTBackend(path, device)

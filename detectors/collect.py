@@ -35,9 +35,19 @@ REASON_PRIORITY = {"alert": 4, "uncertain": 3, "motion": 2, "periodic": 1, "impo
 HUMAN_LABEL_BONUS = 10  # corrected by a person: the last thing to drop
 
 
+def _small_gray(image: np.ndarray) -> np.ndarray:
+    """Grey, area-downscaled to at most 128 px wide: one pass over the full frame for both
+    :func:`phash` and :func:`thumbnail`."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    if gray.shape[1] <= 128:
+        return gray
+    h = max(32, round(gray.shape[0] * 128 / gray.shape[1]))
+    return cv2.resize(gray, (128, h), interpolation=cv2.INTER_AREA)
+
+
 def phash(image: np.ndarray) -> int:
     """64-bit perceptual hash (DCT of a 32x32 grey thumbnail, low 8x8 frequencies vs median)."""
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    gray = _small_gray(image) if image.ndim == 3 or image.shape[1] > 128 else image
     small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
     low = cv2.dct(small)[:8, :8].flatten()
     bits = low > np.median(low[1:])
@@ -53,7 +63,7 @@ THUMB_SIZE = (32, 18)  # (w, h): cells of ~24x24 px on 768x432 footage
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
     """Tiny grey thumbnail (area-averaged): where in the picture something changed."""
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    gray = _small_gray(image) if image.ndim == 3 or image.shape[1] > 128 else image
     return cv2.resize(gray, THUMB_SIZE, interpolation=cv2.INTER_AREA)
 
 
@@ -264,8 +274,8 @@ class Collector:
 
     def sampler(self, camera_id: str) -> Sampler:
         s = self._samplers.get(camera_id)
-        if s is None:
-            s = self._samplers[camera_id] = Sampler(self.policy_for(camera_id))
+        if s is None:  # setdefault: the detection and collector threads may race here
+            s = self._samplers.setdefault(camera_id, Sampler(self.policy_for(camera_id)))
         return s
 
     def consider(
@@ -302,8 +312,9 @@ class Collector:
         with self._lock:
             self.stats.offered += 1
             policy = self.policy_for(camera_id)
-            h = phash(image)
-            thumb = thumbnail(image)
+            small = _small_gray(image)
+            h = phash(small)
+            thumb = thumbnail(small)
             dup = self._near_duplicate(camera_id, h, thumb, policy)
             if dup is not None:
                 self.stats.duplicates += 1

@@ -485,9 +485,10 @@ def _retrain(args: argparse.Namespace) -> int:
     promo = promo.model_copy(update=updates)
     ds.class_names(args.data)  # fail before anything slow when data.yaml is missing
     registry = None if args.no_registry else ModelRegistry(cfg.redis, cfg.models)
+    # reach the registry before training: a missing Redis should not waste an hour of training
+    prod_mv = registry.production() if registry is not None else None
     base = args.base
     if base is None:
-        prod_mv = registry.production() if registry is not None else None
         base = str(registry.fetch(prod_mv)) if prod_mv is not None else cfg.detector.weights
     legacy = _is_legacy(base)
     opts = TrainOptions(
@@ -548,7 +549,9 @@ def _retrain(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
-    card = write_model_card(result, opts, prop.candidate.to_dict(), decision.to_dict())
+    card = write_model_card(
+        result, opts, prop.candidate.to_dict(), {**decision.to_dict(), **record}
+    )
     if registry is not None:
         registry.attach_card(record["candidate_version"], card)
     (result.run_dir / "decision.json").write_text(json.dumps(record, indent=2))
@@ -610,6 +613,9 @@ def _register_models(msub: argparse._SubParsersAction) -> None:
     p = msub.add_parser("drift", help="per-camera drift report: is retraining due?")
     p.add_argument("-c", "--config")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--exit-code", action="store_true", help="exit 1 when retraining is due (for cron)"
+    )
     p.set_defaults(func=_cmd_models_drift)
 
 
@@ -685,6 +691,6 @@ def _cmd_models_drift(args: argparse.Namespace) -> int:
         cfg, reg = _registry(args)
         rows = drift.report(reg, cfg.models.drift.threshold, cfg.models.drift.min_frames)
         print(drift.dumps(rows) if args.json else drift.format_report(rows))
-        return 0
+        return 1 if args.exit_code and any(r.due for r in rows) else 0
     except _user_errors() as e:
         return _fail(e)

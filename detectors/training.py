@@ -80,7 +80,7 @@ class TrainOptions:
     nbs: int | None = None  # nominal batch for gradient accumulation; None: the batch itself
     device: str = "auto"
     workers: int = 0
-    cache: bool = True  # keep decoded images in RAM (small datasets)
+    cache: bool = False  # True: decoded images in RAM (faster; ultralytics: not deterministic)
 
     def check(self) -> None:
         if self.epochs < 0 or self.head_epochs < 0 or self.epochs + self.head_epochs == 0:
@@ -356,7 +356,8 @@ def train(
     opts = opts or TrainOptions()
     opts.check()
     device = select_device(opts.device)
-    run_dir = Path(project).expanduser() / (name or _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    run_name = name or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = (Path(project).expanduser() / run_name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     data_yaml, data_info, problems = prepare_data(data, run_dir / "data")
     for p in problems:
@@ -552,7 +553,7 @@ def write_model_card(
     if decision:
         lines += [
             "## Promotion",
-            f"- decision: **{'promote' if decision.get('promote') else 'keep production'}**",
+            f"- decision: **{_verdict(decision)}**",
             *(f"- {r}" for r in decision.get("reasons", [])),
             "",
         ]
@@ -567,6 +568,16 @@ def write_model_card(
     out = result.run_dir / "MODEL_CARD.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def _verdict(decision: dict[str, Any]) -> str:
+    if not decision.get("promote"):
+        return "production kept"
+    if decision.get("promoted") is True:
+        return "promoted to production"
+    if decision.get("promoted") is False:
+        return "better than production, not promoted (dry run or no registry)"
+    return "promote"
 
 
 def _eval_table(e: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ import logging
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -299,9 +300,11 @@ class Bench:
         base = load_config(args.config) if args.config else VigilConfig()
         self.base = base
         det = base.detector.model_dump()
-        det.update(imgsz=args.imgsz, tracker=det["tracker"])
+        det.update(imgsz=args.imgsz)
         if args.weights:
             det["weights"] = args.weights
+        if args.device:
+            det["device"] = args.device
         self.det_dict = det
         self.files = [footage(name) for name in CAMERA_FILES]
         for f in self.files:
@@ -324,6 +327,7 @@ class Bench:
             },
         }
         self.tag = uuid.uuid4().hex[:6]
+        self._pools: dict[int, list[np.ndarray]] = {}
 
     # -- helpers --
     def detector(self, backend: str, **over):
@@ -407,34 +411,94 @@ class Bench:
         self.result["accuracy"] = out
 
     # -- detector only --
+    def pool(self, n: int) -> list[np.ndarray]:
+        """Frames of the first ``n`` camera files, interleaved (a batch mixes the cameras)."""
+        key = min(n, len(self.files))
+        if key not in self._pools:
+            per = [sample_frames(p, 8) for p in self.files[:key]]
+            self._pools[key] = [per[i % key][i // key % 8] for i in range(8 * key)]
+        return self._pools[key]
+
+    @staticmethod
+    def time_detector(det, pool: list[np.ndarray], bs: int, seconds: float) -> dict[str, Any]:
+        """Detector-only throughput: batches of ``bs`` frames of ``pool`` for ``seconds``."""
+        batches = [pool[(k * bs + j) % len(pool)] for k in range(len(pool)) for j in range(bs)]
+        batches = [batches[k : k + bs] for k in range(0, len(batches), bs)]
+        for b in batches[:2]:
+            det.detect(b)
+        n = calls = 0
+        c0, t0 = time.process_time(), time.perf_counter()
+        while True:
+            b = batches[calls % len(batches)]
+            det.detect(b)
+            n += len(b)
+            calls += 1
+            dt = time.perf_counter() - t0
+            if dt >= seconds and calls >= 3:
+                break
+        cpu = time.process_time() - c0
+        return {
+            "batch": bs,
+            "fps": round(n / dt, 2),
+            "ms_per_batch": round(1000 * dt / calls, 1),
+            "cpu_ms_per_frame": round(1000 * cpu / n, 1),
+        }
+
+    @staticmethod
+    def time_model(det, pool: list[np.ndarray], bs: int, seconds: float) -> float | None:
+        """The ceiling: the backend's forward pass alone on an already prepared batch (no
+        letterbox, no upload, no NMS), frames/s; None for the ultralytics backend."""
+        import torch
+
+        if det.backend is None:
+            return None
+        canvas, _ = det._boxer.letterbox(pool[:bs] if len(pool) >= bs else (pool * bs)[:bs])
+        x = det.backend.prepare(canvas, det._boxer)
+        if isinstance(x, np.ndarray):
+            x = x.copy()  # the letterboxer's buffer is reused by the next detect()
+        cuda = det.device.startswith("cuda")
+        for _ in range(3):
+            det.backend.run(x)
+        if cuda:
+            torch.cuda.synchronize()
+        n = 0
+        t0 = time.perf_counter()
+        while True:
+            det.backend.run(x)
+            n += 1
+            if n % 5 == 0:
+                if cuda:
+                    torch.cuda.synchronize()
+                if time.perf_counter() - t0 >= seconds:
+                    break
+        return round(n * bs / (time.perf_counter() - t0), 2)
+
     def detector_only(self) -> None:
-        files = self.files[:4]
-        per = [sample_frames(p, 8) for p in files]
-        pool = [per[i % len(per)][i // len(per) % 8] for i in range(8 * len(per))]
+        pool = self.pool(4)
         rows = []
         self.emit("\n## Detector only (frames in memory; letterbox + inference + NMS)")
-        self.emit("| backend | batch | frames/s | ms/batch |")
-        self.emit("|---|---|---|---|")
+        self.emit(
+            "| backend | batch | frames/s | ms/batch | CPU ms/frame | "
+            "model-only frames/s (ceiling) | fraction of ceiling |"
+        )
+        self.emit("|---|---|---|---|---|---|---|")
         for name in self.backends():
             det = self.detector(name, tracker="none", max_batch=max(self.args.batch_sizes))
             for bs in self.args.batch_sizes:
-                batches = [pool[k : k + bs] for k in range(0, len(pool) - bs + 1, bs)]
-                for b in batches[:2]:
-                    det.detect(b)
-                n = calls = 0
-                t0 = time.perf_counter()
-                while True:
-                    b = batches[calls % len(batches)]
-                    det.detect(b)
-                    n += len(b)
-                    calls += 1
-                    dt = time.perf_counter() - t0
-                    if dt >= self.args.detector_seconds and calls >= 3:
-                        break
-                row = {"backend": name, "batch": bs, "fps": round(n / dt, 2)}
-                row["ms_per_batch"] = round(1000 * dt / calls, 1)
+                row = {
+                    "backend": name,
+                    **self.time_detector(det, pool, bs, self.args.detector_seconds),
+                }
+                ceiling = self.time_model(det, pool, bs, self.args.detector_seconds)
+                if ceiling:
+                    row["model_only_fps"] = ceiling
+                    row["fraction_of_ceiling"] = round(row["fps"] / ceiling, 3)
                 rows.append(row)
-                self.emit(f"| {name} | {bs} | {row['fps']} | {row['ms_per_batch']} |")
+                self.emit(
+                    f"| {name} | {bs} | {row['fps']} | {row['ms_per_batch']} | "
+                    f"{row['cpu_ms_per_frame']} | {row.get('model_only_fps', '-')} | "
+                    f"{row.get('fraction_of_ceiling', '-')} |"
+                )
             del det
             gc.collect()
         self.result["detector"] = rows
@@ -483,6 +547,9 @@ class Bench:
         cfg = self._config(gating)
         ensure_topics(cfg.kafka)
         sources = self._sources(n)
+        # detector-only of the same detector, right before and after: the machine is shared
+        bs = min(n, det.config.max_batch)
+        adjacent = [self.time_detector(det, self.pool(n), bs, self.args.adjacent_seconds)]
         with CameraSim(sources, port=0) as sim:
             specs = {
                 cid: CameraSpec(id=cid, url=sim.urls[cid], fps=self.args.camera_fps)
@@ -512,11 +579,12 @@ class Bench:
                 b0 = _hist_state(metrics.BATCH_SIZE)
                 rss = [rss_mb()]
                 timer.start()
-                t0 = time.monotonic()
+                t0, c0 = time.monotonic(), time.process_time()
                 while (left := t0 + seconds - time.monotonic()) > 0:
                     time.sleep(min(left, self.args.rss_interval))
                     rss.append(rss_mb())
                 elapsed = time.monotonic() - t0
+                cpu = time.process_time() - c0
                 timer.stop()
                 b1 = _hist_state(metrics.BATCH_SIZE)
                 r1 = {cid: _reader_counts(r) for cid, r in worker._readers.items()}
@@ -525,6 +593,7 @@ class Bench:
                 stop.set()
                 loop.join(10)
                 worker.close()
+        adjacent.append(self.time_detector(det, self.pool(n), bs, self.args.adjacent_seconds))
         per_cam = {cid: round((p1.get(cid, 0) - p0.get(cid, 0)) / elapsed, 2) for cid in sources}
         shares = list(per_cam.values())
         lat = timer.latencies
@@ -541,7 +610,16 @@ class Bench:
             "latency_p99_ms": _ms(percentile(lat, 99)),
             "per_camera_fps": per_cam,
             "fairness_min_over_max": round(min(shares) / max(shares), 3) if max(shares) else None,
-            "decoded_fps": round(sum(r1[c][0] - r0[c][0] for c in r1) / elapsed, 1),
+            "offered_fps": round(sum(r1[c][0] - r0[c][0] for c in r1) / elapsed, 1),
+            "cpu_ms_per_frame": round(1000 * cpu / max(sum(p1.values()) - sum(p0.values()), 1), 1),
+            "detector_only_adjacent": {
+                "batch": bs,
+                "fps": round(statistics.mean(a["fps"] for a in adjacent), 2),
+                "cpu_ms_per_frame": round(
+                    statistics.mean(a["cpu_ms_per_frame"] for a in adjacent), 1
+                ),
+                "runs": adjacent,
+            },
             "dropped_fps": round(sum(r1[c][1] - r0[c][1] for c in r1) / elapsed, 1),
             "stale": worker.stale_frames - stale0,
             "mean_batch": round((b1[0] - b0[0]) / batches, 2) if batches else None,
@@ -573,6 +651,7 @@ class Bench:
         sources = self._sources(n)
         timer = AckTimer(make_producer(cfg.kafka, f"naive-{self.tag}"))
         counts = dict.fromkeys(sources, 0)
+        lag = dict.fromkeys(sources, 0.0)
         stop = threading.Event()
         started = threading.Barrier(n + 1)
 
@@ -581,11 +660,16 @@ class Bench:
             cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
             with contextlib.suppress(threading.BrokenBarrierError):
                 started.wait(60)
+            zero = None  # wall clock of stream time 0: how far behind live the loop reads
             while not stop.is_set():
                 ok, frame = cap.read()
                 if not ok:
                     continue
                 ts = time.time()
+                pos = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                zero = ts - pos if zero is None else zero
+                if timer.recording:
+                    lag[cid] = ts - zero - pos
                 r = model.predict(
                     frame,
                     imgsz=self.args.imgsz,
@@ -628,9 +712,10 @@ class Bench:
                 started.wait(90)
             time.sleep(self.args.warmup)
             timer.start()
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), time.process_time()
             time.sleep(seconds)
             elapsed = time.monotonic() - t0
+            cpu = time.process_time() - c0
             timer.stop()
             stop.set()
             for t in threads:
@@ -645,7 +730,10 @@ class Bench:
             "latency_p50_ms": _ms(percentile(timer.latencies, 50)),
             "latency_p99_ms": _ms(percentile(timer.latencies, 99)),
             "per_camera_fps": per_cam,
-            "note": "latency from cap.read() returning; frames queued in the stream before it are not counted",
+            "cpu_ms_per_frame": round(1000 * cpu / max(sum(counts.values()), 1), 1),
+            "stream_lag_end_s": {cid: round(v, 2) for cid, v in lag.items()},
+            "note": "latency from cap.read() returning; the time a frame waited in the stream "
+            "before it (stream_lag_end_s at the end of the run) is not counted",
         }
 
     def pipeline(self) -> None:
@@ -658,18 +746,28 @@ class Bench:
             f"\n## Pipeline over RTSP + Kafka (backend {det.backend_name}, cameras at {self.args.camera_fps:g} fps)"
         )
         self.emit(
-            "| run | cameras | gating | frames/s | detector frames/s | p50 ms | p99 ms | fairness min/max | stale | mean batch | RSS MB start/end |"
+            "| run | cameras | gating | offered fps | frames/s | detector frames/s | "
+            "detector-only fps (adjacent) | p50 ms | p99 ms | fairness min/max | stale | "
+            "mean batch | CPU ms/frame (detector-only) | RSS MB start/end |"
         )
-        self.emit("|---|---|---|---|---|---|---|---|---|---|---|")
+        self.emit("|---" * 14 + "|")
 
         def show(kind: str, r: dict) -> None:
             rss = r.get("rss_mb")
             mem = f"{rss['start']}/{rss['end']}" if rss else "-"
+            p99 = f"{r['latency_p99_ms']}"
+            if r.get("stream_lag_end_s"):
+                p99 += f" (+{max(r['stream_lag_end_s'].values())} s behind live)"
+            adj = r.get("detector_only_adjacent") or {}
+            cpu = str(r.get("cpu_ms_per_frame", "-"))
+            if adj:
+                cpu += f" ({adj.get('cpu_ms_per_frame')})"
             self.emit(
-                f"| {kind} | {r['cameras']} | {'on' if r.get('gating') else 'off'} | {r['fps']} | "
-                f"{r.get('detector_fps', '-')} | {r['latency_p50_ms']} | {r['latency_p99_ms']} | "
-                f"{r.get('fairness_min_over_max', '-')} | {r.get('stale', '-')} | {r.get('mean_batch', '-')} | "
-                f"{mem} |"
+                f"| {kind} | {r['cameras']} | {'on' if r.get('gating') else 'off'} | "
+                f"{r.get('offered_fps', '-')} | {r['fps']} | {r.get('detector_fps', '-')} | "
+                f"{adj.get('fps', '-')} | {r['latency_p50_ms']} | {p99} | "
+                f"{r.get('fairness_min_over_max', '-')} | {r.get('stale', '-')} | "
+                f"{r.get('mean_batch', '-')} | {cpu} | {mem} |"
             )
 
         for n in self.args.cameras:
@@ -677,9 +775,14 @@ class Bench:
             rows.append(r)
             show("pipeline", r)
             if n in self.args.naive_cameras:
-                nr = self.naive_run(n, self.args.duration)
-                naive.append(nr)
-                show("naive", nr)
+                for k in range(self.args.pairs):  # alternate: the machine's load drifts
+                    if k:
+                        r = self.pipeline_run(det, n, False, self.args.duration)
+                        rows.append(r)
+                        show("pipeline", r)
+                    nr = self.naive_run(n, self.args.duration)
+                    naive.append(nr)
+                    show("naive", nr)
             if n in self.args.gating_cameras:
                 r = self.pipeline_run(det, n, True, self.args.duration)
                 rows.append(r)
@@ -905,14 +1008,45 @@ def compare_alerts(off: list[dict], on: list[dict], tolerance_s: float) -> dict[
     }
 
 
+def _median_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row per key; repeated runs (``--pairs``) become the median of their figures."""
+    if len(rows) == 1:
+        return rows[0]
+    out = dict(rows[len(rows) // 2])
+    for key in ("fps", "cpu_ms_per_frame"):
+        if all(r.get(key) is not None for r in rows):
+            out[key] = statistics.median(r[key] for r in rows)
+    if all(r.get("detector_only_adjacent") for r in rows):
+        out["detector_only_adjacent"] = {
+            key: statistics.median(r["detector_only_adjacent"][key] for r in rows)
+            for key in ("fps", "cpu_ms_per_frame")
+        }
+    return out
+
+
 def ratios(res: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    pipe = {(r["cameras"], r["gating"]): r for r in res.get("pipeline", [])}
-    naive = {r["cameras"]: r for r in res.get("naive", [])}
+    grouped: dict[tuple, list] = {}
+    for r in res.get("pipeline", []):
+        grouped.setdefault((r["cameras"], r["gating"]), []).append(r)
+    pipe = {k: _median_rows(v) for k, v in grouped.items()}
+    ngrouped: dict[int, list] = {}
+    for r in res.get("naive", []):
+        ngrouped.setdefault(r["cameras"], []).append(r)
+    naive = {k: _median_rows(v) for k, v in ngrouped.items()}
     for n, nr in naive.items():
         p = pipe.get((n, False))
         if p and nr["fps"]:
             out[f"pipeline_vs_naive_{n}cams"] = round(p["fps"] / nr["fps"], 2)
+            if len(ngrouped[n]) > 1:
+                out[f"pipeline_vs_naive_{n}cams_each_pair"] = [
+                    round(a["fps"] / b["fps"], 2)
+                    for a, b in zip(grouped[(n, False)], ngrouped[n], strict=False)
+                ]
+        if p and p.get("cpu_ms_per_frame") and nr.get("cpu_ms_per_frame"):
+            out[f"naive_vs_pipeline_cpu_per_frame_{n}cams"] = round(
+                nr["cpu_ms_per_frame"] / p["cpu_ms_per_frame"], 2
+            )
     backend = res.get("pipeline_backend")
     det = [r for r in res.get("detector", []) if r["backend"] == backend]
     if det:
@@ -925,6 +1059,17 @@ def ratios(res: dict[str, Any]) -> dict[str, Any]:
             )
             out[f"pipeline_vs_detector_only_{n}cams"] = round(p["fps"] / same["fps"], 3)
             out[f"pipeline_vs_best_detector_only_{n}cams"] = round(p["fps"] / best["fps"], 3)
+    for (n, gating), p in pipe.items():
+        adj = p.get("detector_only_adjacent")
+        if gating or not adj:
+            continue
+        # only meaningful when the cameras offer more frames than the pipeline processes
+        p_sat = p.get("offered_fps", 0) > 1.1 * p["fps"]
+        out[f"pipeline_saturated_{n}cams"] = p_sat
+        out[f"pipeline_vs_detector_only_adjacent_{n}cams"] = round(p["fps"] / adj["fps"], 3)
+        out[f"detector_only_vs_pipeline_cpu_per_frame_{n}cams"] = round(
+            adj["cpu_ms_per_frame"] / p["cpu_ms_per_frame"], 3
+        )
     g = res.get("gating")
     if g:
         out["gating_call_reduction"] = g["call_reduction"]
@@ -958,6 +1103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     p.add_argument("--weights", default=None)
     p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--device", default=None, help="auto, cpu, cuda... (default: the config's)")
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers")
     p.add_argument("--backends", default=None, help="comma list (default: all available here)")
     p.add_argument("--pipeline-backend", default="auto", help="backend of the pipeline runs")
@@ -967,12 +1113,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--naive-cameras", type=_ints, default=[4], help="camera counts with a naive run"
     )
     p.add_argument(
+        "--pairs", type=int, default=1, help="pipeline/naive runs alternated this many times"
+    )
+    p.add_argument(
         "--gating-cameras", type=_ints, default=[4], help="camera counts also run with gating"
     )
     p.add_argument("--camera-fps", type=float, default=30.0)
     p.add_argument("--duration", type=float, default=20.0, help="seconds measured per pipeline run")
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--detector-seconds", type=float, default=4.0)
+    p.add_argument(
+        "--adjacent-seconds",
+        type=float,
+        default=3.0,
+        help="detector-only run right before and after each pipeline run (same detector)",
+    )
     p.add_argument("--accuracy-frames", type=int, default=6, help="frames per footage file")
     p.add_argument("--soak", type=float, default=0.0, help="also run 4 cameras this long (RSS)")
     p.add_argument("--rss-interval", type=float, default=1.0)

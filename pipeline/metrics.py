@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -63,8 +64,10 @@ CAPTURE_TO_PUBLISH_SECONDS = Histogram(
 _started: set[int] = set()
 
 
-def serve(port: int | None, addr: str = "127.0.0.1") -> None:
+def serve(port: int | None, addr: str | None = None) -> None:
     """Start the /metrics endpoint once per process; port 0/None disables it."""
+    # 127.0.0.1 unless told otherwise: in a container set VIGIL_METRICS_ADDR=0.0.0.0
+    addr = addr or os.environ.get("VIGIL_METRICS_ADDR", "127.0.0.1")
     if not port or port in _started:
         return
     start_http_server(port, addr=addr)

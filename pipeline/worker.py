@@ -70,7 +70,8 @@ class IngestWorker:
         self._served: dict[str, float] = {}  # camera -> when its last frame was taken (fairness)
         self._motion: dict[str, MotionDetector | None] = {}  # None: gating off for the camera
         # camera -> (untracked detections of its last detector run, (h, w)), for motion gating
-        self._last_raw: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
+        self._last_raw: dict[str, tuple[np.ndarray, tuple[int, int], object]] = {}
+        self._last_by: dict[str, object] = {}  # camera -> detector that produced its last result
         self._last_dets: dict[str, list] = {}  # fallback for detectors without raw output
         self._fps_state: dict[str, tuple[float, int, int]] = {}  # camera -> (t, decoded, processed)
         self._processed: dict[str, int] = {}
@@ -99,6 +100,7 @@ class IngestWorker:
                     for state in (
                         self._motion,
                         self._last_raw,
+                        self._last_by,
                         self._last_dets,
                         self._served,
                         self._fps_state,
@@ -218,12 +220,15 @@ class IngestWorker:
             return None
         last = self._last_raw.get(cid)
         if last is not None:
-            boxes, (h, w) = last
+            boxes, (h, w), _ = last
             scale = np.array([w, h, w, h], np.float32)
             objects = [tuple(b) for b in (boxes[:, :4] / scale).tolist()]
         else:
             objects = [d.box for d in self._last_dets.get(cid, ())]
-        return gate.check(frame.image, frame.capture_ts, objects)
+        decision = gate.check(frame.image, frame.capture_ts, objects)
+        if not decision.detect and self._last_by.get(cid) is not self._detector:
+            decision.detect = True  # the model changed (hot reload): its own result is needed
+        return decision
 
     def _carry_over(self, det, frame: Frame) -> list:
         """Detections for a frame without motion: the last detector result, tracked again so
@@ -277,8 +282,9 @@ class IngestWorker:
                 boxes = next(raws, None)  # one per detected frame (when asked for)
                 if decision is not None:
                     self._last_dets[frame.camera_id] = dets
+                    self._last_by[frame.camera_id] = det
                     if boxes is not None:
-                        self._last_raw[frame.camera_id] = (boxes, frame.image.shape[:2])
+                        self._last_raw[frame.camera_id] = (boxes, frame.image.shape[:2], det)
             msg = detection_message(
                 frame, dets, det.name, det.version, self.worker_id, 0.0 if carried else per_frame_ms
             )

@@ -350,3 +350,18 @@ def test_images_without_manifest_are_discovered(tmp_path):
     d = ds.Dataset.open(tmp_path)
     assert len(d.manifest.records) == 5
     assert d.manifest.records["images/yard/x.jpg"]["camera"] == "yard"
+
+
+def test_manifest_writers_sharing_a_folder_lose_nothing(tmp_path):
+    """A live collector appending while an offline tool relabels and compacts the manifest."""
+    make_dataset(tmp_path, n_per_cam=2)
+    tool = ds.Dataset.open(tmp_path)  # e.g. `vigil dataset label` starts
+    live = Collector(tmp_path, CollectionPolicy(dedup_distance=0))
+    new = live.offer("yard", frames(HALL, 1)[0], 5.0, ["periodic"])  # written meanwhile
+    first = next(iter(tool.manifest.records))
+    tool.manifest.update(first, label_source="teacher:x@1")
+    tool.save()  # compaction must keep the collector's new line
+    m = ds.Manifest.load(tmp_path)
+    assert new in m.records and m.records[first]["label_source"] == "teacher:x@1"
+    assert len(m.records) == 5
+    assert len((tmp_path / ds.MANIFEST).read_text().splitlines()) == 5

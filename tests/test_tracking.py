@@ -45,9 +45,10 @@ def test_cameras_in_one_batch_have_independent_trackers(tracking_detector):
     solo = Detector(DetectorConfig(imgsz=480, tracker="bytetrack"), warmup=False)
     for a in room:
         alone = solo.detect([a], streams=["room2"], frame_rates=[16])
-    key = lambda dets: sorted(
-        (d.track_id, d.label, tuple(round(v, 3) for v in d.box)) for d in dets
-    )  # noqa: E731
+
+    def key(dets):
+        return sorted((d.track_id, d.label, tuple(round(v, 3) for v in d.box)) for d in dets)
+
     assert key(mixed[0]) == key(alone[0]), (
         "another camera in the batch changed this camera's tracks"
     )

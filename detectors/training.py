@@ -32,12 +32,18 @@ from typing import Any
 # Training never needs the network; without this ultralytics may look for updates or fonts.
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-import torch  # noqa: E402
-
 from detectors import dataset as ds  # noqa: E402
-from detectors.loading import WeightsError, file_sha256, load_model, resolve_weights  # noqa: E402
+from detectors.errors import WeightsError  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+
+def _loading():
+    """``detectors.loading`` imports torch; deferred so the CLI's argument parsing stays fast."""
+    from detectors import loading
+
+    return loading
+
 
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
 #: Named freeze points for YOLOv5-style models (backbone = layers 0-9, neck 10-23, head 24).
@@ -172,14 +178,14 @@ def prepare_data(root: str | Path, out: Path) -> tuple[Path, dict[str, Any], lis
 # Base models
 
 
-def _legacy_source(path: Path) -> tuple[dict[str, torch.Tensor], dict, int] | None:
+def _legacy_source(path: Path) -> tuple[dict[str, Any], dict, int] | None:
     """(state, ultralytics cfg, head index) of a legacy YOLOv5 file or its Vigil conversion."""
     from detectors import yolov5_legacy
 
     if yolov5_legacy.is_legacy_yolov5(path):
         legacy = yolov5_legacy.read_legacy_checkpoint(path)
         return legacy.state, yolov5_legacy._ultralytics_cfg(legacy), legacy.head_index
-    model = load_model(str(path), device="cpu").model
+    model = _loading().load_model(str(path), device="cpu").model
     head = model.model[-1]
     if isinstance(head, yolov5_legacy.YOLOv5Detect):
         return model.state_dict(), copy.deepcopy(model.yaml), len(model.model) - 1
@@ -232,10 +238,12 @@ def transfer_backbone(base: str | Path, names: dict[int, str], out: str | Path) 
         "train_results": None,
         "vigil": {
             "transferred_from": path.name,
-            "source_sha256": file_sha256(path),
+            "source_sha256": _loading().file_sha256(path),
             "layers": f"0-{head_index - 1}",
         },
     }
+    import torch  # lazily: `vigil --help` must not pay for loading torch
+
     torch.save(ckpt, out)
     return out
 
@@ -251,7 +259,7 @@ def resolve_base(base: str, names: dict[int, str], work: Path) -> tuple[str, str
         except Exception as e:  # missing file or unknown model name
             raise WeightsError(f"model yaml {text!r} cannot be loaded ({e})") from None
         return text, "scratch", len(cfg["backbone"]) + len(cfg["head"]) - 1
-    source = resolve_weights(text)
+    source = _loading().resolve_weights(text)
     if not isinstance(source, Path):
         raise WeightsError(
             f"base weights {text!r} not found locally; give the path of a .pt file "
@@ -259,7 +267,9 @@ def resolve_base(base: str, names: dict[int, str], work: Path) -> tuple[str, str
         )
     if source.suffix != ".pt":
         raise WeightsError(f"{source} is not a PyTorch checkpoint (.pt); training needs one")
-    model = load_model(str(source), device="cpu")  # WeightsError for corrupt/wrong-task files
+    model = _loading().load_model(
+        str(source), device="cpu"
+    )  # WeightsError for corrupt/wrong-task files
     if model.task != "detect":
         raise WeightsError(f"{source} is a {model.task} model; retraining needs a detection model")
     if _legacy_source(source) is not None:

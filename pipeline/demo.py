@@ -71,13 +71,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stop = threading.Event()
     pipeline_thread = threading.Thread(
         target=run_ingest,
-        kwargs=dict(cfg=cfg, stop=stop, max_seconds=args.seconds, sync_cameras=True, extra_services=[alert_service]),
+        kwargs=dict(
+            cfg=cfg,
+            stop=stop,
+            max_seconds=args.seconds,
+            sync_cameras=True,
+            extra_services=[alert_service],
+        ),
         name="demo-pipeline",
         daemon=True,
     )
     started = time.monotonic()
     pipeline_thread.start()
-    print(f"demo: pipeline running for {args.seconds:.0f} s (Ctrl-C stops early); alerts as they land:\n")
+    print(
+        f"demo: pipeline running for {args.seconds:.0f} s (Ctrl-C stops early); alerts as they land:\n"
+    )
     counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
     latencies: list[float] = []
     snapshots = 0
@@ -99,7 +107,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 stored = store.get_alert(alert["id"]) or {}
                 if stored.get("latency_ms") is not None:
                     latencies.append(float(stored["latency_ms"]))
-            when = alert.get("started_at") if alert["status"] == "started" else alert.get("ended_at")
+            when = (
+                alert.get("started_at") if alert["status"] == "started" else alert.get("ended_at")
+            )
             extra = f" count={alert['count']}" if alert.get("count") is not None else ""
             print(
                 f"  {_stamp(when)}  {alert['status']:<7} {alert['camera_id']:<10} {alert['rule_id']:<20} "
@@ -125,6 +135,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if latencies:
         latencies.sort()
         p50 = latencies[len(latencies) // 2]
-        print(f"  capture-to-Redis latency: p50 {p50:.0f} ms, max {latencies[-1]:.0f} ms ({len(latencies)} alerts)")
+        print(
+            f"  capture-to-Redis latency: p50 {p50:.0f} ms, max {latencies[-1]:.0f} ms ({len(latencies)} alerts)"
+        )
     print(f"  snapshots saved: {snapshots} in {out}/")
     return 0 if counts else 1

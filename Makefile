@@ -24,7 +24,7 @@ demo: setup  ## the whole chain on real footage, end to end
 	bash deploy/local/with-services.sh $(PYTHON) -m pipeline.cli demo $(DEMO_ARGS)
 
 bench: setup
-	bash deploy/local/with-services.sh $(PYTHON) -m pipeline.cli bench --out BENCHMARKS.json
+	bash deploy/local/with-services.sh sh -c '$(PYTHON) -m pipeline.cli bench --out BENCHMARKS.json && $(PYTHON) -m pipeline.cli alerts bench'
 
 lint:
 	$(PYTHON) -m ruff check .

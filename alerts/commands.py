@@ -17,6 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     alerts = sub.add_parser("alerts", help="the alert service and alert subscribers")
     asub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
 
+    from alerts import bench_service
+
+    bench_service.register(asub)
+
     p = asub.add_parser("serve", help="run the alert service (joins its consumer group)")
     _common(p, required=True)
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")

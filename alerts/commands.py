@@ -10,7 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError, VigilConfig, load_config
+from pipeline.cli_support import config_from_args as _load
+from pipeline.cli_support import fail as _fail
+from pipeline.config import ConfigError, VigilConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,18 +68,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("-c", "--config", required=required, help="vigil.yaml")
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (overrides config)")
-
-
-def _load(args: argparse.Namespace) -> VigilConfig:
-    cfg = load_config(args.config) if args.config else VigilConfig()
-    if args.bootstrap:
-        cfg.kafka.bootstrap_servers = args.bootstrap
-    return cfg
-
-
-def _fail(msg: str) -> int:
-    print(f"vigil: {msg}", file=sys.stderr)
-    return 2
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from pipeline.cli_support import fail as _fail
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -54,11 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     from detectors import retrain_commands
 
     retrain_commands.register(sub, msub)
-
-
-def _fail(message: object) -> int:
-    print(f"vigil: {message}", file=sys.stderr)
-    return 2
 
 
 def _detector_config(args: argparse.Namespace):

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli_support import fail as _fail
+
 
 def register(sub: argparse._SubParsersAction, models: argparse._SubParsersAction) -> None:
     """Adds ``dataset``, ``retrain``, ``evaluate`` to ``sub`` and registry actions to ``models``."""
@@ -21,11 +23,6 @@ def register(sub: argparse._SubParsersAction, models: argparse._SubParsersAction
     _register_retrain(sub)
     _register_evaluate(sub)
     _register_models(models)
-
-
-def _fail(message: object) -> int:
-    print(f"vigil: {message}", file=sys.stderr)
-    return 2
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

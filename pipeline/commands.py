@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
 from pipeline.camera import CameraSpec
-from pipeline.config import ConfigError, VigilConfig, expand_env, load_config
+from pipeline.cli_support import config_from_args as _load
+from pipeline.cli_support import fail as _fail
+from pipeline.config import ConfigError, expand_env
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,18 +68,6 @@ def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
     if required:
         p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
-
-
-def _load(args: argparse.Namespace) -> VigilConfig:
-    cfg = load_config(args.config) if args.config else VigilConfig()
-    if args.bootstrap:
-        cfg.kafka.bootstrap_servers = args.bootstrap
-    return cfg
-
-
-def _fail(msg: str) -> int:
-    print(f"vigil: {msg}", file=sys.stderr)
-    return 2
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -127,6 +127,18 @@ class RuleEngine:
 
     def snapshot(self, camera_id: str | None = None) -> dict[str, Any]:
         """JSON-able copy of the state of one camera (or all), for checkpoints."""
+        # A deep copy through JSON: proves it serialises, and detaches it from live state.
+        return json.loads(self.snapshot_json(camera_id))
+
+    def snapshot_json(self, camera_id: str | None = None) -> str:
+        """``snapshot()`` as compact JSON text, encoded once (the alert service's checkpoints:
+        no copy, no decode and re-encode)."""
+        return json.dumps(
+            {"version": SNAPSHOT_VERSION, "cameras": self._state(camera_id)}, separators=(",", ":")
+        )
+
+    def _state(self, camera_id: str | None) -> dict[str, Any]:
+        """The live state (shares lists and dicts with the rules): encode it, never keep it."""
         ids = list(self._cameras) if camera_id is None else [camera_id]
         cams = {}
         fps = {cfg.id: fp for cfg, _, _, fp in self._specs}
@@ -145,8 +157,7 @@ class RuleEngine:
                     for (rule, _), act in zip(cam.rules, cam.active, strict=True)
                 },
             }
-        # A deep copy through JSON: proves it serialises, and detaches it from live state.
-        return json.loads(json.dumps({"version": SNAPSHOT_VERSION, "cameras": cams}))
+        return cams
 
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         """Load cameras from ``snapshot`` (others are untouched). A rule whose config changed since

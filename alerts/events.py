@@ -56,6 +56,8 @@ class FrameEvent:
     capture_ts: float
     detections: list[Det]
     ts: float = 0.0
+    # Rule.select's results for this frame, by filter (shared by the camera's rules).
+    selected: dict[int, tuple[Det, ...]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.ts:

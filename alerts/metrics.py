@@ -58,5 +58,5 @@ CAPTURE_TO_REDIS_SECONDS = Histogram(
 BATCH_SIZE = Histogram(
     "vigil_alerts_batch_size",
     "Detection messages per processed batch",
-    buckets=(1, 5, 10, 50, 100, 250, 500, 1000),
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
 )

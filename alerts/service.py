@@ -9,7 +9,8 @@ One batch at a time, in this order, each step retried with backoff until it succ
 3. publish to Kafka the alert events not yet acknowledged there, and the dead letters; mark the
    alerts as published in Redis;
 4. checkpoint, per partition of the batch, the rule engine state together with the next offset
-   (one Redis key each), then commit that offset to Kafka.
+   (one Redis key each), then commit that offset to Kafka (asynchronously, in order; ``close``
+   waits for the last commits).
 
 A crash anywhere replays from the last checkpoint with the state that goes with it; the engine is
 deterministic (capture time, not the wall clock) so the replay produces the same alerts with the
@@ -27,7 +28,6 @@ loop and only record the event; the work happens in the main loop between batche
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -49,6 +49,7 @@ from alerts import metrics as m
 from alerts.config import AlertsConfig, parse_alerts_config
 from alerts.engine import RuleEngine
 from alerts.events import AlertEvent
+from alerts.jsonfast import dumps, loads
 from alerts.snapshots import render_snapshot
 from alerts.store import AlertStore, AlertWrite
 from pipeline.config import VigilConfig
@@ -74,6 +75,7 @@ class _Alert:
     event: AlertEvent
     message: dict[str, Any]
     capture_ts: float
+    payload: bytes  # the message as JSON, encoded once: stored in Redis and published as is
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -113,12 +115,15 @@ class AlertService:
         self._engines: dict[TopicPartition, RuleEngine] = {}
         self._next_offset: dict[TopicPartition, int | None] = {}
         self._dirty: set[TopicPartition] = set()
+        # offsets committed asynchronously, not yet confirmed by the broker
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._consistent = True  # False while a batch is half done (state ahead of Redis)
         self._last_checkpoint = time.monotonic()
         self._lag_at = 0.0
         self._stats_at = time.monotonic()
         self._failing: dict[str, float] = {}
         self._secret = _url_password(cfg.redis.url.get_secret_value())
+        self._messages_ok = m.MESSAGES.labels("ok")
         self.stats = {
             "messages": 0,
             "dlq": 0,
@@ -205,6 +210,7 @@ class AlertService:
             # only with checkpoint_interval_s > 0: save what the interval held back
             with contextlib.suppress(redis.RedisError, _Stopped):
                 self._checkpoint(sorted(self._dirty, key=_tp_order), retry=False)
+        self._commit_sync()
         if self.consumer is not None:
             try:
                 self.consumer.close(autocommit=False, timeout_ms=5000)
@@ -261,7 +267,7 @@ class AlertService:
         try:
             if rec.value is None:
                 raise ValueError("empty message (null value)")
-            msg = json.loads(rec.value)
+            msg = loads(rec.value)
             events = engine.process(msg)
         except ValueError as e:  # bad JSON, bad UTF-8, or FrameEvent.from_message
             self._dead_letter(rec, str(e), dead)
@@ -273,10 +279,12 @@ class AlertService:
         finally:
             m.RULE_SECONDS.observe(time.perf_counter() - t0)
         self.stats["messages"] += 1
-        m.MESSAGES.labels("ok").inc()
-        capture_ts = float(msg["capture_ts"])
-        for ev in events:
-            alerts.append(_Alert(ev, ev.to_dict(), capture_ts))
+        self._messages_ok.inc()
+        if events:
+            capture_ts = float(msg["capture_ts"])
+            for ev in events:
+                d = ev.to_dict()
+                alerts.append(_Alert(ev, d, capture_ts, dumps(d)))
 
     def _dead_letter(self, rec, error: str, dead: list) -> None:
         limit = self.scfg.dlq_max_value_bytes
@@ -309,7 +317,7 @@ class AlertService:
         todo = self._retry("Redis alert write", lambda: self._store(alerts)) if alerts else []
         self._crash_point("stored")
         topic = self.cfg.kafka.topics.alerts
-        sends = [(topic, a.message["camera_id"], a.message) for a in todo] + dead
+        sends = [(topic, a.message["camera_id"], a.payload) for a in todo] + dead
         if sends:
             t0 = time.perf_counter()
             self._publish(sends)
@@ -341,7 +349,7 @@ class AlertService:
                 except Exception as e:  # a bad JPEG must not block the alert
                     log.warning("snapshot of alert %s failed: %s", a.event.id, e)
         results = self.store.write_alerts(
-            [AlertWrite(a.message, a.capture_ts, snaps.get(id(a))) for a in alerts]
+            [AlertWrite(a.message, a.capture_ts, snaps.get(id(a)), a.payload) for a in alerts]
         )
         now = time.time()
         m.REDIS_WRITE_SECONDS.observe(time.perf_counter() - t0)
@@ -366,11 +374,13 @@ class AlertService:
         op = "Kafka publish"
         while True:
             futures: list[tuple[Any, Any]] = []
+            send = self.producer.send
             for s in pending:
                 try:
-                    futures.append((s, self.producer.send(s[0], key=s[1], value=s[2])))
+                    futures.append((s, send(s[0], key=s[1], value=s[2])))
                 except KafkaError as e:
                     futures.append((s, e))
+            self._flush()
             failed, error = [], None
             for s, fut in futures:
                 if isinstance(fut, Exception):
@@ -401,17 +411,32 @@ class AlertService:
             delay = min(delay * 2, self.scfg.retry_max_s)
             pending = failed
 
+    def _flush(self) -> None:
+        """Send what the producer holds now rather than after ``linger_ms``, and wait until it is
+        acknowledged or failed; the per-send results are read afterwards (a failure here only
+        means some are not done yet: they are waited for one by one)."""
+        assert self.producer is not None
+        while True:
+            try:
+                self.producer.flush(timeout=1.0)
+                return
+            except KafkaTimeoutError:
+                if self._stop.is_set():
+                    raise _Stopped from None
+            except KafkaError:
+                return
+
     def _checkpoint_due(self) -> bool:
         iv = self.scfg.checkpoint_interval_s
         return iv <= 0 or time.monotonic() - self._last_checkpoint >= iv
 
     def _checkpoint(self, tps: list[TopicPartition], retry: bool = True) -> None:
         """Save state + next offset of ``tps`` in Redis, then commit those offsets to Kafka."""
-        cps: dict[tuple[str, int], tuple[int, dict[str, Any]]] = {}
+        cps: dict[tuple[str, int], tuple[int, dict[str, Any] | str]] = {}
         for tp in tps:
             engine, offset = self._engines.get(tp), self._next_offset.get(tp)
             if engine is not None and offset is not None:
-                cps[(tp.topic, tp.partition)] = (offset, engine.snapshot())
+                cps[(tp.topic, tp.partition)] = (offset, engine.snapshot_json())
         if retry:
             self._retry("Redis checkpoint", lambda: self.store.put_checkpoints(self.group, cps))
         else:
@@ -424,11 +449,37 @@ class AlertService:
             TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), (off, _) in cps.items()
         }
         if commit and self.consumer is not None:
+            # Asynchronous (a synchronous commit was a broker round trip per batch): the
+            # checkpoint already holds the position, the commit only follows it. Commits are
+            # sent in order; close() waits for the last ones.
+            self._uncommitted.update(commit)
             try:
-                self.consumer.commit(commit, timeout_ms=self.cfg.kafka.request_timeout_ms)
-                self._recovered("Kafka commit")
-            except KafkaError as e:  # the checkpoint already holds the position
+                self.consumer.commit_async(commit, callback=self._on_commit)
+            except KafkaError as e:
                 self._failed("Kafka commit", e, retried=False)
+
+    def _on_commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], result: Any) -> None:
+        """Commit callback, run by the consumer in this thread (during poll or commit)."""
+        if isinstance(result, Exception):
+            self._failed("Kafka commit", result, retried=False)
+            return
+        self._recovered("Kafka commit")
+        for tp, om in offsets.items():
+            if self._uncommitted.get(tp) == om:
+                del self._uncommitted[tp]
+
+    def _commit_sync(self) -> None:
+        """Commit what was committed asynchronously and not confirmed yet, and wait for it."""
+        if not self._uncommitted or self.consumer is None:
+            return
+        try:  # at most 5 s: a stop is not held long by a broker that is down
+            self.consumer.commit(
+                dict(self._uncommitted), timeout_ms=min(5000, self.cfg.kafka.request_timeout_ms)
+            )
+            self._uncommitted.clear()
+            self._recovered("Kafka commit")
+        except KafkaError as e:  # the checkpoint already holds the position
+            self._failed("Kafka commit", e, retried=False)
 
     # -- rebalances ---------------------------------------------------------------------------------
 
@@ -512,6 +563,7 @@ class AlertService:
         self._engines.pop(tp, None)
         self._next_offset.pop(tp, None)
         self._dirty.discard(tp)
+        self._uncommitted.pop(tp, None)
         with contextlib.suppress(KeyError):
             m.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
 

@@ -48,18 +48,23 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local latency = string.format('%.1f', (now - tonumber(ARGV[2])) * 1000)
 local fields = {}
 for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('HSET', KEYS[1], written, string.format('%.6f', now))
+fields[#fields + 1] = written
+fields[#fields + 1] = string.format('%.6f', now)
 if status == 'started' then
-  redis.call('HSET', KEYS[1], 'latency_ms', latency)
+  fields[#fields + 1] = 'latency_ms'
+  fields[#fields + 1] = latency
+  fields[#fields + 1] = 'snapshot'
   if ARGV[6] ~= '' then
     redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[5])
-    redis.call('HSET', KEYS[1], 'snapshot', '1')
+    fields[#fields + 1] = '1'
   else
-    redis.call('HSET', KEYS[1], 'snapshot', '0')
+    fields[#fields + 1] = '0'
   end
+  redis.call('HSET', KEYS[1], unpack(fields))
 else
-  redis.call('HSET', KEYS[1], 'ended_latency_ms', latency)
+  fields[#fields + 1] = 'ended_latency_ms'
+  fields[#fields + 1] = latency
+  redis.call('HSET', KEYS[1], unpack(fields))
   redis.call('HSETNX', KEYS[1], 'snapshot', '0')
 end
 if tonumber(ARGV[7]) > 0 then
@@ -88,14 +93,23 @@ _JSON_FIELDS = {"box", "zone", "details"}
 _BOOL_FIELDS = {"snapshot", "published_started", "published_ended"}
 
 
+# json.dumps(value, separators=(",", ":"), ensure_ascii=False) without building an encoder per call
+_json_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _enc(value: Any) -> str:
+    t = type(value)
+    if t is str:  # the common cases first, by exact type (a bool is not an int here)
+        return value
     if value is None:
         return ""
+    if t is int or t is float:
+        return str(value)
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int | float | str):
         return str(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _json_compact(value)
 
 
 def _dec(field: str, raw: str) -> Any:
@@ -123,6 +137,9 @@ class AlertWrite:
     message: dict[str, Any]
     capture_ts: float
     snapshot: bytes | None = None
+    # ``message`` as compact JSON when the caller already has it (the alert service publishes
+    # the same bytes on Kafka); encoded here when None.
+    payload: bytes | None = None
 
 
 class AlertStore:
@@ -201,6 +218,9 @@ class AlertStore:
 
     def _write_args(self, it: AlertWrite) -> list[Any]:
         msg = it.message
+        payload = it.payload
+        if payload is None:
+            payload = _json_compact(msg).encode()
         args: list[Any] = [
             msg["status"],
             repr(float(it.capture_ts)),
@@ -209,14 +229,16 @@ class AlertStore:
             self.cfg.snapshot_ttl_s,
             it.snapshot or b"",
             self.alert_ttl_s,
-            json.dumps(msg, separators=(",", ":"), ensure_ascii=False),
+            payload,
             msg["id"],
             msg["camera_id"],
             msg["rule_id"],
             msg["severity"],
         ]
+        append = args.append
         for k, v in msg.items():
-            args += [k, _enc(v)]
+            append(k)
+            append(_enc(v))
         return args
 
     def mark_published(self, events: Iterable[tuple[str, str]]) -> None:
@@ -283,18 +305,24 @@ class AlertStore:
         return self.get_checkpoints(group, [(topic, partition)])[0]
 
     def put_checkpoints(
-        self, group: str, checkpoints: dict[tuple[str, int], tuple[int, dict[str, Any]]]
+        self, group: str, checkpoints: dict[tuple[str, int], tuple[int, dict[str, Any] | str]]
     ) -> None:
         """``{(topic, partition): (next offset, engine snapshot)}``; each key is one SET, so a
-        checkpoint's offset and state always belong together."""
+        checkpoint's offset and state always belong together. The snapshot is a dict, or the
+        same already encoded as JSON (``RuleEngine.snapshot_json``)."""
         if not checkpoints:
             return
         pipe = self.client.pipeline(transaction=False)
         for (topic, part), (offset, engine) in checkpoints.items():
-            value = {"version": CHECKPOINT_VERSION, "offset": int(offset), "engine": engine}
-            pipe.set(
-                self.checkpoint_key(group, topic, part), json.dumps(value, separators=(",", ":"))
-            )
+            if isinstance(engine, str):
+                # what json.dumps gives for the dict below, without decoding the engine's JSON
+                text = (
+                    f'{{"version":{CHECKPOINT_VERSION},"offset":{int(offset)},"engine":{engine}}}'
+                )
+            else:
+                value = {"version": CHECKPOINT_VERSION, "offset": int(offset), "engine": engine}
+                text = json.dumps(value, separators=(",", ":"))
+            pipe.set(self.checkpoint_key(group, topic, part), text)
         pipe.execute()
 
     def put_checkpoint(

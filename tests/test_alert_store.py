@@ -4,6 +4,7 @@ redis-server processes on free ports."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -163,6 +164,45 @@ def test_checkpoints(store: AlertStore):
     assert store.get_checkpoint("other-group", "t.detections", 0) is None
     store.client.set(store.checkpoint_key("g", "t.detections", 0), b"{not json")
     assert store.get_checkpoint("g", "t.detections", 0) is None  # ignored, not fatal
+
+
+def test_checkpoint_from_engine_json_is_the_same_bytes(store: AlertStore):
+    """The service passes RuleEngine.snapshot_json() (encoded once); what lands in Redis is what
+    the dict form stores, and reads back as the engine's snapshot()."""
+    from alerts.bench import make_messages, make_rules
+    from alerts.engine import RuleEngine
+
+    engine = RuleEngine({"rules": make_rules(10)})
+    for m in make_messages(2000, 5):
+        engine.process(m)
+    text = engine.snapshot_json()
+    assert json.loads(text) == engine.snapshot()
+    store.put_checkpoints("g", {("t.detections", 0): (42, engine.snapshot())})
+    as_dict = store.client.get(store.checkpoint_key("g", "t.detections", 0))
+    store.put_checkpoints("g", {("t.detections", 0): (42, text)})
+    assert store.client.get(store.checkpoint_key("g", "t.detections", 0)) == as_dict
+    cp = store.get_checkpoint("g", "t.detections", 0)
+    assert cp is not None and cp["offset"] == 42 and cp["engine"] == engine.snapshot()
+
+
+def test_write_with_payload_is_the_same_as_without(store: AlertStore):
+    """AlertWrite.payload (the service's pre-encoded message) stores what encoding here does."""
+    from alerts.jsonfast import dumps
+
+    msg = _event(aid="fedcba9876543210fedc")
+    msg["details"] = {"frames": 3, "note": "caf\u00e9 \u2192 \n"}
+    assert store.write_alert(AlertWrite(msg, 1000.0)) == (True, False)
+    other = dict(msg, id="fedcba9876543210fedd")
+    assert store.write_alert(AlertWrite(other, 1000.0, None, dumps(other))) == (True, False)
+    a, b = store.get_alert(msg["id"]), store.get_alert(other["id"])
+    for k in ("written_started", "latency_ms", "id"):
+        a.pop(k), b.pop(k)
+    assert a == b
+    entries = store.client.xrange(store.stream_key(), "-", "+")
+    assert [json.loads(f[b"alert"]) for _, f in entries] == [msg, other]
+    raw = [f[b"alert"] for _, f in entries]
+    assert raw[1] == json.dumps(other, separators=(",", ":"), ensure_ascii=False).encode()
+    assert raw[0] == json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def test_snapshot_drawing():

@@ -18,11 +18,21 @@ A new type plugs in with::
 from __future__ import annotations
 
 import dataclasses
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from alerts.config import RULE_CONFIGS, RuleConfig
 from alerts.events import AlertEvent, Det, FrameEvent, alert_id
+
+_SELECT_KEYS: dict[tuple[Any, ...], int] = {}
+_SELECT_KEYS_LOCK = threading.Lock()
+
+
+def _select_key(key: tuple[Any, ...]) -> int:
+    """A small int per distinct detection filter (cheaper to hash per frame than the filter)."""
+    with _SELECT_KEYS_LOCK:
+        return _SELECT_KEYS.setdefault(key, len(_SELECT_KEYS))
 
 
 class Rule(ABC):
@@ -40,6 +50,12 @@ class Rule(ABC):
         self._poly = getattr(cfg, "polygon", None)
         self._zone_list = self._poly.to_list() if self._poly is not None else None
         self._bottom = getattr(cfg, "anchor", "bottom_center") == "bottom_center"
+        # select()'s result depends on these only: rules that filter alike share it per frame.
+        points = self._poly.points if self._poly is not None else None
+        self._select_key = _select_key(
+            (self._classes, self._min_conf, points, self._bottom if points else None)
+        )
+        self._select_key_nozone = _select_key((self._classes, self._min_conf, None, None))
         self._cooldown = cfg.cooldown_s
         self._scope_rule = cfg.cooldown_scope == "rule"
         # subject -> [started AlertEvent, suppressed?]; insertion order is the emission order.
@@ -87,7 +103,18 @@ class Rule(ABC):
     # -- helpers for subclasses -----------------------------------------------------------------
 
     def select(self, frame: FrameEvent, *, zone: bool = True) -> list[Det]:
-        """Detections of the rule's classes, above its confidence, whose anchor is in its zone."""
+        """Detections of the rule's classes, above its confidence, whose anchor is in its zone.
+        Computed once per frame for all the camera's rules with the same filter (the same
+        classes, confidence, zone and anchor: e.g. intrusion, loitering and crowding in one zone);
+        each caller gets its own list."""
+        key = self._select_key if zone else self._select_key_nozone
+        cache = frame.selected
+        if cache is None:
+            cache = frame.selected = {}
+        else:
+            hit = cache.get(key)
+            if hit is not None:
+                return list(hit)
         classes, min_conf = self._classes, self._min_conf
         poly = self._poly if zone else None
         bottom = self._bottom
@@ -100,6 +127,7 @@ class Rule(ABC):
             if poly is not None and not poly.contains(d.cx, d.y2 if bottom else d.cy):
                 continue
             out.append(d)
+        cache[key] = tuple(out)
         return out
 
     def anchor(self, d: Det) -> tuple[float, float]:

@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -245,8 +246,23 @@ class Backend:
     def run(self, x: Any) -> torch.Tensor:
         raise NotImplementedError
 
+    def start(self, x: Any) -> Any:
+        """Begin running a prepared batch; :meth:`finish` returns its output. The worker starts
+        the next batch before it post-processes the previous one, so backends that can run in
+        the background (OpenVINO) keep the cores busy meanwhile. ``x`` must stay untouched
+        until then. Default: run now."""
+        return self.run(x)
+
+    def wait(self, handle: Any, timeout_s: float) -> bool:
+        """Block until the backend has room for another batch next to ``handle`` (one of its
+        streams has nothing left of it); False on timeout. Default: at once (synchronous)."""
+        return True
+
+    def finish(self, handle: Any) -> torch.Tensor:
+        return _as_output(handle)
+
     def __call__(self, canvas: np.ndarray, boxer: Letterboxer) -> torch.Tensor:
-        return _as_output(self.run(self.prepare(canvas, boxer)))
+        return self.finish(self.start(self.prepare(canvas, boxer)))
 
 
 class TorchBackend(Backend):
@@ -265,14 +281,16 @@ class TorchBackend(Backend):
         self.net = net.half() if self.half else net.float()
         self.source = f"{getattr(model, 'ckpt_path', '') or 'in-memory model'}"
         self._cuda = device.startswith("cuda")
+        self._pinned: dict[int, torch.Tensor] = {}  # data pointer -> pinned letterbox buffer
 
     def allocator(self) -> Allocator | None:
         if not self._cuda:
             return None
 
         def pinned(n: int) -> np.ndarray:
-            self._pinned = torch.empty(n, dtype=torch.uint8, pin_memory=True)
-            return self._pinned.numpy()
+            buf = torch.empty(n, dtype=torch.uint8, pin_memory=True)
+            self._pinned[buf.data_ptr()] = buf
+            return buf.numpy()
 
         return pinned
 
@@ -281,8 +299,8 @@ class TorchBackend(Backend):
             return torch.from_numpy(boxer.to_input(canvas))
         # uint8 upload from pinned memory (4x fewer bytes than float), then colour/scale on GPU
         src = torch.from_numpy(canvas)
-        pinned = getattr(self, "_pinned", None)
-        if pinned is not None and canvas.ctypes.data == pinned.data_ptr():
+        pinned = self._pinned.get(canvas.ctypes.data)
+        if pinned is not None:
             src = pinned[: canvas.size].view(canvas.shape)  # the pinned tensor itself
         x = src.to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).flip(1)
@@ -321,16 +339,38 @@ class OnnxRuntimeBackend(Backend):
         return self.session.run(None, {self.input_name: x})[0]
 
 
+class _Running:
+    """A batch in flight on OpenVINO's request queue."""
+
+    __slots__ = ("done", "error", "left", "lock", "out", "room", "spare")
+
+    def __init__(self, out: np.ndarray, streams: int) -> None:
+        self.out = out
+        self.left = len(out)
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        # set once a stream has nothing left of this batch: the next batch can start there
+        self.room = threading.Event()
+        self.spare = max(0, streams - 1)
+        if self.left <= self.spare:
+            self.room.set()
+        self.error: str | None = None
+
+
 class OpenVinoBackend(Backend):
     """OpenVINO on CPU. A batch runs in throughput mode, as parallel single-frame requests on
     the plugin's streams (2 on a 2-core machine): that kept the cores busier than one batched
     request in latency mode (20-35 % more frames/s in our measurements). A lone frame runs in
-    latency mode (all cores on one request)."""
+    latency mode (all cores on one request). :meth:`start` only queues the requests (enough of
+    them for two batches), so the next batch runs while the worker finishes the previous one."""
 
     name = "openvino"
     MAX_SHAPES = 8
+    FINISH_TIMEOUT_S = 60.0
 
-    def __init__(self, folder: Path, threads: int = 0) -> None:
+    def __init__(
+        self, folder: Path, threads: int = 0, max_batch: int = 8, precision: str = "f32"
+    ) -> None:
         super().__init__("cpu")
         import openvino as ov
 
@@ -340,16 +380,17 @@ class OpenVinoBackend(Backend):
         if xml is None:
             raise BackendError(f"no OpenVINO model (.xml) in {folder}")
         self._model = self._core.read_model(str(xml))
-        # f32: on CPUs with bf16 units OpenVINO would default to bfloat16, which moves
-        # confidences by up to ~0.05 and small boxes by a few pixels (not the same detections)
+        # f32 unless asked: on CPUs with bf16 units OpenVINO would default to bfloat16, which
+        # moves small boxes by about a pixel (not PyTorch's detections within the tolerance)
         self._config: dict[str, Any] = {
             "PERFORMANCE_HINT": "THROUGHPUT",
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": precision,
         }
+        self.precision = precision
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = threads
         self._queues: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
-        self._out: np.ndarray | None = None
+        self._max_batch = max(1, int(max_batch))
         self.source = str(folder)
 
     def _compiled(self, hw: tuple[int, int], hint: str) -> tuple[Any, tuple[int, ...], int]:
@@ -368,32 +409,58 @@ class OpenVinoBackend(Backend):
         if hint == "LATENCY":
             entry = (compiled.create_infer_request(), shape, 1)
         else:
-            jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            jobs = max(streams, 2 * self._max_batch)  # two batches queued: start() never blocks
             queue = self._ov.AsyncInferQueue(compiled, jobs)
             queue.set_callback(self._done)
-            entry = (queue, shape, jobs)
+            entry = (queue, shape, streams)
         self._queues[key] = entry
         if len(self._queues) > self.MAX_SHAPES:
             self._queues.popitem(last=False)
         return entry
 
-    def _done(self, request, index: int) -> None:
-        self._out[index] = request.get_output_tensor(0).data[0]
+    @staticmethod
+    def _done(request, userdata: tuple[_Running, int]) -> None:
+        running, index = userdata
+        try:
+            running.out[index] = request.get_output_tensor(0).data[0]
+        except Exception as e:  # reported by finish(), on the worker's thread
+            running.error = f"{type(e).__name__}: {e}"
+        with running.lock:
+            running.left -= 1
+            if running.left <= running.spare:
+                running.room.set()
+            if running.left == 0:
+                running.done.set()
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def start(self, x: np.ndarray) -> _Running | np.ndarray:
         hw = (int(x.shape[2]), int(x.shape[3]))
         if x.shape[0] == 1:
             req, _, _ = self._compiled(hw, "LATENCY")
             req.infer({0: x}, share_inputs=True, share_outputs=True)
-            return req.get_output_tensor(0).data  # a view: NMS runs before the next call
-        queue, out_shape, _ = self._compiled(hw, "THROUGHPUT")
-        out_shape = (x.shape[0], *out_shape[1:])
-        if self._out is None or self._out.shape != out_shape:
-            self._out = np.empty(out_shape, np.float32)
+            return req.get_output_tensor(0).data.copy()  # the request is reused by the next one
+        queue, out_shape, streams = self._compiled(hw, "THROUGHPUT")
+        running = _Running(np.empty((x.shape[0], *out_shape[1:]), np.float32), streams)
         for i in range(x.shape[0]):
-            queue.start_async({0: x[i : i + 1]}, userdata=i)
-        queue.wait_all()
-        return self._out  # reused by the next batch: NMS runs before that
+            queue.start_async({0: x[i : i + 1]}, userdata=(running, i), share_inputs=True)
+        return running
+
+    def wait(self, handle: _Running | np.ndarray, timeout_s: float) -> bool:
+        return handle.room.wait(timeout_s) if isinstance(handle, _Running) else True
+
+    def finish(self, handle: _Running | np.ndarray) -> torch.Tensor:
+        if isinstance(handle, _Running):
+            if not handle.done.wait(self.FINISH_TIMEOUT_S):
+                raise RuntimeError(
+                    f"OpenVINO inference did not finish in {self.FINISH_TIMEOUT_S:g} s"
+                )
+            if handle.error:
+                raise RuntimeError(f"OpenVINO inference failed: {handle.error}")
+            handle = handle.out
+        return _as_output(handle)
+
+    def run(self, x: np.ndarray) -> torch.Tensor:
+        return self.finish(self.start(x))
 
 
 class TensorRTBackend(TorchBackend):
@@ -408,6 +475,7 @@ class TensorRTBackend(TorchBackend):
         self.net = AutoBackend(str(path), device=torch.device(device), fp16=True, verbose=False)
         self.source = str(path)
         self._cuda = True
+        self._pinned = {}
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -430,5 +498,7 @@ def create_backend(name: str, model, config, device: str) -> Backend:
     if name == "onnxruntime":
         return OnnxRuntimeBackend(path)
     if name == "openvino":
-        return OpenVinoBackend(path)
+        return OpenVinoBackend(
+            path, max_batch=config.max_batch, precision=getattr(config, "cpu_precision", "f32")
+        )
     return TensorRTBackend(path, device)

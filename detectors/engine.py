@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from detectors.backends import Backend, choose_backend, create_backend
 from detectors.loading import WeightsError, file_sha256, load_model, resolve_weights, select_device
-from detectors.preprocess import Letterboxer, scale_boxes
+from detectors.preprocess import Letterboxer, Placement, scale_boxes
 from detectors.tracking import StreamTrackers
 from detectors.types import Detection
 from pipeline.config import DetectorConfig
@@ -56,6 +58,15 @@ def _precision_kwargs(half: bool) -> dict:
     return {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
 
 
+@dataclass(slots=True, eq=False)
+class Submitted:
+    """A batch started by :meth:`Detector.submit`, to hand to :meth:`Detector.collect`."""
+
+    slot: int
+    handle: Any
+    places: list[Placement]
+
+
 class Detector:
     """One loaded model plus the thresholds from :class:`DetectorConfig`.
 
@@ -90,9 +101,14 @@ class Detector:
         if self.backend_name != "ultralytics":
             self.backend = create_backend(self.backend_name, self.model, self.config, self.device)
             stride = int(max(getattr(self.model.model, "stride", torch.tensor([32.0])).tolist()))
-            self._boxer = Letterboxer(
-                self.config.imgsz, max(stride, 32), True, self.backend.allocator()
-            )
+            # two: a batch can be letterboxed while the previous one still runs (submit/collect)
+            self._boxers = [
+                Letterboxer(self.config.imgsz, max(stride, 32), True, self.backend.allocator())
+                for _ in range(2)
+            ]
+            self._boxer = self._boxers[0]
+            self._in_flight: list[Submitted | None] = [None, None]
+            self._next_slot = 0
         self.trackers = (
             StreamTrackers(self.config.tracker, self.config.track_buffer_s)
             if self.config.tracker != "none"
@@ -170,28 +186,68 @@ class Detector:
         trackers = trackers or self.trackers
         if stream is None or trackers is None:
             return self._from_array(boxes, frame.shape)
-        from ultralytics.engine.results import Results
-
-        result = Results(frame, path="", names=self.names, boxes=torch.from_numpy(boxes.copy()))
-        return self._convert(trackers.apply(stream, result, frame_rate))
+        tracks = trackers.track(stream, boxes, frame, frame_rate)
+        return self._from_array(tracks[:, [0, 1, 2, 3, 5, 6]], frame.shape, tracks[:, 4])
 
     def infer(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One batch through the backend: per frame an ``(n, 6)`` float32 array of
         ``x1, y1, x2, y2, confidence, class`` in the frame's own pixels (no tracking)."""
+        return self.collect(self.submit(frames))
+
+    @property
+    def batched(self) -> bool:
+        """Whether :meth:`submit` / :meth:`collect` are available (not the ultralytics path)."""
+        return self.backend is not None
+
+    def submit(self, frames: Sequence[np.ndarray]) -> Submitted:
+        """Letterbox a batch (at most ``max_batch`` frames) and start it on the backend.
+
+        At most two batches are in flight: :meth:`collect` the older one before the third
+        submit. The worker submits the next batch and then post-processes the previous one,
+        so the backend computes while Python does NMS, tracking and publishing.
+        """
+        assert self.backend is not None, "submit() needs a batched backend"
+        if len(frames) > self.config.max_batch:
+            raise ValueError(f"{len(frames)} frames > max_batch {self.config.max_batch}")
+        with self._lock:
+            slot = self._next_slot
+            if self._in_flight[slot] is not None:
+                raise RuntimeError("two batches in flight already: collect() one first")
+            boxer = self._boxers[slot]
+            canvas, places = boxer.letterbox(frames)
+            handle = self.backend.start(self.backend.prepare(canvas, boxer))
+            job = Submitted(slot, handle, places)
+            self._in_flight[slot] = job
+            self._next_slot = 1 - slot
+        return job
+
+    def wait(self, job: Submitted, timeout_s: float = 60.0) -> bool:
+        """Block until the backend can start another batch at once next to ``job`` (OpenVINO:
+        one of its streams is done with ``job``); False on timeout. The worker takes its next
+        frames only then: the freshest frames the detector can start on without a queue, and
+        no stream idles while the last frames of ``job`` finish.
+        """
+        return self.backend.wait(job.handle, timeout_s)
+
+    def collect(self, job: Submitted) -> list[np.ndarray]:
+        """Wait for a submitted batch; per frame an ``(n, 6)`` array like :meth:`infer`."""
         from ultralytics.utils.nms import non_max_suppression
 
-        assert self.backend is not None, "infer() needs a batched backend"
         with self._lock:
-            canvas, places = self._boxer.letterbox(frames)
-            pred = self.backend(canvas, self._boxer)
-            dets = non_max_suppression(
-                pred, self.config.conf, self.config.iou, self.classes, max_det=MAX_DET
-            )
+            if self._in_flight[job.slot] is not job:
+                raise RuntimeError("this batch was collected already")
+            try:
+                pred = self.backend.finish(job.handle)
+                dets = non_max_suppression(
+                    pred, self.config.conf, self.config.iou, self.classes, max_det=MAX_DET
+                )
+            finally:
+                self._in_flight[job.slot] = None
             counts = [len(d) for d in dets]
             flat = torch.cat(dets).float().cpu().numpy() if sum(counts) else None  # one sync
         out = []
         start = 0
-        for n, place in zip(counts, places, strict=True):
+        for n, place in zip(counts, job.places, strict=True):
             if not n:
                 out.append(np.zeros((0, 6), np.float32))
                 continue
@@ -201,10 +257,13 @@ class Detector:
             out.append(b)
         return out
 
-    def _from_array(self, boxes: np.ndarray, shape: tuple[int, ...]) -> list[Detection]:
+    def _from_array(
+        self, boxes: np.ndarray, shape: tuple[int, ...], track_ids: np.ndarray | None = None
+    ) -> list[Detection]:
         h, w = shape[:2]
+        ids = track_ids.astype(int).tolist() if track_ids is not None else [None] * len(boxes)
         dets = []
-        for x1, y1, x2, y2, p, c in boxes.tolist():
+        for (x1, y1, x2, y2, p, c), tid in zip(boxes.tolist(), ids, strict=True):
             c = int(c)
             dets.append(
                 Detection(
@@ -217,6 +276,7 @@ class Detector:
                         min(max(x2 / w, 0.0), 1.0),
                         min(max(y2 / h, 0.0), 1.0),
                     ),
+                    track_id=tid,
                 )
             )
         return dets

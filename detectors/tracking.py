@@ -54,20 +54,48 @@ class StreamTrackers:
     def drop(self, stream: str) -> None:
         self._trackers.pop(stream, None)
 
+    def track(
+        self, stream: str, boxes: np.ndarray, frame: np.ndarray | None, frame_rate: float
+    ) -> np.ndarray:
+        """Track one frame's ``(n, 6)`` ``x1, y1, x2, y2, conf, class`` detections (pixels).
+
+        Returns the confirmed tracks as ``(m, 8)`` ``x1, y1, x2, y2, track id, conf, class,
+        detection index``, nothing while no track is confirmed (a box without an id would appear
+        a frame later with one).
+        """
+        tracks = self._get(stream, frame_rate).update(TrackerInput.of(boxes), frame)
+        return np.asarray(tracks, dtype=np.float32).reshape(-1, 8)
+
     def apply(self, stream: str, result, frame_rate: float):
-        """Return ``result`` restricted to confirmed tracks, with their ids in ``boxes.id``."""
-        tracker = self._get(stream, frame_rate)
+        """Return an ultralytics ``result`` restricted to confirmed tracks, ids in ``boxes.id``."""
         boxes = result.boxes
-        tracks = tracker.update(boxes.cpu().numpy(), result.orig_img)
+        tracks = self.track(stream, boxes.data.cpu().numpy()[:, :6], result.orig_img, frame_rate)
         if len(tracks) == 0:
-            # Nothing confirmed yet: show no box rather than boxes without ids that would appear
-            # a frame later with one.
             return result[:0]
-        keep = tracks[:, -1].astype(int)  # index of the detection each track matched
-        tracked = result[keep]
-        tracked.update(
-            boxes=torch.as_tensor(
-                np.asarray(tracks[:, :-1], dtype=np.float32), device=boxes.data.device
-            )
-        )
+        tracked = result[tracks[:, -1].astype(int)]
+        tracked.update(boxes=torch.as_tensor(tracks[:, :-1], device=boxes.data.device))
         return tracked
+
+
+class TrackerInput:
+    """What ultralytics' trackers read from a result (``xywh``, ``conf``, ``cls``, boolean
+    indexing), straight from a numpy array: building a ``Results`` with torch tensors for every
+    frame only to hand the tracker these three arrays cost more than the tracking itself."""
+
+    __slots__ = ("cls", "conf", "xywh")
+
+    def __init__(self, xywh: np.ndarray, conf: np.ndarray, cls: np.ndarray) -> None:
+        self.xywh, self.conf, self.cls = xywh, conf, cls
+
+    @classmethod
+    def of(cls, boxes: np.ndarray) -> TrackerInput:
+        from ultralytics.utils.ops import xyxy2xywh
+
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 6)
+        return cls(xyxy2xywh(boxes[:, :4]), boxes[:, 4], boxes[:, 5])
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, index) -> TrackerInput:
+        return TrackerInput(self.xywh[index], self.conf[index], self.cls[index])

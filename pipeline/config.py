@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -110,8 +110,15 @@ class DetectorConfig(_Strict):
     # How long the worker waits for more cameras' frames to fill a batch once one frame is due.
     max_wait_ms: float = Field(5.0, ge=0, le=1000)
     half: bool = Field(True, description="fp16 on CUDA (ignored on CPU)")
+    # OpenVINO on CPU: bf16 runs ~1.4x faster on CPUs with bf16 units but moves boxes by about a
+    # pixel (one small box of 100 fell below IoU 0.9 against PyTorch, BENCHMARKS.md); f32 gives
+    # PyTorch's detections. Other backends ignore it.
+    cpu_precision: Literal["f32", "bf16"] = "f32"
     tracker: Literal["bytetrack", "botsort", "none"] = "bytetrack"
     track_buffer_s: float = Field(3.0, gt=0, le=60)
+    # Threads of PyTorch and OpenCV in the worker (detectors/host_threads.py): auto = 1 when
+    # another engine runs the network (they only do NMS and resizing), defaults for torch on CPU.
+    host_threads: Literal["auto"] | Annotated[int, Field(ge=1, le=256)] = "auto"
 
     @field_validator("weights")
     @classmethod

@@ -19,6 +19,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +39,21 @@ log = logging.getLogger(__name__)
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(slots=True, eq=False)
+class _Batch:
+    """Frames taken together, from collection to publication."""
+
+    frames: list[Frame]
+    decisions: list[Decision | None]
+    todo: list[Frame]  # the frames that go through the detector (motion gating skips others)
+    det: Any = None
+    job: Any = None  # detector.submit() handle while the batch runs in the background
+    started: float = 0.0
+    elapsed: float = 0.0
+    results: list = field(default_factory=list)
+    raw: list[np.ndarray] | None = None
 
 
 class IngestWorker:
@@ -78,6 +95,7 @@ class IngestWorker:
         self.detector_frames = 0  # frames that went through the detector
         self.skipped_frames = 0  # frames published with carried-over detections (no motion)
         self.stale_frames = 0  # frames dropped because they were too old when their turn came
+        self._in_flight: _Batch | None = None  # started on the detector, not yet published
 
     # -- camera ownership ------------------------------------------------------------------
     @property
@@ -152,6 +170,16 @@ class IngestWorker:
                 new.trackers = old.trackers
             self._detector = new
         return old
+
+    def tune_host_threads(self) -> None:
+        """Size PyTorch's and OpenCV's thread pools for the backend (detectors/host_threads.py)."""
+        from detectors import host_threads
+
+        det = self.detector
+        backend = getattr(det, "backend_name", "ultralytics")
+        device = str(getattr(det, "device", "cpu"))
+        host_threads.apply(self.cfg.detector.host_threads, backend, device)
+        log.info("backend %s on %s: %s", backend, device, host_threads.current())
 
     def add_frame_listener(self, listener: Callable[[Frame, list], None]) -> None:
         """Call ``listener(frame, detections)`` after each frame is published (collection, drift)."""
@@ -238,38 +266,96 @@ class IngestWorker:
             return det.finish(frame.image, last[0], frame.camera_id, self._fps(frame.camera_id))
         return self._last_dets.get(frame.camera_id, [])
 
+    def _gating_on(self, camera_id: str) -> bool:
+        return self._motion.get(camera_id, True) is not None  # unknown yet: assume it may be
+
     def process_once(self, timeout_s: float = 0.05) -> int:
-        """Run one batch if any camera has a new frame; returns the number of frames processed."""
+        """Take the next batch and start it on the detector; returns the number of frames taken.
+
+        With a detector that runs in the background (``submit``/``collect``, e.g. OpenVINO) the
+        batch taken here is published by the next call: this call first starts it, then
+        finishes the previous batch (NMS, tracking, messages, Kafka) while the backend computes,
+        so the cores never wait for Python. A call that finds no new frame finishes the batch
+        in flight at once, so an idle camera's last frame is never held back.
+
+        Order: wait until the backend has room next to the batch in flight (a stream is done
+        with it), take the newest frames and start them, then post-process the batch in flight
+        while they run. Frames are taken only when the backend can start on them at once, so
+        they do not queue behind a whole batch (latency stays about that of one batch), and no
+        stream idles while the last frame of the previous batch finishes.
+        """
+        if self._in_flight is not None and self._in_flight.job is not None:
+            self._in_flight.det.wait(self._in_flight.job)
         frames = self._collect(self.cfg.detector.max_batch)
         if not frames:
+            if self._in_flight is not None:
+                self._finish(self._take_in_flight())
+                return 0
             self._wake.wait(timeout_s)
             self._wake.clear()
             return 0
         frames = self._fill(frames)
+        if self._in_flight is not None and any(self._gating_on(f.camera_id) for f in frames):
+            # the motion decision needs the previous detections of the same camera
+            self._finish(self._take_in_flight())
         decisions = [self._gate(f) for f in frames]
         todo = [f for f, d in zip(frames, decisions, strict=True) if d is None or d.detect]
-        results: list[list] = []
-        raw: list[np.ndarray] | None = [] if any(d is not None for d in decisions) else None
-        elapsed = 0.0
+        batch = _Batch(frames, decisions, todo)
         with self._detect_lock:
-            det = self.detector
+            batch.det = det = self.detector
             if todo:
-                t0 = time.perf_counter()
-                kw = {"raw_out": raw} if raw is not None and hasattr(det, "finish") else {}
-                results = det.detect(
-                    [f.image for f in todo],
-                    streams=[f.camera_id for f in todo],
-                    frame_rates=[self._fps(f.camera_id) for f in todo],
-                    **kw,
-                )
-                elapsed = time.perf_counter() - t0
+                batch.started = time.perf_counter()
+                if getattr(det, "batched", False) and len(todo) <= det.config.max_batch:
+                    batch.job = det.submit([f.image for f in todo])
+                else:
+                    want_raw = any(d is not None for d in decisions) and hasattr(det, "finish")
+                    batch.raw = [] if want_raw else None
+                    batch.results = det.detect(
+                        [f.image for f in todo],
+                        streams=[f.camera_id for f in todo],
+                        frame_rates=[self._fps(f.camera_id) for f in todo],
+                        **({"raw_out": batch.raw} if want_raw else {}),
+                    )
+                    batch.elapsed = time.perf_counter() - batch.started
+        previous = self._take_in_flight()
+        if previous is not None:
+            self._finish(previous)
+        if batch.job is not None:
+            self._in_flight = batch
+        else:
+            self._finish(batch)
+        return len(frames)
+
+    def _take_in_flight(self) -> _Batch | None:
+        with self._lock:
+            batch, self._in_flight = self._in_flight, None
+        return batch
+
+    def flush(self) -> None:
+        """Finish the batch in flight (at shutdown)."""
+        batch = self._take_in_flight()
+        if batch is not None:
+            self._finish(batch)
+
+    def _finish(self, batch: _Batch) -> None:
+        """Detections of a started batch -> tracked -> messages -> Kafka."""
+        det, frames, decisions, todo = batch.det, batch.frames, batch.decisions, batch.todo
+        if batch.job is not None:
+            boxes = det.collect(batch.job)
+            batch.elapsed = time.perf_counter() - batch.started
+            batch.raw = boxes
+            batch.results = [
+                det.finish(f.image, b, f.camera_id, self._fps(f.camera_id))
+                for f, b in zip(todo, boxes, strict=True)
+            ]
+        elapsed = batch.elapsed
         if todo:
             metrics.INFERENCE_SECONDS.observe(elapsed)
             metrics.BATCH_SIZE.observe(len(todo))
             self.detector_frames += len(todo)
         per_frame_ms = elapsed * 1000 / len(todo) if todo else 0.0
-        detected = iter(results)
-        raws = iter(raw or ())
+        detected = iter(batch.results)
+        raws = iter(batch.raw or ())
         for frame, decision in zip(frames, decisions, strict=True):
             carried = decision is not None and not decision.detect
             if carried:
@@ -300,7 +386,6 @@ class IngestWorker:
                 self._on_frame_processed(frame, dets)
             for listener in self._frame_listeners:
                 listener(frame, dets)
-        return len(frames)
 
     def _publish(self, frame: Frame, msg: dict) -> None:
         sent_at = time.time()
@@ -368,6 +453,7 @@ class IngestWorker:
 
         self.hot_reload = hot_reload.attach(self)  # may load the registry's production model
         _ = self.detector  # load weights before taking cameras: a bad model fails fast
+        self.tune_host_threads()
         self.collection = collection.attach(self)
         self.drift = drift.attach(self)
         self.producer = make_producer(self.cfg.kafka, f"ingest-{self.worker_id}")
@@ -401,11 +487,14 @@ class IngestWorker:
             if now - last_stats > 1.0:
                 self._export_reader_stats()
                 last_stats = now
+        self.flush()
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Leave the group (cameras move to other workers at once) and flush what was accepted."""
         if self.watcher is not None:
             self.watcher.stop()
+        if self.producer is not None:
+            self.flush()  # the batch in flight (when the loop was stopped without run())
         with self._lock:
             for reader in self._readers.values():
                 reader.stop()

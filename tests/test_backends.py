@@ -173,6 +173,35 @@ def test_tracking_and_raw_output_through_a_backend(frames):
     assert {d.track_id for d in again} == {d.track_id for d in out[0]}
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_two_batches_in_flight_give_what_each_gives_alone(backend, frames):
+    """submit/collect (the worker overlaps a batch with the previous one's post-processing):
+    two batches in flight, each with its own letterbox buffer, must not mix."""
+    det = Detector(_config(backend=backend, max_batch=4))
+    a, b = frames[:4], frames[4:7]  # different sizes, so a mix-up would show
+    first, second = det.submit(a), det.submit(b)
+    with pytest.raises(RuntimeError, match="two batches in flight"):
+        det.submit(frames[7:8])
+    assert det.wait(first) and det.wait(second)
+    got_a, got_b = det.collect(first), det.collect(second)
+    with pytest.raises(RuntimeError, match="collected already"):
+        det.collect(first)
+    for got, want in ((got_a, det.infer(a)), (got_b, det.infer(b))):
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == w.shape and np.allclose(g, w, atol=1e-4)
+    assert any(len(g) for g in got_a + got_b)  # footage with people: not an empty comparison
+
+
+@pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
+def test_openvino_runs_f32_unless_bf16_is_asked_for(frames):
+    """f32 by default (PyTorch's detections); cpu_precision: bf16 is the user's opt-in."""
+    assert Detector(_config(backend="openvino")).backend.precision == "f32"
+    det = Detector(_config(backend="openvino", cpu_precision="bf16"))
+    assert det.backend.precision == "bf16"
+    assert sum(len(d) for d in det.detect(frames[:4])) > 0
+
+
 # -- export cache ----------------------------------------------------------------------------------
 
 

@@ -84,12 +84,14 @@ class CameraReader:
         backoff_max_s: float = 30.0,
         backoff_jitter: float = 0.2,
         on_frame: callable | None = None,
+        decode_threads: int = 1,
     ) -> None:
         self.spec = spec
         self.camera_id = spec.id
         self.interval = 1.0 / fps
         self.open_timeout_ms = int(open_timeout_s * 1000)
         self.read_timeout_ms = int(read_timeout_s * 1000)
+        self.decode_threads = int(decode_threads)
         self._backoff = (backoff_initial_s, backoff_max_s, backoff_jitter)
         self._on_frame = on_frame
         self.stats = ReaderStats()
@@ -137,6 +139,8 @@ class CameraReader:
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
             self.read_timeout_ms,
         ]
+        if self.decode_threads > 0:
+            params += [cv2.CAP_PROP_N_THREADS, self.decode_threads]
         cap = cv2.VideoCapture(self.spec.url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()

@@ -145,6 +145,10 @@ class IngestConfig(_Strict):
     default_fps: float = Field(5.0, gt=0, le=120)
     open_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(10.0, gt=0)
+    # FFmpeg decoder threads per camera; 0 = one per core (OpenCV's default). 1: a worker decodes
+    # many cameras in parallel anyway, frame threading costs ~10 % more CPU here and delays each
+    # frame by one frame per extra thread.
+    decode_threads: int = Field(1, ge=0, le=64)
     reconnect: ReconnectConfig = ReconnectConfig()
     session_timeout_ms: int = Field(10000, ge=6000)
     # A frame older than this when the detector gets to it is dropped and counted (stale).

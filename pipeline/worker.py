@@ -142,6 +142,7 @@ class IngestWorker:
             backoff_max_s=ing.reconnect.max_s,
             backoff_jitter=ing.reconnect.jitter,
             on_frame=lambda _cid: self._wake.set(),
+            decode_threads=ing.decode_threads,
         )
 
     # -- detection loop --------------------------------------------------------------------

@@ -6,6 +6,7 @@ import random
 import socket
 import time
 
+import cv2
 import pytest
 
 from pipeline.assets import footage
@@ -74,3 +75,15 @@ def test_backoff_grows_and_is_capped():
     jittered = backoff_delays(1.0, 8.0, 0.2, random.Random(1))
     values = [next(jittered) for _ in range(3)]
     assert 0.8 <= values[0] <= 1.2 and 1.6 <= values[1] <= 2.4
+
+
+@pytest.mark.parametrize("threads, expected", [(1, 1), (3, 3)])
+def test_decoder_thread_count_is_applied(threads, expected):
+    path = footage("people-detection.mp4")
+    reader = CameraReader(CameraSpec(id="hall", url=str(path)), fps=5, decode_threads=threads)
+    cap = reader._open()
+    try:
+        assert cap is not None
+        assert cap.get(cv2.CAP_PROP_N_THREADS) == expected
+    finally:
+        cap.release()

@@ -1,4 +1,5 @@
-"""The picture attached to an alert: the triggering frame with the object's box and a label drawn.
+"""The picture attached to an alert: the triggering frame with the object's box and a label drawn
+(for a crowding alert, every counted box).
 
 The ingest worker keeps a JPEG of every frame with detections in Redis for a short while
 (``pipeline.frame_store``); the alert service reads the one that triggered a "started" alert,
@@ -34,9 +35,11 @@ def draw_alert(
     label: str,
     severity: str = "medium",
     zone: Sequence[Sequence[float]] | None = None,
+    others: Sequence[Sequence[float]] = (),
 ) -> np.ndarray:
-    """Draw on a copy of ``image``: the zone outline (thin), the box (thick) and ``label`` above
-    the box (below its top edge when there is no room). Coordinates are normalised."""
+    """Draw on a copy of ``image``: the zone outline (thin), ``others`` (the objects a count is
+    about, thinner), the box (thick) and ``label`` above the box (below its top edge when there
+    is no room; top left without a box). Coordinates are normalised."""
     out = image.copy()
     h, w = out.shape[:2]
     thick = max(2, round(min(w, h) / 200))
@@ -44,6 +47,10 @@ def draw_alert(
         pts = np.array([[round(x * (w - 1)), round(y * (h - 1))] for x, y in zone], np.int32)
         cv2.polylines(out, [pts], True, ZONE_COLOR, max(1, thick // 2), cv2.LINE_AA)
     color = SEVERITY_COLORS.get(severity, SEVERITY_COLORS["medium"])
+    for x1, y1, x2, y2 in others:
+        p1 = (round(x1 * (w - 1)), round(y1 * (h - 1)))
+        p2 = (round(x2 * (w - 1)), round(y2 * (h - 1)))
+        cv2.rectangle(out, p1, p2, color, max(2, thick - 1))
     if box is not None:
         x1, y1, x2, y2 = box
         p1 = (round(x1 * (w - 1)), round(y1 * (h - 1)))
@@ -74,13 +81,25 @@ def draw_alert(
 
 
 def alert_label(alert: dict) -> str:
-    """``rule: label conf`` e.g. ``lobby-intrusion: person 0.87``."""
+    """``rule: label conf`` e.g. ``lobby-intrusion: person 0.87``; ``rule: label x count`` for a
+    count without a single subject (``platform-crowd: person x 16``)."""
     parts = [str(alert.get("rule_id") or "")]
     what = alert.get("label")
     if what:
         conf = alert.get("confidence")
-        parts.append(f"{what} {conf:.2f}" if isinstance(conf, int | float) else str(what))
+        count = alert.get("count")
+        if isinstance(conf, int | float):
+            parts.append(f"{what} {conf:.2f}")
+        elif isinstance(count, int) and alert.get("box") is None:
+            parts.append(f"{what} x {count}")
+        else:
+            parts.append(str(what))
     return ": ".join(p for p in parts if p)
+
+
+def _counted_boxes(alert: dict) -> list[Sequence[float]]:
+    boxes = (alert.get("details") or {}).get("boxes") or []
+    return [b for b in boxes if isinstance(b, list | tuple) and len(b) == 4]
 
 
 def render_snapshot(frame_jpeg: bytes, alert: dict, quality: int = 85) -> bytes | None:
@@ -94,6 +113,7 @@ def render_snapshot(frame_jpeg: bytes, alert: dict, quality: int = 85) -> bytes 
         alert_label(alert),
         str(alert.get("severity") or "medium"),
         alert.get("zone"),
+        _counted_boxes(alert),
     )
     ok, buf = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     return buf.tobytes() if ok else None

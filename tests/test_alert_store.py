@@ -223,6 +223,22 @@ def test_snapshot_drawing():
     assert plain.shape == (50, 80, 3)
 
 
+def test_crowding_snapshot_outlines_every_counted_object():
+    frame = _jpeg(320, 180, value=90)
+    counted = [[0.1, 0.2, 0.2, 0.6], [0.5, 0.2, 0.6, 0.6], [0.7, 0.3, 0.8, 0.7]]
+    alert = dict(_event(), box=None, confidence=None, count=3, label="person")
+    alert["details"] = {"min_count": 3, "boxes": counted}
+    img = cv2.imdecode(np.frombuffer(render_snapshot(frame, alert), np.uint8), cv2.IMREAD_COLOR)
+    for x1, y1, _, y2 in counted:  # each left edge, halfway down, in the severity colour
+        y, x = round((y1 + y2) / 2 * 179), round(x1 * 319)
+        edge = img[y - 5 : y + 5, x - 1 : x + 2].reshape(-1, 3).mean(axis=0)
+        assert edge[2] > 180 and edge[0] < 80, (x1, edge)
+    assert abs(int(img[100, 100][0]) - 90) < 15  # between the boxes the picture is kept
+    from alerts.snapshots import alert_label
+
+    assert alert_label(alert).endswith("person x 3")
+
+
 # -- AUTH and TLS, on private servers ---------------------------------------------------------------
 
 

@@ -429,6 +429,9 @@ def test_crowding_started_and_ended() -> None:
     started, ended = alerts
     assert started["started_at"] == T0 + 5 and started["updated_at"] == T0 + 10
     assert started["count"] == 4 and started["label"] == "person" and started["track_id"] is None
+    # the counted people, for the snapshot: one box each, inside the zone
+    assert len(started["details"]["boxes"]) == 4
+    assert all(len(b) == 4 and 0 <= b[0] < b[2] <= 1 for b in started["details"]["boxes"])
     assert ended["ended_at"] == T0 + 12 and ended["updated_at"] == T0 + 15
 
 

@@ -1,7 +1,8 @@
 """Crowding: at least ``min_count`` objects of a class inside a zone for ``min_seconds``.
 
 Counted per class. Dips below the threshold shorter than ``clear_after_s`` (a person missed for a
-frame) neither restart the timer nor end the alert.
+frame) neither restart the timer nor end the alert. The "started" alert lists the counted boxes
+(``details.boxes``), so its snapshot can show who was counted.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ class CrowdingRule(Rule):
         ts = frame.ts
         cfg = self.cfg
         counts: dict[str, int] = {}
+        boxes: dict[str, list] = {}
         for d in self.select(frame):
             counts[d.label] = counts.get(d.label, 0) + 1
+            boxes.setdefault(d.label, []).append(d.box)
         states = self._state_by_label
         if not counts and not states:
             return []
@@ -53,7 +56,10 @@ class CrowdingRule(Rule):
                     st[_ONSET],
                     label=label,
                     count=n,
-                    details={"min_count": cfg.min_count},
+                    details={
+                        "min_count": cfg.min_count,
+                        "boxes": [[round(v, 4) for v in b] for b in boxes[label]],
+                    },
                 )
         for label in [lb for lb, st in states.items() if ts - st[_LAST] > cfg.clear_after_s]:
             st = states.pop(label)

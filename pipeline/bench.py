@@ -227,6 +227,10 @@ def _cpu_has_bf16() -> bool:
         return False
 
 
+def _round(v: float | None, digits: int = 1) -> float | None:
+    return None if v is None else round(v, digits)
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -558,10 +562,11 @@ class Bench:
             for i in range(n)
         }
 
-    def _config(self, gating: bool):
+    def _config(self, gating: bool, alerts: dict | None = None, frame_store: bool | None = None):
         from pipeline.config import parse_config
 
         t = f"bench{self.tag}"
+        store = self.args.frame_store if frame_store is None else frame_store
         data = {
             "kafka": {
                 "bootstrap_servers": self.args.bootstrap or self.base.kafka.bootstrap_servers,
@@ -575,13 +580,15 @@ class Bench:
                 "detections_partitions": 2,
                 "cameras_partitions": 2,
             },
-            "redis": {"store_frames": self.args.frame_store},
+            "redis": {"store_frames": store, "key_prefix": f"{t}:"},
             "detector": self.det_dict,
             "ingest": {
                 "default_fps": self.args.camera_fps,
                 "motion": dict(self.base.ingest.motion.model_dump(), enabled=gating),
             },
         }
+        if alerts is not None:
+            data["alerts"] = alerts
         return parse_config(data, "bench")
 
     def pipeline_run(self, det, n: int, gating: bool, seconds: float) -> dict[str, Any]:
@@ -848,6 +855,102 @@ class Bench:
             self.result["soak"] = r
             show("soak", r)
 
+    # -- alert latency under load --
+    def alert_latency(self) -> None:
+        """Capture-to-Redis latency of alert events while the detector runs at
+        ``--alert-load`` (default 80 %) of its capacity: the whole chain, snapshots included."""
+        from alerts.config import parse_alerts_config
+        from alerts.service import AlertService
+        from alerts.store import AlertStore
+        from pipeline.camera import CameraSpec
+        from pipeline.camera_sim import CameraSim
+        from pipeline.frame_store import FrameStore
+        from pipeline.kafka_io import ensure_topics, make_producer
+        from pipeline.worker import IngestWorker
+
+        n = self.args.alert_cameras
+        det = self.detector(self.args.pipeline_backend)
+        self.threads_for(det)
+        bs = min(n, det.config.max_batch)
+        capacity = self.time_detector(det, self.pool(n), bs, self.args.adjacent_seconds)["fps"]
+        per_camera = round(self.args.alert_load * capacity / n, 2)
+        sources = self._sources(n)
+        rules = []
+        for cid in sources:  # rules that fire often on this footage: people come and go
+            rules.append(
+                {"id": f"{cid}-intrusion", "type": "zone_intrusion", "cameras": [cid]}
+                | {"classes": ["person"], "min_frames": 3, "severity": "high"}
+            )
+            rules.append(
+                {"id": f"{cid}-crowding", "type": "crowding", "cameras": [cid]}
+                | {"classes": ["person"], "min_count": 2, "min_seconds": 1, "clear_after_s": 1}
+            )
+        cfg = self._config(False, alerts={"rules": rules}, frame_store=True)
+        ensure_topics(cfg.kafka)
+        acfg = parse_alerts_config(cfg.alerts)
+        store = AlertStore(cfg.redis)
+        stop_worker, stop_alerts = threading.Event(), threading.Event()
+        service = threading.Thread(
+            target=lambda: AlertService(cfg, acfg).run(stop_alerts), daemon=True
+        )
+        with CameraSim(sources, port=0) as sim:
+            specs = {cid: CameraSpec(id=cid, url=sim.urls[cid], fps=per_camera) for cid in sources}
+            worker = IngestWorker(cfg, detector=det, worker_id=f"bench-{self.tag}")
+            worker.producer = make_producer(cfg.kafka, f"bench-alerts-{self.tag}")
+            worker.frame_store = FrameStore(cfg.redis).start()
+            loop = threading.Thread(target=self._loop, args=(worker, stop_worker), daemon=True)
+            try:
+                service.start()
+                worker.reconcile(specs)
+                loop.start()
+                time.sleep(self.args.warmup)
+                frames0, t0 = worker.detector_frames, time.time()
+                time.sleep(self.args.alert_seconds)
+                t1 = time.time()
+                processed = (worker.detector_frames - frames0) / (t1 - t0)
+            finally:
+                stop_worker.set()
+                loop.join(10)
+                worker.close()
+                time.sleep(3)  # the service drains what was published
+                stop_alerts.set()
+                service.join(30)
+        latencies: list[float] = []
+        snapshots = events = 0
+        for entry in store.recent(count=100_000):
+            alert = store.get_alert(entry["id"]) or {}
+            status = entry["status"]
+            written = alert.get(f"written_{status}")
+            key = "latency_ms" if status == "started" else "ended_latency_ms"
+            if written is None or not t0 <= float(written) <= t1 or alert.get(key) is None:
+                continue
+            events += 1
+            latencies.append(float(alert[key]))
+            snapshots += status == "started" and bool(alert.get("snapshot"))
+        out = {
+            "cameras": n,
+            "camera_stream_fps": self.args.camera_fps,
+            "detection_fps_per_camera": per_camera,
+            "detector_capacity_fps": capacity,
+            "processed_fps": round(processed, 2),
+            "load": round(processed / capacity, 3) if capacity else None,
+            "seconds": round(t1 - t0, 1),
+            "alert_events": events,
+            "snapshots": snapshots,
+            "latency_p50_ms": _round(percentile(latencies, 50)),
+            "latency_p99_ms": _round(percentile(latencies, 99)),
+            "latency_max_ms": max(latencies) if latencies else None,
+        }
+        self.result["alert_latency"] = out
+        self.emit(
+            f"\n## Alert latency, capture to Redis, detector at {out['load']} of capacity "
+            f"({n} cameras x {per_camera} fps, capacity {capacity} fps, {out['seconds']} s)"
+        )
+        self.emit(
+            f"alert events {events} (snapshots {snapshots}): p50 {out['latency_p50_ms']} ms, "
+            f"p99 {out['latency_p99_ms']} ms, max {out['latency_max_ms']} ms"
+        )
+
     # -- gating --
     def gating(self) -> None:
         from pipeline.assets import footage
@@ -897,7 +1000,9 @@ class Bench:
     # -- all --
     def run(self) -> dict[str, Any]:
         sections = [
-            s for s in ("accuracy", "detector", "pipeline", "gating") if s not in self.args.skip
+            s
+            for s in ("accuracy", "detector", "pipeline", "gating", "alerts")
+            if s not in self.args.skip
         ]
         for s in sections:
             t0 = time.monotonic()
@@ -906,6 +1011,7 @@ class Bench:
                 "detector": self.detector_only,
                 "pipeline": self.pipeline,
                 "gating": self.gating,
+                "alerts": self.alert_latency,
             }[s]()
             log.info("bench section %s took %.0f s", s, time.monotonic() - t0)
             gc.collect()
@@ -1186,7 +1292,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gating-camera", default="office", help="camera id whose rules apply")
     p.add_argument("--gating-fps", type=float, default=None, help="default: the camera's fps")
     p.add_argument("--alert-tolerance", type=float, default=1.0, help="seconds")
-    p.add_argument("--skip", default="", help="comma list of accuracy,detector,pipeline,gating")
+    p.add_argument("--alert-cameras", type=int, default=4, help="cameras of the alerts section")
+    p.add_argument(
+        "--alert-load", type=float, default=0.8, help="detector load of the alerts section"
+    )
+    p.add_argument("--alert-seconds", type=float, default=60.0)
+    p.add_argument(
+        "--skip", default="", help="comma list of accuracy,detector,pipeline,gating,alerts"
+    )
     p.set_defaults(func=cmd_bench)
 
 

@@ -14,6 +14,8 @@ Sections (all on the shared footage, same model, image size and thresholds throu
   ``YOLO(...)`` and a ``cap.read()`` / ``model.predict(frame)`` / ``producer.send`` loop.
 * ``gating``: offline replay of a footage file at the camera's detection rate through tracking
   and the alert rules, with motion gating off and on: detector calls and the alerts of each.
+* ``alerts``: capture-to-Redis latency of alert events with the detector at ``--alert-load`` of
+  its capacity (cameras -> ingest -> Kafka -> alert service with snapshots -> Redis).
 
 Cameras: real IP cameras send 25-30 frames/s; the clips are 10-17 frames/s, too slow for four of
 them to saturate the detector. ``--camera-fps`` (default 30) serves re-timed copies: every frame

@@ -273,17 +273,12 @@ class IngestWorker:
     def process_once(self, timeout_s: float = 0.05) -> int:
         """Take the next batch and start it on the detector; returns the number of frames taken.
 
-        With a detector that runs in the background (``submit``/``collect``, e.g. OpenVINO) the
-        batch taken here is published by the next call: this call first starts it, then
-        finishes the previous batch (NMS, tracking, messages, Kafka) while the backend computes,
-        so the cores never wait for Python. A call that finds no new frame finishes the batch
-        in flight at once, so an idle camera's last frame is never held back.
-
-        Order: wait until the backend has room next to the batch in flight (a stream is done
-        with it), take the newest frames and start them, then post-process the batch in flight
-        while they run. Frames are taken only when the backend can start on them at once, so
-        they do not queue behind a whole batch (latency stays about that of one batch), and no
-        stream idles while the last frame of the previous batch finishes.
+        With a background detector (``submit``/``wait``/``collect``: OpenVINO) the order is:
+        wait until a backend stream is free of the batch in flight, take the newest frames and
+        start them, then finish the batch in flight (NMS, tracking, messages, Kafka) while they
+        run. The cores never wait for Python, and frames never queue behind a whole batch
+        (latency stays about one batch). The batch taken here is published by the next call, or
+        at once by a call that finds no new frame (an idle camera's last frame is not held back).
         """
         if self._in_flight is not None and self._in_flight.job is not None:
             self._in_flight.det.wait(self._in_flight.job)

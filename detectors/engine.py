@@ -210,9 +210,10 @@ class Detector:
         if len(frames) > self.config.max_batch:
             raise ValueError(f"{len(frames)} frames > max_batch {self.config.max_batch}")
         with self._lock:
-            slot = self._next_slot
-            if self._in_flight[slot] is not None:
+            free = [s for s in (self._next_slot, 1 - self._next_slot) if not self._in_flight[s]]
+            if not free:
                 raise RuntimeError("two batches in flight already: collect() one first")
+            slot = free[0]
             boxer = self._boxers[slot]
             canvas, places = boxer.letterbox(frames)
             handle = self.backend.start(self.backend.prepare(canvas, boxer))

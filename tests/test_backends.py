@@ -179,7 +179,9 @@ def test_two_batches_in_flight_give_what_each_gives_alone(backend, frames):
     two batches in flight, each with its own letterbox buffer, must not mix."""
     det = Detector(_config(backend=backend, max_batch=4))
     a, b = frames[:4], frames[4:7]  # different sizes, so a mix-up would show
-    first, second = det.submit(a), det.submit(b)
+    first = det.submit(a)
+    det.infer(frames[7:8])  # a synchronous call meanwhile takes the free buffer
+    second = det.submit(b)
     with pytest.raises(RuntimeError, match="two batches in flight"):
         det.submit(frames[7:8])
     assert det.wait(first) and det.wait(second)

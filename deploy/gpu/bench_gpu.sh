@@ -44,7 +44,7 @@ exec timeout "${VIGIL_GPU_BENCH_TIMEOUT_S:-540}" "$PY" -m pipeline.cli bench \
   --device cuda \
   --backends "$BACKENDS" \
   --pipeline-backend auto \
-  --skip pipeline,gating \
+  --skip pipeline,gating,alerts \
   --imgsz 640 \
   --batch-sizes "${VIGIL_GPU_BATCHES:-1,4,8,16,32}" \
   --detector-seconds "${VIGIL_GPU_SECONDS:-5}" \

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import socket
@@ -39,6 +41,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def model_test_env(cache_dir, threads: int = 2, **env: str) -> Iterator[None]:
+    """A private model/export cache and a modest PyTorch thread count (the CPU is shared) for a
+    test module; extra environment variables in ``env``. Restores everything afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("VIGIL_CACHE", str(cache_dir))
+            for key, value in env.items():
+                mp.setenv(key, value)
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_detector_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``vigil <detector command> ...`` in-process: (exit code, stdout, stderr)."""
+    from detectors.commands import register
+
+    parser = argparse.ArgumentParser(prog="vigil")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code = args.func(args)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def footage_path(name: str) -> str:

@@ -25,6 +25,7 @@ from detectors.types import Detection
 from pipeline.assets import footage, model
 from pipeline.bench import match_detections, merge_matches, replay_frames, sample_frames
 from pipeline.config import DetectorConfig
+from tests.conftest import model_test_env
 
 YOLOV5N = model("yolov5n.pt")
 pytestmark = pytest.mark.skipif(
@@ -45,12 +46,8 @@ CPU_BACKENDS = [
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
     """Private cache (conversion and exports happen here) and a modest thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VIGIL_CACHE", str(tmp_path_factory.mktemp("vigil-cache")))
+    with model_test_env(tmp_path_factory.mktemp("vigil-cache")):
         yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ Fast: no training and no teacher model (labels are written by hand or derived fr
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from types import SimpleNamespace
@@ -19,6 +18,7 @@ from detectors import dataset as ds
 from detectors.collect import Collector, Sampler, near_duplicate, phash, thumbnail
 from pipeline.assets import footage
 from pipeline.config import CollectionPolicy, ConfigError, parse_config
+from tests.conftest import run_detector_cli
 
 HALL = footage("one-by-one-person-detection.mp4")
 CLASSROOM = footage("classroom.mp4")
@@ -44,15 +44,7 @@ def det(conf: float, label: str = "person"):
     return SimpleNamespace(confidence=conf, label=label, class_id=0, box=(0.1, 0.1, 0.3, 0.5))
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from detectors.commands import register
-
-    parser = argparse.ArgumentParser(prog="vigil")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code = args.func(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+run_cli = run_detector_cli
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ tensors of the checkpoint), so a wrong layer mapping or decode shows up as diffe
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pickle
@@ -25,6 +24,7 @@ from detectors.engine import Detector, resolve_classes
 from detectors.loading import WeightsError, cache_dir, load_model, select_device
 from pipeline.assets import footage, model
 from pipeline.config import DetectorConfig
+from tests.conftest import model_test_env, run_detector_cli
 
 YOLOV5N = model("yolov5n.pt")
 pytestmark = pytest.mark.skipif(
@@ -41,12 +41,8 @@ def _bus_jpg() -> Path:
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
     """Private conversion cache and a modest thread count (shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VIGIL_CACHE", str(tmp_path_factory.mktemp("vigil-cache")))
+    with model_test_env(tmp_path_factory.mktemp("vigil-cache")):
         yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +50,7 @@ def detector() -> Detector:
     return Detector(DetectorConfig(weights=str(YOLOV5N), imgsz=640, conf=0.25, iou=0.45))
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    from detectors.commands import register
-
-    parser = argparse.ArgumentParser(prog="vigil")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    rc = args.func(args)
-    out, err = capsys.readouterr()
-    return rc, out, err
+_run = run_detector_cli
 
 
 # ------------------------------------------------------------------------------------------

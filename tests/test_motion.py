@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline.assets import footage, model
 from pipeline.camera import CameraSpec
 from pipeline.capture import Frame, ReaderStats
 from pipeline.config import ConfigError, parse_config
 from pipeline.motion import MotionConfig, MotionDetector, MotionOverride
+from tests.conftest import model_test_env
 
 YOLOV5N = model("yolov5n.pt")
 # The office camera's rules of examples/demo.yaml: someone at the standing table, and staying.
@@ -144,10 +144,7 @@ def detector(tmp_path_factory):
     from detectors.engine import Detector
     from pipeline.config import DetectorConfig
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VIGIL_CACHE", str(tmp_path_factory.mktemp("vigil-cache")))
+    with model_test_env(tmp_path_factory.mktemp("vigil-cache")):
         yield Detector(
             DetectorConfig(
                 weights=str(YOLOV5N),
@@ -156,7 +153,6 @@ def detector(tmp_path_factory):
                 classes=["person", "chair", "laptop", "backpack", "handbag", "suitcase", "bottle"],
             )
         )
-    torch.set_num_threads(threads)
 
 
 @needs_model

@@ -7,18 +7,16 @@ CPU-sized: frames analysed at imgsz 320, student and scratch trained 5 epochs at
 
 from __future__ import annotations
 
-import argparse
 import json
 import uuid
 
 import pytest
-import torch
 import yaml
 
 from detectors import dataset as ds
 from pipeline.assets import footage, model
 from pipeline.config import CollectionPolicy, DetectorConfig
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, model_test_env, run_detector_cli
 
 YOLOV5N = model("yolov5n.pt")
 HALL = footage("one-by-one-person-detection.mp4")
@@ -32,24 +30,11 @@ IMGSZ = 320
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VIGIL_CACHE", str(tmp_path_factory.mktemp("vigil-cache")))
-        mp.setenv("YOLO_OFFLINE", "1")
+    with model_test_env(tmp_path_factory.mktemp("vigil-cache"), YOLO_OFFLINE="1"):
         yield
-    torch.set_num_threads(threads)
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from detectors.commands import register
-
-    parser = argparse.ArgumentParser(prog="vigil")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code = args.func(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+run_cli = run_detector_cli
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.cpu_share import CpuShare
+
 log = logging.getLogger(__name__)
 
 CAMERA_FILES = (
@@ -470,6 +472,7 @@ class Bench:
         overlap = getattr(det, "batched", False) and bs <= det.config.max_batch
         pending = None
         n = calls = 0
+        share = CpuShare()
         c0, t0 = time.process_time(), time.perf_counter()
         while True:
             b = batches[calls % len(batches)]
@@ -494,6 +497,7 @@ class Bench:
             "fps": round(n / dt, 2),
             "ms_per_batch": round(1000 * dt / calls, 1),
             "cpu_ms_per_frame": round(1000 * cpu / n, 1),
+            "cores_used": share.stop(),
         }
 
     @staticmethod
@@ -636,12 +640,14 @@ class Bench:
                 b0 = _hist_state(metrics.BATCH_SIZE)
                 rss = [rss_mb()]
                 timer.start()
+                share = CpuShare({"cameras": sim.pid})
                 t0, c0 = time.monotonic(), time.process_time()
                 while (left := t0 + seconds - time.monotonic()) > 0:
                     time.sleep(min(left, self.args.rss_interval))
                     rss.append(rss_mb())
                 elapsed = time.monotonic() - t0
                 cpu = time.process_time() - c0
+                cores = share.stop()
                 timer.stop()
                 b1 = _hist_state(metrics.BATCH_SIZE)
                 r1 = {cid: _reader_counts(r) for cid, r in worker._readers.items()}
@@ -669,6 +675,7 @@ class Bench:
             "fairness_min_over_max": round(min(shares) / max(shares), 3) if max(shares) else None,
             "offered_fps": round(sum(r1[c][0] - r0[c][0] for c in r1) / elapsed, 1),
             "cpu_ms_per_frame": round(1000 * cpu / max(sum(p1.values()) - sum(p0.values()), 1), 1),
+            "cores_used": cores,
             "detector_only_adjacent": {
                 "batch": bs,
                 "fps": round(statistics.mean(a["fps"] for a in adjacent), 2),
@@ -771,10 +778,12 @@ class Bench:
                 started.wait(90)
             time.sleep(self.args.warmup)
             timer.start()
+            share = CpuShare({"cameras": sim.pid})
             t0, c0 = time.monotonic(), time.process_time()
             time.sleep(seconds)
             elapsed = time.monotonic() - t0
             cpu = time.process_time() - c0
+            cores = share.stop()
             timer.stop()
             stop.set()
             for t in threads:
@@ -790,6 +799,7 @@ class Bench:
             "latency_p99_ms": _ms(percentile(timer.latencies, 99)),
             "per_camera_fps": per_cam,
             "cpu_ms_per_frame": round(1000 * cpu / max(sum(counts.values()), 1), 1),
+            "cores_used": cores,
             "stream_lag_end_s": {cid: round(v, 2) for cid, v in lag.items()},
             "note": "latency from cap.read() returning; the time a frame waited in the stream "
             "before it (stream_lag_end_s at the end of the run) is not counted",
@@ -807,9 +817,10 @@ class Bench:
         self.emit(
             "| run | cameras | gating | offered fps | frames/s | detector frames/s | "
             "detector-only fps (adjacent) | p50 ms | p99 ms | fairness min/max | stale | "
-            "mean batch | CPU ms/frame (detector-only) | RSS MB start/end |"
+            "mean batch | CPU ms/frame (detector-only) | RSS MB start/end | "
+            "cores: worker/cameras/kafka/others/idle (detector-only: worker/idle) |"
         )
-        self.emit("|---" * 14 + "|")
+        self.emit("|---" * 15 + "|")
 
         def show(kind: str, r: dict) -> None:
             rss = r.get("rss_mb")
@@ -826,7 +837,7 @@ class Bench:
                 f"{r.get('offered_fps', '-')} | {r['fps']} | {r.get('detector_fps', '-')} | "
                 f"{adj.get('fps', '-')} | {r['latency_p50_ms']} | {p99} | "
                 f"{r.get('fairness_min_over_max', '-')} | {r.get('stale', '-')} | "
-                f"{r.get('mean_batch', '-')} | {cpu} | {mem} |"
+                f"{r.get('mean_batch', '-')} | {cpu} | {mem} | {_cores(r)} |"
             )
 
         for n in self.args.cameras:
@@ -1082,6 +1093,20 @@ def gating_replay(
             "messages": messages,
         }
     return runs
+
+
+def _cores(r: dict[str, Any]) -> str:
+    """Where the cores went during a run (see pipeline.cpu_share)."""
+    c = r.get("cores_used")
+    if not c:
+        return "-"
+    text = "/".join(str(c.get(k, "-")) for k in ("worker", "cameras", "kafka", "others", "idle"))
+    runs = (r.get("detector_only_adjacent") or {}).get("runs") or []
+    if runs and all(x.get("cores_used") for x in runs):
+        worker = statistics.mean(x["cores_used"]["worker"] for x in runs)
+        idle = statistics.mean(x["cores_used"]["idle"] for x in runs)
+        text += f" ({worker:.2f}/{idle:.2f})"
+    return text
 
 
 def _reader_counts(r) -> tuple[int, int]:

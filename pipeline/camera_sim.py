@@ -119,6 +119,11 @@ class CameraSim:
         return list(self._stderr)
 
     @property
+    def pid(self) -> int | None:
+        """The server process (CPU accounting in the bench)."""
+        return self._proc.pid if self.running else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

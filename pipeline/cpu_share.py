@@ -1,0 +1,91 @@
+"""Where the machine's cores went during a benchmark run (Linux ``/proc``).
+
+The bench runs the cameras (``vigil camera-sim``), Kafka and Redis on the same machine as the
+worker, and the machine may be shared with others. A frames/s figure alone cannot tell a slower
+worker from a worker that had fewer cores: this splits the run's core-seconds into the worker,
+the camera server, the brokers, other processes, time taken by the hypervisor (steal) and idle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+# /proc/<pid>/cmdline fragments of the local services (deploy/local)
+SERVICES = {"kafka": "kafka.Kafka", "redis": "redis-server"}
+
+
+def _ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def machine_times() -> dict[str, float]:
+    """Seconds summed over all cores since boot: busy, idle and steal (first line of /proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    v = [int(x) / _ticks() for x in fields] + [0.0] * 8
+    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+    return {
+        "busy": user + nice + system + irq + softirq,
+        "idle": idle + iowait,
+        "steal": steal,
+    }
+
+
+def process_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` (all its threads); None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _ticks()
+
+
+def find_pids(fragment: str) -> list[int]:
+    """Pids whose command line contains ``fragment``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if fragment in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                pids.append(int(entry.name))
+    return pids
+
+
+class CpuShare:
+    """Start before a run, :meth:`stop` after it: cores used on average, by whom.
+
+    ``named`` maps a label to pids (the camera server's, for instance); the local services
+    are found by their command line. Everything is in cores (core-seconds per second)."""
+
+    def __init__(self, named: Mapping[str, int | None] | None = None) -> None:
+        self.pids: dict[str, list[int]] = {"worker": [os.getpid()]}
+        for label, pid in (named or {}).items():
+            if pid is not None:
+                self.pids[label] = [pid]
+        for label, fragment in SERVICES.items():
+            self.pids[label] = find_pids(fragment)
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, dict[str, float], dict[str, float]]:
+        per = {
+            label: sum(s for p in pids if (s := process_seconds(p)) is not None)
+            for label, pids in self.pids.items()
+        }
+        return time.monotonic(), machine_times(), per
+
+    def stop(self) -> dict[str, float]:
+        t0, m0, p0 = self._start
+        t1, m1, p1 = self._sample()
+        wall = max(t1 - t0, 1e-9)
+        out = {label: round((p1[label] - p0[label]) / wall, 2) for label in p1}
+        busy = (m1["busy"] - m0["busy"]) / wall
+        out["others"] = round(max(0.0, busy - sum(out.values())), 2)
+        out["steal"] = round((m1["steal"] - m0["steal"]) / wall, 2)
+        out["idle"] = round((m1["idle"] - m0["idle"]) / wall, 2)
+        out["cores"] = os.cpu_count() or 0
+        return out

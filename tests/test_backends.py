@@ -201,6 +201,27 @@ def test_openvino_runs_f32_unless_bf16_is_asked_for(frames):
     assert sum(len(d) for d in det.detect(frames[:4])) > 0
 
 
+@pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
+def test_openvino_candidate_filter_in_the_graph_changes_nothing(frames):
+    """Only anchors above the threshold leave OpenVINO: NMS must see the same candidates."""
+    filtered = Detector(_config(backend="openvino", max_batch=8))
+    full = Detector(_config(backend="openvino", max_batch=8))
+    full.backend._min_score = None  # the whole output, as before the filter
+    full.backend._queues.clear()
+    for batch in (frames[:4], frames[4:12], frames[12:13]):  # mixed sizes, and one frame alone
+        got, want = filtered.infer(batch), full.infer(batch)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+    assert sum(len(g) for g in filtered.infer(frames[:8])) > 0
+
+
+def test_candidates_of_different_counts_are_padded_with_zero_scores():
+    a, b = np.ones((84, 3), np.float32), np.ones((84, 1), np.float32)
+    batch = backends._stack_candidates([a, b])
+    assert batch.shape == (2, 84, 3)
+    assert (batch[1, :, 1:] == 0).all() and (batch[1, :, :1] == 1).all()
+
+
 # -- export cache ----------------------------------------------------------------------------------
 
 

@@ -53,6 +53,9 @@ class ReaderStats:
     frames_dropped: int = 0
     frames_corrupt: int = 0
     reconnects: int = 0
+    # CPU seconds of the reader thread (FFmpeg decodes on it with ingest.decode_threads: 1):
+    # what each camera costs, whether or not the detector takes its frames
+    decode_cpu_s: float = 0.0
     last_error: str | None = None
     last_frame_ts: float | None = None
     extra: dict = field(default_factory=dict)
@@ -231,6 +234,7 @@ class CameraReader:
                     self.stats.frames_dropped += 1
                 self._latest = frame
             self.stats.last_frame_ts = now
+            self.stats.decode_cpu_s = time.thread_time()
             if self._on_frame is not None:
                 self._on_frame(self.camera_id)
         return got_any

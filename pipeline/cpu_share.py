@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,12 +37,41 @@ def machine_times() -> dict[str, float]:
 
 def process_seconds(pid: int) -> float | None:
     """User + system CPU seconds of ``pid`` (all its threads); None once it is gone."""
+    return process_seconds_of(Path(f"/proc/{pid}/stat"))
+
+
+def process_seconds_of(stat_file: Path) -> float | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = stat_file.read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces
     return (int(fields[11]) + int(fields[12])) / _ticks()
+
+
+def _thread_group(name: str) -> str:
+    if name.startswith("reader-"):
+        return "decode"  # one reader per camera; FFmpeg decodes on it (ingest.decode_threads: 1)
+    if "network-thread" in name:
+        return "kafka client"  # kafka-python's I/O thread
+    if name == "detection-loop":
+        return "detection loop"  # batching, NMS, tracking, messages
+    return "other python"
+
+
+def thread_seconds() -> dict[str, float]:
+    """CPU seconds of this process's threads so far, by job. Threads Python did not start
+    (OpenVINO's and PyTorch's pools) count as ``inference``."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        seconds = process_seconds_of(task / "stat")
+        if seconds is None:
+            continue
+        name = names.get(int(task.name))
+        group = "inference" if name is None else _thread_group(name)
+        out[group] = out.get(group, 0.0) + seconds
+    return out
 
 
 def find_pids(fragment: str) -> list[int]:
@@ -69,6 +99,7 @@ class CpuShare:
                 self.pids[label] = [pid]
         for label, fragment in SERVICES.items():
             self.pids[label] = find_pids(fragment)
+        self._threads = thread_seconds()
         self._start = self._sample()
 
     def _sample(self) -> tuple[float, dict[str, float], dict[str, float]]:
@@ -88,4 +119,9 @@ class CpuShare:
         out["steal"] = round((m1["steal"] - m0["steal"]) / wall, 2)
         out["idle"] = round((m1["idle"] - m0["idle"]) / wall, 2)
         out["cores"] = os.cpu_count() or 0
+        threads = thread_seconds()
+        out["worker_threads"] = {
+            group: round((seconds - self._threads.get(group, 0.0)) / wall, 2)
+            for group, seconds in sorted(threads.items())
+        }
         return out

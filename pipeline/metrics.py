@@ -34,6 +34,11 @@ FRAMES_DROPPED = Gauge(
 FRAMES_STALE = Counter(
     "vigil_camera_frames_stale_total", "Frames too old when the detector got to them", ["camera"]
 )
+DECODE_CPU = Gauge(
+    "vigil_camera_decode_cpu_seconds",
+    "CPU seconds spent reading and decoding the stream since the reader started",
+    ["camera"],
+)
 RECONNECTS = Gauge("vigil_camera_reconnects", "Reconnects since the reader started", ["camera"])
 CAMERA_UP = Gauge("vigil_camera_up", "1 while the camera is streaming", ["camera"])
 INFERENCE_SECONDS = Histogram(

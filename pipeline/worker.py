@@ -438,6 +438,7 @@ class IngestWorker:
             self._fps_state[r.camera_id] = (now, s.frames_decoded, processed)
             metrics.FRAMES_DECODED.labels(r.camera_id).set(s.frames_decoded)
             metrics.FRAMES_DROPPED.labels(r.camera_id).set(s.frames_dropped)
+            metrics.DECODE_CPU.labels(r.camera_id).set(s.decode_cpu_s)
             metrics.RECONNECTS.labels(r.camera_id).set(s.reconnects)
             metrics.CAMERA_UP.labels(r.camera_id).set(1 if s.state == "streaming" else 0)
 

@@ -28,6 +28,7 @@ def test_file_reader_latest_frame_semantics():
     path = footage("people-detection.mp4")
     if not path.exists():
         pytest.fail(f"footage missing: {path} (set VIGIL_ASSETS)")
+    started = time.monotonic()
     reader = CameraReader(CameraSpec(id="hall", url=str(path)), fps=50).start()
     frames = []
     try:
@@ -49,6 +50,8 @@ def test_file_reader_latest_frame_semantics():
     # 23 frames at 12.5 fps take ~1.8 s; taking every 0.25 s cannot see them all
     assert len(frames) < 23 and s.frames_dropped > 0
     assert s.frames_delivered == len(frames)
+    # the reader thread's own CPU (decoding): some, and no more than the time it ran
+    assert 0 < s.decode_cpu_s < time.monotonic() - started
 
 
 def test_unreachable_camera_retries_with_backoff():

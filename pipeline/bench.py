@@ -568,10 +568,16 @@ class Bench:
             for i in range(n)
         }
 
-    def _config(self, gating: bool, alerts: dict | None = None, frame_store: bool | None = None):
+    def _config(
+        self,
+        gating: bool,
+        alerts: dict | None = None,
+        frame_store: bool | None = None,
+        namespace: str = "",
+    ):
         from pipeline.config import parse_config
 
-        t = f"bench{self.tag}"
+        t = f"bench{self.tag}{namespace}"
         store = self.args.frame_store if frame_store is None else frame_store
         data = {
             "kafka": {
@@ -942,7 +948,9 @@ class Bench:
                 {"id": f"{cid}-crowding", "type": "crowding", "cameras": [cid]}
                 | {"classes": ["person"], "min_count": 2, "min_seconds": 1, "clear_after_s": 1}
             )
-        cfg = self._config(False, alerts={"rules": rules}, frame_store=True)
+        # topics of its own: the alert service reads from the beginning, and the naive runs'
+        # messages (not Vigil's format) would only fill the dead-letter topic
+        cfg = self._config(False, alerts={"rules": rules}, frame_store=True, namespace="-alerts")
         ensure_topics(cfg.kafka)
         acfg = parse_alerts_config(cfg.alerts)
         store = AlertStore(cfg.redis)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import threading
 import time
 
@@ -53,9 +54,10 @@ def test_unknown_allocator_is_refused_by_name():
 def test_cpu_share_attributes_a_reader_thread_to_decoding():
     stop = threading.Event()
 
-    def spin() -> None:
+    def spin() -> None:  # like a decoder: busy in C code, the GIL released
+        data = bytes(1 << 20)
         while not stop.is_set():
-            sum(range(1000))
+            hashlib.sha256(data).digest()
 
     share = CpuShare()
     reader = threading.Thread(target=spin, name="reader-cam0")

@@ -213,6 +213,24 @@ def test_openvino_candidate_filter_in_the_graph_changes_nothing(frames):
         for g, w in zip(got, want, strict=True):
             np.testing.assert_array_equal(g, w)
     assert sum(len(g) for g in filtered.infer(frames[:8])) > 0
+    canvas, _ = Letterboxer(640).letterbox(frames[:4])  # and the filter is really on
+    assert filtered.backend.run(canvas).shape[-1] < full.backend.run(canvas).shape[-1]
+
+
+@pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
+def test_candidate_filter_only_on_a_raw_detection_head():
+    """End-to-end models (already suppressed, (1, 300, 6)) keep their whole output."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    def model_with_output(shape):
+        x = ops.parameter([1, 3, 8, 8], np.float32)
+        const = ops.constant(np.zeros(shape, np.float32))
+        return ov.Model([ops.add(const, ops.reduce_sum(x, [1, 2, 3], False))], [x])
+
+    assert backends.anchors_last(model_with_output([1, 84, 5040]))
+    assert backends.anchors_last(model_with_output([1, 5, 5040]))  # one class
+    assert not backends.anchors_last(model_with_output([1, 300, 6]))
 
 
 def test_candidates_of_different_counts_are_padded_with_zero_scores():

@@ -730,7 +730,7 @@ class Bench:
         if allocator == "tuned":
             env.update(MALLOC_TUNED)
         proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.bench", "--naive-child"],
+            [sys.executable, "-c", NAIVE_CHILD],
             input=json.dumps(job),
             stdout=subprocess.PIPE,
             env=env,
@@ -1411,13 +1411,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 NAIVE_RESULT = "naive-result: "
+# imported, not run as __main__: the child then shows the same warnings as the bench itself
+NAIVE_CHILD = "import sys; from pipeline.bench import naive_child; sys.exit(naive_child())"
 # glibc malloc keeps freed memory up to these sizes instead of unmapping it (32 MiB is glibc's
 # largest mmap threshold on 64-bit)
 MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 
 
 def naive_child() -> int:
-    """``python -m pipeline.bench --naive-child``: one naive run, job as JSON on stdin."""
+    """One naive run in a child process (:data:`NAIVE_CHILD`), the job as JSON on stdin."""
     job = json.loads(sys.stdin.read())
     args = argparse.Namespace(**job["args"])
     args.skip = set(args.skip)
@@ -1450,9 +1452,3 @@ def cmd_bench(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
         print(f"\nwrote {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--naive-child"]:
-        sys.exit(naive_child())
-    sys.exit("usage: vigil bench ... (python -m pipeline.cli bench)")

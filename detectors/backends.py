@@ -261,9 +261,6 @@ class Backend:
     def finish(self, handle: Any) -> torch.Tensor:
         return _as_output(handle)
 
-    def __call__(self, canvas: np.ndarray, boxer: Letterboxer) -> torch.Tensor:
-        return self.finish(self.start(self.prepare(canvas, boxer)))
-
 
 class TorchBackend(Backend):
     name = "torch"

@@ -106,7 +106,6 @@ class Detector:
                 Letterboxer(self.config.imgsz, max(stride, 32), True, self.backend.allocator())
                 for _ in range(2)
             ]
-            self._boxer = self._boxers[0]
             self._in_flight: list[Submitted | None] = [None, None]
             self._next_slot = 0
         self.trackers = (

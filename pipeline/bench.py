@@ -508,8 +508,9 @@ class Bench:
 
         if det.backend is None:
             return None
-        canvas, _ = det._boxer.letterbox(pool[:bs] if len(pool) >= bs else (pool * bs)[:bs])
-        x = det.backend.prepare(canvas, det._boxer)
+        boxer = det._boxers[0]
+        canvas, _ = boxer.letterbox(pool[:bs] if len(pool) >= bs else (pool * bs)[:bs])
+        x = det.backend.prepare(canvas, boxer)
         if isinstance(x, np.ndarray):
             x = x.copy()  # the letterboxer's buffer is reused by the next detect()
         cuda = det.device.startswith("cuda")

@@ -210,6 +210,7 @@ class CameraReader:
             now = time.time()
             self._seq += 1
             self.stats.frames_decoded += 1
+            self.stats.decode_cpu_s = time.thread_time()  # every frame, taken or not
             if file_interval:  # recorded footage plays at its own rate, like a camera would
                 next_file_frame += file_interval
                 sleep = next_file_frame - time.monotonic()
@@ -234,7 +235,6 @@ class CameraReader:
                     self.stats.frames_dropped += 1
                 self._latest = frame
             self.stats.last_frame_ts = now
-            self.stats.decode_cpu_s = time.thread_time()
             if self._on_frame is not None:
                 self._on_frame(self.camera_id)
         return got_any

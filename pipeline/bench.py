@@ -575,6 +575,7 @@ class Bench:
         alerts: dict | None = None,
         frame_store: bool | None = None,
         namespace: str = "",
+        region: bool = False,
     ):
         from pipeline.config import parse_config
 
@@ -597,21 +598,25 @@ class Bench:
             "detector": self.det_dict,
             "ingest": {
                 "default_fps": self.args.camera_fps,
-                "motion": dict(self.base.ingest.motion.model_dump(), enabled=gating),
+                "motion": dict(
+                    self.base.ingest.motion.model_dump(), enabled=gating, region=gating and region
+                ),
             },
         }
         if alerts is not None:
             data["alerts"] = alerts
         return parse_config(data, "bench")
 
-    def pipeline_run(self, det, n: int, gating: bool, seconds: float) -> dict[str, Any]:
+    def pipeline_run(
+        self, det, n: int, gating: bool, seconds: float, region: bool = False
+    ) -> dict[str, Any]:
         from pipeline.camera import CameraSpec
         from pipeline.camera_sim import CameraSim
         from pipeline.frame_store import FrameStore
         from pipeline.kafka_io import ensure_topics, make_producer
         from pipeline.worker import IngestWorker
 
-        cfg = self._config(gating)
+        cfg = self._config(gating, region=region)
         ensure_topics(cfg.kafka)
         sources = self._sources(n)
         self.threads_for(det)  # as IngestWorker.start() would
@@ -646,6 +651,8 @@ class Bench:
                 calls0, stale0 = worker.detector_frames, worker.stale_frames
                 from pipeline import metrics
 
+                crops0 = _counter_total(metrics.FRAMES_REGION_DETECTED)
+
                 b0 = _hist_state(metrics.BATCH_SIZE)
                 rss = [rss_mb()]
                 timer.start()
@@ -659,6 +666,7 @@ class Bench:
                 cores = share.stop()
                 timer.stop()
                 b1 = _hist_state(metrics.BATCH_SIZE)
+                crops = _counter_total(metrics.FRAMES_REGION_DETECTED) - crops0
                 r1 = {cid: _reader_counts(r) for cid, r in worker._readers.items()}
                 p1 = dict(worker._processed)
             finally:
@@ -673,11 +681,13 @@ class Bench:
         return {
             "cameras": n,
             "gating": gating,
+            "region": gating and region,
             "backend": det.backend_name,
             "seconds": round(elapsed, 1),
             "fps": round(timer.acked / elapsed, 2),
             "published_fps": round(sum(shares), 2),
             "detector_fps": round((worker.detector_frames - calls0) / elapsed, 2),
+            "region_fps": round(crops / elapsed, 2),
             "latency_p50_ms": _ms(percentile(lat, 50)),
             "latency_p99_ms": _ms(percentile(lat, 99)),
             "per_camera_fps": per_cam,
@@ -882,7 +892,7 @@ class Bench:
             if adj:
                 cpu += f" ({adj.get('cpu_ms_per_frame')})"
             self.emit(
-                f"| {kind} | {r['cameras']} | {'on' if r.get('gating') else 'off'} | "
+                f"| {kind} | {r['cameras']} | {_gating_label(r)} | "
                 f"{r.get('offered_fps', '-')} | {r['fps']} | {r.get('detector_fps', '-')} | "
                 f"{adj.get('fps', '-')} | {r['latency_p50_ms']} | {p99} | "
                 f"{r.get('fairness_min_over_max', '-')} | {r.get('stale', '-')} | "
@@ -905,9 +915,10 @@ class Bench:
                         naive.append(nr)
                         show(f"naive ({allocator} malloc)", nr)
             if n in self.args.gating_cameras:
-                r = self.pipeline_run(det, n, True, self.args.duration)
-                rows.append(r)
-                show("pipeline", r)
+                for region in (False, True) if det.crops else (False,):
+                    r = self.pipeline_run(det, n, True, self.args.duration, region)
+                    rows.append(r)
+                    show("pipeline", r)
         self.result["pipeline"] = rows
         self.result["naive"] = naive
         if self.args.soak:
@@ -1240,6 +1251,19 @@ def _input_pixels(height: int, width: int, imgsz: int) -> int:
 
     ch, cw = canvas_shape([(height, width)], imgsz)
     return ch * cw
+
+
+def _gating_label(r: dict[str, Any]) -> str:
+    if not r.get("gating"):
+        return "off"
+    if r.get("region"):
+        return f"on + region ({r.get('region_fps')} crops/s)"
+    return "on"
+
+
+def _counter_total(counter) -> float:
+    """Sum of a labelled prometheus Counter over its label sets."""
+    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
 
 
 def _cores(r: dict[str, Any]) -> str:

@@ -66,22 +66,45 @@ def test_a_square_that_would_cut_a_neighbour_is_not_used():
     assert w is None or not (w.x2 > 400 and w.x1 < 700 and w.y2 > 100 and w.y1 < 400)
 
 
+MOVED = (300, 200, 340, 260)  # frame pixels of the motion in the merge tests
+
+
+def crop_box(x1, y1, x2, y2, w, conf=0.7) -> list[float]:
+    """A box given in frame pixels, as the crop run reports it (crop pixels)."""
+    return box(x1 - w.x1, y1 - w.y1, x2 - w.x1, y2 - w.y1, conf)
+
+
 def test_merge_moves_crop_boxes_home_and_keeps_the_last_boxes_outside():
-    w = choose_window([norm(300, 200, 340, 260)], np.zeros((0, 6)), H, W, 640)
-    inside = box(w.x1 + 20, w.y1 + 20, w.x1 + 60, w.y1 + 80, 0.5)  # last seen in the square
+    w = choose_window([norm(*MOVED)], np.zeros((0, 6)), H, W, 640)
+    inside = box(290, 190, 335, 255, 0.5)  # last seen in the square, where it moved
     outside = box(10, 10, 60, 60, 0.8)
-    found = np.array([box(30, 25, 90, 120, 0.7)], np.float32)  # crop pixels
+    found = np.array([crop_box(295, 195, 345, 262, w)], np.float32)  # it moved a little
     merged = merge(w, found, np.array([inside, outside], np.float32), H, W)
     assert merged.shape == (2, 6)
-    np.testing.assert_allclose(merged[0, :4], [w.x1 + 30, w.y1 + 25, w.x1 + 90, w.y1 + 120])
+    np.testing.assert_allclose(merged[0, :4], [295, 195, 345, 262], atol=1e-3)
     np.testing.assert_allclose(merged[1], outside)  # the old box inside the square is replaced
-    assert merge(w, np.zeros((0, 6), np.float32), np.array([inside]), H, W).shape == (0, 6)
+    new = np.array([crop_box(310, 210, 330, 250, w)], np.float32)  # a crop may add an object
+    assert merge(w, new, np.zeros((0, 6), np.float32), H, W).shape == (1, 6)
+
+
+def test_the_crop_must_find_what_moved():
+    w = choose_window([norm(*MOVED)], np.zeros((0, 6)), H, W, 640)
+    nothing = np.zeros((0, 6), np.float32)
+    assert merge(w, nothing, nothing, H, W) is None  # a person the crop does not see? ask all
+    beside = np.array([crop_box(w.x1 + 5, w.y1 + 5, w.x1 + 40, w.y1 + 40, w)], np.float32)
+    assert merge(w, beside, nothing, H, W) is None  # something, but not where it moved
+
+
+def test_only_the_whole_frame_may_say_an_object_is_gone():
+    w = choose_window([norm(*MOVED)], np.zeros((0, 6)), H, W, 640)
+    there = box(w.x1 + 10, w.y1 + 150, w.x1 + 50, w.y1 + 200, 0.5)  # in the square, not moving
+    found = np.array([crop_box(305, 205, 335, 255, w)], np.float32)
+    assert merge(w, found, np.array([there]), H, W) is None
 
 
 def test_a_detection_cut_by_the_crop_edge_asks_for_the_whole_frame():
-    w = choose_window([norm(300, 200, 340, 260)], np.zeros((0, 6)), H, W, 640)
-    side = w.x2 - w.x1
-    cut = np.array([box(side - 30, 40, side, 90)], np.float32)  # runs into the right edge
+    w = choose_window([norm(*MOVED)], np.zeros((0, 6)), H, W, 640)
+    cut = np.array([crop_box(300, 200, w.x2, 260, w)], np.float32)  # runs into the right edge
     assert merge(w, cut, np.zeros((0, 6)), H, W) is None
     corner = choose_window([norm(0, 0, 20, 20)], np.zeros((0, 6)), H, W, 640)
     at_frame_edge = np.array([box(0, 0, 30, 30)], np.float32)  # the frame's edge, not the crop's

@@ -188,30 +188,18 @@ class Detector:
         tracks = trackers.track(stream, boxes, frame, frame_rate)
         return self._from_array(tracks[:, [0, 1, 2, 3, 5, 6]], frame.shape, tracks[:, 4])
 
-    def infer(
-        self, frames: Sequence[np.ndarray], sizes: Sequence[int] | None = None
-    ) -> list[np.ndarray]:
+    def infer(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One batch through the backend: per frame an ``(n, 6)`` float32 array of
-        ``x1, y1, x2, y2, confidence, class`` in the frame's own pixels (no tracking).
-        ``sizes``: see :meth:`submit`."""
-        return self.collect(self.submit(frames, sizes))
+        ``x1, y1, x2, y2, confidence, class`` in the frame's own pixels (no tracking)."""
+        return self.collect(self.submit(frames))
 
     @property
     def batched(self) -> bool:
         """Whether :meth:`submit` / :meth:`collect` are available (not the ultralytics path)."""
         return self.backend is not None
 
-    @property
-    def crops(self) -> bool:
-        """Whether :meth:`submit` takes ``sizes`` below ``imgsz`` (motion-region crops): the
-        batched backends with a dynamic input size (not a TensorRT engine)."""
-        return self.backend is not None and self.backend.name != "tensorrt"
-
-    def submit(self, frames: Sequence[np.ndarray], sizes: Sequence[int] | None = None) -> Submitted:
+    def submit(self, frames: Sequence[np.ndarray]) -> Submitted:
         """Letterbox a batch (at most ``max_batch`` frames) and start it on the backend.
-
-        ``sizes``: each frame's own letterbox size (default ``imgsz``); a motion-region crop
-        goes in at the scale of its whole frame, in a smaller input (:mod:`pipeline.regions`).
 
         At most two batches are in flight: :meth:`collect` the older one before the third
         submit. The worker submits the next batch and then post-processes the previous one,
@@ -226,7 +214,7 @@ class Detector:
                 raise RuntimeError("two batches in flight already: collect() one first")
             slot = free[0]
             boxer = self._boxers[slot]
-            canvas, places = boxer.letterbox(frames, sizes)
+            canvas, places = boxer.letterbox(frames)
             handle = self.backend.start(self.backend.prepare(canvas, boxer))
             job = Submitted(slot, handle, places)
             self._in_flight[slot] = job

@@ -58,28 +58,18 @@ def resized_shape(height: int, width: int, imgsz: int) -> tuple[int, int]:
 
 
 def canvas_shape(
-    shapes: Sequence[tuple[int, int]],
-    imgsz: int,
-    stride: int = 32,
-    rect: bool = True,
-    sizes: Sequence[int] | None = None,
+    shapes: Sequence[tuple[int, int]], imgsz: int, stride: int = 32, rect: bool = True
 ) -> tuple[int, int]:
     """``(H, W)`` of the batch: the stride-aligned box around every frame's resized size.
 
-    ``sizes``: each frame's own ``imgsz`` (a motion-region crop is letterboxed smaller, at the
-    scale of its whole frame); default ``imgsz`` for all. With ``rect=False`` it is always
-    ``(imgsz, imgsz)``.
+    With ``rect=False`` it is always ``(imgsz, imgsz)``.
     """
     if not rect:
         return imgsz, imgsz
-    sizes = sizes or [imgsz] * len(shapes)
-    hs, ws = zip(
-        *(resized_shape(h, w, s) for (h, w), s in zip(shapes, sizes, strict=True)), strict=True
-    )
-    top = max(sizes)
+    hs, ws = zip(*(resized_shape(h, w, imgsz) for h, w in shapes), strict=True)
     return (
-        min(top, math.ceil(max(hs) / stride) * stride),
-        min(top, math.ceil(max(ws) / stride) * stride),
+        min(imgsz, math.ceil(max(hs) / stride) * stride),
+        min(imgsz, math.ceil(max(ws) / stride) * stride),
     )
 
 
@@ -111,18 +101,14 @@ class Letterboxer:
             self._canvas = self._alloc(n)
         return self._canvas[:n]
 
-    def letterbox(
-        self, frames: Sequence[np.ndarray], sizes: Sequence[int] | None = None
-    ) -> tuple[np.ndarray, list[Placement]]:
-        """``(canvas (B, H, W, 3) uint8 BGR, placements)`` for BGR ``HxWx3`` uint8 frames;
-        ``sizes``: each frame's own ``imgsz`` (see :func:`canvas_shape`)."""
+    def letterbox(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Placement]]:
+        """``(canvas (B, H, W, 3) uint8 BGR, placements)`` for BGR ``HxWx3`` uint8 frames."""
         shapes = [(int(f.shape[0]), int(f.shape[1])) for f in frames]
-        sizes = list(sizes) if sizes is not None else [self.imgsz] * len(frames)
-        H, W = canvas_shape(shapes, self.imgsz, self.stride, self.rect, sizes)
+        H, W = canvas_shape(shapes, self.imgsz, self.stride, self.rect)
         canvas = self._buffer(len(frames) * H * W * 3).reshape(len(frames), H, W, 3)
         places = []
         for i, frame in enumerate(frames):
-            p = placement(*shapes[i], H, W, sizes[i])
+            p = placement(*shapes[i], H, W, self.imgsz)
             places.append(p)
             dst = canvas[i]
             if (p.new_h, p.new_w) != (H, W):

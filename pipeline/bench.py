@@ -575,7 +575,6 @@ class Bench:
         alerts: dict | None = None,
         frame_store: bool | None = None,
         namespace: str = "",
-        region: bool = False,
     ):
         from pipeline.config import parse_config
 
@@ -598,25 +597,21 @@ class Bench:
             "detector": self.det_dict,
             "ingest": {
                 "default_fps": self.args.camera_fps,
-                "motion": dict(
-                    self.base.ingest.motion.model_dump(), enabled=gating, region=gating and region
-                ),
+                "motion": dict(self.base.ingest.motion.model_dump(), enabled=gating),
             },
         }
         if alerts is not None:
             data["alerts"] = alerts
         return parse_config(data, "bench")
 
-    def pipeline_run(
-        self, det, n: int, gating: bool, seconds: float, region: bool = False
-    ) -> dict[str, Any]:
+    def pipeline_run(self, det, n: int, gating: bool, seconds: float) -> dict[str, Any]:
         from pipeline.camera import CameraSpec
         from pipeline.camera_sim import CameraSim
         from pipeline.frame_store import FrameStore
         from pipeline.kafka_io import ensure_topics, make_producer
         from pipeline.worker import IngestWorker
 
-        cfg = self._config(gating, region=region)
+        cfg = self._config(gating)
         ensure_topics(cfg.kafka)
         sources = self._sources(n)
         self.threads_for(det)  # as IngestWorker.start() would
@@ -651,8 +646,6 @@ class Bench:
                 calls0, stale0 = worker.detector_frames, worker.stale_frames
                 from pipeline import metrics
 
-                crops0 = _counter_total(metrics.FRAMES_REGION_DETECTED)
-
                 b0 = _hist_state(metrics.BATCH_SIZE)
                 rss = [rss_mb()]
                 timer.start()
@@ -666,7 +659,6 @@ class Bench:
                 cores = share.stop()
                 timer.stop()
                 b1 = _hist_state(metrics.BATCH_SIZE)
-                crops = _counter_total(metrics.FRAMES_REGION_DETECTED) - crops0
                 r1 = {cid: _reader_counts(r) for cid, r in worker._readers.items()}
                 p1 = dict(worker._processed)
             finally:
@@ -681,13 +673,11 @@ class Bench:
         return {
             "cameras": n,
             "gating": gating,
-            "region": gating and region,
             "backend": det.backend_name,
             "seconds": round(elapsed, 1),
             "fps": round(timer.acked / elapsed, 2),
             "published_fps": round(sum(shares), 2),
             "detector_fps": round((worker.detector_frames - calls0) / elapsed, 2),
-            "region_fps": round(crops / elapsed, 2),
             "latency_p50_ms": _ms(percentile(lat, 50)),
             "latency_p99_ms": _ms(percentile(lat, 99)),
             "per_camera_fps": per_cam,
@@ -892,7 +882,7 @@ class Bench:
             if adj:
                 cpu += f" ({adj.get('cpu_ms_per_frame')})"
             self.emit(
-                f"| {kind} | {r['cameras']} | {_gating_label(r)} | "
+                f"| {kind} | {r['cameras']} | {'on' if r.get('gating') else 'off'} | "
                 f"{r.get('offered_fps', '-')} | {r['fps']} | {r.get('detector_fps', '-')} | "
                 f"{adj.get('fps', '-')} | {r['latency_p50_ms']} | {p99} | "
                 f"{r.get('fairness_min_over_max', '-')} | {r.get('stale', '-')} | "
@@ -915,10 +905,9 @@ class Bench:
                         naive.append(nr)
                         show(f"naive ({allocator} malloc)", nr)
             if n in self.args.gating_cameras:
-                for region in (False, True) if det.crops else (False,):
-                    r = self.pipeline_run(det, n, True, self.args.duration, region)
-                    rows.append(r)
-                    show("pipeline", r)
+                r = self.pipeline_run(det, n, True, self.args.duration)
+                rows.append(r)
+                show("pipeline", r)
         self.result["pipeline"] = rows
         self.result["naive"] = naive
         if self.args.soak:
@@ -1043,8 +1032,7 @@ class Bench:
         det = self.detector(self.args.pipeline_backend)
         path = footage(self.args.gating_file)
         frames = replay_frames(path, fps)
-        modes = ("off", "on", "region") if det.crops else ("off", "on")
-        runs = gating_replay(det, frames, cfg.alerts or {}, camera, fps, mcfg, modes)
+        runs = gating_replay(det, frames, cfg.alerts or {}, camera, fps, mcfg)
         diff = compare_alerts(
             runs["off"]["alerts"], runs["on"]["alerts"], self.args.alert_tolerance
         )
@@ -1063,9 +1051,6 @@ class Bench:
             "alerts_on": runs["on"]["alerts"],
             **diff,
         }
-        for mode, r in runs.items():
-            out[f"{mode}_input_pixels"] = r["input_pixels"]
-            out[f"{mode}_detector_cpu_s"] = r["detector_cpu_s"]
         self.result["gating"] = out
         self.emit(
             f"\n## Motion gating, offline replay of {path.name} at {fps:g} fps ({len(frames)} frames, rules of {self.args.config or 'the default config'})"
@@ -1077,31 +1062,6 @@ class Bench:
             f"largest start shift {diff['max_start_shift_s']} s; end shifts (on - off) "
             f"{diff['end_shifts_s']} s, ended in one run only {diff['ended_in_one_run_only']}"
         )
-        if "region" in runs:
-            r = runs["region"]
-            rdiff = compare_alerts(runs["off"]["alerts"], r["alerts"], self.args.alert_tolerance)
-            out["region"] = {
-                "detector_calls": r["detector_calls"],
-                "region_calls": r["region_calls"],
-                "region_retries": r["region_retries"],
-                "region_vs_whole": r["region_vs_whole"],
-                "alerts": r["alerts"],
-                **rdiff,
-            }
-            agree = r["region_vs_whole"] or {}
-            self.emit(
-                f"with motion.region: {r['region_calls']} of {r['detector_calls']} calls on a crop "
-                f"({r['region_retries']} cut an object: whole frame run too); detector input pixels "
-                f"off/on/region {runs['off']['input_pixels']}/{runs['on']['input_pixels']}/"
-                f"{r['input_pixels']}; detector CPU s {runs['off']['detector_cpu_s']}/"
-                f"{runs['on']['detector_cpu_s']}/{r['detector_cpu_s']}; alerts started "
-                f"{rdiff['started_on']}, matched {rdiff['matched']}, missed {len(rdiff['missed'])}, "
-                f"extra {len(rdiff['extra'])}, largest start shift {rdiff['max_start_shift_s']} s, "
-                f"end shifts {rdiff['end_shifts_s']} s; crop frames against the whole-frame "
-                f"result: {agree.get('matched')} of {agree.get('ref')} boxes matched, missing "
-                f"{agree.get('missing')}, extra {agree.get('extra')}, confidence off by more than "
-                f"{CONF_TOL} {agree.get('conf_fail')}, min IoU {agree.get('min_iou')}"
-            )
 
     # -- all --
     def run(self) -> dict[str, Any]:
@@ -1131,83 +1091,46 @@ class Bench:
 
 
 def gating_replay(
-    det,
-    frames: list[tuple[float, np.ndarray]],
-    rules: dict,
-    camera: str,
-    fps: float,
-    motion,
-    modes: Sequence[str] = ("off", "on"),
+    det, frames: list[tuple[float, np.ndarray]], rules: dict, camera: str, fps: float, motion
 ) -> dict[str, dict[str, Any]]:
     """Replay ``frames`` (from :func:`replay_frames`) through tracking and the alert rules, with
-    motion gating ``off``, ``on``, and on with motion-region crops (``region``; ``motion``: a
-    MotionConfig): detector calls, input pixels and alerts of each.
+    motion gating off and on (``motion``: a MotionConfig): detector calls and alerts of each.
 
-    The whole-frame detector output is computed once per frame (it is the same in every run);
-    each run has its own trackers and rule engine and, with gating, re-feeds the last detector
-    output to the tracker for skipped frames exactly as the ingest worker does. The ``region``
-    run detects its crops for real, chosen and merged by the worker's own functions
-    (:mod:`pipeline.regions`), and falls back to the whole frame where the worker would.
+    The detector runs once per frame (its untracked output is the same in both runs); each run
+    has its own trackers and rule engine and, with gating, re-feeds the last detector output to
+    the tracker for skipped frames exactly as the ingest worker does.
     """
     from alerts.engine import RuleEngine
     from detectors.tracking import StreamTrackers
     from pipeline.capture import Frame
     from pipeline.messages import detection_message
     from pipeline.motion import MotionDetector
-    from pipeline.regions import choose_window, merge, warm_up
 
-    if "region" in modes:
-        warm_up(det)
     raw: list[np.ndarray] = []
-    t0 = time.process_time()
-    for _, image in frames:  # one at a time, as the worker runs a single gated camera
-        raw += det.infer([image])
-    whole_cpu_s = (time.process_time() - t0) / max(len(frames), 1)
+    for k in range(0, len(frames), 4):
+        raw += det.infer([f for _, f in frames[k : k + 4]])
     epoch = 1_700_000_000_000
-    imgsz = det.config.imgsz
     runs: dict[str, Any] = {}
-    for mode in modes:
+    for mode in ("off", "on"):
         engine = RuleEngine(rules)
         trackers = (
             StreamTrackers(det.config.tracker, det.config.track_buffer_s) if det.trackers else None
         )
-        gate = MotionDetector(motion) if mode != "off" else None
+        gate = MotionDetector(motion) if mode == "on" else None
         last = np.zeros((0, 6), np.float32)  # untracked boxes of the last detector run
-        calls = crops = retries = 0
-        pixels = 0
-        crop_cpu_s = 0.0
-        agreement: list[dict[str, Any]] = []
+        calls = 0
         alerts = []
         messages = []
         for i, ((t, image), boxes) in enumerate(zip(frames, raw, strict=True)):
             ts = epoch / 1000 + t
-            h, w = image.shape[:2]
             decision = None
             if gate is not None:
+                h, w = image.shape[:2]
                 objects = (last[:, :4] / np.array([w, h, w, h], np.float32)).tolist()
                 decision = gate.check(image, ts, [tuple(b) for b in objects])
-            window = None
             if decision is None or decision.detect:
                 calls += 1
-                found = None
-                if mode == "region" and decision.new:
-                    window = choose_window([r.box for r in decision.new], last, h, w, imgsz)
-                if window is not None:
-                    c0 = time.process_time()
-                    found = det.infer([window.crop(image)], [window.size])[0]
-                    crop_cpu_s += time.process_time() - c0
-                    pixels += window.size**2
-                    found = merge(window, found, last, h, w)
-                    retries += found is None
-                    if found is not None:  # against the whole-frame result of the same frame
-                        agreement.append(_raw_matches(boxes, found, h, w, det.config.conf))
-                if found is None:
-                    window = None
-                    found = boxes
-                    pixels += _input_pixels(h, w, imgsz)
-                else:
-                    crops += 1
-                last = found
+                last = boxes
             # skipped frames re-feed the last boxes to the tracker, as the worker does
             dets = det.finish(image, last, camera if trackers else None, fps, trackers)
             frame = Frame(camera, i, epoch, ts, image)
@@ -1215,55 +1138,14 @@ def gating_replay(
             if decision is not None:
                 msg["motion"] = decision.motion
                 msg["carried_over"] = not decision.detect
-            if window is not None:
-                msg["region"] = [round(v, 4) for v in window.normalised(h, w)]
             messages.append(msg)
             alerts += engine.process(msg)
         runs[mode] = {
             "detector_calls": calls,
-            "region_calls": crops,
-            "region_retries": retries,
-            "input_pixels": pixels,
-            "detector_cpu_s": round((calls - crops) * whole_cpu_s + crop_cpu_s, 2),
-            "region_vs_whole": merge_matches(agreement) if agreement else None,
             "alerts": [_alert_row(a, epoch) for a in alerts],
             "messages": messages,
         }
     return runs
-
-
-def _raw_matches(
-    whole: np.ndarray, found: np.ndarray, height: int, width: int, conf: float
-) -> dict[str, Any]:
-    """:func:`match_detections` of two ``(n, 6)`` pixel-box arrays of one frame."""
-    from detectors.types import Detection
-
-    scale = np.array([width, height, width, height], np.float32)
-
-    def dets(a: np.ndarray) -> list:
-        return [Detection(int(r[5]), "", float(r[4]), tuple((r[:4] / scale).tolist())) for r in a]
-
-    return match_detections(dets(whole), dets(found), conf)
-
-
-def _input_pixels(height: int, width: int, imgsz: int) -> int:
-    from detectors.preprocess import canvas_shape
-
-    ch, cw = canvas_shape([(height, width)], imgsz)
-    return ch * cw
-
-
-def _gating_label(r: dict[str, Any]) -> str:
-    if not r.get("gating"):
-        return "off"
-    if r.get("region"):
-        return f"on + region ({r.get('region_fps')} crops/s)"
-    return "on"
-
-
-def _counter_total(counter) -> float:
-    """Sum of a labelled prometheus Counter over its label sets."""
-    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
 
 
 def _cores(r: dict[str, Any]) -> str:

@@ -22,16 +22,6 @@ FRAMES_MOTION_SKIPPED = Counter(
     "Frames published without a detector run (no motion: last detections carried over)",
     ["camera"],
 )
-FRAMES_REGION_DETECTED = Counter(
-    "vigil_camera_frames_region_detected_total",
-    "Frames detected on a crop around small new motion only (motion.region)",
-    ["camera"],
-)
-REGION_RETRIES = Counter(
-    "vigil_camera_region_retries_total",
-    "Crop runs that cut an object, after which the whole frame was detected (motion.region)",
-    ["camera"],
-)
 DECODE_FPS = Gauge(
     "vigil_camera_decode_fps", "Frames decoded per second (last interval)", ["camera"]
 )

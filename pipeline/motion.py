@@ -21,7 +21,7 @@ at once (lights switched on, camera moved) counts as motion and resets the backg
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,11 +60,6 @@ class MotionConfig(BaseModel):
         le=1,
         description="...unless it changes at least this fraction of the box (the object moved)",
     )
-    region: bool = Field(
-        False,
-        description="when the new motion is small, detect only a square around it (at the "
-        "whole frame's scale) and carry the last detections elsewhere over (pipeline/regions.py)",
-    )
 
 
 class MotionOverride(BaseModel):
@@ -80,7 +75,6 @@ class MotionOverride(BaseModel):
     alpha: float | None = Field(None, gt=0, le=1)
     object_margin: float | None = Field(None, ge=0, le=1)
     object_fraction: float | None = Field(None, gt=0, le=1)
-    region: bool | None = None
 
     def apply(self, base: MotionConfig) -> MotionConfig:
         return base.model_copy(update=self.model_dump(exclude_none=True))
@@ -101,9 +95,6 @@ class Decision:
     detect: bool  # the frame goes to the detector (new motion, forced, or no result yet)
     area: float  # largest changed region, fraction of the frame
     regions: list[Region]  # changed regions of at least min_area
-    # the regions that sent the frame to the detector (not explained by a known object); empty
-    # when it goes for another reason too (forced, first frame): then it needs the whole frame
-    new: list[Region] = field(default_factory=list)
 
 
 def _explained(region: Region, boxes: list[Box], margin: float, fraction: float) -> bool:
@@ -197,4 +188,4 @@ class MotionDetector:
         detect = bool(new) or due
         if detect:
             self._last_detect = ts
-        return Decision(motion, detect, area, regions, [] if due else list(new))
+        return Decision(motion, detect, area, regions)

@@ -32,7 +32,6 @@ from pipeline.frame_store import FrameStore
 from pipeline.kafka_io import make_producer
 from pipeline.messages import detection_message
 from pipeline.motion import Decision, MotionDetector
-from pipeline.regions import Window, choose_window, merge, warm_up
 from pipeline.registry import RegistryWatcher
 
 log = logging.getLogger(__name__)
@@ -55,9 +54,6 @@ class _Batch:
     elapsed: float = 0.0
     results: list = field(default_factory=list)
     raw: list[np.ndarray] | None = None
-    # per todo frame: the motion-region crop it was detected on, with the camera's last boxes
-    # the crop result is merged with (None: the whole frame; pipeline/regions.py)
-    windows: list[tuple[Window, np.ndarray] | None] = field(default_factory=list)
 
 
 class IngestWorker:
@@ -248,8 +244,6 @@ class IngestWorker:
             override = reader.spec.motion if reader is not None else None
             mcfg = override.apply(base) if override is not None else base
             self._motion[cid] = MotionDetector(mcfg) if mcfg.enabled else None
-            if mcfg.enabled and mcfg.region and getattr(self.detector, "crops", False):
-                warm_up(self.detector)
         gate = self._motion[cid]
         if gate is None:
             return None
@@ -264,37 +258,6 @@ class IngestWorker:
         if not decision.detect and self._last_by.get(cid) is not self._detector:
             decision.detect = True  # the model changed (hot reload): its own result is needed
         return decision
-
-    def _submit(self, det, batch: _Batch) -> None:
-        """Start ``batch.todo`` on a batched detector: whole frames, or motion-region crops."""
-        gated = [d for d in batch.decisions if d is None or d.detect]
-        batch.windows = [self._window(det, f, d) for f, d in zip(batch.todo, gated, strict=True)]
-        if not any(batch.windows):
-            batch.job = det.submit([f.image for f in batch.todo])
-            return
-        images, sizes = [], []
-        for frame, crop in zip(batch.todo, batch.windows, strict=True):
-            images.append(crop[0].crop(frame.image) if crop else frame.image)
-            sizes.append(crop[0].size if crop else det.config.imgsz)
-        batch.job = det.submit(images, sizes)
-
-    def _window(
-        self, det, frame: Frame, decision: Decision | None
-    ) -> tuple[Window, np.ndarray] | None:
-        """The motion-region crop ``frame`` can be detected on (camera's ``motion.region``),
-        with the last boxes its result will be merged with; None: the whole frame."""
-        if decision is None or not decision.new or not getattr(det, "crops", False):
-            return None
-        gate = self._motion.get(frame.camera_id)
-        last = self._last_raw.get(frame.camera_id)
-        if gate is None or not gate.config.region or last is None or last[2] is not det:
-            return None
-        boxes, shape, _ = last
-        h, w = frame.image.shape[:2]
-        if shape != (h, w):
-            return None
-        window = choose_window([r.box for r in decision.new], boxes, h, w, det.config.imgsz)
-        return (window, boxes) if window is not None else None
 
     def _carry_over(self, det, frame: Frame) -> list:
         """Detections for a frame without motion: the last detector result, tracked again so
@@ -339,7 +302,7 @@ class IngestWorker:
             if todo:
                 batch.started = time.perf_counter()
                 if getattr(det, "batched", False) and len(todo) <= det.config.max_batch:
-                    self._submit(det, batch)
+                    batch.job = det.submit([f.image for f in todo])
                 else:
                     want_raw = any(d is not None for d in decisions) and hasattr(det, "finish")
                     batch.raw = [] if want_raw else None
@@ -359,19 +322,6 @@ class IngestWorker:
             self._finish(batch)
         return len(frames)
 
-    def _merge_region(
-        self, det, frame: Frame, crop: tuple[Window, np.ndarray], found: np.ndarray
-    ) -> tuple[np.ndarray, bool]:
-        """``(whole-frame boxes, whether the crop result was used)``: the whole frame is
-        detected (now, on this thread) when the crop cut an object."""
-        h, w = frame.image.shape[:2]
-        merged = merge(crop[0], found, crop[1], h, w)
-        if merged is not None:
-            metrics.FRAMES_REGION_DETECTED.labels(frame.camera_id).inc()
-            return merged, True
-        metrics.REGION_RETRIES.labels(frame.camera_id).inc()
-        return det.infer([frame.image])[0], False
-
     def _take_in_flight(self) -> _Batch | None:
         with self._lock:
             batch, self._in_flight = self._in_flight, None
@@ -388,10 +338,6 @@ class IngestWorker:
         det, frames, decisions, todo = batch.det, batch.frames, batch.decisions, batch.todo
         if batch.job is not None:
             boxes = det.collect(batch.job)
-            for k, (frame, crop) in enumerate(zip(todo, batch.windows, strict=False)):
-                if crop is not None:
-                    boxes[k], used = self._merge_region(det, frame, crop, boxes[k])
-                    batch.windows[k] = crop if used else None
             batch.elapsed = time.perf_counter() - batch.started
             batch.raw = boxes
             batch.results = [
@@ -406,10 +352,8 @@ class IngestWorker:
         per_frame_ms = elapsed * 1000 / len(todo) if todo else 0.0
         detected = iter(batch.results)
         raws = iter(batch.raw or ())
-        crops = iter(batch.windows)
         for frame, decision in zip(frames, decisions, strict=True):
             carried = decision is not None and not decision.detect
-            crop = None
             if carried:
                 with self._detect_lock:
                     dets = self._carry_over(det, frame)
@@ -418,7 +362,6 @@ class IngestWorker:
             else:
                 dets = next(detected)
                 boxes = next(raws, None)  # one per detected frame (when asked for)
-                crop = next(crops, None)
                 if decision is not None:
                     self._last_dets[frame.camera_id] = dets
                     self._last_by[frame.camera_id] = det
@@ -430,10 +373,6 @@ class IngestWorker:
             if decision is not None:
                 msg["motion"] = decision.motion
                 msg["carried_over"] = carried
-                if crop is not None:
-                    msg["region"] = [
-                        round(v, 4) for v in crop[0].normalised(*frame.image.shape[:2])
-                    ]
             self._processed[frame.camera_id] = self._processed.get(frame.camera_id, 0) + 1
             if dets and self.frame_store is not None:
                 self.frame_store.put(frame)  # before publishing: the alert may need it at once

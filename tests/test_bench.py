@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from pipeline.bench import _allocators, ratios
+from pipeline.bench import ratios
+from pipeline.bench.cli import _allocators
 from pipeline.cpu_share import CpuShare
 
 

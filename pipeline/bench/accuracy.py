@@ -1,0 +1,68 @@
+"""Every backend's detections against ultralytics ``predict`` (the PyTorch reference)."""
+
+from __future__ import annotations
+
+from pipeline.bench.footage import sample_frames
+from pipeline.bench.matching import match_detections, merge_matches
+
+
+class AccuracySection:
+    """``accuracy``: each backend against the PyTorch reference, frame by frame."""
+
+    def accuracy(self) -> None:
+        from detectors.loading import load_model, select_device
+        from detectors.types import Detection
+
+        device = select_device(self.det_dict["device"])
+        frames = [
+            f for path in self.files[:7] for f in sample_frames(path, self.args.accuracy_frames)
+        ]
+        ref_model = load_model(self.det_dict["weights"], device)
+        ref_det = self.detector("torch", tracker="none")  # for names and class ids
+        ref = []
+        for frame in frames:
+            r = ref_model.predict(
+                frame,
+                imgsz=self.args.imgsz,
+                conf=self.det_dict["conf"],
+                iou=self.det_dict["iou"],
+                classes=ref_det.classes,
+                device=device,
+                verbose=False,
+            )[0]
+            b = r.boxes
+            ref.append(
+                [
+                    Detection(int(c), "", float(p), tuple(float(v) for v in xy))
+                    for xy, p, c in zip(
+                        b.xyxyn.cpu().numpy(),
+                        b.conf.cpu().numpy(),
+                        b.cls.cpu().numpy(),
+                        strict=True,
+                    )
+                ]
+            )
+        out = {}
+        self.emit(f"\n## Accuracy vs ultralytics predict (PyTorch), {len(frames)} footage frames")
+        self.emit(
+            "| backend | reference boxes | matched | missing | extra | borderline | min IoU | max conf diff | ok |"
+        )
+        self.emit("|---|---|---|---|---|---|---|---|---|")
+        for name in self.backends():
+            det = self.detector(name, tracker="none")
+            got: list = []
+            for k in range(0, len(frames), 4):  # mixed cameras in one batch, like the worker
+                got += det.detect(frames[k : k + 4])
+            stats = merge_matches(
+                [
+                    match_detections(r, g, self.det_dict["conf"])
+                    for r, g in zip(ref, got, strict=True)
+                ]
+            )
+            out[name] = stats
+            self.emit(
+                f"| {name} | {stats['ref']} | {stats['matched']} | {stats['missing']} | "
+                f"{stats['extra']} | {stats['borderline']} | {stats['min_iou']} | "
+                f"{stats['max_conf_diff']} | {'yes' if stats['ok'] else 'NO'} |"
+            )
+        self.result["accuracy"] = out

@@ -1,0 +1,132 @@
+"""The bench run: settings, helpers shared by the sections, and the order they run in."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from pipeline.bench.accuracy import AccuracySection
+from pipeline.bench.alert_latency import AlertLatencySection
+from pipeline.bench.detector_only import DetectorSection
+from pipeline.bench.footage import CAMERA_FILES
+from pipeline.bench.gating import GatingSection
+from pipeline.bench.measure import cpu_has_bf16, machine
+from pipeline.bench.pipeline_runs import PipelineSection
+from pipeline.bench.report import ratios
+
+log = logging.getLogger(__name__)
+
+
+class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySection, GatingSection):
+    """One ``vigil bench`` run: each section is a mixin of its own module."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from pipeline.assets import footage
+        from pipeline.config import VigilConfig, load_config
+
+        self.args = args
+        base = load_config(args.config) if args.config else VigilConfig()
+        self.base = base
+        det = base.detector.model_dump()
+        det.update(imgsz=args.imgsz)
+        if args.weights:
+            det["weights"] = args.weights
+        if args.device:
+            det["device"] = args.device
+        self.det_dict = det
+        self.files = [footage(name) for name in CAMERA_FILES]
+        for f in self.files:
+            if not f.is_file():
+                raise FileNotFoundError(
+                    f"{f} missing: set VIGIL_ASSETS to the shared assets folder"
+                )
+        self.result: dict[str, Any] = {
+            "command": "vigil bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else []),
+            "machine": machine(),
+            "settings": {
+                "weights": det["weights"],
+                "imgsz": args.imgsz,
+                "conf": det["conf"],
+                "iou": det["iou"],
+                "classes": det["classes"],
+                "camera_fps": args.camera_fps,
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+            },
+        }
+        self.tag = uuid.uuid4().hex[:6]
+        self._pools: dict[int, list[np.ndarray]] = {}
+        from detectors import host_threads
+
+        self._stock_threads = host_threads.current()  # what the naive baseline runs with
+
+    # -- helpers --
+    def detector(self, backend: str, **over):
+        from detectors.engine import Detector
+        from pipeline.config import DetectorConfig
+
+        d = dict(self.det_dict, backend=backend)
+        if backend == "openvino-bf16":  # cpu_precision: bf16 (not the default)
+            d.update(backend="openvino", cpu_precision="bf16")
+        d.update(over)
+        return Detector(DetectorConfig.model_validate(d))
+
+    def threads_for(self, det=None) -> None:
+        """Host thread pools as a worker running ``det`` sets them; stock ones for None (the
+        naive baseline: ultralytics' defaults, untouched)."""
+        from detectors import host_threads
+
+        host_threads.restore(self._stock_threads)
+        if det is not None:
+            host_threads.apply(
+                self.det_dict.get("host_threads", "auto"), det.backend_name, det.device
+            )
+
+    def emit(self, text: str = "") -> None:
+        print(text, flush=True)
+
+    def backends(self) -> list[str]:
+        from detectors.backends import available_backends
+        from detectors.loading import select_device
+
+        have = available_backends(select_device(self.det_dict["device"]))
+        if "openvino" in have and cpu_has_bf16():
+            have.insert(have.index("openvino") + 1, "openvino-bf16")  # shown, never auto-chosen
+        if self.args.backends:
+            want = [b.strip() for b in self.args.backends.split(",") if b.strip()]
+            return [b for b in want if b in have or b == "ultralytics"]
+        return have
+
+    # -- all --
+    def run(self) -> dict[str, Any]:
+        sections = [
+            s
+            for s in ("accuracy", "detector", "pipeline", "gating", "alerts")
+            if s not in self.args.skip
+        ]
+        for s in sections:
+            t0 = time.monotonic()
+            {
+                "accuracy": self.accuracy,
+                "detector": self.detector_only,
+                "pipeline": self.pipeline,
+                "gating": self.gating,
+                "alerts": self.alert_latency,
+            }[s]()
+            log.info("bench section %s took %.0f s", s, time.monotonic() - t0)
+            gc.collect()
+        self.result["ratios"] = ratios(self.result)
+        self.result["machine"]["loadavg_end"] = list(os.getloadavg())
+        if self.result["ratios"]:
+            self.emit("\n## Ratios (same run)")
+            for k, v in self.result["ratios"].items():
+                self.emit(f"- {k}: {v}")
+        return self.result

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pipeline.common.contracts import CAMERA_ID
+
 ALERT_SCHEMA_VERSION = 1
-_CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NUM = (int, float)
 
 
@@ -80,7 +80,7 @@ class FrameEvent:
             raw = msg["detections"]
         except KeyError as e:
             raise ValueError(f"missing field {e.args[0]!r}") from None
-        if type(cam) is not str or not _CAMERA_ID.match(cam):
+        if type(cam) is not str or not CAMERA_ID.match(cam):
             raise ValueError(f"camera_id {cam!r} is not a valid camera id")
         if type(seq) is not int or seq < 0:
             raise ValueError(f"seq must be a non-negative integer, got {seq!r}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 Point = tuple[float, float]
-Box = tuple[float, float, float, float]  # x1, y1, x2, y2
 
 
 def cross(a: Point, b: Point, p: Point) -> float:
@@ -62,19 +61,6 @@ def self_intersects(points: Sequence[Point]) -> bool:
             if segments_intersect(*edges[i], *edges[j]):
                 return True
     return False
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two x1, y1, x2, y2 boxes."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    if iw <= 0:
-        return 0.0
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class Polygon:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the alert service (served by ``pipeline.metrics.serve``).
+"""Prometheus metrics of the alert service (served by ``pipeline.ingest.metrics.serve``).
 
 Labels carry rule ids, topics and partitions: bounded sets chosen by the operator, never ids of
 alerts or anything taken from a message.

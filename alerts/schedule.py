@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, PrivateAttr, field_validator
+
+from pipeline.common.config import StrictModel
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -80,3 +85,58 @@ class Schedule:
             self._active = any(w.contains(wd, m) for w in self.windows)
             self._minute = minute
         return self._active
+
+
+# --- config ------------------------------------------------------------------------------
+
+
+class TimeWindow(StrictModel):
+    """``start``-``end`` local time on ``days``; an overnight window (22:00-06:00) belongs to the
+    day it starts on; ``start == end`` is the whole day."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(DAYS)
+    start: str = "00:00"
+    end: str = "24:00"
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        parse_hhmm(v)
+        return v
+
+    @field_validator("end")
+    @classmethod
+    def _end(cls, v: str) -> str:
+        parse_hhmm(v, allow_24=True)
+        return v
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one day")
+        return v
+
+    def compile(self) -> Window:
+        start, end = parse_hhmm(self.start), parse_hhmm(self.end, allow_24=True)
+        if end == 24 * 60:
+            end = 0 if start == 0 else end  # 00:00-24:00 is the whole day
+        return Window((DAYS.index(d) for d in self.days), start, end)
+
+
+class ScheduleConfig(StrictModel):
+    timezone: str = "UTC"
+    windows: list[TimeWindow] = Field(min_length=1)
+    _compiled: Schedule | None = PrivateAttr(default=None)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        load_zone(v)
+        return v
+
+    def compile(self) -> Schedule:
+        """One compiled schedule per rule, shared by every camera (its minute cache too)."""
+        if self._compiled is None:
+            self._compiled = Schedule(self.timezone, [w.compile() for w in self.windows])
+        return self._compiled

@@ -46,14 +46,13 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from alerts import metrics as m
-from alerts.config import AlertsConfig, parse_alerts_config
+from alerts.config import AlertsConfig, AlertsSettings, parse_alerts_config
 from alerts.engine import RuleEngine
 from alerts.events import AlertEvent
-from alerts.jsonfast import dumps, loads
 from alerts.snapshots import render_snapshot
 from alerts.store import AlertStore, AlertWrite
-from pipeline.config import VigilConfig
-from pipeline.kafka_io import KafkaUnavailable, ensure_topics, make_consumer, make_producer
+from pipeline.common.jsoncodec import dumps, loads
+from pipeline.common.kafka import KafkaUnavailable, ensure_topics, make_consumer, make_producer
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ class _Listener(ConsumerRebalanceListener):
 class AlertService:
     def __init__(
         self,
-        cfg: VigilConfig,
+        cfg: AlertsSettings,
         alerts_cfg: AlertsConfig | None = None,
         name: str | None = None,
     ) -> None:
@@ -672,7 +671,7 @@ def _url_password(url: str) -> str | None:
         return None
 
 
-def alert_service_runner(cfg: VigilConfig) -> Callable[[threading.Event], None]:
+def alert_service_runner(cfg: AlertsSettings) -> Callable[[threading.Event], None]:
     """For ``vigil run``: a callable that runs the alert service until its ``stop`` is set.
     The alerts config is validated here, so a bad rule fails the command, not a thread."""
     acfg = parse_alerts_config(cfg.alerts)

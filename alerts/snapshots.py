@@ -2,7 +2,7 @@
 (for a crowding alert, every counted box).
 
 The ingest worker keeps a JPEG of every frame with detections in Redis for a short while
-(``pipeline.frame_store``); the alert service reads the one that triggered a "started" alert,
+(``pipeline.ingest.frame_store``); the alert service reads the one that triggered a "started" alert,
 draws on it here and stores the result for ``redis.snapshot_ttl_s``.
 """
 

@@ -25,8 +25,7 @@ from typing import Any
 
 import redis
 
-from pipeline.config import RedisConfig
-from pipeline.frame_store import frame_key, redis_client
+from pipeline.common.redis import RedisConfig, frame_key, redis_client
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-from pipeline.config import VigilConfig
+from pipeline.common.contracts import Connections
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class SubscribeError(RuntimeError):
 
 
 def subscribe(
-    cfg: VigilConfig,
+    cfg: Connections,
     camera: str | None = None,
     rule: str | None = None,
     from_beginning: bool = False,
@@ -91,11 +91,11 @@ def _filtered(
 
 
 def _kafka_alerts(
-    cfg: VigilConfig, from_beginning: bool, on_ready: Callable[[], None] | None
+    cfg: Connections, from_beginning: bool, on_ready: Callable[[], None] | None
 ) -> Iterator[dict[str, Any] | None]:
     from kafka import TopicPartition
 
-    from pipeline.kafka_io import make_consumer
+    from pipeline.common.kafka import make_consumer
 
     topic = cfg.kafka.topics.alerts
     consumer = make_consumer(
@@ -154,7 +154,7 @@ def _kafka_alerts(
 
 
 def _redis_alerts(
-    cfg: VigilConfig,
+    cfg: Connections,
     camera: str | None,
     from_beginning: bool,
     on_ready: Callable[[], None] | None,

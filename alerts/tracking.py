@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from alerts.events import Det
-from alerts.geometry import iou
+from pipeline.common.geometry import box_iou
 
 # Per track: [track_id, label, box, last_ts]
 _TID, _LABEL, _BOX, _TS = range(4)
@@ -34,7 +34,7 @@ class IouTracker:
             for i, d in enumerate(todo):
                 for j, t in enumerate(tracks):
                     if t[_LABEL] == d.label:
-                        v = iou(t[_BOX], d.box)
+                        v = box_iou(t[_BOX], d.box)
                         if v >= thr:
                             pairs.append((-v, i, j))
             pairs.sort()

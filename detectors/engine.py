@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from detectors.backends import Backend, choose_backend, create_backend
+from detectors.config import DetectorConfig
 from detectors.loading import WeightsError, file_sha256, load_model, resolve_weights, select_device
 from detectors.preprocess import Letterboxer, Placement, scale_boxes
 from detectors.tracking import StreamTrackers
 from detectors.types import Detection
-from pipeline.config import DetectorConfig
 
 MAX_DET = 300  # ultralytics' default per image
 
@@ -194,8 +194,10 @@ class Detector:
         return self.collect(self.submit(frames))
 
     @property
-    def batched(self) -> bool:
-        """Whether :meth:`submit` / :meth:`collect` are available (not the ultralytics path)."""
+    def overlaps(self) -> bool:
+        """Whether a submitted batch runs in the background (a backend of
+        :mod:`detectors.backends`): the worker then post-processes the previous batch meanwhile.
+        On the ultralytics path :meth:`submit` runs the batch before it returns."""
         return self.backend is not None
 
     def submit(self, frames: Sequence[np.ndarray]) -> Submitted:
@@ -205,9 +207,11 @@ class Detector:
         submit. The worker submits the next batch and then post-processes the previous one,
         so the backend computes while Python does NMS, tracking and publishing.
         """
-        assert self.backend is not None, "submit() needs a batched backend"
         if len(frames) > self.config.max_batch:
             raise ValueError(f"{len(frames)} frames > max_batch {self.config.max_batch}")
+        if self.backend is None:  # ultralytics predict: synchronous, the result is the handle
+            results = self._predict(list(frames))
+            return Submitted(-1, [r.boxes.data.float().cpu().numpy()[:, :6] for r in results], [])
         with self._lock:
             free = [s for s in (self._next_slot, 1 - self._next_slot) if not self._in_flight[s]]
             if not free:
@@ -227,12 +231,16 @@ class Detector:
         frames only then: the freshest frames the detector can start on without a queue, and
         no stream idles while the last frames of ``job`` finish.
         """
+        if self.backend is None:
+            return True
         return self.backend.wait(job.handle, timeout_s)
 
     def collect(self, job: Submitted) -> list[np.ndarray]:
         """Wait for a submitted batch; per frame an ``(n, 6)`` array like :meth:`infer`."""
-        from ultralytics.utils.nms import non_max_suppression
+        from ultralytics.utils.nms import non_max_suppression  # heavy: torch + ultralytics
 
+        if self.backend is None:
+            return job.handle
         with self._lock:
             if self._in_flight[job.slot] is not job:
                 raise RuntimeError("this batch was collected already")

@@ -1,5 +1,9 @@
 """Errors a user can fix, importable without loading torch (the CLI catches them)."""
 
+from __future__ import annotations
 
-class WeightsError(ValueError):
+from pipeline.common.errors import UserError
+
+
+class WeightsError(UserError, ValueError):
     """Weights that cannot be used; the message names the file and how to fix it."""

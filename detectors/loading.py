@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from detectors import yolov5_legacy
 from detectors.errors import WeightsError
-from pipeline.config import ConfigError, expand_env
+from pipeline.common.config import ConfigError, expand_env
 
 if TYPE_CHECKING:
     from ultralytics import YOLO

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
-from pipeline.assets import REPO_ROOT, footage
+from pipeline.common.assets import REPO_ROOT, footage
 
 SERVER_SCRIPT = REPO_ROOT / "deploy" / "local" / "rtsp_server.py"
 DEFAULT_GST_PYTHON = "/usr/bin/python3"

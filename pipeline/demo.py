@@ -16,7 +16,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from pipeline.assets import REPO_ROOT, footage
+from pipeline.common.assets import REPO_ROOT, footage
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from alerts.service import alert_service_runner
     from alerts.store import AlertStore
     from alerts.subscribe import subscribe
+    from pipeline.app import run_ingest
     from pipeline.camera_sim import CameraSim
+    from pipeline.common.kafka import ensure_topics
     from pipeline.config import load_config
-    from pipeline.kafka_io import ensure_topics
-    from pipeline.runner import run_ingest
 
     cfg = load_config(args.config)
     alert_service = alert_service_runner(cfg)  # validates the rules before anything starts

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pipeline.assets import footage
+from pipeline.common.assets import footage
 from pipeline.config import VigilConfig, parse_config
 
 KAFKA = os.environ.get("VIGIL_TEST_KAFKA", "127.0.0.1:9092")
@@ -63,7 +63,7 @@ def model_test_env(cache_dir, threads: int = 2, **env: str) -> Iterator[None]:
 
 def run_detector_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``vigil <detector command> ...`` in-process: (exit code, stdout, stderr)."""
-    from detectors.commands import register
+    from pipeline.cli.detect import register
 
     parser = argparse.ArgumentParser(prog="vigil")
     register(parser.add_subparsers(dest="command", required=True))
@@ -121,7 +121,7 @@ def make_config_dict(bootstrap: str, **overrides) -> dict:
 
 @pytest.fixture
 def vigil_cfg(kafka_bootstrap) -> VigilConfig:
-    from pipeline.kafka_io import ensure_topics
+    from pipeline.common.kafka import ensure_topics
 
     cfg = make_config(kafka_bootstrap)
     ensure_topics(cfg.kafka)
@@ -158,7 +158,7 @@ class TopicReader:
     """Reads a topic from the beginning, across calls, decoding JSON values."""
 
     def __init__(self, cfg: VigilConfig, topic: str) -> None:
-        from pipeline.kafka_io import make_consumer
+        from pipeline.common.kafka import make_consumer
 
         self.consumer = make_consumer(
             cfg.kafka,

@@ -14,12 +14,32 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from alerts.config import CountAnomalyConfig
+from pydantic import Field, field_validator
+
 from alerts.events import AlertEvent, FrameEvent
-from alerts.rules import Rule, register_rule
+from alerts.rules.base import Rule, register_rule
+from alerts.rules.config import ZoneRuleConfig
 from alerts.schedule import load_zone
+
+
+class CountAnomalyConfig(ZoneRuleConfig):
+    type: Literal["count_anomaly"]
+    measure: Literal["tracks", "mean"] = "tracks"
+    z_threshold: float = Field(3.0, gt=0.0)
+    alpha: float = Field(0.05, gt=0.0, le=1.0)
+    min_samples: int = Field(30, ge=2)
+    min_std: float = Field(1.0, gt=0.0)
+    direction: Literal["above", "below", "both"] = "above"
+    timezone: str = "UTC"
+    min_coverage: float = Field(0.5, ge=0.0, le=1.0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        load_zone(v)
+        return v
 
 
 @register_rule

@@ -7,14 +7,23 @@ frame) neither restart the timer nor end the alert. The "started" alert lists th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from alerts.config import CrowdingConfig
+from pydantic import Field
+
 from alerts.events import AlertEvent, FrameEvent
-from alerts.rules import Rule, register_rule
+from alerts.rules.base import Rule, register_rule
+from alerts.rules.config import ZoneRuleConfig
 
 # Per-label: [onset_ts, last_above_ts, peak, alerted]
 _ONSET, _LAST, _PEAK, _ALERTED = range(4)
+
+
+class CrowdingConfig(ZoneRuleConfig):
+    type: Literal["crowding"]
+    min_count: int = Field(ge=1)
+    min_seconds: float = Field(0.0, ge=0.0)
+    clear_after_s: float = Field(2.0, ge=0.0)
 
 
 @register_rule

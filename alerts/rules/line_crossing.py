@@ -9,15 +9,46 @@ not a crossing. Each crossing is instantaneous, so its "started" and "ended" com
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
-from alerts.config import LineCrossingConfig
+from pydantic import Field, field_validator, model_validator
+
 from alerts.events import AlertEvent, FrameEvent
 from alerts.geometry import cross, segments_intersect
-from alerts.rules import Rule, register_rule
+from alerts.rules.base import Rule, register_rule
+from alerts.rules.config import Anchor, RuleConfig, _check_point
 
 # Per-track: [side (+1/-1), x, y, last_ts]
 _SIDE, _X, _Y, _TS = range(4)
+
+
+class LineCrossingConfig(RuleConfig):
+    type: Literal["line_crossing"]
+    line: tuple[tuple[float, float], tuple[float, float]]
+    inside: tuple[float, float] | None = None
+    direction: Literal["in", "out", "both"] = "both"
+    anchor: Anchor = "bottom_center"
+    min_distance: float = Field(0.01, ge=0.0, le=0.5)
+    max_age_s: float = Field(5.0, gt=0.0)
+
+    @field_validator("line")
+    @classmethod
+    def _line(cls, v: tuple[tuple[float, float], tuple[float, float]]):
+        _check_point(v[0], "point 0")
+        _check_point(v[1], "point 1")
+        if abs(v[0][0] - v[1][0]) + abs(v[0][1] - v[1][1]) < 1e-6:
+            raise ValueError("the two points of the line are the same")
+        return v
+
+    @model_validator(mode="after")
+    def _inside_off_line(self) -> LineCrossingConfig:
+        if self.inside is not None:
+            _check_point(self.inside, "inside:")
+            if abs(cross(self.line[0], self.line[1], self.inside)) < 1e-9:
+                raise ValueError(
+                    "inside: the point lies on the line; pick a point on the 'in' side"
+                )
+        return self
 
 
 @register_rule

@@ -6,11 +6,19 @@ missed by the detector more often), so it reuses that rule's per-track presence 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from alerts.config import LoiteringConfig
-from alerts.rules import register_rule
+from pydantic import Field
+
+from alerts.rules.base import register_rule
+from alerts.rules.config import ZoneRuleConfig
 from alerts.rules.zone_intrusion import ZoneIntrusionRule
+
+
+class LoiteringConfig(ZoneRuleConfig):
+    type: Literal["loitering"]
+    dwell_s: float = Field(gt=0.0)
+    clear_after_s: float = Field(5.0, ge=0.0)
 
 
 @register_rule

@@ -11,12 +11,14 @@ id: trackers lose and renumber objects that stand still, while a bag's box barel
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from alerts.config import ObjectLeftConfig, ObjectRemovedConfig
+from pydantic import Field
+
 from alerts.events import AlertEvent, FrameEvent
-from alerts.geometry import iou
-from alerts.rules import Rule, register_rule
+from alerts.rules.base import Rule, register_rule
+from alerts.rules.config import ZoneRuleConfig
+from pipeline.common.geometry import box_iou
 
 # Per object: [oid, label, box, first_ts, last_ts, hits, confidence, flag, frame_mark]
 # flag: object_left -> "baseline" / "alerted" state; object_removed -> "established".
@@ -46,7 +48,7 @@ class _StationaryRule(Rule):
             for o in objs:
                 if o[_MARK] == mark or o[_LABEL] != d.label:
                     continue
-                v = iou(o[_BOX], d.box)
+                v = box_iou(o[_BOX], d.box)
                 if v >= thr and v > best_v:
                     best, best_v = o, v
             if best is not None:
@@ -82,6 +84,22 @@ class _StationaryRule(Rule):
         self._next_id = int(state.get("next_id", 1))
         self._frame_no = int(state.get("frame_no", 0))
         self._t0 = state.get("t0")
+
+
+class ObjectLeftConfig(ZoneRuleConfig):
+    type: Literal["object_left"]
+    min_seconds: float = Field(30.0, gt=0.0)
+    iou_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    clear_after_s: float = Field(5.0, ge=0.0)
+    warmup_s: float = Field(10.0, ge=0.0)
+
+
+class ObjectRemovedConfig(ZoneRuleConfig):
+    type: Literal["object_removed"]
+    present_s: float = Field(60.0, gt=0.0)
+    min_seconds: float = Field(10.0, gt=0.0)
+    iou_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    clear_after_s: float = Field(5.0, ge=0.0)
 
 
 @register_rule

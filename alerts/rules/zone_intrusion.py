@@ -6,14 +6,31 @@ One alert per track; it ends once the track has not been seen inside the zone fo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from alerts.config import ZoneIntrusionConfig
+from pydantic import Field, model_validator
+
 from alerts.events import AlertEvent, FrameEvent
-from alerts.rules import Rule, register_rule
+from alerts.rules.base import Rule, register_rule
+from alerts.rules.config import ZoneRuleConfig
 
 # Per-track presence: [first_ts, last_ts, frames_seen, label, alerted]
 _FIRST, _LAST, _FRAMES, _LABEL, _ALERTED = range(5)
+
+
+class ZoneIntrusionConfig(ZoneRuleConfig):
+    type: Literal["zone_intrusion"]
+    min_frames: int | None = Field(None, ge=1)
+    min_seconds: float | None = Field(None, ge=0.0)
+    clear_after_s: float = Field(2.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> ZoneIntrusionConfig:
+        if self.min_frames is not None and self.min_seconds is not None:
+            raise ValueError("min_frames: give min_frames or min_seconds, not both")
+        if self.min_frames is None and self.min_seconds is None:
+            self.min_frames = 1
+        return self
 
 
 @register_rule

@@ -17,11 +17,11 @@ class AlertLatencySection:
         from alerts.config import parse_alerts_config
         from alerts.service import AlertService
         from alerts.store import AlertStore
-        from pipeline.camera import CameraSpec
         from pipeline.camera_sim import CameraSim
-        from pipeline.frame_store import FrameStore
-        from pipeline.kafka_io import ensure_topics, make_producer
-        from pipeline.worker import IngestWorker
+        from pipeline.common.kafka import ensure_topics, make_producer
+        from pipeline.ingest.camera import CameraSpec
+        from pipeline.ingest.frame_store import FrameStore
+        from pipeline.ingest.worker import IngestWorker
 
         n = self.args.alert_cameras
         det = self.detector(self.args.pipeline_backend)

@@ -111,7 +111,7 @@ def naive_child() -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pipeline.assets import REPO_ROOT
+    from pipeline.common.assets import REPO_ROOT
 
     if args.config is None:
         demo = REPO_ROOT / "examples" / "demo.yaml"
@@ -120,9 +120,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for noisy in (
         "ultralytics",
         "kafka",
-        "pipeline.capture",
+        "pipeline.ingest.capture",
         "pipeline.camera_sim",
-        "pipeline.worker",
+        "pipeline.ingest.worker",
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     bench = Bench(args)

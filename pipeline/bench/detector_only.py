@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.bench.cpu_share import CpuShare
 from pipeline.bench.footage import sample_frames
-from pipeline.cpu_share import CpuShare
 
 
 class DetectorSection:
@@ -32,7 +32,7 @@ class DetectorSection:
             det.detect(b)
         # the detector at its best: with a background backend the next batch runs while NMS
         # of the previous one does (submit/collect, as the worker does)
-        overlap = getattr(det, "batched", False) and bs <= det.config.max_batch
+        overlap = det.overlaps and bs <= det.config.max_batch
         pending = None
         n = calls = 0
         share = CpuShare()

@@ -13,7 +13,7 @@ class GatingSection:
     """``gating``: detector calls saved and alerts compared, on one footage file."""
 
     def gating(self) -> None:
-        from pipeline.assets import footage
+        from pipeline.common.assets import footage
 
         cfg = self.base
         camera = self.args.gating_camera
@@ -70,9 +70,9 @@ def gating_replay(
     """
     from alerts.engine import RuleEngine
     from detectors.tracking import StreamTrackers
-    from pipeline.capture import Frame
-    from pipeline.messages import detection_message
-    from pipeline.motion import MotionDetector
+    from pipeline.common.contracts import Frame
+    from pipeline.ingest.messages import detection_message
+    from pipeline.ingest.motion import MotionDetector
 
     raw: list[np.ndarray] = []
     for k in range(0, len(frames), 4):

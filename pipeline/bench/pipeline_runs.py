@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.bench.cpu_share import CpuShare
 from pipeline.bench.footage import retimed
 from pipeline.bench.measure import AckTimer, hist_state, percentile, reader_counts, rss_mb, to_ms
 from pipeline.bench.report import cores_text
-from pipeline.cpu_share import CpuShare
 
 NAIVE_RESULT = "naive-result: "
 # imported, not run as __main__: the child then shows the same warnings as the bench itself
@@ -72,11 +72,11 @@ class PipelineSection:
         return parse_config(data, "bench")
 
     def pipeline_run(self, det, n: int, gating: bool, seconds: float) -> dict[str, Any]:
-        from pipeline.camera import CameraSpec
         from pipeline.camera_sim import CameraSim
-        from pipeline.frame_store import FrameStore
-        from pipeline.kafka_io import ensure_topics, make_producer
-        from pipeline.worker import IngestWorker
+        from pipeline.common.kafka import ensure_topics, make_producer
+        from pipeline.ingest.camera import CameraSpec
+        from pipeline.ingest.frame_store import FrameStore
+        from pipeline.ingest.worker import IngestWorker
 
         cfg = self._config(gating)
         ensure_topics(cfg.kafka)
@@ -111,7 +111,7 @@ class PipelineSection:
                 r0 = {cid: reader_counts(r) for cid, r in worker._readers.items()}
                 p0 = dict(worker._processed)
                 calls0, stale0 = worker.detector_frames, worker.stale_frames
-                from pipeline import metrics
+                from pipeline.ingest import metrics
 
                 b0 = hist_state(metrics.BATCH_SIZE)
                 rss = [rss_mb()]
@@ -219,7 +219,7 @@ class PipelineSection:
 
         from detectors.loading import load_model, select_device
         from pipeline.camera_sim import CameraSim
-        from pipeline.kafka_io import ensure_topics, make_producer
+        from pipeline.common.kafka import ensure_topics, make_producer
 
         cfg = self._config(False)
         ensure_topics(cfg.kafka)

@@ -7,7 +7,7 @@ from typing import Any
 
 
 def cores_text(r: dict[str, Any]) -> str:
-    """Where the cores went during a run (see pipeline.cpu_share)."""
+    """Where the cores went during a run (see pipeline.bench.cpu_share)."""
     c = r.get("cores_used")
     if not c:
         return "-"

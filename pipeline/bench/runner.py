@@ -29,7 +29,7 @@ class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySecti
     """One ``vigil bench`` run: each section is a mixin of its own module."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from pipeline.assets import footage
+        from pipeline.common.assets import footage
         from pipeline.config import VigilConfig, load_config
 
         self.args = args
@@ -70,8 +70,8 @@ class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySecti
 
     # -- helpers --
     def detector(self, backend: str, **over):
+        from detectors.config import DetectorConfig
         from detectors.engine import Detector
-        from pipeline.config import DetectorConfig
 
         d = dict(self.det_dict, backend=backend)
         if backend == "openvino-bf16":  # cpu_precision: bf16 (not the default)

@@ -1,0 +1,419 @@
+"""Model registry: versions with metadata in Redis, files in a folder or any fsspec location.
+
+Keys (``<prefix>`` is ``redis.key_prefix``, ``<name>`` is ``models.name``)::
+
+    <prefix>models:<name>:versions    hash  version -> JSON metadata
+    <prefix>models:<name>:seq         counter for version numbers (v1, v2, ...)
+    <prefix>models:<name>:production  string: the production version
+    <prefix>models:<name>:history     list (newest first) of promotions and rollbacks
+    <prefix>models:<name>:decisions   list (newest first) of retrain promotion decisions
+    <prefix>models:<name>:workers     hash  worker id -> JSON {version, status, error, at}
+    <prefix>models:<name>:drift       hash  camera -> JSON live drift profile
+    <prefix>models:<name>:events      pub/sub channel: {"event": "promote", "version": ...}
+
+A version is the first 12 hex digits of the weights file's sha256: the same string the detector
+stamps on every detection message (``model.version``), so a message names the exact file.
+Files live at ``<models.store>/<name>/<version>/model.pt`` (plus the model card); a worker copies
+the file into its cache and checks the sha256 before loading it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from detectors.loading import WeightsError, cache_dir, file_sha256, load_model
+from detectors.retrain.config import ModelsConfig
+from pipeline.common.redis import RedisConfig
+
+log = logging.getLogger(__name__)
+
+
+class RegistryError(ValueError):
+    """A registry operation that cannot be done; the message says why."""
+
+
+@dataclass
+class ModelVersion:
+    version: str
+    number: int
+    name: str
+    uri: str
+    sha256: str
+    created_at: float
+    source: str = ""
+    classes: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)  # drift reference
+    card_uri: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelVersion:
+        data = json.loads(text)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), default=str)
+
+    @property
+    def label(self) -> str:
+        return f"v{self.number} ({self.version})"
+
+
+# --------------------------------------------------------------------------------------------
+# File store: a local folder or an fsspec URL (s3://, gs://, memory://...)
+
+
+def _is_url(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+def _local(location: str) -> Path:
+    return Path(location.removeprefix("file://")).expanduser()
+
+
+def store_put(src: Path, uri: str) -> None:
+    if _is_url(uri):
+        try:
+            import fsspec
+        except ImportError:
+            raise RegistryError(
+                f"model store {uri} needs fsspec (pip install fsspec and the filesystem's "
+                "package, e.g. s3fs)"
+            ) from None
+        with open(src, "rb") as f, fsspec.open(uri, "wb") as out:
+            shutil.copyfileobj(f, out, 1 << 20)
+        return
+    dest = _local(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def store_get(uri: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        if _is_url(uri):
+            try:
+                import fsspec
+            except ImportError:
+                raise RegistryError(f"model store {uri} needs fsspec") from None
+            with fsspec.open(uri, "rb") as f, open(tmp, "wb") as out:
+                shutil.copyfileobj(f, out, 1 << 20)
+        else:
+            src = _local(uri)
+            if not src.is_file():
+                raise RegistryError(f"model file {src} is missing from the store")
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except FileNotFoundError:
+        raise RegistryError(f"model file {uri} is missing from the store") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class ModelRegistry:
+    def __init__(
+        self, redis_cfg: RedisConfig, models_cfg: ModelsConfig | None = None, client=None
+    ) -> None:
+        from pipeline.common.redis import redis_client
+
+        self.cfg = models_cfg or ModelsConfig()
+        self.client = client or redis_client(redis_cfg)
+        self.base = f"{redis_cfg.key_prefix}models:{self.cfg.name}:"
+        self.store = self.cfg.store
+
+    # -- keys ------------------------------------------------------------------------------
+    def key(self, what: str) -> str:
+        return self.base + what
+
+    @property
+    def channel(self) -> str:
+        return self.key("events")
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except redis.RedisError as e:
+            raise RegistryError(f"model registry (Redis) unavailable: {e}") from None
+
+    # -- versions --------------------------------------------------------------------------
+    def register(
+        self,
+        weights: str | Path,
+        *,
+        metrics: dict[str, Any] | None = None,
+        profile: dict[str, Any] | None = None,
+        train: dict[str, Any] | None = None,
+        card: str | Path | None = None,
+        notes: str = "",
+        verify: bool = True,
+    ) -> ModelVersion:
+        """Copy ``weights`` into the store and record a version (existing file: same version).
+
+        With ``verify`` the file must load as a detection model first (:class:`WeightsError`).
+        """
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise RegistryError(f"weights file {path} not found")
+        classes: dict[str, str] = {}
+        if verify:
+            model = load_model(str(path), device="cpu")
+            classes = {str(k): str(v) for k, v in dict(model.names).items()}
+        sha = file_sha256(path)
+        version = sha[:12]
+        existing = self.get(version)
+        if existing is not None:
+            changed = False
+            for attr, value in (("metrics", metrics), ("profile", profile), ("train", train)):
+                if value:
+                    setattr(existing, attr, value)
+                    changed = True
+            if changed:
+                self._call(self.client.hset, self.key("versions"), version, existing.to_json())
+            return existing
+        uri = _join(self.store, self.cfg.name, version, "model.pt")
+        store_put(path, uri)
+        card_uri = None
+        if card is not None and Path(card).is_file():
+            card_uri = _join(self.store, self.cfg.name, version, "MODEL_CARD.md")
+            store_put(Path(card), card_uri)
+        number = int(self._call(self.client.incr, self.key("seq")))
+        mv = ModelVersion(
+            version=version,
+            number=number,
+            name=self.cfg.name,
+            uri=uri,
+            sha256=sha,
+            created_at=time.time(),
+            source=str(path),
+            classes=classes,
+            metrics=metrics or {},
+            profile=profile or {},
+            card_uri=card_uri,
+            train=train or {},
+            notes=notes,
+        )
+        self._call(self.client.hset, self.key("versions"), version, mv.to_json())
+        return mv
+
+    def attach_card(self, version: str, card: str | Path) -> None:
+        """Store a model card next to the version's weights."""
+        mv = self.require(version)
+        mv.card_uri = _join(self.store, self.cfg.name, mv.version, "MODEL_CARD.md")
+        store_put(Path(card), mv.card_uri)
+        self._call(self.client.hset, self.key("versions"), mv.version, mv.to_json())
+
+    def get(self, ref: str | None) -> ModelVersion | None:
+        """A version by id, unique id prefix, or ``vN``; None when unknown."""
+        if not ref:
+            return None
+        raw = self._call(self.client.hget, self.key("versions"), ref)
+        if raw is not None:
+            return ModelVersion.from_json(raw)
+        matches = [
+            v
+            for v in self.list()
+            if v.version.startswith(ref) or (ref.startswith("v") and ref[1:] == str(v.number))
+        ]
+        return matches[0] if len(matches) == 1 else None
+
+    def require(self, ref: str) -> ModelVersion:
+        mv = self.get(ref)
+        if mv is None:
+            raise RegistryError(
+                f"no model version {ref!r} in the registry; `vigil models list` shows them"
+            )
+        return mv
+
+    def list(self) -> list[ModelVersion]:
+        raw = self._call(self.client.hgetall, self.key("versions")) or {}
+        return sorted((ModelVersion.from_json(v) for v in raw.values()), key=lambda m: m.number)
+
+    # -- production ------------------------------------------------------------------------
+    def production_version(self) -> str | None:
+        raw = self._call(self.client.get, self.key("production"))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def production(self) -> ModelVersion | None:
+        return self.get(self.production_version())
+
+    def history(self, limit: int = 50) -> list[dict[str, Any]]:
+        raw = self._call(self.client.lrange, self.key("history"), 0, limit - 1)
+        return [json.loads(x) for x in raw]
+
+    def _set_production(self, mv: ModelVersion, entry: dict[str, Any]) -> None:
+        key = self.key("production")
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    prev = pipe.get(key)
+                    prev = prev.decode() if isinstance(prev, bytes) else prev
+                    entry["previous"] = prev
+                    pipe.multi()
+                    pipe.set(key, mv.version)
+                    pipe.lpush(self.key("history"), json.dumps(entry))
+                    pipe.ltrim(self.key("history"), 0, 999)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+                except redis.RedisError as e:
+                    raise RegistryError(f"model registry (Redis) unavailable: {e}") from None
+
+    def promote(
+        self, ref: str, *, reason: str = "", decision: dict[str, Any] | None = None
+    ) -> ModelVersion:
+        """Make ``ref`` the production model and notify the workers."""
+        mv = self.require(ref)
+        entry = {
+            "kind": "promote",
+            "version": mv.version,
+            "number": mv.number,
+            "at": time.time(),
+            "by": f"{socket.gethostname()}:{os.getpid()}",
+            "reason": reason,
+        }
+        if decision is not None:
+            entry["decision"] = decision
+        self._set_production(mv, entry)
+        self.publish({"event": "promote", "version": mv.version, "number": mv.number})
+        return mv
+
+    def rollback(self, *, reason: str = "") -> ModelVersion:
+        """Back to the model that was production before the current one was promoted."""
+        current = self.production_version()
+        if current is None:
+            raise RegistryError("no production model: nothing to roll back")
+        target = None
+        for entry in self.history(1000):
+            if entry.get("kind") == "promote" and entry.get("version") == current:
+                target = entry.get("previous")
+                break
+        if not target:
+            raise RegistryError(
+                f"production {current} has no earlier model to roll back to "
+                "(use `vigil models promote VERSION`)"
+            )
+        mv = self.require(target)
+        self._set_production(
+            mv,
+            {
+                "kind": "rollback",
+                "version": mv.version,
+                "number": mv.number,
+                "at": time.time(),
+                "by": f"{socket.gethostname()}:{os.getpid()}",
+                "reason": reason or f"rollback from {current}",
+                "from": current,
+            },
+        )
+        self.publish({"event": "promote", "version": mv.version, "number": mv.number})
+        return mv
+
+    def record_decision(self, decision: dict[str, Any]) -> None:
+        self._call(self.client.lpush, self.key("decisions"), json.dumps(decision, default=str))
+        self._call(self.client.ltrim, self.key("decisions"), 0, 999)
+
+    def decisions(self, limit: int = 20) -> list[dict[str, Any]]:
+        return [
+            json.loads(x)
+            for x in self._call(self.client.lrange, self.key("decisions"), 0, limit - 1)
+        ]
+
+    # -- notification ----------------------------------------------------------------------
+    def publish(self, event: dict[str, Any]) -> int:
+        """Tell running workers (Redis pub/sub); they also poll, so a lost notice only delays."""
+        try:
+            return int(self.client.publish(self.channel, json.dumps(event)))
+        except redis.RedisError as e:
+            log.warning("registry: promotion notice not published (%s); workers will poll", e)
+            return 0
+
+    # -- files -----------------------------------------------------------------------------
+    def fetch(self, mv: ModelVersion, dest_dir: Path | None = None) -> Path:
+        """A local, sha256-checked copy of a version's weights (cached)."""
+        dest_dir = dest_dir or cache_dir().parent / "registry" / self.cfg.name
+        dest = dest_dir / f"{mv.version}.pt"
+        if dest.is_file() and file_sha256(dest) == mv.sha256:
+            return dest
+        store_get(mv.uri, dest)
+        got = file_sha256(dest)
+        if got != mv.sha256:
+            dest.unlink(missing_ok=True)
+            raise WeightsError(
+                f"model {mv.label}: the stored file {mv.uri} is damaged "
+                f"(sha256 {got[:12]}, expected {mv.version}); re-register it"
+            )
+        return dest
+
+    # -- worker status and drift -----------------------------------------------------------
+    def report_worker(
+        self, worker_id: str, version: str | None, status: str, error: str | None = None
+    ) -> None:
+        entry = {"version": version, "status": status, "error": error, "at": time.time()}
+        self._call(self.client.hset, self.key("workers"), worker_id, json.dumps(entry))
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        raw = self._call(self.client.hgetall, self.key("workers")) or {}
+        return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+
+    def put_drift(self, rows: dict[str, dict[str, Any]]) -> None:
+        if rows:
+            self.client.hset(self.key("drift"), mapping={k: json.dumps(v) for k, v in rows.items()})
+
+    def get_drift(self) -> dict[str, dict[str, Any]]:
+        raw = self._call(self.client.hgetall, self.key("drift")) or {}
+        return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def format_versions(reg: ModelRegistry) -> str:
+    versions = reg.list()
+    if not versions:
+        return "no models registered (vigil retrain or vigil models promote FILE adds one)"
+    prod = reg.production_version()
+    lines = [f"{'':2}{'#':>4} {'version':<13} {'created':<17} {'mAP50':>6} {'classes':<24} source"]
+    for v in versions:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at))
+        m = v.metrics.get("map50")
+        classes = ",".join(list(v.classes.values())[:4]) + ("..." if len(v.classes) > 4 else "")
+        lines.append(
+            f"{'*' if v.version == prod else ' ':2}{v.number:>4} {v.version:<13} {created:<17} "
+            f"{(f'{m:.3f}' if isinstance(m, (int, float)) else '-'):>6} {classes:<24} "
+            f"{Path(v.source).name}"
+        )
+    workers = reg.workers()
+    if workers:
+        lines.append("workers:")
+        for wid, w in sorted(workers.items()):
+            err = f" ({w['error']})" if w.get("error") else ""
+            lines.append(f"  {wid}: {w.get('status')} {w.get('version')}{err}")
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""Kafka: the connection settings every stage shares, clients with the settings Vigil relies on,
+and idempotent topic creation. Explicit timeouts everywhere (``request_timeout_ms``,
+``bootstrap_timeout_ms``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from pydantic import Field, SecretStr
+
+from pipeline.common.config import StrictModel
+from pipeline.common.errors import UserError
+from pipeline.common.jsoncodec import dumps
+
+log = logging.getLogger(__name__)
+
+
+class KafkaTopics(StrictModel):
+    cameras: str = "vigil.cameras"
+    detections: str = "vigil.detections"
+    alerts: str = "vigil.alerts"
+    detections_dlq: str = "vigil.detections.dlq"
+    control: str = "vigil.control"
+
+
+class KafkaConfig(StrictModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "vigil"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    request_timeout_ms: int = Field(15000, ge=1000)
+    bootstrap_timeout_ms: int = Field(15000, ge=1000)
+    topics: KafkaTopics = KafkaTopics()
+    detections_partitions: int = Field(6, ge=1)
+    cameras_partitions: int = Field(16, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    compression: Literal["gzip", "snappy", "lz4", "zstd", "none"] = "gzip"
+    linger_ms: int = Field(5, ge=0)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection settings shared by producers, consumers and the admin client."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+            "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.username
+            kw["sasl_plain_password"] = self.password.get_secret_value() if self.password else None
+        return kw
+
+
+class KafkaUnavailable(UserError, RuntimeError):
+    """The broker cannot be reached; the message says which address and how to start it."""
+
+
+def _unavailable(cfg: KafkaConfig, err: Exception) -> KafkaUnavailable:
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {cfg.bootstrap_servers} ({type(err).__name__}: {err}); "
+        "is it running? `make infra-up` starts a local broker"
+    )
+
+
+def topic_specs(cfg: KafkaConfig) -> list[NewTopic]:
+    rf = cfg.replication_factor
+    t = cfg.topics
+    return [
+        # Compacted: the latest definition per camera id is the registry; a tombstone removes it.
+        NewTopic(
+            t.cameras,
+            cfg.cameras_partitions,
+            rf,
+            topic_configs={
+                "cleanup.policy": "compact",
+                "min.cleanable.dirty.ratio": "0.1",
+                "segment.ms": "600000",
+            },
+        ),
+        NewTopic(
+            t.detections,
+            cfg.detections_partitions,
+            rf,
+            topic_configs={"retention.ms": str(24 * 3600 * 1000)},
+        ),
+        NewTopic(
+            t.alerts,
+            cfg.detections_partitions,
+            rf,
+            topic_configs={"retention.ms": str(30 * 24 * 3600 * 1000)},
+        ),
+        NewTopic(
+            t.detections_dlq, 1, rf, topic_configs={"retention.ms": str(7 * 24 * 3600 * 1000)}
+        ),
+        NewTopic(t.control, 1, rf),
+    ]
+
+
+def admin_client(cfg: KafkaConfig) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(client_id=f"{cfg.client_id}-admin", **cfg.client_kwargs())
+    except KafkaError as e:
+        raise _unavailable(cfg, e) from None
+
+
+def ensure_topics(cfg: KafkaConfig, timeout_s: float = 15.0) -> None:
+    """Create Vigil's topics when missing; existing topics are left as they are."""
+    admin = admin_client(cfg)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topic_specs(cfg) if t.name not in existing]
+        for topic in missing:
+            try:
+                admin.create_topics([topic], timeout_ms=int(timeout_s * 1000))
+                log.info("created topic %s (%d partitions)", topic.name, topic.num_partitions)
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError as e:
+        raise _unavailable(cfg, e) from None
+    finally:
+        admin.close()
+
+
+def make_producer(
+    cfg: KafkaConfig, client_suffix: str = "producer", **overrides: Any
+) -> KafkaProducer:
+    """acks=all + idempotence: a retried send never duplicates or reorders a camera's messages."""
+    kw: dict[str, Any] = dict(
+        client_id=f"{cfg.client_id}-{client_suffix}",
+        acks="all",
+        enable_idempotence=True,
+        retries=2**31 - 1,
+        delivery_timeout_ms=120_000,
+        max_in_flight_requests_per_connection=5,
+        linger_ms=cfg.linger_ms,
+        compression_type=None if cfg.compression == "none" else cfg.compression,
+        key_serializer=lambda k: k.encode() if isinstance(k, str) else k,
+        value_serializer=lambda v: v if v is None or isinstance(v, bytes) else dumps(v),
+        **cfg.client_kwargs(),
+    )
+    kw.update(overrides)
+    try:
+        return KafkaProducer(**kw)
+    except KafkaError as e:
+        raise _unavailable(cfg, e) from None
+
+
+def make_consumer(cfg: KafkaConfig, client_suffix: str, **kw: Any) -> KafkaConsumer:
+    try:
+        return KafkaConsumer(
+            client_id=f"{cfg.client_id}-{client_suffix}", **cfg.client_kwargs(), **kw
+        )
+    except KafkaError as e:
+        raise _unavailable(cfg, e) from None

@@ -1,0 +1,71 @@
+"""Redis: the connection settings, the one client factory, and every key name Vigil uses.
+
+Every key starts with ``redis.key_prefix`` (default ``vigil:``); docs/redis.md describes them.
+Keys are built here only, so the alert service, the console and retraining agree on them.
+"""
+
+from __future__ import annotations
+
+import redis
+from pydantic import Field, SecretStr
+
+from pipeline.common.config import StrictModel
+
+
+class RedisConfig(StrictModel):
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    key_prefix: str = "vigil:"
+    socket_timeout_s: float = Field(5.0, gt=0)
+    stream_maxlen: int = Field(100_000, ge=100)
+    camera_stream_maxlen: int = Field(10_000, ge=100)
+    snapshot_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    frame_ttl_s: int = Field(120, ge=5, description="recent frames kept for snapshots")
+    store_frames: bool = True
+
+
+def redis_client(cfg: RedisConfig) -> redis.Redis:
+    """Explicit timeouts everywhere; the URL (which may hold a password) is never logged."""
+    return redis.Redis.from_url(
+        cfg.url.get_secret_value(),
+        socket_timeout=cfg.socket_timeout_s,
+        socket_connect_timeout=cfg.socket_timeout_s,
+        health_check_interval=30,
+    )
+
+
+class RedisKeys:
+    """Key names under one prefix."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = "vigil:") -> None:
+        self.prefix = prefix
+
+    def alerts_stream(self, camera_id: str | None = None) -> str:
+        """The alert event stream, all cameras or one camera's."""
+        p = self.prefix
+        return f"{p}alerts" if camera_id is None else f"{p}alerts:{camera_id}"
+
+    def alert(self, alert_id: str) -> str:
+        """Hash: the alert's latest state."""
+        return f"{self.prefix}alert:{alert_id}"
+
+    def snapshot(self, alert_id: str) -> str:
+        """The alert's JPEG snapshot."""
+        return f"{self.prefix}snapshot:{alert_id}"
+
+    def checkpoint(self, group: str, topic: str, partition: int) -> str:
+        """Alert-service rule state + next offset for one Kafka partition."""
+        return f"{self.prefix}state:{group}:{topic}:{partition}"
+
+    def frame(self, camera_id: str, epoch: int, seq: int) -> str:
+        """A recent frame (JPEG, short TTL) for snapshots and collection."""
+        return f"{self.prefix}frame:{camera_id}:{epoch}:{seq}"
+
+    def models(self, name: str) -> str:
+        """Base of the model registry's keys for model ``name`` (``...:<what>`` appended)."""
+        return f"{self.prefix}models:{name}:"
+
+
+def frame_key(prefix: str, camera_id: str, epoch: int, seq: int) -> str:
+    return RedisKeys(prefix).frame(camera_id, epoch, seq)

@@ -1,0 +1,43 @@
+"""The ``ingest:`` section: worker identity, camera defaults, reconnects, motion gating."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import Field
+
+from pipeline.common.config import StrictModel
+from pipeline.common.contracts import Connections
+from pipeline.ingest.motion import MotionConfig
+
+
+class ReconnectConfig(StrictModel):
+    initial_s: float = Field(0.5, gt=0)
+    max_s: float = Field(30.0, gt=0)
+    jitter: float = Field(0.2, ge=0, le=1)
+
+
+class IngestConfig(StrictModel):
+    worker_id: str | None = None
+    group_id: str = "vigil-ingest"
+    default_fps: float = Field(5.0, gt=0, le=120)
+    open_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(10.0, gt=0)
+    # FFmpeg decoder threads per camera; 0 = one per core (OpenCV's default). 1: a worker decodes
+    # many cameras in parallel anyway, frame threading costs ~10 % more CPU here and delays each
+    # frame by one frame per extra thread.
+    decode_threads: int = Field(1, ge=0, le=64)
+    reconnect: ReconnectConfig = ReconnectConfig()
+    session_timeout_ms: int = Field(10000, ge=6000)
+    # A frame older than this when the detector gets to it is dropped and counted (stale).
+    max_frame_age_s: float = Field(2.0, gt=0, le=60)
+    # Motion gating defaults for every camera (cameras[].motion overrides them key by key).
+    motion: MotionConfig = MotionConfig()
+
+
+class IngestSettings(Connections, Protocol):
+    """What an ingest worker needs of the root config (``pipeline.config.VigilConfig`` is one):
+    Kafka, Redis, this section, and the detector's batching keys (``max_batch``, ``max_wait_ms``)."""
+
+    ingest: IngestConfig
+    detector: Any

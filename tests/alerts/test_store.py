@@ -1,0 +1,330 @@
+"""The Redis data model of alerts (alerts/store.py) and snapshot drawing, against real Redis:
+the shared test Redis (DB 15, a unique key prefix per test) and, for AUTH and TLS, private
+redis-server processes on free ports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import redis
+
+from alerts.events import AlertEvent
+from alerts.snapshots import draw_alert, render_snapshot
+from alerts.store import AlertStore, AlertWrite
+from pipeline.common.redis import RedisConfig
+from tests.conftest import REDIS_URL, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _cfg(url: str = REDIS_URL, **kw) -> RedisConfig:
+    return RedisConfig(url=url, key_prefix=f"ts{uuid.uuid4().hex[:8]}:", **kw)
+
+
+def _cleanup(store: AlertStore) -> None:
+    keys = list(store.client.scan_iter(match=f"{store.prefix}*", count=1000))
+    if keys:
+        store.client.unlink(*keys)
+    store.client.close()
+
+
+@pytest.fixture
+def store():
+    s = AlertStore(_cfg(), alert_ttl_s=3600)
+    try:
+        s.client.ping()
+    except redis.RedisError as e:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL}: run `make infra-up` ({e})")
+    yield s
+    _cleanup(s)
+
+
+def _event(
+    status: str = "started", aid: str = "0123456789abcdef0123", camera: str = "cam-a", **kw
+) -> dict:
+    ev = AlertEvent(
+        id=aid,
+        camera_id=camera,
+        rule_id="lobby",
+        rule_type="zone_intrusion",
+        status=status,  # type: ignore[arg-type]
+        severity="high",
+        started_at=1000.0,
+        updated_at=1002.5 if status == "ended" else 1000.0,
+        ended_at=1002.0 if status == "ended" else None,
+        frame_seq=7,
+        epoch=123,
+        label="person",
+        track_id=4,
+        box=(0.1, 0.2, 0.3, 0.9),
+        confidence=0.87,
+        zone=[[0.0, 0.0], [0.5, 0.0], [0.5, 1.0]],
+        details={"reason": "cleared"} if status == "ended" else {"frames": 3},
+        **kw,
+    )
+    return ev.to_dict()
+
+
+def _jpeg(w: int = 160, h: int = 90, value: int = 128) -> bytes:
+    return cv2.imencode(".jpg", np.full((h, w, 3), value, np.uint8))[1].tobytes()
+
+
+def test_write_is_idempotent_per_id_and_status(store: AlertStore):
+    started, ended = _event("started"), _event("ended")
+    snap = _jpeg()
+    assert store.write_alert(AlertWrite(started, time.time(), snap)) == (True, False)
+    # A replay (crash before the commit) changes nothing.
+    assert store.write_alert(AlertWrite(started, time.time(), snap)) == (False, False)
+    assert store.stream_len() == 1 and store.stream_len("cam-a") == 1
+    assert store.write_alert(AlertWrite(ended, time.time())) == (True, False)
+    assert store.write_alert(AlertWrite(started, time.time(), snap)) == (False, False)
+    assert store.write_alert(AlertWrite(ended, time.time())) == (False, False)
+    assert store.stream_len() == 2 and store.stream_len("cam-a") == 2
+    assert store.stream_len("other") == 0
+
+    alert = store.get_alert(started["id"])
+    assert alert is not None
+    # The hash holds the latest status; a replayed "started" did not overwrite the "ended".
+    assert alert["status"] == "ended" and alert["ended_at"] == 1002.0
+    assert alert["box"] == [0.1, 0.2, 0.3, 0.9] and alert["track_id"] == 4
+    assert alert["details"] == {"reason": "cleared"}
+    assert alert["snapshot"] is True and store.get_snapshot(started["id"]) == snap
+    assert 0 < store.client.ttl(store.snapshot_key(started["id"])) <= store.cfg.snapshot_ttl_s
+    assert 0 < store.client.ttl(store.alert_key(started["id"])) <= 3600
+    assert alert["written_started"] > 0 and alert["written_ended"] >= alert["written_started"]
+
+    recent = store.recent()
+    assert [(a["id"], a["status"]) for a in recent] == [
+        (started["id"], "ended"),
+        (started["id"], "started"),
+    ]
+    assert recent[1] == started  # the stream entry is the alert.v1 message itself
+    assert store.recent("cam-a", count=1) == [ended]
+
+
+def test_published_mark_and_latency(store: AlertStore):
+    msg = _event("started", aid="a" * 20)
+    capture_ts = time.time() - 0.5
+    assert store.write_alert(AlertWrite(msg, capture_ts)) == (True, False)
+    alert = store.get_alert(msg["id"])
+    assert 400 <= alert["latency_ms"] <= 5000, alert["latency_ms"]
+    assert alert["snapshot"] is False  # no frame, no snapshot, but the alert is stored
+    store.mark_published([(msg["id"], "started")])
+    assert store.write_alert(AlertWrite(msg, capture_ts)) == (False, True)
+    assert store.get_alert("f" * 20) is None
+    assert store.get_snapshot("f" * 20) is None
+
+
+def test_batch_write_keeps_order_and_frames_lookup(store: AlertStore):
+    msgs = [_event("started", aid=f"{i:020x}", camera=f"cam-{i % 2}") for i in range(10)]
+    store.client.set(store.frame_key("cam-0", 123, 7), b"jpeg", ex=60)
+    sources = store.snapshot_sources([(m["id"], m["camera_id"], 123, 7) for m in msgs[:2]])
+    assert sources == [(b"jpeg", False), (None, False)]
+    res = store.write_alerts([AlertWrite(m, time.time()) for m in msgs])
+    assert res == [(True, False)] * 10
+    assert store.snapshot_sources([(msgs[0]["id"], "cam-0", 123, 7)]) == [(b"jpeg", True)]
+    assert [a["id"] for a in reversed(store.recent(count=100))] == [m["id"] for m in msgs]
+    assert store.stream_len("cam-0") == 5 and store.stream_len("cam-1") == 5
+
+
+def test_streams_are_capped():
+    s = AlertStore(_cfg(stream_maxlen=100, camera_stream_maxlen=100))
+    try:
+        for start in range(0, 1000, 100):
+            s.write_alerts(
+                [
+                    AlertWrite(_event(aid=f"{i:020x}"), time.time())
+                    for i in range(start, start + 100)
+                ]
+            )
+        # Trimming is approximate (whole stream nodes, `MAXLEN ~`): about the cap, never all.
+        assert 100 <= s.stream_len() <= 300
+        assert 100 <= s.stream_len("cam-a") <= 300
+    finally:
+        _cleanup(s)
+
+
+def test_checkpoints(store: AlertStore):
+    assert store.get_checkpoint("g", "t.detections", 0) is None
+    engine = {"version": 1, "cameras": {"cam-a": {"epoch": 1, "seq": 5}}}
+    store.put_checkpoints("g", {("t.detections", 0): (42, engine), ("t.detections", 1): (7, {})})
+    cp0, cp1, cp2 = store.get_checkpoints(
+        "g", [("t.detections", 0), ("t.detections", 1), ("t.detections", 2)]
+    )
+    assert cp0["offset"] == 42 and cp0["engine"] == engine
+    assert cp1["offset"] == 7 and cp2 is None
+    assert store.get_checkpoint("other-group", "t.detections", 0) is None
+    store.client.set(store.checkpoint_key("g", "t.detections", 0), b"{not json")
+    assert store.get_checkpoint("g", "t.detections", 0) is None  # ignored, not fatal
+
+
+def test_checkpoint_from_engine_json_is_the_same_bytes(store: AlertStore):
+    """The service passes RuleEngine.snapshot_json() (encoded once); what lands in Redis is what
+    the dict form stores, and reads back as the engine's snapshot()."""
+    from alerts.bench import make_messages, make_rules
+    from alerts.engine import RuleEngine
+
+    engine = RuleEngine({"rules": make_rules(10)})
+    for m in make_messages(2000, 5):
+        engine.process(m)
+    text = engine.snapshot_json()
+    assert json.loads(text) == engine.snapshot()
+    store.put_checkpoints("g", {("t.detections", 0): (42, engine.snapshot())})
+    as_dict = store.client.get(store.checkpoint_key("g", "t.detections", 0))
+    store.put_checkpoints("g", {("t.detections", 0): (42, text)})
+    assert store.client.get(store.checkpoint_key("g", "t.detections", 0)) == as_dict
+    cp = store.get_checkpoint("g", "t.detections", 0)
+    assert cp is not None and cp["offset"] == 42 and cp["engine"] == engine.snapshot()
+
+
+def test_write_with_payload_is_the_same_as_without(store: AlertStore):
+    """AlertWrite.payload (the service's pre-encoded message) stores what encoding here does."""
+    from pipeline.common.jsoncodec import dumps
+
+    msg = _event(aid="fedcba9876543210fedc")
+    msg["details"] = {"frames": 3, "note": "caf\u00e9 \u2192 \n"}
+    assert store.write_alert(AlertWrite(msg, 1000.0)) == (True, False)
+    other = dict(msg, id="fedcba9876543210fedd")
+    assert store.write_alert(AlertWrite(other, 1000.0, None, dumps(other))) == (True, False)
+    a, b = store.get_alert(msg["id"]), store.get_alert(other["id"])
+    for k in ("written_started", "latency_ms", "id"):
+        a.pop(k), b.pop(k)
+    assert a == b
+    entries = store.client.xrange(store.stream_key(), "-", "+")
+    assert [json.loads(f[b"alert"]) for _, f in entries] == [msg, other]
+    raw = [f[b"alert"] for _, f in entries]
+    assert raw[1] == json.dumps(other, separators=(",", ":"), ensure_ascii=False).encode()
+    assert raw[0] == json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_snapshot_drawing():
+    frame = _jpeg(320, 180, value=90)
+    alert = _event()
+    out = render_snapshot(frame, alert)
+    img = cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape == (180, 320, 3)
+    # The box edge is drawn in the severity colour (high = orange, BGR (0, 128, 255)).
+    x1, y2 = round(0.1 * 319), round(0.9 * 179)
+    edge = img[y2 - 10 : y2 + 1, x1 - 1 : x1 + 2].reshape(-1, 3).mean(axis=0)
+    assert edge[2] > 180 and edge[0] < 80, edge
+    inside = img[100, 60]
+    assert abs(int(inside[0]) - 90) < 15  # the picture itself is kept
+    assert render_snapshot(b"not a jpeg", alert) is None
+    # No box (e.g. a count anomaly): the frame with the label only.
+    plain = draw_alert(np.zeros((50, 80, 3), np.uint8), None, "r: x")
+    assert plain.shape == (50, 80, 3)
+
+
+def test_crowding_snapshot_outlines_every_counted_object():
+    frame = _jpeg(320, 180, value=90)
+    counted = [[0.1, 0.2, 0.2, 0.6], [0.5, 0.2, 0.6, 0.6], [0.7, 0.3, 0.8, 0.7]]
+    alert = dict(_event(), box=None, confidence=None, count=3, label="person")
+    alert["details"] = {"min_count": 3, "boxes": counted}
+    img = cv2.imdecode(np.frombuffer(render_snapshot(frame, alert), np.uint8), cv2.IMREAD_COLOR)
+    for x1, y1, _, y2 in counted:  # each left edge, halfway down, in the severity colour
+        y, x = round((y1 + y2) / 2 * 179), round(x1 * 319)
+        edge = img[y - 5 : y + 5, x - 1 : x + 2].reshape(-1, 3).mean(axis=0)
+        assert edge[2] > 180 and edge[0] < 80, (x1, edge)
+    assert abs(int(img[100, 100][0]) - 90) < 15  # between the boxes the picture is kept
+    from alerts.snapshots import alert_label
+
+    assert alert_label(alert).endswith("person x 3")
+
+
+# -- AUTH and TLS, on private servers ---------------------------------------------------------------
+
+
+class RedisServer:
+    def __init__(self, tmp: Path, *args: str) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server not installed (deploy/local/setup.sh)")
+        self.port = free_port()
+        self.tmp = tmp
+        self.args = args
+
+    def start(self, port_args: list[str] | None = None) -> RedisServer:
+        cmd = ["redis-server", "--bind", "127.0.0.1", "--dir", str(self.tmp), "--save", ""]
+        cmd += port_args if port_args is not None else ["--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*cmd, *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        return self
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def _wait_ping(client: redis.Redis, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_auth_and_key_prefix(tmp_path: Path):
+    server = RedisServer(tmp_path, "--requirepass", "s3cr3t-pw").start()
+    try:
+        url = f"redis://:s3cr3t-pw@127.0.0.1:{server.port}/0"
+        s = AlertStore(RedisConfig(url=url, key_prefix="site1:"))
+        _wait_ping(s.client)
+        assert s.write_alert(AlertWrite(_event(), time.time())) == (True, False)
+        keys = sorted(k.decode() for k in s.client.keys("*"))
+        assert keys == ["site1:alert:0123456789abcdef0123", "site1:alerts", "site1:alerts:cam-a"]
+        bad = AlertStore(RedisConfig(url=f"redis://:wrong@127.0.0.1:{server.port}/0"))
+        with pytest.raises(redis.AuthenticationError) as err:
+            bad.get_alert("x")
+        assert "wrong" not in str(err.value) and "s3cr3t" not in str(err.value)
+        assert "s3cr3t" not in repr(RedisConfig(url=url))  # SecretStr: never printed
+    finally:
+        server.stop()
+
+
+def test_tls_url(tmp_path: Path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        + ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    server = RedisServer(tmp_path, "--requirepass", "tls-pw")
+    server.start(
+        ["--port", "0", "--tls-port", str(server.port), "--tls-cert-file", str(cert)]
+        + ["--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+    )
+    try:
+        url = (
+            f"rediss://:tls-pw@127.0.0.1:{server.port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+        )
+        s = AlertStore(RedisConfig(url=url, key_prefix="tls:"))
+        _wait_ping(s.client)
+        assert s.write_alert(AlertWrite(_event(), time.time(), _jpeg())) == (True, False)
+        assert s.get_alert(_event()["id"])["snapshot"] is True
+        # A plain-text client cannot talk to the TLS port.
+        plain = AlertStore(RedisConfig(url=f"redis://:tls-pw@127.0.0.1:{server.port}/0"))
+        plain.client.connection_pool.connection_kwargs["socket_timeout"] = 1.0
+        with pytest.raises(redis.RedisError):
+            plain.get_alert("x")
+    finally:
+        server.stop()

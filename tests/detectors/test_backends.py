@@ -1,0 +1,286 @@
+"""Inference backends and the batched letterbox: same detections as PyTorch, export cache.
+
+Every available backend runs the converted yolov5n on footage frames (several cameras, mixed
+resolutions, in one batch) and must give the detections of ultralytics' own ``predict`` on each
+frame alone: matched boxes IoU >= 0.9, same class, confidence within 0.05 (boxes within 0.05 of
+the confidence threshold may be on one side only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detectors import backends
+from detectors.backends import BackendError, choose_backend, exported_model
+from detectors.config import DetectorConfig
+from detectors.engine import Detector
+from detectors.preprocess import Letterboxer, canvas_shape, scale_boxes
+from detectors.types import Detection
+from pipeline.bench import match_detections, merge_matches, replay_frames, sample_frames
+from pipeline.common.assets import footage, model
+from tests.conftest import model_test_env
+
+YOLOV5N = model("yolov5n.pt")
+pytestmark = pytest.mark.skipif(
+    not YOLOV5N.is_file(), reason=f"{YOLOV5N} missing (set VIGIL_ASSETS)"
+)
+FILES = (
+    "one-by-one-person-detection.mp4",  # 768x432
+    "people-detection.mp4",  # 480x270
+    "bottle-detection.mp4",  # 640x360
+    "classroom.mp4",  # 480x270
+    "person-bicycle-car-detection.mp4",
+)
+CPU_BACKENDS = [
+    b for b in ("torch", "onnxruntime", "openvino") if b in backends.available_backends("cpu")
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _env(tmp_path_factory):
+    """Private cache (conversion and exports happen here) and a modest thread count."""
+    with model_test_env(tmp_path_factory.mktemp("vigil-cache")):
+        yield
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return [f for name in FILES for f in sample_frames(footage(name), 3)]
+
+
+def _config(**kw) -> DetectorConfig:
+    return DetectorConfig(weights=str(YOLOV5N), device="cpu", tracker="none", **kw)
+
+
+@pytest.fixture(scope="module")
+def reference(frames) -> list[list[Detection]]:
+    """ultralytics ``predict`` on one frame at a time: what a naive loop would publish."""
+    det = Detector(_config(backend="ultralytics"))
+    return [det.detect([f])[0] for f in frames]
+
+
+# -- choosing --------------------------------------------------------------------------------------
+
+
+def test_auto_prefers_the_fastest_cpu_backend_available():
+    order = [b for b in ("openvino", "onnxruntime") if b in backends.available_backends("cpu")]
+    assert choose_backend("auto", "cpu", True) == (order[0] if order else "torch")
+    assert choose_backend("auto", "cpu", False) == "ultralytics"  # an exported file
+
+
+def test_unusable_backends_are_refused_with_a_reason():
+    with pytest.raises(BackendError, match="unknown backend"):
+        choose_backend("tflite", "cpu", True)
+    with pytest.raises(BackendError, match="NVIDIA GPU"):
+        choose_backend("tensorrt", "cpu", True)
+    with pytest.raises(BackendError, match=r"\.pt\) weights"):
+        choose_backend("onnxruntime", "cpu", False)
+
+
+def test_missing_runtime_is_named(monkeypatch):
+    real = backends.importlib.util.find_spec
+    monkeypatch.setattr(
+        backends.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "openvino" else real(name, *a),
+    )
+    with pytest.raises(BackendError, match="pip install openvino"):
+        choose_backend("openvino", "cpu", True)
+    assert choose_backend("auto", "cpu", True) != "openvino"
+
+
+# -- letterbox -------------------------------------------------------------------------------------
+
+
+def test_letterbox_matches_ultralytics_and_inverts(frames):
+    from ultralytics.data.augment import LetterBox
+
+    frame = frames[0]  # 768x432
+    boxer = Letterboxer(640)
+    canvas, (place,) = boxer.letterbox([frame])
+    expected = LetterBox((640, 640), auto=True, stride=32)(image=frame)
+    assert canvas.shape[1:] == expected.shape == (384, 640, 3)
+    assert np.array_equal(canvas[0], expected)
+    box = np.array([[100.0, 50.0, 300.0, 400.0, 0.9, 0]], np.float32)
+    back = box.copy()
+    back[:, [0, 2]] = back[:, [0, 2]] * place.gain_x + place.left
+    back[:, [1, 3]] = back[:, [1, 3]] * place.gain_y + place.top
+    np.testing.assert_allclose(scale_boxes(back, place)[:, :4], box[:, :4], atol=1e-3)
+
+
+def test_mixed_resolutions_share_the_smallest_canvas():
+    assert canvas_shape([(432, 768), (270, 480), (360, 640)], 640) == (384, 640)
+    assert canvas_shape([(270, 480), (480, 640)], 640) == (480, 640)  # a 4:3 camera joins
+    assert canvas_shape([(1080, 1920)], 640, rect=False) == (640, 640)
+    boxer = Letterboxer(640)
+    canvas, places = boxer.letterbox(
+        [np.zeros((270, 480, 3), np.uint8), np.full((480, 640, 3), 255, np.uint8)]
+    )
+    assert canvas.shape == (2, 480, 640, 3)
+    p = places[0]  # 480x270 -> 640x360, centred vertically in 480
+    assert (p.new_w, p.new_h, p.left, p.top) == (640, 360, 0, 60)
+    assert (canvas[0, :60] == 114).all() and (canvas[0, 60:420] == 0).all()
+    x = boxer.to_input(canvas)
+    assert x.shape == (2, 3, 480, 640) and x.dtype == np.float32
+    assert x[1].min() == 1.0 and abs(x[0, 0, 0, 0] - 114 / 255) < 1e-6
+
+
+# -- same detections ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_backend_matches_pytorch_predict_on_footage(backend, frames, reference):
+    det = Detector(_config(backend=backend, max_batch=8))
+    assert det.backend_name == backend
+    got = det.detect(frames)  # batches of mixed cameras and resolutions
+    stats = merge_matches(
+        [match_detections(r, g, det.config.conf) for r, g in zip(reference, got, strict=True)]
+    )
+    assert stats["ref"] >= 20, "the footage should give a fair number of boxes"
+    assert stats["ok"], stats
+    assert stats["matched"] >= stats["ref"] - stats["borderline"]
+
+
+def test_batch_gives_the_same_as_one_frame_at_a_time(frames):
+    det = Detector(_config(backend=CPU_BACKENDS[-1], max_batch=8))
+    together = det.detect(frames[:6])
+    alone = [det.detect([f])[0] for f in frames[:6]]
+    stats = merge_matches(
+        [match_detections(a, t, det.config.conf) for a, t in zip(alone, together, strict=True)]
+    )
+    assert stats["ok"], stats
+
+
+def test_tracking_and_raw_output_through_a_backend(frames):
+    det = Detector(DetectorConfig(weights=str(YOLOV5N), device="cpu", backend=CPU_BACKENDS[-1]))
+    cam = [f for _, f in replay_frames(footage("classroom.mp4"), 5.0)[:3]]  # seated people
+    raw: list[np.ndarray] = []
+    for f in cam:
+        out = det.detect([f], streams=["cam"], frame_rates=[5.0], raw_out=raw)
+    assert len(raw) == 3 and all(r.shape[1] == 6 for r in raw)
+    assert out[0] and all(d.track_id is not None for d in out[0])
+    again = det.finish(cam[-1], raw[-1], "cam", 5.0)  # a skipped frame re-fed to the tracker
+    assert {d.track_id for d in again} == {d.track_id for d in out[0]}
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_two_batches_in_flight_give_what_each_gives_alone(backend, frames):
+    """submit/collect (the worker overlaps a batch with the previous one's post-processing):
+    two batches in flight, each with its own letterbox buffer, must not mix."""
+    det = Detector(_config(backend=backend, max_batch=4))
+    a, b = frames[:4], frames[4:7]  # different sizes, so a mix-up would show
+    first = det.submit(a)
+    det.infer(frames[7:8])  # a synchronous call meanwhile takes the free buffer
+    second = det.submit(b)
+    with pytest.raises(RuntimeError, match="two batches in flight"):
+        det.submit(frames[7:8])
+    assert det.wait(first) and det.wait(second)
+    got_a, got_b = det.collect(first), det.collect(second)
+    with pytest.raises(RuntimeError, match="collected already"):
+        det.collect(first)
+    for got, want in ((got_a, det.infer(a)), (got_b, det.infer(b))):
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == w.shape and np.allclose(g, w, atol=1e-4)
+    assert any(len(g) for g in got_a + got_b)  # footage with people: not an empty comparison
+
+
+@pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
+def test_openvino_runs_f32_unless_bf16_is_asked_for(frames):
+    """f32 by default (PyTorch's detections); cpu_precision: bf16 is the user's opt-in."""
+    assert Detector(_config(backend="openvino")).backend.precision == "f32"
+    det = Detector(_config(backend="openvino", cpu_precision="bf16"))
+    assert det.backend.precision == "bf16"
+    assert sum(len(d) for d in det.detect(frames[:4])) > 0
+
+
+@pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
+def test_openvino_candidate_filter_in_the_graph_changes_nothing(frames):
+    """Only anchors above the threshold leave OpenVINO: NMS must see the same candidates."""
+    filtered = Detector(_config(backend="openvino", max_batch=8))
+    full = Detector(_config(backend="openvino", max_batch=8))
+    full.backend._min_score = None  # the whole output, as before the filter
+    full.backend._queues.clear()
+    for batch in (frames[:4], frames[4:12], frames[12:13]):  # mixed sizes, and one frame alone
+        got, want = filtered.infer(batch), full.infer(batch)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+    assert sum(len(g) for g in filtered.infer(frames[:8])) > 0
+    canvas, _ = Letterboxer(640).letterbox(frames[:4])  # and the filter is really on
+    assert filtered.backend.run(canvas).shape[-1] < full.backend.run(canvas).shape[-1]
+
+
+@pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
+def test_candidate_filter_only_on_a_raw_detection_head():
+    """End-to-end models (already suppressed, (1, 300, 6)) keep their whole output."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    def model_with_output(shape):
+        x = ops.parameter([1, 3, 8, 8], np.float32)
+        const = ops.constant(np.zeros(shape, np.float32))
+        return ov.Model([ops.add(const, ops.reduce_sum(x, [1, 2, 3], False))], [x])
+
+    assert backends.anchors_last(model_with_output([1, 84, 5040]))
+    assert backends.anchors_last(model_with_output([1, 5, 5040]))  # one class
+    assert not backends.anchors_last(model_with_output([1, 300, 6]))
+
+
+def test_candidates_of_different_counts_are_padded_with_zero_scores():
+    a, b = np.ones((84, 3), np.float32), np.ones((84, 1), np.float32)
+    batch = backends._stack_candidates([a, b])
+    assert batch.shape == (2, 84, 3)
+    assert (batch[1, :, 1:] == 0).all() and (batch[1, :, :1] == 1).all()
+
+
+# -- export cache ----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif("onnxruntime" not in CPU_BACKENDS, reason="onnxruntime not installed")
+def test_export_is_cached_next_to_the_weights_and_redone_when_they_change(tmp_path):
+    from detectors.loading import load_model
+
+    src = load_model(str(YOLOV5N), "cpu").ckpt_path  # the converted checkpoint
+    weights = tmp_path / "mine.pt"
+    weights.write_bytes(Path(src).read_bytes())
+    first = exported_model(weights, "onnx", imgsz=640)
+    assert first.parent.parent == tmp_path / "mine.exports"
+    meta = json.loads((first.parent / "vigil-export.json").read_text())
+    assert meta["weights_sha256"] and meta["format"] == "onnx"
+    stamp = first.stat().st_mtime_ns
+    assert exported_model(weights, "onnx", imgsz=640) == first
+    assert first.stat().st_mtime_ns == stamp  # cached: not exported again
+
+    ckpt = torch.load(weights, weights_only=False)  # new weights: same model, other content
+    ckpt["vigil_test"] = "retrained"
+    torch.save(ckpt, weights)
+    os.utime(weights)
+    again = exported_model(weights, "onnx", imgsz=640)
+    assert again == first
+    new_meta = json.loads((again.parent / "vigil-export.json").read_text())
+    assert new_meta["weights_sha256"] != meta["weights_sha256"]
+
+
+def test_read_only_weights_folder_exports_to_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends, "_writable", lambda folder: False)
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"not really weights")
+    root = backends.export_root(weights)
+    assert root.parent.name == "exports" and str(root).startswith(os.environ["VIGIL_CACHE"])
+
+
+def test_detections_unchanged_when_frame_is_a_view(frames):
+    """Frames handed over by readers may be slices; the letterbox must not care."""
+    det = Detector(_config(backend=CPU_BACKENDS[-1]))
+    big = cv2.copyMakeBorder(frames[0], 10, 10, 10, 10, cv2.BORDER_CONSTANT)
+    view = big[10:-10, 10:-10]
+    assert not view.flags.c_contiguous
+    a, b = det.detect([view])[0], det.detect([frames[0].copy()])[0]
+    assert merge_matches([match_detections(a, b, det.config.conf)])["ok"]

@@ -1,0 +1,92 @@
+"""Camera reader behaviour on recorded footage and on unreachable cameras (no services needed)."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+
+import cv2
+import pytest
+
+from pipeline.common.assets import footage
+from pipeline.ingest.camera import CameraSpec
+from pipeline.ingest.capture import CameraReader, backoff_delays
+
+
+def wait_for(pred, timeout: float, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    return pred()
+
+
+def test_file_reader_latest_frame_semantics():
+    path = footage("people-detection.mp4")
+    if not path.exists():
+        pytest.fail(f"footage missing: {path} (set VIGIL_ASSETS)")
+    started = time.monotonic()
+    reader = CameraReader(CameraSpec(id="hall", url=str(path)), fps=50).start()
+    frames = []
+    try:
+        # take slowly: the reader must overwrite, not queue, and count what it dropped
+        while reader.alive or reader.pending_since() is not None:
+            f = reader.take()
+            if f is not None:
+                frames.append(f)
+            time.sleep(0.25)
+    finally:
+        reader.stop(join_timeout=2)
+    assert frames, "no frame delivered"
+    assert all(f.image.shape == (270, 480, 3) for f in frames)
+    seqs = [f.seq for f in frames]
+    assert seqs == sorted(set(seqs)), "sequence numbers must only increase"
+    s = reader.stats
+    assert s.frames_decoded == 23
+    assert s.state == "finished"
+    # 23 frames at 12.5 fps take ~1.8 s; taking every 0.25 s cannot see them all
+    assert len(frames) < 23 and s.frames_dropped > 0
+    assert s.frames_delivered == len(frames)
+    # the reader thread's own CPU (decoding): some, and no more than the time it ran
+    assert 0 < s.decode_cpu_s < time.monotonic() - started
+
+
+def test_unreachable_camera_retries_with_backoff():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = CameraSpec(id="gone", url=f"rtsp://user:pw@127.0.0.1:{port}/cam")
+    reader = CameraReader(
+        spec, fps=5, open_timeout_s=1, backoff_initial_s=0.1, backoff_max_s=0.2
+    ).start()
+    try:
+        assert wait_for(lambda: reader.stats.state == "backoff", 10), reader.stats
+        assert reader.take() is None
+        assert reader.alive, "an unreachable camera must keep retrying, not end the reader"
+        assert "cannot open" in (reader.stats.last_error or "")
+    finally:
+        reader.stop(join_timeout=5)
+    assert not reader.alive
+
+
+def test_backoff_grows_and_is_capped():
+    delays = backoff_delays(0.5, 4.0, 0.0, random.Random(1))
+    assert [next(delays) for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    jittered = backoff_delays(1.0, 8.0, 0.2, random.Random(1))
+    values = [next(jittered) for _ in range(3)]
+    assert 0.8 <= values[0] <= 1.2 and 1.6 <= values[1] <= 2.4
+
+
+@pytest.mark.parametrize("threads, expected", [(1, 1), (3, 3)])
+def test_decoder_thread_count_is_applied(threads, expected):
+    path = footage("people-detection.mp4")
+    reader = CameraReader(CameraSpec(id="hall", url=str(path)), fps=5, decode_threads=threads)
+    cap = reader._open()
+    try:
+        assert cap is not None
+        assert cap.get(cv2.CAP_PROP_N_THREADS) == expected
+    finally:
+        cap.release()

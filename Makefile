@@ -26,9 +26,10 @@ demo: setup  ## the whole chain on real footage, end to end
 bench: setup
 	bash deploy/local/with-services.sh sh -c '$(PYTHON) -m pipeline.cli bench --out BENCHMARKS.json && $(PYTHON) -m pipeline.cli alerts bench'
 
-lint:
+lint:  ## ruff (lint + format) and the import contracts of pyproject.toml (docs/architecture.md)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -c "from importlinter.cli import lint_imports_command; lint_imports_command()"
 
 format:
 	$(PYTHON) -m ruff check --fix .

@@ -25,7 +25,8 @@ from typing import Any
 
 import redis
 
-from pipeline.common.redis import RedisConfig, frame_key, redis_client
+from pipeline.common.jsoncodec import dumps_text
+from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,6 @@ _JSON_FIELDS = {"box", "zone", "details"}
 _BOOL_FIELDS = {"snapshot", "published_started", "published_ended"}
 
 
-# json.dumps(value, separators=(",", ":"), ensure_ascii=False) without building an encoder per call
-_json_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
 def _enc(value: Any) -> str:
     t = type(value)
     if t is str:  # the common cases first, by exact type (a bool is not an int here)
@@ -108,7 +105,7 @@ def _enc(value: Any) -> str:
         return "1" if value else "0"
     if isinstance(value, int | float | str):
         return str(value)
-    return _json_compact(value)
+    return dumps_text(value)
 
 
 def _dec(field: str, raw: str) -> Any:
@@ -150,26 +147,28 @@ class AlertStore:
     ) -> None:
         self.cfg = cfg
         self.prefix = cfg.key_prefix
+        self.keys = RedisKeys(cfg.key_prefix)
         self.client = client if client is not None else redis_client(cfg)
         self.alert_ttl_s = alert_ttl_s or 0
         self._write = self.client.register_script(_WRITE_LUA)
 
     # -- keys -------------------------------------------------------------------------------------
 
+    # key names: pipeline.common.redis.RedisKeys (docs/redis.md)
     def stream_key(self, camera_id: str | None = None) -> str:
-        return f"{self.prefix}alerts" if camera_id is None else f"{self.prefix}alerts:{camera_id}"
+        return self.keys.alerts_stream(camera_id)
 
     def alert_key(self, alert_id: str) -> str:
-        return f"{self.prefix}alert:{alert_id}"
+        return self.keys.alert(alert_id)
 
     def snapshot_key(self, alert_id: str) -> str:
-        return f"{self.prefix}snapshot:{alert_id}"
+        return self.keys.snapshot(alert_id)
 
     def checkpoint_key(self, group: str, topic: str, partition: int) -> str:
-        return f"{self.prefix}state:{group}:{topic}:{partition}"
+        return self.keys.checkpoint(group, topic, partition)
 
     def frame_key(self, camera_id: str, epoch: int, seq: int) -> str:
-        return frame_key(self.prefix, camera_id, epoch, seq)
+        return self.keys.frame(camera_id, epoch, seq)
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -219,7 +218,7 @@ class AlertStore:
         msg = it.message
         payload = it.payload
         if payload is None:
-            payload = _json_compact(msg).encode()
+            payload = dumps_text(msg).encode()
         args: list[Any] = [
             msg["status"],
             repr(float(it.capture_ts)),

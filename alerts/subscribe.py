@@ -23,7 +23,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
+import redis
+from kafka import TopicPartition
+
+from alerts.store import AlertStore, parse_entry
 from pipeline.common.contracts import Connections
+from pipeline.common.kafka import make_consumer
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +98,6 @@ def _filtered(
 def _kafka_alerts(
     cfg: Connections, from_beginning: bool, on_ready: Callable[[], None] | None
 ) -> Iterator[dict[str, Any] | None]:
-    from kafka import TopicPartition
-
-    from pipeline.common.kafka import make_consumer
-
     topic = cfg.kafka.topics.alerts
     consumer = make_consumer(
         cfg.kafka,
@@ -159,10 +160,6 @@ def _redis_alerts(
     from_beginning: bool,
     on_ready: Callable[[], None] | None,
 ) -> Iterator[dict[str, Any] | None]:
-    import redis
-
-    from alerts.store import AlertStore, parse_entry
-
     store = AlertStore(cfg.redis)
     key = store.stream_key(camera)
     client = store.client

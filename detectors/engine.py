@@ -13,7 +13,14 @@ import torch
 
 from detectors.backends import Backend, choose_backend, create_backend
 from detectors.config import DetectorConfig
-from detectors.loading import WeightsError, file_sha256, load_model, resolve_weights, select_device
+from detectors.loading import (
+    WeightsError,
+    file_sha256,
+    load_model,
+    precision_kwargs,
+    resolve_weights,
+    select_device,
+)
 from detectors.preprocess import Letterboxer, Placement, scale_boxes
 from detectors.tracking import StreamTrackers
 from detectors.types import Detection
@@ -49,15 +56,6 @@ def _model_name(source: Path | str) -> str:
     return name or str(source)
 
 
-def _precision_kwargs(half: bool) -> dict:
-    """FP16 request in the spelling this ultralytics understands (8.4 renamed ``half`` to ``quantize``)."""
-    if not half:
-        return {}
-    from ultralytics.cfg import DEFAULT_CFG_DICT
-
-    return {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
-
-
 @dataclass(slots=True, eq=False)
 class Submitted:
     """A batch started by :meth:`Detector.submit`, to hand to :meth:`Detector.collect`."""
@@ -87,13 +85,13 @@ class Detector:
         if isinstance(source, Path) and source.is_file():
             self.version = file_sha256(source)[:12]
         else:
-            import ultralytics
+            import ultralytics  # noqa: PLC0415 (heavy: only for its version, when not loaded yet)
 
             self.version = f"ultralytics-{ultralytics.__version__}"
         self.names: dict[int, str] = {int(k): str(v) for k, v in dict(self.model.names).items()}
         self.classes = resolve_classes(self.config.classes, self.names)
         self.half = bool(self.config.half and self.device.startswith("cuda"))
-        self._precision = _precision_kwargs(self.half)
+        self._precision = precision_kwargs(self.half)
         self._lock = threading.Lock()
         native = isinstance(getattr(self.model, "model", None), torch.nn.Module)
         self.backend_name = choose_backend(self.config.backend, self.device, native)
@@ -237,7 +235,7 @@ class Detector:
 
     def collect(self, job: Submitted) -> list[np.ndarray]:
         """Wait for a submitted batch; per frame an ``(n, 6)`` array like :meth:`infer`."""
-        from ultralytics.utils.nms import non_max_suppression  # heavy: torch + ultralytics
+        from ultralytics.utils.nms import non_max_suppression  # noqa: PLC0415 (heavy: torch + ultralytics)
 
         if self.backend is None:
             return job.handle

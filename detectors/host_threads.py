@@ -22,8 +22,8 @@ class HostThreads:
 
 
 def current() -> HostThreads:
-    import cv2
-    import torch
+    import cv2  # noqa: PLC0415 (torch/cv2: only when a worker starts)
+    import torch  # noqa: PLC0415 (torch/cv2: only when a worker starts)
 
     return HostThreads(torch.get_num_threads(), cv2.getNumThreads())
 
@@ -40,8 +40,8 @@ def wanted(setting: int | str, backend: str, device: str) -> int | None:
 def apply(setting: int | str, backend: str, device: str) -> HostThreads:
     """Apply ``setting`` for ``backend`` on ``device``; returns the previous values (for
     :func:`restore`)."""
-    import cv2
-    import torch
+    import cv2  # noqa: PLC0415 (torch/cv2: only when a worker starts)
+    import torch  # noqa: PLC0415 (torch/cv2: only when a worker starts)
 
     before = current()
     n = wanted(setting, backend, device)
@@ -52,8 +52,8 @@ def apply(setting: int | str, backend: str, device: str) -> HostThreads:
 
 
 def restore(previous: HostThreads) -> None:
-    import cv2
-    import torch
+    import cv2  # noqa: PLC0415 (torch/cv2: only when a worker starts)
+    import torch  # noqa: PLC0415 (torch/cv2: only when a worker starts)
 
     torch.set_num_threads(previous.torch)
     cv2.setNumThreads(previous.opencv)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,7 +64,7 @@ def resolve_weights(spec: str) -> Path | str:
 
 def select_device(device: str = "auto") -> str:
     """``auto`` → ``cuda:0`` when CUDA works here, else ``cpu``; explicit choices are checked."""
-    import torch
+    import torch  # noqa: PLC0415 (heavy: only to pick a device)
 
     spec = (device or "auto").strip().lower()
     if spec == "auto":
@@ -134,8 +135,6 @@ def _convert_cached(path: Path) -> Path:
 
 def import_yolov5(src: str | Path, out: str | Path) -> Path:
     """Convert a legacy YOLOv5 checkpoint to an ultralytics one, with :class:`WeightsError` on failure."""
-    import pickle
-
     src = Path(src).expanduser()
     if not src.is_file():
         raise WeightsError(
@@ -156,13 +155,22 @@ def import_yolov5(src: str | Path, out: str | Path) -> Path:
         raise _corrupt(src, f"{type(e).__name__}: {e}") from None
 
 
+def precision_kwargs(half: bool) -> dict:
+    """FP16 request in the spelling this ultralytics understands (8.4 renamed ``half`` to ``quantize``)."""
+    if not half:
+        return {}
+    from ultralytics.cfg import DEFAULT_CFG_DICT  # noqa: PLC0415 (heavy: ultralytics)
+
+    return {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
+
+
 def _is_stale(model: YOLO) -> bool:
     info = (getattr(model, "ckpt", None) or {}).get("vigil") or {}
     return info.get("converter") != f"{yolov5_legacy.__name__}/{yolov5_legacy.CONVERTER_VERSION}"
 
 
 def _open(source: Path | str, shown: str) -> YOLO:
-    from ultralytics import YOLO
+    from ultralytics import YOLO  # noqa: PLC0415 (heavy: ultralytics)
 
     yolov5_legacy.register_safe_globals()
     try:

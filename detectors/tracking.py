@@ -15,8 +15,8 @@ TRACKERS = ("bytetrack", "botsort")
 
 
 def _tracker_args(kind: str, frame_rate: float, buffer_s: float):
-    from ultralytics.utils import YAML, IterableSimpleNamespace
-    from ultralytics.utils.checks import check_yaml
+    from ultralytics.utils import YAML, IterableSimpleNamespace  # noqa: PLC0415 (ultralytics: heavy)
+    from ultralytics.utils.checks import check_yaml  # noqa: PLC0415 (ultralytics: heavy)
 
     args = IterableSimpleNamespace(**YAML.load(check_yaml(f"{kind}.yaml")))
     args.track_buffer = max(
@@ -43,8 +43,8 @@ class StreamTrackers:
     def _get(self, stream: str, frame_rate: float):
         tracker = self._trackers.get(stream)
         if tracker is None:
-            from ultralytics.trackers.bot_sort import BOTSORT
-            from ultralytics.trackers.byte_tracker import BYTETracker
+            from ultralytics.trackers.bot_sort import BOTSORT  # noqa: PLC0415 (ultralytics: heavy)
+            from ultralytics.trackers.byte_tracker import BYTETracker  # noqa: PLC0415 (ultralytics: heavy)
 
             cls = BYTETracker if self.kind == "bytetrack" else BOTSORT
             tracker = cls(args=_tracker_args(self.kind, frame_rate, self.buffer_s))
@@ -89,7 +89,7 @@ class TrackerInput:
 
     @classmethod
     def of(cls, boxes: np.ndarray) -> TrackerInput:
-        from ultralytics.utils.ops import xyxy2xywh
+        from ultralytics.utils.ops import xyxy2xywh  # noqa: PLC0415 (ultralytics: heavy)
 
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 6)
         return cls(xyxy2xywh(boxes[:, :4]), boxes[:, 4], boxes[:, 5])

@@ -8,34 +8,23 @@ hot reload, collection and drift into it through its callback points and frame l
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Callable
 
 from detectors import host_threads
+from detectors.engine import Detector
 from detectors.retrain.collector import start_live_collection
 from detectors.retrain.drift import start_drift_monitor
 from detectors.retrain.hot_reload import start_hot_reload
 from pipeline.common.contracts import FrameDetector
 from pipeline.common.kafka import ensure_topics
+from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
 from pipeline.ingest import metrics
 from pipeline.ingest.registry import put_cameras
 from pipeline.ingest.worker import IngestWorker
 
 log = logging.getLogger(__name__)
-
-
-def install_signal_handlers(stop: threading.Event) -> None:
-    """Ctrl-C / SIGTERM end the run loop; the worker then flushes its producer."""
-
-    def handler(signum, _frame) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
 
 
 def sync_registry(cfg: VigilConfig) -> None:
@@ -87,9 +76,7 @@ def build_worker(
     started, by name."""
 
     def make_detector() -> FrameDetector:
-        from detectors.engine import Detector  # imports torch: only once a worker starts
-
-        return Detector(cfg.detector)
+        return Detector(cfg.detector)  # loads the weights: after hot reload had its say
 
     worker = IngestWorker(
         cfg, detector=detector, worker_id=worker_id, detector_factory=make_detector

@@ -16,7 +16,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from alerts.service import alert_service_runner
+from alerts.store import AlertStore
+from alerts.subscribe import subscribe
+from pipeline.camera_sim import CameraSim
 from pipeline.common.assets import REPO_ROOT, footage
+from pipeline.common.kafka import ensure_topics
+from pipeline.config import load_config
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +44,7 @@ def _stamp(ts: float | None) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     os.environ["VIGIL_RTSP_PORT"] = str(args.port)
-    from alerts.service import alert_service_runner
-    from alerts.store import AlertStore
-    from alerts.subscribe import subscribe
-    from pipeline.app import run_ingest
-    from pipeline.camera_sim import CameraSim
-    from pipeline.common.kafka import ensure_topics
-    from pipeline.config import load_config
+    from pipeline.app import run_ingest  # noqa: PLC0415 (imports torch: loaded only when needed)
 
     cfg = load_config(args.config)
     alert_service = alert_service_runner(cfg)  # validates the rules before anything starts

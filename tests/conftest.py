@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -14,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from pipeline.cli import build_parser
 from pipeline.common.assets import footage
 from pipeline.config import VigilConfig, parse_config
 
@@ -63,11 +63,7 @@ def model_test_env(cache_dir, threads: int = 2, **env: str) -> Iterator[None]:
 
 def run_detector_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``vigil <detector command> ...`` in-process: (exit code, stdout, stderr)."""
-    from pipeline.cli.detect import register
-
-    parser = argparse.ArgumentParser(prog="vigil")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     code = args.func(args)
     out, err = capsys.readouterr()
     return code, out, err

@@ -1,14 +1,15 @@
-"""Collecting frames for retraining: next to a live ingest worker, or over recorded footage.
+"""Collecting frames for retraining next to a live ingest worker, and what that costs.
 
-Live: :class:`CollectionHook` is an ``on_frame_processed`` listener of
-:class:`~pipeline.ingest.worker.IngestWorker`. On the detection thread it only runs the sampler's cheap
-pre-check and hands candidate frames to a bounded queue (full: the frame is skipped and counted,
-never waited for); a background thread makes the final decision, hashes, encodes and writes.
-:class:`AlertFrameSource` adds the frames that triggered alerts: it reads the alerts topic and
-fetches the triggering frame from the Redis frame store (``pipeline.ingest.frame_store``).
+:class:`CollectionHook` is an ``on_frame_processed`` listener of
+:class:`~pipeline.ingest.worker.IngestWorker`. On the detection thread it only runs the sampler's
+cheap pre-check and hands candidate frames to a bounded queue (full: the frame is skipped and
+counted, never waited for); a background thread makes the final decision, hashes, encodes and
+writes. :class:`AlertFrameSource` adds the frames that triggered alerts: it reads the alerts topic
+and fetches the triggering frame from the Redis frame store (``pipeline.ingest.frame_store``).
+:func:`measure_overhead` measures what collection costs the detection loop.
 
-Offline: :func:`collect_videos` applies the same policies to video files (``vigil dataset
-collect``).
+Over recorded footage: :func:`collect_videos` (:mod:`detectors.retrain.offline_collection`,
+importable from here too).
 """
 
 from __future__ import annotations
@@ -21,21 +22,32 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import cv2
 import numpy as np
 from prometheus_client import Counter
 
 from detectors.retrain.config import CollectionConfig, CollectionPolicy
-from detectors.retrain.dataset import safe_name
+from detectors.retrain.offline_collection import VideoCollectReport, collect_videos
 from detectors.retrain.sampling import Collector
-from pipeline.common.contracts import Connections
+from pipeline.common.contracts import Connections, Frame
+from pipeline.common.kafka import make_consumer
+from pipeline.common.redis import frame_key, redis_client
 
-if TYPE_CHECKING:
-    from pipeline.common.contracts import Frame
+__all__ = [
+    "COLLECTED",
+    "COLLECTION_SKIPPED",
+    "AlertFrameSource",
+    "CollectionHook",
+    "CollectionService",
+    "VideoCollectReport",
+    "collect_videos",
+    "measure_overhead",
+    "start_live_collection",
+]
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +159,6 @@ class AlertFrameSource:
 
     def handle(self, alert: dict[str, Any], client) -> bool:
         """Keep the frame of one alert message; True when saved."""
-        import cv2
-
-        from pipeline.common.redis import frame_key
-
         if alert.get("status") != "started":
             return False
         cam = alert.get("camera_id")
@@ -178,9 +186,6 @@ class AlertFrameSource:
         return saved is not None
 
     def _run(self) -> None:
-        from pipeline.common.kafka import make_consumer
-        from pipeline.common.redis import redis_client
-
         try:
             consumer = make_consumer(
                 self.cfg.kafka,
@@ -249,113 +254,6 @@ def start_live_collection(
 
 
 # --------------------------------------------------------------------------------------------
-# Offline
-
-
-@dataclass
-class VideoCollectReport:
-    camera: str
-    frames_read: int = 0
-    frames_analyzed: int = 0
-    saved: int = 0
-
-
-def _video_start(path: Path, frames: int, fps: float) -> float:
-    """Capture time of the first frame: the file's mtime minus its duration."""
-    return path.stat().st_mtime - (frames / fps if fps > 0 else 0.0)
-
-
-def collect_videos(
-    videos: Sequence[str | Path],
-    out: str | Path,
-    policy: CollectionPolicy,
-    *,
-    detector=None,
-    analyze_fps: float = 2.0,
-    camera_ids: Sequence[str] | None = None,
-    start_ts: float | None = None,
-    disk_budget_mb: float = 2048.0,
-    jpeg_quality: int = 92,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> tuple[Collector, list[VideoCollectReport]]:
-    """Sample recorded footage into a dataset folder with the live policies.
-
-    Each video is one camera (id: ``camera_ids`` or the file name). Frames are analysed at
-    ``analyze_fps`` (detector + sampler) on a timeline that starts at ``start_ts`` (default: the
-    file's modification time minus its duration). Without a detector nothing is "uncertain" and
-    motion alone qualifies a frame.
-    """
-    import cv2
-
-    if camera_ids is not None and len(camera_ids) != len(videos):
-        raise ValueError(f"{len(camera_ids)} camera id(s) for {len(videos)} video(s)")
-    for v in videos:
-        if not Path(v).is_file():
-            raise FileNotFoundError(f"video {v} not found")
-    collector = Collector(
-        out, policy, disk_budget_mb=disk_budget_mb, jpeg_quality=jpeg_quality, source="offline"
-    )
-    reports = []
-    batch = getattr(getattr(detector, "config", None), "max_batch", 8)
-    try:
-        for k, video in enumerate(videos):
-            path = Path(video)
-            cam = camera_ids[k] if camera_ids is not None else safe_name(path.stem)
-            cap = cv2.VideoCapture(str(path))
-            if not cap.isOpened():
-                raise ValueError(f"cannot open {path} as a video (unsupported or corrupt)")
-            fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-            fps = fps if 0 < fps < 240 else 25.0
-            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-            t0 = start_ts if start_ts is not None else _video_start(path, total, fps)
-            step = max(1, round(fps / analyze_fps)) if analyze_fps > 0 else 1
-            rep = VideoCollectReport(cam)
-            pending: list[tuple[np.ndarray, float, int]] = []
-
-            def flush(pending=pending, cam=cam, rep=rep, path=path) -> None:
-                if not pending:
-                    return
-                dets = (
-                    detector.detect([p[0] for p in pending])
-                    if detector is not None
-                    else [[] for _ in pending]
-                )
-                for (img, ts, idx), d in zip(pending, dets, strict=True):
-                    rep.frames_analyzed += 1
-                    meta = {"video": path.name, "video_frame": idx}
-                    if collector.consider(cam, img, ts, d, meta=meta) is not None:
-                        rep.saved += 1
-                pending.clear()
-
-            idx = -1
-            try:
-                while True:
-                    if not cap.grab():
-                        break
-                    idx += 1
-                    if idx % step:
-                        continue
-                    ok, img = cap.retrieve()
-                    if not ok or img is None:
-                        continue
-                    pending.append((img, t0 + idx / fps, idx))
-                    if len(pending) >= batch:
-                        flush()
-                        if progress is not None:
-                            progress(cam, idx + 1, total)
-                flush()
-            finally:
-                cap.release()
-            rep.frames_read = idx + 1
-            if rep.frames_read == 0:
-                raise ValueError(f"no frames could be read from {path}")
-            reports.append(rep)
-    finally:
-        collector.close()
-    return collector, reports
-
-
-# --------------------------------------------------------------------------------------------
 # Benchmark: what collection costs the detection loop
 
 
@@ -376,10 +274,6 @@ def measure_overhead(
     every processed frame is offered to a :class:`CollectionHook` exactly as the ingest worker
     does. The default policy is deliberately aggressive (a candidate every 0.5 s of footage).
     """
-    import cv2
-
-    from pipeline.common.contracts import Frame
-
     cap = cv2.VideoCapture(str(video))
     imgs: list[np.ndarray] = []
     while len(imgs) < frames:

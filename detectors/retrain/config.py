@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from pipeline.common.config import StrictModel, deep_merge, expand_env, format_validation_error
+from pipeline.common.contracts import ID_PATTERN
 
 
 class UncertainPolicy(StrictModel):
@@ -124,7 +125,7 @@ class ModelsConfig(StrictModel):
     store: str = Field(
         "${VIGIL_STATE:-.vigil}/models", description="folder or fsspec URL for model files"
     )
-    name: str = Field("detector", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str = Field("detector", pattern=ID_PATTERN)
     poll_interval_s: float = Field(5.0, gt=0, description="fallback when a pub/sub notice is lost")
     promotion: PromotionConfig = PromotionConfig()
     drift: DriftConfig = DriftConfig()

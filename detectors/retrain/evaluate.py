@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from detectors.loading import WeightsError
+from detectors.config import DetectorConfig
+from detectors.errors import WeightsError
 from detectors.retrain import dataset as ds
 from detectors.retrain.config import PromotionConfig
 from pipeline.common.geometry import box_iou_matrix
@@ -93,12 +94,11 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
     """mAP50, mAP50-95, precision/recall (at max mean F1), per-class AP and speed on a split."""
-    import cv2
-    from ultralytics.utils.metrics import ap_per_class
+    import cv2  # noqa: PLC0415 (cv2: ~0.2 s; importing this module stays cheap)
+    from ultralytics.utils.metrics import ap_per_class  # noqa: PLC0415 (imports torch)
 
-    from detectors.config import DetectorConfig
-    from detectors.engine import Detector
-    from detectors.retrain.drift import profile_from_predictions
+    from detectors.engine import Detector  # noqa: PLC0415 (imports torch)
+    from detectors.retrain.drift import profile_from_predictions  # noqa: PLC0415 (imports torch: registry -> loading)
 
     root = Path(data).expanduser()
     names = ds.class_names(root)
@@ -115,7 +115,7 @@ def evaluate(
     if not report.good:
         raise ds.DatasetError(f"no usable {split} images in {root}: " + "; ".join(problems[:3]))
     if imgsz is None:
-        from detectors.loading import load_model
+        from detectors.loading import load_model  # noqa: PLC0415 (imports torch)
 
         imgsz = _model_imgsz(load_model(weights, device="cpu"))
     det = Detector(

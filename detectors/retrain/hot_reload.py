@@ -24,6 +24,7 @@ import redis
 from prometheus_client import Counter
 
 from detectors.config import DetectorConfig
+from detectors.engine import Detector
 from detectors.retrain.config import ModelsConfig
 from detectors.retrain.registry import ModelRegistry
 from pipeline.common.redis import RedisConfig
@@ -61,8 +62,6 @@ class HotReloader:
 
     # -- loading ---------------------------------------------------------------------------
     def _build(self, mv):
-        from detectors.engine import Detector
-
         path = self.registry.fetch(mv)
         cfg = self.detector_cfg.model_copy(update={"weights": str(path)})
         det = Detector(cfg)  # loads and runs a warm-up batch: a broken model fails here

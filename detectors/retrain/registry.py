@@ -31,9 +31,10 @@ from typing import Any
 
 import redis
 
-from detectors.loading import WeightsError, cache_dir, file_sha256, load_model
+from detectors.errors import WeightsError
+from detectors.loading import cache_dir, file_sha256, load_model
 from detectors.retrain.config import ModelsConfig
-from pipeline.common.redis import RedisConfig
+from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _local(location: str) -> Path:
 def store_put(src: Path, uri: str) -> None:
     if _is_url(uri):
         try:
-            import fsspec
+            import fsspec  # noqa: PLC0415 (fsspec: optional, only for remote stores)
         except ImportError:
             raise RegistryError(
                 f"model store {uri} needs fsspec (pip install fsspec and the filesystem's "
@@ -112,7 +113,7 @@ def store_get(uri: str, dest: Path) -> None:
     try:
         if _is_url(uri):
             try:
-                import fsspec
+                import fsspec  # noqa: PLC0415 (fsspec: optional, only for remote stores)
             except ImportError:
                 raise RegistryError(f"model store {uri} needs fsspec") from None
             with fsspec.open(uri, "rb") as f, open(tmp, "wb") as out:
@@ -140,11 +141,9 @@ class ModelRegistry:
     def __init__(
         self, redis_cfg: RedisConfig, models_cfg: ModelsConfig | None = None, client=None
     ) -> None:
-        from pipeline.common.redis import redis_client
-
         self.cfg = models_cfg or ModelsConfig()
         self.client = client or redis_client(redis_cfg)
-        self.base = f"{redis_cfg.key_prefix}models:{self.cfg.name}:"
+        self.base = RedisKeys(redis_cfg.key_prefix).models(self.cfg.name)
         self.store = self.cfg.store
 
     # -- keys ------------------------------------------------------------------------------

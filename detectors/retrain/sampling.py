@@ -2,16 +2,19 @@
 
 :class:`Sampler` decides, per camera, whether a frame is worth keeping (periodic, uncertain
 detections, motion without detections, alerts). :class:`Collector` writes the kept frames into a
-dataset folder (:mod:`detectors.retrain.dataset` layout), skipping near-duplicates by perceptual hash and
-enforcing a per-camera quota and a disk budget by dropping the least useful, oldest frames first.
+dataset folder (:mod:`detectors.retrain.dataset` layout), skipping near-duplicates by perceptual
+hash and enforcing a per-camera quota and a disk budget by dropping the least useful, oldest
+frames first. The hash and thumbnail are computed here (OpenCV); their manifest encoding and the
+near-duplicate test belong to the dataset format (:mod:`detectors.retrain.dataset.fingerprint`),
+so imports go one way: sampling -> dataset.
 
-Both are plain objects without threads; :mod:`detectors.retrain.collector` runs them next to an ingest
-worker (in a background thread) or over recorded footage.
+Both are plain objects without threads; :mod:`detectors.retrain.collector` runs them next to an
+ingest worker (in a background thread), :mod:`detectors.retrain.offline_collection` over recorded
+footage.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
 import os
@@ -26,7 +29,16 @@ import cv2
 import numpy as np
 
 from detectors.retrain.config import CollectionPolicy
-from detectors.retrain.dataset import HUMAN, Manifest, label_path, safe_name
+from detectors.retrain.dataset import (
+    HUMAN,
+    THUMB_SIZE,
+    Manifest,
+    decode_thumb,
+    encode_thumb,
+    label_path,
+    near_duplicate,
+    safe_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,54 +66,10 @@ def phash(image: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
-def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
-
-
-THUMB_SIZE = (32, 18)  # (w, h): cells of ~24x24 px on 768x432 footage
-
-
 def thumbnail(image: np.ndarray) -> np.ndarray:
     """Tiny grey thumbnail (area-averaged): where in the picture something changed."""
     gray = _small_gray(image) if image.ndim == 3 or image.shape[1] > 128 else image
     return cv2.resize(gray, THUMB_SIZE, interpolation=cv2.INTER_AREA)
-
-
-def encode_thumb(thumb: np.ndarray) -> str:
-    return base64.b64encode(thumb.tobytes()).decode()
-
-
-def decode_thumb(text: str | None) -> np.ndarray | None:
-    if not text:
-        return None
-    try:
-        data = np.frombuffer(base64.b64decode(text), np.uint8)
-    except (ValueError, TypeError):
-        return None
-    w, h = THUMB_SIZE
-    return data.reshape(h, w) if data.size == w * h else None
-
-
-def near_duplicate(
-    hash_a: int,
-    thumb_a: np.ndarray | None,
-    hash_b: int,
-    thumb_b: np.ndarray | None,
-    distance: int,
-    pixel_delta: int,
-) -> bool:
-    """Same picture for retraining purposes: perceptual hashes within ``distance`` bits *and* no
-    thumbnail cell brighter or darker by more than ``pixel_delta`` grey levels.
-
-    The perceptual hash alone is too coarse for fixed cameras: a person crossing a large static
-    scene barely moves it, so the thumbnail check keeps such frames apart.
-    """
-    if distance <= 0 or hamming(hash_a, hash_b) > distance:
-        return False
-    if thumb_a is None or thumb_b is None:
-        return True
-    diff = cv2.absdiff(thumb_a, thumb_b)
-    return int(diff.max()) <= pixel_delta
 
 
 def priority(reasons: Sequence[str], label_source: str | None = None) -> int:

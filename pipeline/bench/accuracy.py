@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from detectors.types import Detection
 from pipeline.bench.footage import sample_frames
 from pipeline.bench.matching import match_detections, merge_matches
 
@@ -10,8 +11,7 @@ class AccuracySection:
     """``accuracy``: each backend against the PyTorch reference, frame by frame."""
 
     def accuracy(self) -> None:
-        from detectors.loading import load_model, select_device
-        from detectors.types import Detection
+        from detectors.loading import load_model, select_device  # noqa: PLC0415 (imports torch: loaded only when needed)
 
         device = select_device(self.det_dict["device"])
         frames = [

@@ -14,16 +14,16 @@ import threading
 import time
 import uuid
 
-from alerts.bench import make_messages, make_rules
+from alerts.bench import bench_rules, make_messages, make_rules
+from alerts.config import parse_alerts_config
+from alerts.service import AlertService
+from pipeline.common.kafka import ensure_topics, make_producer
+from pipeline.config import VigilConfig, load_config, parse_config
 
 
 def bench_service(
     cfg, n_messages: int, n_cameras: int, n_rules: int, timeout_s: float = 600
 ) -> dict:
-    from alerts.config import parse_alerts_config
-    from alerts.service import AlertService
-    from pipeline.common.kafka import ensure_topics, make_producer
-    from pipeline.config import parse_config
 
     tag = uuid.uuid4().hex[:6]
     data = cfg.model_dump(mode="json")
@@ -92,8 +92,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from alerts.bench import bench_rules
-    from pipeline.config import VigilConfig, load_config
 
     cfg = load_config(args.config) if args.config else VigilConfig()
     engine = bench_rules(min(args.messages, 50_000), args.cameras, args.rules)

@@ -8,8 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
+import pipeline.bench
 from pipeline.bench.pipeline_runs import NAIVE_RESULT
 from pipeline.bench.runner import Bench
+from pipeline.common.assets import REPO_ROOT
 
 
 def _allocators(text: str) -> list[str]:
@@ -26,7 +28,6 @@ def _ints(text: str) -> list[int]:
 
 def package_doc() -> str:
     """What ``vigil bench`` measures: the package's docstring."""
-    import pipeline.bench
 
     return pipeline.bench.__doc__ or ""
 
@@ -111,7 +112,6 @@ def naive_child() -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pipeline.common.assets import REPO_ROOT
 
     if args.config is None:
         demo = REPO_ROOT / "examples" / "demo.yaml"

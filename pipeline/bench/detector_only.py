@@ -67,7 +67,7 @@ class DetectorSection:
     def time_model(det, pool: list[np.ndarray], bs: int, seconds: float) -> float | None:
         """The ceiling: the backend's forward pass alone on an already prepared batch (no
         letterbox, no upload, no NMS), frames/s; None for the ultralytics backend."""
-        import torch
+        import torch  # noqa: PLC0415 (torch: heavy)
 
         if det.backend is None:
             return None

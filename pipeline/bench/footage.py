@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ CAMERA_FILES = (
 
 def sample_frames(path: str | Path, count: int) -> list[np.ndarray]:
     """``count`` frames spread over the whole file."""
-    import cv2
 
     cap = cv2.VideoCapture(str(path))
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or count
@@ -46,7 +46,6 @@ def sample_frames(path: str | Path, count: int) -> list[np.ndarray]:
 
 def replay_frames(path: str | Path, fps: float) -> list[tuple[float, np.ndarray]]:
     """(seconds since start, frame) of a file as a camera reader at ``fps`` would take them."""
-    import cv2
 
     cap = cv2.VideoCapture(str(path))
     native = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -70,7 +69,6 @@ def retimed(path: Path, fps: float, cache: Path) -> Path:
     4:2:0 like the footage and like every IP camera: left to itself, x264enc takes the BGR
     frames as 4:4:4 (High 4:4:4 profile), which decodes and converts about twice as slowly.
     """
-    import cv2
 
     cap = cv2.VideoCapture(str(path))
     native = cap.get(cv2.CAP_PROP_FPS)

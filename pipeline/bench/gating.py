@@ -6,14 +6,18 @@ from typing import Any
 
 import numpy as np
 
+from alerts.engine import RuleEngine
 from pipeline.bench.footage import replay_frames
+from pipeline.common.assets import footage
+from pipeline.common.contracts import Frame
+from pipeline.ingest.messages import detection_message
+from pipeline.ingest.motion import MotionDetector
 
 
 class GatingSection:
     """``gating``: detector calls saved and alerts compared, on one footage file."""
 
     def gating(self) -> None:
-        from pipeline.common.assets import footage
 
         cfg = self.base
         camera = self.args.gating_camera
@@ -68,11 +72,7 @@ def gating_replay(
     has its own trackers and rule engine and, with gating, re-feeds the last detector output to
     the tracker for skipped frames exactly as the ingest worker does.
     """
-    from alerts.engine import RuleEngine
-    from detectors.tracking import StreamTrackers
-    from pipeline.common.contracts import Frame
-    from pipeline.ingest.messages import detection_message
-    from pipeline.ingest.motion import MotionDetector
+    from detectors.tracking import StreamTrackers  # noqa: PLC0415 (imports torch: loaded only when needed)
 
     raw: list[np.ndarray] = []
     for k in range(0, len(frames), 4):

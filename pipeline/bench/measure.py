@@ -15,7 +15,7 @@ import numpy as np
 
 def cpu_has_bf16() -> bool:
     try:
-        import openvino as ov
+        import openvino as ov  # noqa: PLC0415 (torch/openvino: heavy)
 
         return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception:  # no OpenVINO or no CPU plugin: nothing to show
@@ -41,7 +41,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def machine() -> dict[str, Any]:
-    import torch
+    import torch  # noqa: PLC0415 (torch/openvino: heavy)
 
     cpu = platform.processor() or ""
     with contextlib.suppress(OSError):

@@ -13,10 +13,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 from pipeline.bench.cpu_share import CpuShare
 from pipeline.bench.footage import retimed
 from pipeline.bench.measure import AckTimer, hist_state, percentile, reader_counts, rss_mb, to_ms
 from pipeline.bench.report import cores_text
+from pipeline.camera_sim import CameraSim
+from pipeline.common.kafka import ensure_topics, make_producer
+from pipeline.config import parse_config
+from pipeline.ingest import metrics
+from pipeline.ingest.camera import CameraSpec
+from pipeline.ingest.frame_store import FrameStore
+from pipeline.ingest.worker import IngestWorker
 
 NAIVE_RESULT = "naive-result: "
 # imported, not run as __main__: the child then shows the same warnings as the bench itself
@@ -43,7 +52,6 @@ class PipelineSection:
         frame_store: bool | None = None,
         namespace: str = "",
     ):
-        from pipeline.config import parse_config
 
         t = f"bench{self.tag}{namespace}"
         store = self.args.frame_store if frame_store is None else frame_store
@@ -72,16 +80,11 @@ class PipelineSection:
         return parse_config(data, "bench")
 
     def pipeline_run(self, det, n: int, gating: bool, seconds: float) -> dict[str, Any]:
-        from pipeline.camera_sim import CameraSim
-        from pipeline.common.kafka import ensure_topics, make_producer
-        from pipeline.ingest.camera import CameraSpec
-        from pipeline.ingest.frame_store import FrameStore
-        from pipeline.ingest.worker import IngestWorker
 
         cfg = self._config(gating)
         ensure_topics(cfg.kafka)
         sources = self._sources(n)
-        self.threads_for(det)  # as IngestWorker.start() would
+        self.threads_for(det)  # as a worker from pipeline.app.build_worker does at start
         # detector-only of the same detector, right before and after: the machine is shared
         bs = min(n, det.config.max_batch)
         adjacent = [self.time_detector(det, self.pool(n), bs, self.args.adjacent_seconds)]
@@ -111,7 +114,6 @@ class PipelineSection:
                 r0 = {cid: reader_counts(r) for cid, r in worker._readers.items()}
                 p0 = dict(worker._processed)
                 calls0, stale0 = worker.detector_frames, worker.stale_frames
-                from pipeline.ingest import metrics
 
                 b0 = hist_state(metrics.BATCH_SIZE)
                 rss = [rss_mb()]
@@ -215,17 +217,14 @@ class PipelineSection:
 
     def naive_loop(self, n: int, seconds: float) -> dict[str, Any]:
         """Per camera: own YOLO, cap.read() -> predict(frame) -> producer.send, in a thread."""
-        import cv2
 
-        from detectors.loading import load_model, select_device
-        from pipeline.camera_sim import CameraSim
-        from pipeline.common.kafka import ensure_topics, make_producer
+        from detectors.loading import load_model, select_device  # noqa: PLC0415 (imports torch: loaded only when needed)
 
         cfg = self._config(False)
         ensure_topics(cfg.kafka)
         self.threads_for(None)
         device = select_device(self.det_dict["device"])
-        from detectors.engine import resolve_classes
+        from detectors.engine import resolve_classes  # noqa: PLC0415 (imports torch: loaded only when needed)
 
         names = load_model(self.det_dict["weights"], device).names
         classes = resolve_classes(self.det_dict["classes"], names)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from detectors import host_threads
+from detectors.config import DetectorConfig
 from pipeline.bench.accuracy import AccuracySection
 from pipeline.bench.alert_latency import AlertLatencySection
 from pipeline.bench.detector_only import DetectorSection
@@ -21,6 +23,8 @@ from pipeline.bench.gating import GatingSection
 from pipeline.bench.measure import cpu_has_bf16, machine
 from pipeline.bench.pipeline_runs import PipelineSection
 from pipeline.bench.report import ratios
+from pipeline.common.assets import footage
+from pipeline.config import VigilConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,6 @@ class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySecti
     """One ``vigil bench`` run: each section is a mixin of its own module."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from pipeline.common.assets import footage
-        from pipeline.config import VigilConfig, load_config
 
         self.args = args
         base = load_config(args.config) if args.config else VigilConfig()
@@ -64,14 +66,12 @@ class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySecti
         }
         self.tag = uuid.uuid4().hex[:6]
         self._pools: dict[int, list[np.ndarray]] = {}
-        from detectors import host_threads
 
         self._stock_threads = host_threads.current()  # what the naive baseline runs with
 
     # -- helpers --
     def detector(self, backend: str, **over):
-        from detectors.config import DetectorConfig
-        from detectors.engine import Detector
+        from detectors.engine import Detector  # noqa: PLC0415 (imports torch: loaded only when needed)
 
         d = dict(self.det_dict, backend=backend)
         if backend == "openvino-bf16":  # cpu_precision: bf16 (not the default)
@@ -82,7 +82,6 @@ class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySecti
     def threads_for(self, det=None) -> None:
         """Host thread pools as a worker running ``det`` sets them; stock ones for None (the
         naive baseline: ultralytics' defaults, untouched)."""
-        from detectors import host_threads
 
         host_threads.restore(self._stock_threads)
         if det is not None:
@@ -94,8 +93,8 @@ class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySecti
         print(text, flush=True)
 
     def backends(self) -> list[str]:
-        from detectors.backends import available_backends
-        from detectors.loading import select_device
+        from detectors.backends import available_backends  # noqa: PLC0415 (imports torch: loaded only when needed)
+        from detectors.loading import select_device  # noqa: PLC0415 (imports torch: loaded only when needed)
 
         have = available_backends(select_device(self.det_dict["device"]))
         if "openvino" in have and cpu_has_bf16():

@@ -1,8 +1,10 @@
 """The ``vigil`` command line: one obvious entry point per task.
 
-One module per verb group registers its subcommands (``register(subparsers)``); this file only
-wires them and turns user errors (:class:`pipeline.common.errors.UserError`: bad config, broker
-down, unreadable weights, ...) into one line and exit code 2. Heavy libraries (torch,
+One module per verb group registers its subcommands (``register(subparsers)``) with handlers
+named ``cmd_<verb>``: run (run, ingest), cameras, detect, models, dataset, retrain (retrain,
+evaluate), alerts; the camera simulator, the benchmark and the demo register their own. This file
+only wires them and turns user errors (:class:`pipeline.common.errors.UserError`: bad config,
+broker down, unreadable weights, ...) into one line and exit code 2. Heavy libraries (torch,
 ultralytics) are imported inside the handlers that need them, to keep ``vigil --help`` fast.
 """
 
@@ -12,8 +14,12 @@ import argparse
 import logging
 import sys
 
-from pipeline.cli import alerts, detect, run
+from pipeline import bench, camera_sim, demo
+from pipeline.cli import alerts, cameras, dataset, detect, models, retrain, run
 from pipeline.common.errors import UserError
+
+# In the order ``vigil --help`` lists them.
+GROUPS = (run, cameras, camera_sim, bench, demo, detect, models, dataset, retrain, alerts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for group in (run, detect, alerts):
+    for group in GROUPS:
         group.register(sub)
     return parser
 

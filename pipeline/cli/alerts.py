@@ -9,19 +9,25 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pipeline.cli.support import config_from_args as _load
-from pipeline.cli.support import fail as _fail
+import redis
+
+from alerts.config import RulesError, parse_alerts_config
+from alerts.service import AlertService
+from alerts.store import AlertStore
+from alerts.subscribe import SubscribeError, subscribe
+from pipeline.bench import alert_service as bench_service
+from pipeline.cli.support import config_from_args, fail
 from pipeline.common.config import ConfigError
+from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
+from pipeline.ingest import metrics
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     alerts = sub.add_parser("alerts", help="the alert service and alert subscribers")
     asub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
-
-    from pipeline.bench import alert_service as bench_service
-
     bench_service.register(asub)
 
     p = asub.add_parser("serve", help="run the alert service (joins its consumer group)")
@@ -72,12 +78,7 @@ def _common(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from alerts.config import RulesError, parse_alerts_config
-    from alerts.service import AlertService
-    from pipeline.app import install_signal_handlers
-    from pipeline.ingest import metrics
-
-    cfg = _load(args)
+    cfg = config_from_args(args)
     try:
         acfg = parse_alerts_config(cfg.alerts)
     except RulesError as e:
@@ -96,9 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(cfg: VigilConfig):
-    from alerts.store import AlertStore
-
+def _store(cfg: VigilConfig) -> AlertStore:
     return AlertStore(cfg.redis)
 
 
@@ -106,12 +105,10 @@ def _redis_guard(fn):
     """Turn Redis connection problems into a one-line error (exit 2); the URL is never shown."""
 
     def wrapped(args: argparse.Namespace) -> int:
-        import redis
-
         try:
             return fn(args)
         except redis.RedisError as e:
-            return _fail(f"Redis error ({type(e).__name__}): {_scrub(args, e)}")
+            return fail(f"Redis error ({type(e).__name__}): {_scrub(args, e)}")
 
     wrapped.__name__ = fn.__name__
     return wrapped
@@ -120,18 +117,14 @@ def _redis_guard(fn):
 def _scrub(args: argparse.Namespace, e: Exception) -> str:
     text = str(e)
     try:
-        from urllib.parse import urlsplit
-
-        pw = urlsplit(_load(args).redis.url.get_secret_value()).password
+        pw = urlsplit(config_from_args(args).redis.url.get_secret_value()).password
     except Exception:
         pw = None
     return text.replace(pw, "***") if pw else text
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from alerts.subscribe import SubscribeError, subscribe
-
-    cfg = _load(args)
+    cfg = config_from_args(args)
     source = cfg.kafka.topics.alerts if args.backend == "kafka" else "Redis"
 
     def ready() -> None:
@@ -168,11 +161,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
             if args.max is not None and n >= args.max:
                 break
     except SubscribeError as e:
-        return _fail(str(e))
+        return fail(str(e))
     except BrokenPipeError:
         return 0
     if args.max is not None and n < args.max:
-        return _fail(
+        return fail(
             f"timed out after {args.timeout:g} s without an alert ({n} of {args.max} received)"
         )
     return 0
@@ -204,7 +197,7 @@ def format_alert(a: dict[str, Any]) -> str:
 
 @_redis_guard
 def cmd_list(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = config_from_args(args)
     items = _store(cfg).recent(args.camera, count=max(1, args.max))
     for a in reversed(items):
         print(json.dumps(a, ensure_ascii=False) if args.json else format_alert(a))
@@ -215,10 +208,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @_redis_guard
 def cmd_show(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = config_from_args(args)
     alert = _store(cfg).get_alert(args.id)
     if alert is None:
-        return _fail(f"no alert with id {args.id!r} in Redis (prefix {cfg.redis.key_prefix!r})")
+        return fail(f"no alert with id {args.id!r} in Redis (prefix {cfg.redis.key_prefix!r})")
     if args.json:
         print(json.dumps(alert, ensure_ascii=False))
         return 0
@@ -239,22 +232,22 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 @_redis_guard
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = config_from_args(args)
     store = _store(cfg)
     jpeg = store.get_snapshot(args.id)
     if jpeg is None:
         alert = store.get_alert(args.id)
         if alert is None:
-            return _fail(f"no alert with id {args.id!r} in Redis (prefix {cfg.redis.key_prefix!r})")
+            return fail(f"no alert with id {args.id!r} in Redis (prefix {cfg.redis.key_prefix!r})")
         if not alert.get("snapshot"):
-            return _fail(f"alert {args.id} has no snapshot (its frame had expired from Redis)")
-        return _fail(
+            return fail(f"alert {args.id} has no snapshot (its frame had expired from Redis)")
+        return fail(
             f"the snapshot of alert {args.id} has expired (kept {cfg.redis.snapshot_ttl_s} s)"
         )
     out = Path(args.output or f"{args.id}.jpg")
     try:
         out.write_bytes(jpeg)
     except OSError as e:
-        return _fail(f"cannot write {out}: {e}")
+        return fail(f"cannot write {out}: {e}")
     print(f"wrote {out} ({len(jpeg)} bytes)")
     return 0

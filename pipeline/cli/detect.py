@@ -1,4 +1,4 @@
-"""``vigil detect`` and ``vigil models ...`` subcommands.
+"""``vigil detect``: run the detector on an image, a video or a stream.
 
 ``vigil detect`` is a user's first sanity check: does the model load, and does it see the people
 in my footage? Errors print one line on stderr and exit with status 2 (no traceback).
@@ -13,13 +13,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli.support import fail as _fail
+import cv2
+from pydantic import ValidationError
+
+from detectors.config import DetectorConfig
+from pipeline.cli.support import (
+    USER_ERRORS,
+    comma_list,
+    config_from_args,
+    fail,
+    validation_errors,
+)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Adds ``detect``, ``models ...``, ``dataset ...``, ``retrain`` and ``evaluate``."""
     p = sub.add_parser(
         "detect",
         help="run the detector on an image or video and print the detections",
@@ -37,46 +46,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: all)")
     p.add_argument("--json", action="store_true", help="one JSON object per frame")
-    p.set_defaults(func=_cmd_detect)
-
-    models = sub.add_parser("models", help="manage detector weights")
-    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    imp = msub.add_parser(
-        "import-yolov5",
-        help="convert a legacy YOLOv5 .pt checkpoint into an ultralytics checkpoint",
-        description="Convert a YOLOv5 v6 checkpoint (yolov5n.pt, your best.pt...) without running "
-        "its pickled code; the output loads with ultralytics.YOLO (Vigil must be importable).",
-    )
-    imp.add_argument("src", help="YOLOv5 checkpoint (.pt)")
-    imp.add_argument("-o", "--output", required=True, help="where to write the converted .pt")
-    imp.set_defaults(func=_cmd_import_yolov5)
-
-    # dataset / retrain / evaluate and the registry actions (list, promote, rollback, drift)
-    from pipeline.cli import retrain as retrain_commands
-
-    retrain_commands.register(sub, msub)
+    p.set_defaults(func=cmd_detect)
 
 
-def _detector_config(args: argparse.Namespace):
+def _detector_config(args: argparse.Namespace) -> DetectorConfig:
     """DetectorConfig from the config file (if any) with command-line overrides applied."""
-    from pydantic import ValidationError
-
-    from detectors.config import DetectorConfig
-    from pipeline.config import load_config
-
-    base = load_config(args.config).detector if args.config else DetectorConfig()
-    data: dict[str, Any] = base.model_dump()
+    data: dict[str, Any] = config_from_args(args).detector.model_dump()
     for key in ("weights", "imgsz", "conf", "iou", "device"):
         value = getattr(args, key)
         if value is not None:
             data[key] = value
     if args.classes is not None:
-        data["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()] or None
+        data["classes"] = comma_list(args.classes) or None
     try:
         return DetectorConfig.model_validate(data)
     except ValidationError as e:
-        errs = "; ".join(f"--{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise ValueError(f"invalid detector options: {errs}") from None
+        raise ValueError(f"invalid detector options: {validation_errors(e, '--')}") from None
 
 
 def _check_source(path: str) -> None:
@@ -87,8 +72,6 @@ def _check_source(path: str) -> None:
 
 def _frames(path: str, limit: int) -> Iterator[Any]:
     """Frames of an image or a video/stream, up to ``limit`` (0: all)."""
-    import cv2
-
     is_url = "://" in path
     if not is_url and Path(path).suffix.lower() in IMAGE_SUFFIXES:
         img = cv2.imread(path)
@@ -115,9 +98,9 @@ def _frames(path: str, limit: int) -> Iterator[Any]:
         cap.release()
 
 
-def _cmd_detect(args: argparse.Namespace) -> int:
+def cmd_detect(args: argparse.Namespace) -> int:
     try:
-        from detectors.engine import Detector
+        from detectors.engine import Detector  # noqa: PLC0415 (imports torch)
 
         if args.max_frames < 0:
             raise ValueError("--max-frames must be >= 0")
@@ -159,20 +142,5 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                 f"({detector.version}) on {detector.device}, {ms:.0f} ms/frame"
             )
         return 0
-    except (ValueError, OSError) as e:  # WeightsError and ConfigError are ValueErrors
-        return _fail(e)
-
-
-def _cmd_import_yolov5(args: argparse.Namespace) -> int:
-    try:
-        from detectors.loading import import_yolov5
-
-        src, out = Path(args.src).expanduser(), Path(args.output).expanduser()
-        if src.exists() and out.exists() and src.resolve() == out.resolve():
-            raise ValueError("the output must differ from the source (-o OUT.pt)")
-        t0 = time.perf_counter()
-        import_yolov5(src, out)
-        print(f"converted {src} -> {out} in {time.perf_counter() - t0:.1f} s")
-        return 0
-    except (ValueError, OSError) as e:
-        return _fail(e)
+    except USER_ERRORS as e:
+        return fail(e)

@@ -1,12 +1,19 @@
-"""Helpers every ``vigil`` subcommand shares: the config from ``-c``/``--bootstrap`` and the
-one-line error with exit code 2."""
+"""Helpers every ``vigil`` subcommand shares: the config from ``-c``/``--bootstrap``, the
+one-line error with exit code 2, and the small argument and output helpers the groups repeat."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+
+from pydantic import ValidationError
 
 from pipeline.config import VigilConfig, load_config
+
+# What a handler reports as one line on stderr with exit code 2 (fail) rather than a traceback.
+# WeightsError, ConfigError, RegistryError and TrainingError are all ValueErrors.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 
 def config_from_args(args: argparse.Namespace) -> VigilConfig:
@@ -16,6 +23,37 @@ def config_from_args(args: argparse.Namespace) -> VigilConfig:
     return cfg
 
 
+def config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """``-c``/``--bootstrap`` (and ``--metrics-port`` for the long-running processes)."""
+    p.add_argument("-c", "--config", required=required, help="vigil.yaml")
+    p.add_argument(
+        "--bootstrap", default=None, help="Kafka bootstrap servers (overrides the config)"
+    )
+    if required:
+        p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+
+
 def fail(message: object) -> int:
     print(f"vigil: {message}", file=sys.stderr)
     return 2
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (class names, camera ids...)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def validation_errors(e: ValidationError, prefix: str = "") -> str:
+    """pydantic's errors on one line: ``<prefix>key.path: message; ...``."""
+    return "; ".join(f"{prefix}{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+
+
+def progress(what: str) -> Callable[[int, int], None]:
+    """A one-line progress indicator on stderr (only on a terminal)."""
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int) -> None:
+        if tty and total:
+            print(f"\r{what}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+
+    return show

@@ -53,6 +53,11 @@ def loads(raw: Any) -> Any:
         return _json_loads(raw)
 
 
+def dumps_text(value: Any) -> str:
+    """Compact JSON text: ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``."""
+    return _encode(value)
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON as UTF-8 bytes: ``json.dumps(value, separators=(",", ":"),
     ensure_ascii=False).encode()`` (what ``pipeline.common.kafka`` publishes for a dict)."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from kafka import ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
+from pipeline.common.config import format_validation_error
 from pipeline.common.contracts import validate_camera_id
 from pipeline.common.kafka import KafkaConfig, make_consumer, make_producer
 from pipeline.ingest.camera import CameraSpec
@@ -22,20 +23,27 @@ from pipeline.ingest.camera import CameraSpec
 log = logging.getLogger(__name__)
 
 
-class RegistryError(ValueError):
-    pass
+class CameraRegistryError(ValueError):
+    """A record of the camera registry topic that is not a usable camera definition."""
 
 
 def spec_from_record(key: bytes | None, value: bytes | None) -> CameraSpec | None:
-    """Parse one registry record; None for a tombstone. Raises RegistryError when malformed."""
+    """Parse one registry record; None for a tombstone. Raises CameraRegistryError when malformed."""
     if value is None:
         return None
     try:
         spec = CameraSpec.model_validate(json.loads(value))
-    except (ValueError, ValidationError) as e:
-        raise RegistryError(f"malformed camera definition for key {key!r}: {e}") from None
+    except ValidationError as e:
+        detail = format_validation_error(e, "camera", one_line=True)
+        raise CameraRegistryError(
+            f"malformed camera definition for key {key!r}: {detail}"
+        ) from None
+    except ValueError as e:
+        raise CameraRegistryError(f"malformed camera definition for key {key!r}: {e}") from None
     if key is not None and key.decode(errors="replace") != spec.id:
-        raise RegistryError(f"camera definition key {key!r} does not match its id {spec.id!r}")
+        raise CameraRegistryError(
+            f"camera definition key {key!r} does not match its id {spec.id!r}"
+        )
     return spec
 
 
@@ -96,7 +104,7 @@ def read_registry(cfg: KafkaConfig, timeout_s: float = 15.0) -> dict[str, Camera
 def _apply(cameras: dict[str, CameraSpec], key: bytes | None, value: bytes | None) -> str | None:
     try:
         spec = spec_from_record(key, value)
-    except RegistryError as e:
+    except CameraRegistryError as e:
         log.error("%s (skipped)", e)
         return None
     if spec is None:

@@ -64,6 +64,11 @@ class AlertServiceConfig(StrictModel):
     )
     snapshot_quality: int = Field(85, ge=10, le=100)
     dlq_max_value_bytes: int = Field(65_536, ge=256)
+    # A detection message whose capture_ts lies further ahead of (or behind) both the Kafka
+    # record's timestamp and this service's clock is dead-lettered: one message from a broken
+    # clock (or a forged one) must not move a camera's time far away for good. null: no bound.
+    max_future_s: float | None = Field(300.0, gt=0)
+    max_age_s: float | None = Field(24 * 3600.0, gt=0)
 
 
 class AlertsConfig(StrictModel):

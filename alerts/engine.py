@@ -10,9 +10,11 @@ keeps: its rule instances (created on the camera's first frame), its tracker, an
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+from alerts import metrics as m
 from alerts.config import AlertsConfig, RuleConfig, parse_alerts_config
 from alerts.events import AlertEvent, FrameEvent
 from alerts.rules import RULE_TYPES, Rule
@@ -20,11 +22,13 @@ from alerts.schedule import Schedule
 from alerts.tracking import IouTracker
 
 SNAPSHOT_VERSION = 1
-_OLD_EPOCHS = 8  # reader restarts remembered per camera, to drop replays of earlier epochs
+_LOGGED_EPOCHS = 8  # refused older epochs logged per camera (one line each, not one per frame)
+
+log = logging.getLogger(__name__)
 
 
 class _Camera:
-    __slots__ = ("rules", "active", "tracker", "epoch", "seq", "old_epochs", "ts")
+    __slots__ = ("rules", "active", "tracker", "epoch", "seq", "refused_epochs", "ts")
 
     def __init__(self, rules: list[tuple[Rule, Schedule | None]], tracker: IouTracker | None):
         self.rules = rules
@@ -32,7 +36,7 @@ class _Camera:
         self.tracker = tracker
         self.epoch = -1
         self.seq = -1
-        self.old_epochs: list[int] = []
+        self.refused_epochs: list[int] = []  # older epochs already logged (not state)
         self.ts = 0.0
 
 
@@ -52,7 +56,13 @@ class RuleEngine:
             sched = cfg.schedule.compile() if cfg.schedule is not None else None
             self._specs.append((cfg, RULE_TYPES[cfg.type], sched, cfg.fingerprint()))
         self._cameras: dict[str, _Camera] = {}
-        self.stats = {"frames": 0, "duplicates": 0, "alerts": 0}
+        self.stats = {
+            "frames": 0,
+            "duplicates": 0,
+            "alerts": 0,
+            "epoch_switches": 0,  # a newer reader took a camera over
+            "stale_epoch": 0,  # frames of an older reader, refused
+        }
 
     # -- processing -----------------------------------------------------------------------------
 
@@ -64,8 +74,9 @@ class RuleEngine:
         cam = self._cameras.get(frame.camera_id)
         if cam is None:
             cam = self._cameras[frame.camera_id] = self._new_camera(frame.camera_id)
-        if not self._advance(cam, frame):
-            self.stats["duplicates"] += 1
+        refused = self._advance(cam, frame)
+        if refused is not None:
+            self.stats[refused] += 1
             return []
         self.stats["frames"] += 1
         if cam.tracker is not None:
@@ -90,16 +101,41 @@ class RuleEngine:
             self.stats["alerts"] += len(out)
         return out
 
-    def _advance(self, cam: _Camera, frame: FrameEvent) -> bool:
-        """Accept a frame once: (epoch, seq) must move forward. Returns False for a replay."""
+    def _advance(self, cam: _Camera, frame: FrameEvent) -> str | None:
+        """Accept a frame once: (epoch, seq) only moves forward. None when accepted, else the
+        stats key of the refusal ("duplicates": a replay; "stale_epoch": an older reader).
+
+        Epochs are ordered: the reader that started later wins and an older one is refused, so a
+        message of a reader that is not the camera's current one (a worker that lost the camera,
+        or a forged message) cannot make the current reader's frames look like replays. Epochs
+        come from the workers' clocks: keep them in sync (NTP) to well within the time a camera
+        stays on one worker. Every switch and every refused epoch is logged once and counted.
+        """
         if frame.epoch == cam.epoch:
             if frame.seq <= cam.seq:
-                return False
-        elif frame.epoch in cam.old_epochs:
-            return False
-        else:  # a new reader (a lower epoch is accepted too: worker clocks may disagree)
+                return "duplicates"
+        elif frame.epoch < cam.epoch:
+            m.STALE_EPOCH.inc()
+            if frame.epoch not in cam.refused_epochs:
+                cam.refused_epochs = (cam.refused_epochs + [frame.epoch])[-_LOGGED_EPOCHS:]
+                log.warning(
+                    "camera %s: frames of reader epoch %d refused: reader epoch %d started later "
+                    "and is the camera's current one",
+                    frame.camera_id,
+                    frame.epoch,
+                    cam.epoch,
+                )
+            return "stale_epoch"
+        else:  # a reader that started later: a restart, or the camera moved to another worker
             if cam.epoch >= 0:
-                cam.old_epochs = (cam.old_epochs + [cam.epoch])[-_OLD_EPOCHS:]
+                self.stats["epoch_switches"] += 1
+                m.EPOCH_SWITCHES.inc()
+                log.info(
+                    "camera %s: new reader epoch %d replaces %d",
+                    frame.camera_id,
+                    frame.epoch,
+                    cam.epoch,
+                )
             cam.epoch = frame.epoch
         cam.seq = frame.seq
         # The engine's clock never goes backwards, so durations are never negative.
@@ -107,7 +143,7 @@ class RuleEngine:
             frame.ts = cam.ts
         else:
             frame.ts = cam.ts = frame.capture_ts
-        return True
+        return None
 
     def _new_camera(self, camera_id: str) -> _Camera:
         rules = [
@@ -149,7 +185,6 @@ class RuleEngine:
             cams[cid] = {
                 "epoch": cam.epoch,
                 "seq": cam.seq,
-                "old_epochs": list(cam.old_epochs),
                 "ts": cam.ts,
                 "tracker": cam.tracker.snapshot() if cam.tracker is not None else None,
                 "rules": {
@@ -168,7 +203,6 @@ class RuleEngine:
         for cid, cs in snapshot.get("cameras", {}).items():
             cam = self._new_camera(cid)
             cam.epoch, cam.seq, cam.ts = int(cs["epoch"]), int(cs["seq"]), float(cs["ts"])
-            cam.old_epochs = [int(e) for e in cs.get("old_epochs", [])]
             if cam.tracker is not None and cs.get("tracker"):
                 cam.tracker.restore(cs["tracker"])
             saved = cs.get("rules", {})

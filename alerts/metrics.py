@@ -60,3 +60,11 @@ BATCH_SIZE = Histogram(
     "Detection messages per processed batch",
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
 )
+EPOCH_SWITCHES = Counter(
+    "vigil_alerts_epoch_switches_total",
+    "A newer camera reader (epoch) took a camera over: a worker restart or a camera move",
+)
+STALE_EPOCH = Counter(
+    "vigil_alerts_stale_epoch_total",
+    "Detection messages refused because a reader that started later owns their camera",
+)

@@ -26,6 +26,7 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from pipeline.common.assets import REPO_ROOT, footage
+from pipeline.common.errors import UserError
 
 SERVER_SCRIPT = REPO_ROOT / "deploy" / "local" / "rtsp_server.py"
 DEFAULT_GST_PYTHON = "/usr/bin/python3"
@@ -37,7 +38,7 @@ STDERR_LINES_KEPT = 200
 log = logging.getLogger(__name__)
 
 
-class CameraSimError(RuntimeError):
+class CameraSimError(UserError, RuntimeError):
     """The simulator could not start; the message carries the server's own explanation."""
 
 

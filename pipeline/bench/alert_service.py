@@ -32,7 +32,11 @@ def bench_service(
         data["kafka"]["password"] = cfg.kafka.password.get_secret_value()
     data["kafka"]["topics"] = {k: f"bench{tag}.{v}" for k, v in data["kafka"]["topics"].items()}
     data["redis"]["key_prefix"] = f"bench{tag}:"
-    data["alerts"] = {"rules": make_rules(n_rules), "service": {"group_id": f"bench{tag}"}}
+    # synthetic messages from 2023 (alerts.bench: fixed times, deterministic schedules): no age bound
+    data["alerts"] = {
+        "rules": make_rules(n_rules),
+        "service": {"group_id": f"bench{tag}", "max_age_s": None},
+    }
     bcfg = parse_config(data, "bench")
     ensure_topics(bcfg.kafka)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -636,13 +637,37 @@ def test_replayed_messages_are_ignored() -> None:
     assert [a["status"] for a in once + rest] == ["started", "ended"]
 
 
-def test_new_epoch_accepted_and_old_epoch_replay_dropped() -> None:
+def test_later_reader_wins_and_older_epochs_are_refused_and_counted(caplog) -> None:
     eng = engine_for({**INTRUSION, "min_frames": 1})
     run(eng, [msg(T0, [], 5, epoch=100)])
     assert eng.stats["frames"] == 1
-    run(eng, [msg(T0 + 1, [], 0, epoch=50)])  # reader restarted; its clock is behind: accepted
-    run(eng, [msg(T0 + 2, [], 9, epoch=100)])  # a late message of the old reader: dropped
-    assert eng.stats == {"frames": 2, "duplicates": 1, "alerts": 0}
+    with caplog.at_level(logging.INFO, logger="alerts.engine"):
+        run(eng, [msg(T0 + 1, [], 0, epoch=200)])  # a reader that started later: it takes over
+        for seq in (9, 10, 11):
+            run(eng, [msg(T0 + 2, [], seq, epoch=100)])  # the older reader's late frames: refused
+    assert eng.stats == {
+        "frames": 2,
+        "duplicates": 0,
+        "alerts": 0,
+        "epoch_switches": 1,
+        "stale_epoch": 3,
+    }
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("new reader epoch 200 replaces 100" in line for line in lines) == 1
+    assert sum("reader epoch 100 refused" in line for line in lines) == 1  # once, not per frame
+
+
+def test_one_message_of_another_epoch_does_not_silence_the_camera() -> None:
+    """Defect: a single well-formed message with another (older) epoch was taken as a new
+    reader, and every later frame of the real reader was then dropped as a replay."""
+    eng = engine_for({**INTRUSION, "min_frames": 2, "clear_after_s": 1})
+    real = 1_700_000_100_000
+    run(eng, [msg(T0 + i * 0.2, [], i, epoch=real) for i in range(5)])
+    run(eng, [msg(T0 + 1.1, [], 0, epoch=real - 60_000)])  # forged / stray: refused
+    inside = [person(0.5, 0.5, tid=1)]
+    alerts = run(eng, [msg(T0 + 1.2 + i * 0.2, inside, 5 + i, epoch=real) for i in range(5)])
+    assert [(a["rule_id"], a["status"]) for a in alerts] == [("lobby-intrusion", "started")]
+    assert eng.stats["stale_epoch"] == 1 and eng.stats["frames"] == 10
 
 
 def test_snapshot_is_per_camera_and_changed_rules_start_fresh() -> None:

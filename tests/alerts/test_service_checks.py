@@ -1,0 +1,119 @@
+"""What the alert service refuses before the rule engine sees a message (dead letters, no
+traceback): a key that is not the message's camera, a capture time far from the record's time
+and the service's clock, JSON nested too deeply. Unit tests: records are plain objects, no
+services (the end-to-end DLQ path is tests/alerts/test_service.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from alerts.engine import RuleEngine
+from alerts.service import AlertService
+from pipeline.config import parse_config
+
+ZONE = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+RULE = {"id": "yard", "type": "zone_intrusion", "zone": ZONE, "classes": ["person"]}
+
+
+def service(**service_cfg) -> AlertService:
+    cfg = parse_config(
+        {
+            "alerts": {"rules": [RULE], "service": service_cfg},
+            "redis": {"url": "redis://127.0.0.1:1/0"},
+        },
+        "test",
+    )
+    return AlertService(cfg)
+
+
+def message(cam: str = "gate", ts: float | None = None, seq: int = 1) -> dict:
+    return {
+        "schema_version": 1,
+        "camera_id": cam,
+        "seq": seq,
+        "epoch": 1,
+        "capture_ts": time.time() if ts is None else ts,
+        "frame": {"width": 640, "height": 480},
+        "model": {"name": "t", "version": "1"},
+        "detections": [
+            {"class_id": 0, "label": "person", "confidence": 0.9, "box": [0.4, 0.4, 0.5, 0.6]}
+        ],
+    }
+
+
+def record(value: bytes | None, key: bytes | None = b"gate", timestamp_ms: int | None = None):
+    ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    return SimpleNamespace(
+        topic="vigil.detections", partition=0, offset=7, key=key, value=value, timestamp=ts
+    )
+
+
+def process(svc: AlertService, rec) -> tuple[list, list, RuleEngine]:
+    engine = RuleEngine(svc.acfg)
+    alerts: list = []
+    dead: list = []
+    svc._process_record(engine, rec, alerts, dead)
+    return alerts, dead, engine
+
+
+def test_a_valid_message_raises_its_alert():
+    alerts, dead, _ = process(service(), record(json.dumps(message()).encode()))
+    assert dead == [] and [a.message["rule_id"] for a in alerts] == ["yard"]
+
+
+def test_key_that_differs_from_camera_id_is_dead_lettered():
+    svc = service()
+    alerts, dead, engine = process(svc, record(json.dumps(message("gate")).encode(), key=b"lobby"))
+    assert alerts == [] and engine.cameras == []  # no state for either camera
+    [(topic, key, value)] = dead
+    assert topic == svc.cfg.kafka.topics.detections_dlq and key == b"lobby"
+    assert "does not match camera_id 'gate'" in value["error"]
+    _, dead, _ = process(svc, record(json.dumps(message("gate")).encode(), key=None))
+    assert "message key None" in dead[0][2]["error"]
+
+
+@pytest.mark.parametrize(
+    ("shift", "why"),
+    [(1e300, "ahead of"), (3600.0, "ahead of"), (-3 * 24 * 3600.0, "behind")],
+)
+def test_capture_time_far_from_now_is_dead_lettered(shift: float, why: str):
+    """Defect: capture_ts 1e300 was accepted and the camera's clock stayed there (checkpoint)."""
+    svc = service()
+    ts = shift if shift > 1e100 else time.time() + shift
+    alerts, dead, engine = process(svc, record(json.dumps(message(ts=ts)).encode()))
+    assert alerts == [] and engine.cameras == []
+    assert why in dead[0][2]["error"] and "capture_ts" in dead[0][2]["error"]
+    # a normal frame afterwards is processed at its own time
+    alerts, dead, _ = process(svc, record(json.dumps(message()).encode()))
+    assert dead == [] and len(alerts) == 1
+
+
+def test_capture_time_far_from_the_record_timestamp_is_dead_lettered():
+    svc = service()
+    old_record = int((time.time() - 2 * 24 * 3600) * 1000)  # e.g. LogAppendTime of a backlog
+    _, dead, _ = process(svc, record(json.dumps(message()).encode(), timestamp_ms=old_record))
+    assert "ahead of the Kafka record's timestamp" in dead[0][2]["error"]
+
+
+def test_time_window_is_configurable_and_can_be_switched_off():
+    svc = service(max_future_s=None, max_age_s=None)
+    alerts, dead, _ = process(svc, record(json.dumps(message(ts=1_700_000_000.0)).encode()))
+    assert dead == [] and len(alerts) == 1
+    svc = service(max_future_s=10)
+    _, dead, _ = process(svc, record(json.dumps(message(ts=time.time() + 60)).encode()))
+    assert "max_future_s: 10" in dead[0][2]["error"]
+
+
+def test_deeply_nested_json_is_one_line_not_a_traceback(caplog):
+    svc = service()
+    with caplog.at_level(logging.WARNING):
+        alerts, dead, _ = process(svc, record(b"[" * 100_000))
+    assert alerts == [] and dead[0][2]["error"] == "JSON nested too deeply"
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "\n" not in errors[0].getMessage()

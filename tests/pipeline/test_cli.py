@@ -54,3 +54,17 @@ def test_help(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 0
+
+
+@pytest.mark.parametrize("command", ["run", "ingest", "alerts serve"])
+def test_bad_rule_is_a_clean_config_error(tmp_path, capsys, command):
+    """Defect: a 2-point zone made `vigil run` end with a RulesError traceback and exit 1."""
+    cfg = tmp_path / "vigil.yaml"
+    cfg.write_text(
+        "alerts:\n  rules:\n    - {id: door, type: zone_intrusion, zone: [[0.1, 0.1], [0.5, 0.5]]}\n"
+    )
+    code, err = run(capsys, *command.split(), "-c", str(cfg))
+    assert code == 2
+    assert err.startswith(f"vigil: invalid config {cfg}:")
+    assert "rule 'door': zone: polygon needs at least 3 points" in err
+    assert "Traceback" not in err

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 # RTSP over TCP: UDP loses packets on busy hosts and shows up as smeared frames.
 os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+# FFmpeg's and OpenCV's own lines ("Connection refused", "Stream timeout triggered", ...) would
+# repeat on every reconnect attempt; the reader logs one line per state change instead.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 MAX_CONSECUTIVE_BAD_FRAMES = 25
 
@@ -67,7 +71,7 @@ class CameraReader:
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 10.0,
         backoff_initial_s: float = 0.5,
-        backoff_max_s: float = 30.0,
+        backoff_max_s: float = 2.0,
         backoff_jitter: float = 0.2,
         on_frame: callable | None = None,
         decode_threads: int = 1,
@@ -136,6 +140,8 @@ class CameraReader:
     def _run(self) -> None:
         rng = random.Random(hash(self.camera_id))
         delays = None
+        down_since: float | None = None  # while the camera is lost: when, for the "back" line
+        attempts = 0
         while not self._stop.is_set():
             self.stats.state = "connecting"
             cap = self._open()
@@ -147,11 +153,30 @@ class CameraReader:
                     return
                 delays = delays or backoff_delays(*self._backoff, rng)
                 wait = next(delays)
-                log.warning("%s: %s; retrying in %.1fs", self.spec, self.stats.last_error, wait)
+                attempts += 1
+                if down_since is None:  # one line per outage, not one per attempt
+                    down_since = time.monotonic()
+                    log.warning(
+                        "%s: %s; retrying every %.1f s at most",
+                        self.spec,
+                        self.stats.last_error,
+                        self._backoff[1],
+                    )
+                else:
+                    log.debug("%s: still unreachable; retry in %.1f s", self.spec, wait)
                 self.stats.state = "backoff"
                 self._stop.wait(wait)
                 continue
-            log.info("%s: connected", self.spec)
+            if down_since is not None:
+                log.info(
+                    "%s: back after %.1f s (%d attempts)",
+                    self.spec,
+                    time.monotonic() - down_since,
+                    attempts,
+                )
+                down_since, attempts = None, 0
+            else:
+                log.info("%s: connected", self.spec)
             self.stats.state = "streaming"
             got_frames = self._read_loop(cap)
             cap.release()
@@ -166,12 +191,8 @@ class CameraReader:
             self.stats.reconnects += 1
             delays = delays or backoff_delays(*self._backoff, rng)
             wait = next(delays)
-            log.warning(
-                "%s: stream lost (%s); reconnecting in %.1fs",
-                self.spec,
-                self.stats.last_error,
-                wait,
-            )
+            log.warning("%s: stream lost (%s); reconnecting", self.spec, self.stats.last_error)
+            down_since, attempts = time.monotonic(), 0
             self.stats.state = "backoff"
             self._stop.wait(wait)
         self.stats.state = "stopped"

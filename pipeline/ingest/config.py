@@ -12,8 +12,11 @@ from pipeline.ingest.motion import MotionConfig
 
 
 class ReconnectConfig(StrictModel):
+    """Backoff between attempts to reach a lost camera (exponential, with jitter). A low cap
+    keeps a short outage short: the gap is the outage plus at most ``max_s`` (and the open)."""
+
     initial_s: float = Field(0.5, gt=0)
-    max_s: float = Field(30.0, gt=0)
+    max_s: float = Field(2.0, gt=0)
     jitter: float = Field(0.2, ge=0, le=1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 import time
@@ -12,6 +13,7 @@ import pytest
 from pipeline.common.assets import footage
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.capture import CameraReader, backoff_delays
+from pipeline.ingest.config import IngestConfig
 
 
 def wait_for(pred, timeout: float, step: float = 0.05):
@@ -90,3 +92,31 @@ def test_decoder_thread_count_is_applied(threads, expected):
         assert cap.get(cv2.CAP_PROP_N_THREADS) == expected
     finally:
         cap.release()
+
+
+def test_an_outage_is_one_log_line_and_no_library_noise(caplog, capfd):
+    """Defect: a warning per reconnect attempt, plus FFmpeg/OpenCV lines on stderr for each."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = CameraSpec(id="flaky", url=f"rtsp://127.0.0.1:{port}/cam")
+    with caplog.at_level(logging.DEBUG, logger="pipeline.ingest.capture"):
+        reader = CameraReader(
+            spec, fps=5, open_timeout_s=1, backoff_initial_s=0.05, backoff_max_s=0.1
+        ).start()
+        try:
+            assert wait_for(lambda: reader.stats.state == "backoff", 10)
+            time.sleep(1.5)  # a dozen attempts or more
+        finally:
+            reader.stop(join_timeout=5)
+    lines = [r for r in caplog.records if r.name == "pipeline.ingest.capture"]
+    warnings = [r for r in lines if r.levelno >= logging.WARNING]
+    retries = [r for r in lines if r.levelno == logging.DEBUG]
+    assert len(warnings) == 1 and "retrying every 0.1 s at most" in warnings[0].getMessage()
+    assert len(retries) >= 3  # the attempts went on, quietly
+    err = capfd.readouterr().err
+    assert "Connection refused" not in err and "cap_ffmpeg" not in err, err[-500:]
+
+
+def test_reconnect_cap_is_low_by_default():
+    assert IngestConfig().reconnect.max_s <= 2.0

@@ -22,8 +22,27 @@ from pipeline.ingest.camera import CameraSpec
 
 log = logging.getLogger(__name__)
 
-# RTSP over TCP: UDP loses packets on busy hosts and shows up as smeared frames.
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+# FFmpeg options of every capture, unless the user set OPENCV_FFMPEG_CAPTURE_OPTIONS.
+_USER_CAPTURE_OPTIONS = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+DEFAULT_PROBE_S = 0.5
+
+
+def configure_ffmpeg(probe_s: float = DEFAULT_PROBE_S) -> str:
+    """Set the FFmpeg options of the captures this process opens (process-wide in OpenCV).
+
+    RTSP over TCP: UDP loses packets on busy hosts and shows up as smeared frames. A short probe
+    (``analyzeduration``): OpenCV opens one capture at a time per process (a global lock around
+    the open), and FFmpeg's default probe of a live stream (up to 5 s, 2-3 s on the demo cameras)
+    made every camera wait for all the cameras before it (``ingest.probe_s``).
+    """
+    if _USER_CAPTURE_OPTIONS is not None:
+        return _USER_CAPTURE_OPTIONS
+    options = f"rtsp_transport;tcp|analyzeduration;{int(probe_s * 1_000_000)}"
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
+    return options
+
+
+configure_ffmpeg()
 # FFmpeg's and OpenCV's own lines ("Connection refused", "Stream timeout triggered", ...) would
 # repeat on every reconnect attempt; the reader logs one line per state change instead.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET

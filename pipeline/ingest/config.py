@@ -30,6 +30,9 @@ class IngestConfig(StrictModel):
     # many cameras in parallel anyway, frame threading costs ~10 % more CPU here and delays each
     # frame by one frame per extra thread.
     decode_threads: int = Field(1, ge=0, le=64)
+    # How long FFmpeg probes a new stream before decoding (analyzeduration). Opens of one process
+    # run one at a time (OpenCV), so this is what each camera adds to a worker's start-up.
+    probe_s: float = Field(0.5, gt=0, le=30)
     reconnect: ReconnectConfig = ReconnectConfig()
     session_timeout_ms: int = Field(10000, ge=6000)
     # A frame older than this when the detector gets to it is dropped and counted (stale).

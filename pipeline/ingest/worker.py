@@ -28,7 +28,7 @@ from pipeline.common.contracts import Frame, FrameDetector, FrameListener
 from pipeline.common.kafka import make_producer
 from pipeline.ingest import metrics
 from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.capture import CameraReader
+from pipeline.ingest.capture import CameraReader, configure_ffmpeg
 from pipeline.ingest.config import IngestSettings
 from pipeline.ingest.frame_store import FrameStore
 from pipeline.ingest.messages import detection_message
@@ -150,6 +150,7 @@ class IngestWorker:
 
     def _make_reader(self, spec: CameraSpec) -> CameraReader:
         ing = self.cfg.ingest
+        configure_ffmpeg(ing.probe_s)
         return CameraReader(
             spec,
             fps=spec.fps or ing.default_fps,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import socket
 import time
@@ -120,3 +121,17 @@ def test_an_outage_is_one_log_line_and_no_library_noise(caplog, capfd):
 
 def test_reconnect_cap_is_low_by_default():
     assert IngestConfig().reconnect.max_s <= 2.0
+
+
+def test_stream_probe_is_short_and_configurable(monkeypatch):
+    """Defect: OpenCV opens one capture at a time per process and FFmpeg probed each live stream
+    for 2-3 s, so the 12th camera of a worker waited ~36 s. The probe is ingest.probe_s now."""
+    from pipeline.ingest import capture  # noqa: PLC0415
+
+    monkeypatch.setattr(capture, "_USER_CAPTURE_OPTIONS", None)
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
+    assert IngestConfig().probe_s == 0.5
+    assert capture.configure_ffmpeg(0.25) == "rtsp_transport;tcp|analyzeduration;250000"
+    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"].endswith("analyzeduration;250000")
+    monkeypatch.setattr(capture, "_USER_CAPTURE_OPTIONS", "rtsp_transport;udp")
+    assert capture.configure_ffmpeg(0.25) == "rtsp_transport;udp"  # the user's own choice wins

@@ -59,7 +59,14 @@ from alerts.retry import Retrier, Stopped, url_password
 from alerts.snapshots import render_snapshot
 from alerts.store import AlertStore, AlertWrite
 from pipeline.common.jsoncodec import dumps, loads
-from pipeline.common.kafka import KafkaUnavailable, ensure_topics, make_consumer, make_producer
+from pipeline.common.kafka import (
+    KafkaUnavailable,
+    connection_count,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
+from pipeline.common.lifecycle import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +114,8 @@ class AlertService(PartitionCheckpoints):
         self._consistent = True  # False while a batch is half done (state ahead of Redis)
         self._last_checkpoint = time.monotonic()
         self._lag_at = 0.0
+        self._kafka_checked_at = 0.0
+        self.kafka_state = OutageLog(log, f"Kafka at {cfg.kafka.bootstrap_servers} (alert service)")
         self._stats_at = time.monotonic()
         self.retrier = Retrier(
             self.scfg.retry_initial_s,
@@ -152,7 +161,7 @@ class AlertService(PartitionCheckpoints):
                 except Stopped:
                     break
                 except KafkaError as e:  # from poll or a seek: before a batch's processing
-                    log.warning("Kafka: %s: %s; retrying", type(e).__name__, self.retrier.scrub(e))
+                    self.kafka_state.down(f"{type(e).__name__}: {self.retrier.scrub(e)}")
                     if not self._consistent:
                         self._resync()
                     stop.wait(backoff)
@@ -249,8 +258,22 @@ class AlertService(PartitionCheckpoints):
             self._checkpoint(sorted(self._dirty, key=tp_order))
         self._consistent = True
         self._update_lag()
+        self._check_kafka()
         self._log_stats()
         return n
+
+    def _check_kafka(self) -> None:
+        """One line when the consumer loses every broker connection, one when it has them back
+        (kafka-python's own per-attempt lines are silenced by the CLI)."""
+        now = time.monotonic()
+        if now - self._kafka_checked_at < 1.0 or self.consumer is None:
+            return
+        self._kafka_checked_at = now
+        count = connection_count(self.consumer)
+        if count == 0:
+            self.kafka_state.down("no broker connection", failed_operation=False)
+        elif count:
+            self.kafka_state.up()
 
     def _process_record(self, engine: RuleEngine, rec, alerts: list, dead: list) -> None:
         t0 = time.perf_counter()

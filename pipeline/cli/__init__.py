@@ -17,6 +17,7 @@ import sys
 from pipeline import bench, camera_sim, demo
 from pipeline.cli import alerts, cameras, dataset, detect, models, retrain, run
 from pipeline.common.errors import UserError
+from pipeline.common.kafka import quiet_library_logs
 
 # In the order ``vigil --help`` lists them.
 GROUPS = (run, cameras, camera_sim, bench, demo, detect, models, dataset, retrain, alerts)
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("kafka", "ultralytics"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    quiet_library_logs(verbose=args.verbose)
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -159,3 +159,18 @@ def make_consumer(cfg: KafkaConfig, client_suffix: str, **kw: Any) -> KafkaConsu
         )
     except KafkaError as e:
         raise _unavailable(cfg, e) from None
+
+
+def connection_count(client: KafkaProducer | KafkaConsumer) -> float | None:
+    """Open broker connections of a kafka-python client (its ``connection-count`` metric); 0
+    while no broker can be reached; None when the client does not report it."""
+    for group, values in client.metrics().items():
+        if group in ("producer-metrics", "consumer-metrics") and "connection-count" in values:
+            return float(values["connection-count"])
+    return None
+
+
+def quiet_library_logs(verbose: bool = False) -> None:
+    """kafka-python logs every failed connection attempt (about six lines a second in an outage,
+    from kafka.net, kafka.cluster, kafka.coordinator); Vigil logs the state changes itself."""
+    logging.getLogger("kafka").setLevel(logging.WARNING if verbose else logging.CRITICAL)

@@ -26,6 +26,7 @@ import numpy as np
 
 from pipeline.common.contracts import Frame, FrameDetector, FrameListener
 from pipeline.common.kafka import make_producer
+from pipeline.common.lifecycle import OutageLog
 from pipeline.ingest import metrics
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.capture import CameraReader, configure_ffmpeg
@@ -100,6 +101,9 @@ class IngestWorker:
         self.watcher: RegistryWatcher | None = None
         self.published = 0
         self.publish_errors = 0
+        self._unacked = 0  # sent, neither acknowledged nor failed yet
+        self._last_ack = time.monotonic()
+        self.kafka_state = OutageLog(log, f"Kafka at {cfg.kafka.bootstrap_servers} (detections)")
         self.max_frame_age_s = cfg.ingest.max_frame_age_s
         self._served: dict[str, float] = {}  # camera -> when its last frame was taken (fairness)
         self._motion: dict[str, MotionDetector | None] = {}  # None: gating off for the camera
@@ -395,20 +399,25 @@ class IngestWorker:
 
         def ok(_meta) -> None:
             self.published += 1
+            self._unacked -= 1
+            self._last_ack = time.monotonic()
+            self.kafka_state.up()
             now = time.time()
             metrics.PUBLISH_SECONDS.observe(now - sent_at)
             metrics.CAPTURE_TO_PUBLISH_SECONDS.observe(now - frame.capture_ts)
 
         def failed(exc: Exception) -> None:
             self.publish_errors += 1
+            self._unacked -= 1
             metrics.PUBLISH_ERRORS.inc()
-            log.warning(
-                "camera %s: detection message seq %d not delivered: %s",
-                frame.camera_id,
-                frame.seq,
-                exc,
+            self.kafka_state.down(f"detection messages are not delivered ({type(exc).__name__})")
+            log.debug(
+                "camera %s: message seq %d not delivered: %s", frame.camera_id, frame.seq, exc
             )
 
+        if self._unacked <= 0:
+            self._last_ack = time.monotonic()  # silence counts from the oldest message waiting
+        self._unacked += 1
         try:
             fut = self.producer.send(
                 self.cfg.kafka.topics.detections,
@@ -421,6 +430,16 @@ class IngestWorker:
             return
         fut.add_callback(ok)
         fut.add_errback(failed)
+
+    def _check_kafka(self, now: float, silent_s: float = 5.0) -> None:
+        """Kafka is lost for this worker when messages wait and nothing was acknowledged for
+        ``silent_s`` (sends are buffered: their failures only come at delivery.timeout.ms)."""
+        if self._unacked > 0 and now - self._last_ack > silent_s:
+            self.kafka_state.down(
+                f"no acknowledgement for {now - self._last_ack:.0f} s, "
+                f"{self._unacked} detection messages waiting",
+                failed_operation=False,
+            )
 
     def _export_reader_stats(self) -> None:
         with self._lock:
@@ -485,6 +504,7 @@ class IngestWorker:
             now = time.monotonic()
             if now - last_stats > 1.0:
                 self._export_reader_stats()
+                self._check_kafka(now)
                 last_stats = now
         self.flush()
 

@@ -27,7 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     services = []
-    if not args.no_alerts and cfg.alerts:
+    if not args.no_alerts and cfg.alerts.configured:
         services.append(alert_service_runner(cfg))
     return run_ingest(
         cfg,

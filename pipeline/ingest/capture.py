@@ -123,6 +123,9 @@ class CameraReader:
         if join_timeout:
             self._thread.join(join_timeout)
 
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()

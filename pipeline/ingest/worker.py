@@ -515,9 +515,17 @@ class IngestWorker:
         if self.producer is not None:
             self.flush()  # the batch in flight (when the loop was stopped without run())
         with self._lock:
-            for reader in self._readers.values():
-                reader.stop()
+            readers = list(self._readers.values())
             self._readers.clear()
+        for reader in readers:
+            reader.stop()
+        # Wait for the reader threads to leave OpenCV: a process that exits while one is still
+        # inside FFmpeg aborts ("terminate called without an active exception", SIGABRT).
+        deadline = time.monotonic() + self.cfg.ingest.read_timeout_s + 2.0
+        for reader in readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
+            if reader.alive:
+                log.warning("camera %s: reader did not stop in time", reader.camera_id)
         for service in self.services.values():
             close = getattr(service, "close", None)
             if close is not None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import ValidationError
@@ -12,7 +15,8 @@ from pydantic import ValidationError
 from pipeline.cli.support import config_args, config_from_args, fail, validation_errors
 from pipeline.common.config import ConfigError, expand_env
 from pipeline.common.kafka import ensure_topics
-from pipeline.ingest.camera import CameraSpec
+from pipeline.ingest.camera import CameraSpec, mask_url
+from pipeline.ingest.capture import CameraUnavailable, probe_camera
 from pipeline.ingest.registry import put_cameras, read_registry, remove_cameras
 
 
@@ -20,11 +24,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     cams = sub.add_parser("cameras", help="connect / disconnect cameras live").add_subparsers(
         dest="cameras_command", required=True, metavar="ACTION"
     )
-    p = cams.add_parser("add", help="add or update a camera")
+    p = cams.add_parser(
+        "add",
+        help="add or update a camera",
+        description="Add or update a camera. A password on the command line is visible to other "
+        "users (ps) and stays in the shell history: give the URL as '-' (read from stdin) or "
+        "with --url-env, or the password alone with --password-env / --password-stdin.",
+    )
     config_args(p, required=False)
     p.add_argument("id")
-    p.add_argument("url")
+    p.add_argument("url", nargs="?", help="stream URL; '-': read it from stdin")
+    p.add_argument("--url-env", metavar="VAR", help="take the URL from environment variable VAR")
+    p.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="put the password of environment variable VAR in the URL",
+    )
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (first line)"
+    )
     p.add_argument("--fps", type=float, default=None, help="detection rate (frames/s)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="open the stream once first: print its resolution and fps, or the error (not added)",
+    )
+    p.add_argument("--check-timeout", type=float, default=10.0, help="seconds (default 10)")
     p.set_defaults(func=cmd_add)
     p = cams.add_parser("remove", help="disconnect cameras")
     config_args(p, required=False)
@@ -48,9 +73,80 @@ def _spec(**kw) -> CameraSpec:
         raise ConfigError(validation_errors(e)) from None
 
 
+def _stdin_line(what: str) -> str:
+    line = sys.stdin.readline().strip()
+    if not line:
+        raise ConfigError(f"no {what} on stdin")
+    return line
+
+
+def camera_url(args: argparse.Namespace) -> str:
+    """The URL from the argument, stdin or the environment, with the password put in when it
+    comes separately. Warns (stderr) when a password was typed on the command line."""
+    sources = [s for s in (args.url is not None, bool(args.url_env)) if s]
+    if len(sources) != 1:
+        raise ConfigError("give the camera URL once: as an argument, '-' (stdin) or --url-env VAR")
+    if args.url_env:
+        url = os.environ.get(args.url_env)
+        if not url:
+            raise ConfigError(f"--url-env: environment variable {args.url_env} is not set")
+    elif args.url == "-":
+        url = _stdin_line("camera URL")
+    else:
+        url = args.url
+        if _password_of(url) is not None:
+            print(
+                "vigil: warning: the camera password is on the command line (visible in ps and "
+                "the shell history); use '-' or --url-env, or --password-env/--password-stdin",
+                file=sys.stderr,
+            )
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise ConfigError(
+                f"--password-env: environment variable {args.password_env} is not set"
+            )
+    elif args.password_stdin:
+        password = _stdin_line("password")
+    if password is not None:
+        url = with_password(url, password)
+    return url
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` for its user (the URL must name the user: rtsp://admin@cam/...)."""
+    parts = urlsplit(url)
+    if not parts.username:
+        raise ConfigError(
+            f"{mask_url(url)}: a password needs a user in the URL (rtsp://USER@host/...)"
+        )
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    spec = _spec(id=args.id, url=args.url, fps=args.fps)
+    spec = _spec(id=args.id, url=camera_url(args), fps=args.fps)
+    if args.check:
+        try:
+            width, height, fps = probe_camera(spec.url, args.check_timeout, args.check_timeout)
+        except CameraUnavailable as e:
+            return fail(f"camera {spec.id}: {e}; not added")
+        rate = f"{fps:g} fps" if fps else "fps not reported"
+        print(f"checked {spec}: {width}x{height}, {rate}")
     ensure_topics(cfg.kafka)
     put_cameras(cfg.kafka, [spec])
     print(f"added {spec}")

@@ -6,10 +6,15 @@ Keys are built here only, so the alert service, the console and retraining agree
 
 from __future__ import annotations
 
+import logging
+from urllib.parse import urlsplit
+
 import redis
 from pydantic import Field, SecretStr
 
 from pipeline.common.config import StrictModel
+
+log = logging.getLogger(__name__)
 
 
 class RedisConfig(StrictModel):
@@ -25,12 +30,48 @@ class RedisConfig(StrictModel):
 
 def redis_client(cfg: RedisConfig) -> redis.Redis:
     """Explicit timeouts everywhere; the URL (which may hold a password) is never logged."""
-    return redis.Redis.from_url(
-        cfg.url.get_secret_value(),
+    url = cfg.url.get_secret_value()
+    client = redis.Redis.from_url(
+        url,
         socket_timeout=cfg.socket_timeout_s,
         socket_connect_timeout=cfg.socket_timeout_s,
         health_check_interval=30,
     )
+    warn_if_password_unused(client, url)
+    return client
+
+
+_AUTH_CHECKED: set[str] = set()
+
+
+def warn_if_password_unused(client: redis.Redis, url: str) -> bool:
+    """Warn (once per server) when ``url`` carries a password but the server asks for none:
+    redis-py then connects without a word, and whoever reaches the server needs no password.
+    Returns whether it warned. Unreachable servers are left to the caller's own error."""
+    try:
+        parts = urlsplit(url)
+        password, where = parts.password, f"{parts.hostname}:{parts.port or 6379}"
+    except ValueError:
+        return False
+    if not password or where in _AUTH_CHECKED:
+        return False
+    try:
+        client.execute_command("AUTH", *([parts.username] if parts.username else []), password)
+    except redis.AuthenticationError as e:
+        if "without any password configured" not in str(e):
+            return False
+    except redis.RedisError:
+        return False  # not reachable now: nothing to say about its AUTH yet
+    else:
+        _AUTH_CHECKED.add(where)
+        return False
+    _AUTH_CHECKED.add(where)
+    log.warning(
+        "Redis at %s has no password set but redis.url carries one: the password is not used "
+        "and anyone who reaches the server needs none; set requirepass (or an ACL user) there",
+        where,
+    )
+    return True
 
 
 class RedisKeys:

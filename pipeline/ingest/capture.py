@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import cv2
 
 from pipeline.common.contracts import Frame
-from pipeline.ingest.camera import CameraSpec
+from pipeline.ingest.camera import CameraSpec, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,37 @@ def backoff_delays(initial: float, maximum: float, jitter: float, rng: random.Ra
     while True:
         yield delay * (1 + rng.uniform(-jitter, jitter))
         delay = min(delay * 2, maximum)
+
+
+class CameraUnavailable(Exception):
+    """A camera URL that could not be opened or read; the message masks the password."""
+
+
+def probe_camera(url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
+    """Open ``url`` once and read one frame: ``(width, height, fps)`` (fps 0.0 when the stream
+    does not say), or :class:`CameraUnavailable` saying what failed."""
+    cap = cv2.VideoCapture(
+        url,
+        cv2.CAP_FFMPEG,
+        [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(read_timeout_s * 1000),
+        ],
+    )
+    try:
+        if not cap.isOpened():
+            raise CameraUnavailable(
+                f"cannot open {mask_url(url)} (unreachable, wrong URL or credentials)"
+            )
+        ok, image = cap.read()
+        if not ok or image is None or image.ndim != 3:
+            raise CameraUnavailable(f"{mask_url(url)} opened but sent no decodable frame")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        return int(image.shape[1]), int(image.shape[0]), float(fps if 0 < fps < 1000 else 0.0)
+    finally:
+        cap.release()
 
 
 class CameraReader:

@@ -5,6 +5,7 @@ redis-server processes on free ports."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import time
@@ -328,3 +329,20 @@ def test_tls_url(tmp_path: Path):
             plain.get_alert("x")
     finally:
         server.stop()
+
+
+def test_password_for_a_redis_without_auth_is_warned_once(caplog):
+    """Issue 12, defect 9: redis-py connects without a word when the server asks for no
+    password; the operator believes the data is protected. One warning, password not in it."""
+    from pipeline.common import redis as common_redis  # noqa: PLC0415
+
+    url = REDIS_URL.replace("redis://", "redis://:n0t-used-s3cret@")
+    common_redis._AUTH_CHECKED.clear()
+    with caplog.at_level(logging.WARNING, logger="pipeline.common.redis"):
+        for _ in range(3):
+            client = common_redis.redis_client(RedisConfig(url=url))
+            assert client.ping()
+            client.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.common.redis"]
+    assert len(warnings) == 1 and "has no password set" in warnings[0]
+    assert "n0t-used-s3cret" not in warnings[0]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import io
+import socket
+
 import pytest
 
 from pipeline.cli import main
+from pipeline.cli.cameras import camera_url, register
+from pipeline.common.assets import footage
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
@@ -68,3 +74,70 @@ def test_bad_rule_is_a_clean_config_error(tmp_path, capsys, command):
     assert err.startswith(f"vigil: invalid config {cfg}:")
     assert "rule 'door': zone: polygon needs at least 3 points" in err
     assert "Traceback" not in err
+
+
+# -- camera secrets off the command line, --check (issue 12, defect 9) ----------------------------
+
+UNREACHABLE_KAFKA = ["--bootstrap", "127.0.0.1:9"]
+
+
+def test_camera_url_from_stdin_env_or_password_env(monkeypatch, capsys):
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+
+    def url(*argv: str, stdin: str = "") -> str:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        return camera_url(parser.parse_args(["cameras", "add", "door", *argv]))
+
+    assert url("-", stdin="rtsp://admin:s3cret@10.0.0.5/s1\n") == "rtsp://admin:s3cret@10.0.0.5/s1"
+    monkeypatch.setenv("DOOR_URL", "rtsp://admin:s3cret@10.0.0.5/s1")
+    assert url("--url-env", "DOOR_URL") == "rtsp://admin:s3cret@10.0.0.5/s1"
+    monkeypatch.setenv("DOOR_PW", "p@ss:w/rd")
+    assert url("rtsp://admin@10.0.0.5:554/s1", "--password-env", "DOOR_PW") == (
+        "rtsp://admin:p%40ss%3Aw%2Frd@10.0.0.5:554/s1"
+    )
+    assert url("rtsp://admin@10.0.0.5/s1", "--password-stdin", stdin="pw\n") == (
+        "rtsp://admin:pw@10.0.0.5/s1"
+    )
+    assert "warning" not in capsys.readouterr().err  # nothing secret was on the command line
+    url("rtsp://admin:s3cret@10.0.0.5/s1")
+    err = capsys.readouterr().err
+    assert "password is on the command line" in err and "s3cret" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--url-env", "NOPE_UNSET"], "--url-env: environment variable NOPE_UNSET is not set"),
+        (["rtsp://10.0.0.5/s1", "--password-env", "NOPE_UNSET"], "NOPE_UNSET is not set"),
+        (["rtsp://10.0.0.5/s1", "--password-env", "HOME"], "a password needs a user in the URL"),
+        ([], "give the camera URL once"),
+    ],
+)
+def test_camera_url_errors_name_the_input(argv, expected, capsys):
+    code, err = run(capsys, "cameras", "add", "door", *argv, *UNREACHABLE_KAFKA)
+    assert code == 2 and expected in err
+
+
+def test_camera_check_reports_the_stream_or_the_error(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, err = run(
+        capsys,
+        "cameras",
+        "add",
+        "door",
+        f"rtsp://admin:s3cret@127.0.0.1:{port}/s1",
+        "--check",
+        "--check-timeout",
+        "2",
+        *UNREACHABLE_KAFKA,
+    )
+    assert code == 2 and "cannot open rtsp://admin:***@127.0.0.1" in err and "not added" in err
+    assert "s3cret" not in err
+    clip = str(footage("people-detection.mp4"))
+    code = main(["cameras", "add", "hall", clip, "--check", *UNREACHABLE_KAFKA])
+    out, err = capsys.readouterr()
+    assert "checked camera hall" in out and "480x270, 12 fps" in out
+    assert code == 2 and "cannot reach Kafka" in err  # checked first, then registered

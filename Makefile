@@ -2,13 +2,14 @@
 PYTHON ?= python3
 export VIGIL_STATE ?= $(CURDIR)/.vigil
 PYTEST_ARGS ?=
+export KAFKA_NODES ?= 1
 
 .PHONY: setup infra-up infra-down demo test test-unit bench lint format clean
 
 setup:  ## install system packages, Python package (editable) and Kafka jars; idempotent
 	bash deploy/local/setup.sh
 
-infra-up: setup  ## start Kafka (KRaft), Redis; wait until healthy
+infra-up: setup  ## start Kafka (KRaft; KAFKA_NODES=3: 3 brokers, SASL + ACLs), Redis; wait until healthy
 	bash deploy/local/services.sh up
 
 infra-down:  ## stop the local services and delete their throw-away data
@@ -26,10 +27,11 @@ demo: setup  ## the whole chain on real footage, end to end
 bench: setup
 	bash deploy/local/with-services.sh sh -c '$(PYTHON) -m pipeline.cli bench --out BENCHMARKS.json && $(PYTHON) -m pipeline.cli alerts bench'
 
-lint:  ## ruff (lint + format) and the import contracts of pyproject.toml (docs/architecture.md)
+lint:  ## ruff, the import contracts (docs/architecture.md), the k8s manifests (deploy/k8s/check.py)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -c "from importlinter.cli import lint_imports_command; lint_imports_command()"
+	$(PYTHON) deploy/k8s/check.py
 
 format:
 	$(PYTHON) -m ruff check --fix .

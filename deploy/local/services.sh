@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Local Kafka (KRaft, single node) and Redis for development and tests.
 #   services.sh up | down | status | start-redis | stop-redis | start-kafka | stop-kafka
+#   KAFKA_NODES=3 services.sh up: a 3-broker cluster with SASL/SCRAM and ACLs (kafka_cluster.sh)
 # Everything lives in the throw-away state dir ${VIGIL_STATE:-<repo>/.vigil}; both services bind
 # to 127.0.0.1 only. `up` is idempotent: healthy running services are left alone.
 set -euo pipefail
@@ -164,10 +165,21 @@ status() {
   return "$rc"
 }
 
+# KAFKA_NODES=3: the 3-broker SASL/ACL cluster of kafka_cluster.sh instead of the single broker.
+KAFKA_NODES="${KAFKA_NODES:-${VIGIL_KAFKA_NODES:-1}}"
+CLUSTER="$REPO/deploy/local/kafka_cluster.sh"
+
 case "${1:-}" in
-  up) start_redis; start_kafka ;;
+  up)
+    start_redis
+    case "$KAFKA_NODES" in
+      1) start_kafka ;;
+      3) bash "$CLUSTER" up ;;
+      *) die "KAFKA_NODES=$KAFKA_NODES: 1 (single broker) or 3 (cluster)" ;;
+    esac ;;
   down)
     stop_kafka; stop_redis
+    if [ -d "$STATE/kafka-cluster" ]; then bash "$CLUSTER" down; fi
     # Throw-away data goes; logs and the cluster id stay for post-mortems.
     rm -rf "$K/data" "$K/server.properties" "$R/data"
     say "stopped, data deleted" ;;

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from pipeline.common.config import validation_messages
 from pipeline.config import VigilConfig, load_config
 
 # What a handler reports as one line on stderr with exit code 2 (fail) rather than a traceback.
@@ -45,7 +46,7 @@ def comma_list(text: str) -> list[str]:
 
 def validation_errors(e: ValidationError, prefix: str = "") -> str:
     """pydantic's errors on one line: ``<prefix>key.path: message; ...``."""
-    return "; ".join(f"{prefix}{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+    return "; ".join(f"{prefix}{loc}: {msg}" for loc, msg in validation_messages(e))
 
 
 def progress(what: str) -> Callable[[int, int], None]:

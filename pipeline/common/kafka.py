@@ -5,12 +5,13 @@ and idempotent topic creation. Explicit timeouts everywhere (``request_timeout_m
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from pipeline.common.config import StrictModel
 from pipeline.common.errors import UserError
@@ -34,14 +35,48 @@ class KafkaConfig(StrictModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     username: str | None = None
     password: SecretStr | None = None
+    # The password in a file (a mounted Kubernetes secret, kafka_cluster.sh's secrets/<user>)
+    # instead of the config: read once when the config is loaded.
+    password_file: str | None = None
     request_timeout_ms: int = Field(15000, ge=1000)
     bootstrap_timeout_ms: int = Field(15000, ge=1000)
     topics: KafkaTopics = KafkaTopics()
     detections_partitions: int = Field(6, ge=1)
     cameras_partitions: int = Field(16, ge=1)
     replication_factor: int = Field(1, ge=1)
+    # Replicas that must have a write before acks=all acknowledges it; default: 2 when
+    # replication_factor >= 3 (one broker may fail without losing an acknowledged message).
+    min_insync_replicas: int | None = Field(None, ge=1)
     compression: Literal["gzip", "snappy", "lz4", "zstd", "none"] = "gzip"
     linger_ms: int = Field(5, ge=0)
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> KafkaConfig:
+        if self.password_file is not None:
+            if self.password is not None:
+                raise ValueError("password_file: give password or password_file, not both")
+            try:
+                secret = Path(self.password_file).read_text().strip()
+            except OSError as e:
+                raise ValueError(
+                    f"password_file: cannot read {self.password_file}: {e.strerror}"
+                ) from None
+            self.password = SecretStr(secret)
+        if (
+            self.min_insync_replicas is not None
+            and self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError(
+                f"min_insync_replicas: {self.min_insync_replicas} > replication_factor "
+                f"{self.replication_factor} (no write could ever be acknowledged)"
+            )
+        return self
+
+    @property
+    def effective_min_insync_replicas(self) -> int | None:
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return 2 if self.replication_factor >= 3 else None
 
     def client_kwargs(self) -> dict[str, Any]:
         """Connection settings shared by producers, consumers and the admin client."""
@@ -72,7 +107,7 @@ def _unavailable(cfg: KafkaConfig, err: Exception) -> KafkaUnavailable:
 def topic_specs(cfg: KafkaConfig) -> list[NewTopic]:
     rf = cfg.replication_factor
     t = cfg.topics
-    return [
+    specs = [
         # Compacted: the latest definition per camera id is the registry; a tombstone removes it.
         NewTopic(
             t.cameras,
@@ -101,6 +136,11 @@ def topic_specs(cfg: KafkaConfig) -> list[NewTopic]:
         ),
         NewTopic(t.control, 1, rf),
     ]
+    isr = cfg.effective_min_insync_replicas
+    if isr is not None:
+        for spec in specs:
+            spec.topic_configs = {**(spec.topic_configs or {}), "min.insync.replicas": str(isr)}
+    return specs
 
 
 def admin_client(cfg: KafkaConfig) -> KafkaAdminClient:

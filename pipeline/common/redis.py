@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 import redis
 from pydantic import Field, SecretStr
 
-from pipeline.common.config import StrictModel
+from pipeline.common.config import ConfigError, StrictModel
+from pipeline.common.urls import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,18 @@ class RedisConfig(StrictModel):
 def redis_client(cfg: RedisConfig) -> redis.Redis:
     """Explicit timeouts everywhere; the URL (which may hold a password) is never logged."""
     url = cfg.url.get_secret_value()
-    client = redis.Redis.from_url(
-        url,
-        socket_timeout=cfg.socket_timeout_s,
-        socket_connect_timeout=cfg.socket_timeout_s,
-        health_check_interval=30,
-    )
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=cfg.socket_timeout_s,
+            socket_connect_timeout=cfg.socket_timeout_s,
+            health_check_interval=30,
+        )
+    except ValueError as e:  # its text may quote a piece of the password
+        raise ConfigError(
+            f"redis.url {mask_url(url)!r} is not a Redis URL ({type(e).__name__}); "
+            "percent-encode '/', '?', '#' and '@' in the password"
+        ) from None
     warn_if_password_unused(client, url)
     return client
 

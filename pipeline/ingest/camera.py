@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from pipeline.common.config import StrictModel
 from pipeline.common.contracts import validate_camera_id
+from pipeline.common.urls import mask_url, userinfo
+
+__all__ = ["STREAM_SCHEMES", "CameraSpec", "mask_url", "validate_stream_url"]
 from pipeline.ingest.motion import MotionOverride
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
-
-
-def mask_url(url: str) -> str:
-    """Hide the password (and user) of a camera URL before it is printed anywhere."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    netloc = f"{user}:***@{host}" if parts.password is not None else f"***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def validate_stream_url(url: str) -> str:
@@ -50,6 +37,12 @@ def validate_stream_url(url: str) -> str:
         if not Path(parts.path).is_file():
             raise ValueError(f"camera url {mask_url(url)!r}: no such file")
         return url
+    info = userinfo(url)
+    if info is not None and any(c in info[1] for c in "/?#"):
+        raise ValueError(
+            f"camera url {mask_url(url)!r}: the user or password contains '/', '?' or '#'; "
+            "percent-encode them (%2F, %3F, %23)"
+        )
     if not parts.hostname:
         raise ValueError(f"camera url {mask_url(url)!r}: missing host")
     try:

@@ -1,0 +1,365 @@
+"""Vigil on a 3-broker Kafka cluster with SASL/SCRAM users and ACLs (deploy/local/kafka_cluster.sh).
+
+- Who may write: only the ingest principal writes detections, only the alert service's writes
+  alerts; anyone else is refused by the brokers (a forged detection message needs the ingest
+  workers' credentials).
+- Failover, real processes: 4 camera-sim cameras, 2 ingest workers, 2 alert services. The broker
+  leading most detection partitions is SIGKILLed mid-run and brought back; then one ingest worker
+  and one alert service are SIGKILLed too. Every detection message a worker had acknowledged is
+  on the topic, the alert (id, status) set in Redis is exactly a fault-free replay of the
+  detections on the topic, and no alert event is stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, TopicAuthorizationFailedError
+
+from alerts.engine import RuleEngine
+from alerts.store import AlertStore
+from pipeline.common.kafka import ensure_topics
+from pipeline.config import parse_config
+from pipeline.ingest.camera import CameraSpec
+from pipeline.ingest.registry import put_cameras
+from tests.conftest import REDIS_URL, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "deploy" / "local" / "kafka_cluster.sh"
+PORT = int(os.environ.get("VIGIL_TEST_KAFKA_CLUSTER_PORT", "19092"))
+BOOTSTRAP = ",".join(f"127.0.0.1:{PORT + i}" for i in range(3))
+WHOLE_FRAME = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+FILES = [
+    "classroom.mp4",
+    "people-detection.mp4",
+    "one-by-one-person-detection.mp4",
+    "car-detection.mp4",
+]
+
+
+def cluster(state: Path, *args: str) -> str:
+    env = {**os.environ, "VIGIL_STATE": str(state), "VIGIL_KAFKA_CLUSTER_PORT": str(PORT)}
+    return subprocess.run(
+        ["bash", str(CLUSTER), *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("cluster-state")
+    cluster(state, "up")
+    try:
+        yield state
+    finally:
+        cluster(state, "down")
+
+
+def secret(state: Path, user: str) -> Path:
+    return state / "kafka-cluster" / "secrets" / user
+
+
+def config_dict(state: Path, user: str, tag: str) -> dict:
+    return {
+        "kafka": {
+            "bootstrap_servers": BOOTSTRAP,
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "username": user,
+            "password_file": str(secret(state, user)),
+            "replication_factor": 3,
+            "detections_partitions": 6,
+            "cameras_partitions": 8,
+        },
+        "redis": {"url": REDIS_URL, "key_prefix": f"{tag}:"},
+        "detector": {"max_batch": 4},
+        "ingest": {
+            "default_fps": 2,
+            "session_timeout_ms": 6000,
+            "reconnect": {"initial_s": 0.5, "max_s": 2.0},
+        },
+        "alerts": {
+            "rules": [
+                {
+                    "id": "anyone",
+                    "type": "zone_intrusion",
+                    "zone": WHOLE_FRAME,
+                    "classes": ["person"],
+                    "min_frames": 2,
+                    "clear_after_s": 1.0,
+                    "cooldown_s": 0,
+                },
+                {
+                    "id": "two-people",
+                    "type": "crowding",
+                    "zone": WHOLE_FRAME,
+                    "classes": ["person"],
+                    "min_count": 2,
+                    "clear_after_s": 1.0,
+                    "cooldown_s": 0,
+                },
+            ],
+            "service": {"session_timeout_ms": 6000, "poll_timeout_ms": 200},
+        },
+    }
+
+
+def client_kw(state: Path, user: str) -> dict:
+    return {
+        "bootstrap_servers": BOOTSTRAP.split(","),
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": user,
+        "sasl_plain_password": secret(state, user).read_text().strip(),
+        "request_timeout_ms": 10000,
+    }
+
+
+def test_only_the_ingest_principal_may_write_detections(kafka_cluster):
+    state = kafka_cluster
+    admin_cfg = parse_config(config_dict(state, "admin", "acl"), "t")
+    ensure_topics(admin_cfg.kafka)  # as admin: RF 3, min.insync.replicas 2
+    topic = admin_cfg.kafka.topics.detections
+    for user in ("alerts", "viewer"):
+        producer = KafkaProducer(**client_kw(state, user), max_block_ms=10000, retries=0)
+        try:
+            with pytest.raises((TopicAuthorizationFailedError, KafkaError)):
+                producer.send(topic, key=b"gate", value=b"{}").get(timeout=15)
+        finally:
+            producer.close(5)
+    producer = KafkaProducer(**client_kw(state, "ingest"), acks="all", max_block_ms=10000)
+    try:
+        meta = producer.send(topic, key=b"gate", value=b'{"probe": 1}').get(timeout=15)
+        assert meta.offset >= 0
+    finally:
+        producer.close(5)
+    producer = KafkaProducer(**client_kw(state, "ingest"), max_block_ms=10000, retries=0)
+    try:  # the ingest principal cannot write the alerts topic either
+        with pytest.raises((TopicAuthorizationFailedError, KafkaError)):
+            producer.send(admin_cfg.kafka.topics.alerts, key=b"gate", value=b"{}").get(timeout=15)
+    finally:
+        producer.close(5)
+
+
+def _leader_of_most_partitions(state: Path, topic: str) -> int:
+    admin = KafkaAdminClient(**client_kw(state, "admin"))
+    try:
+        [desc] = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    parts = desc["partitions"]  # MetadataResponse fields (kafka-python 2.x names)
+    leaders = Counter(p.get("leader_id", p.get("leader")) for p in parts)
+    assert all(len(p.get("replica_nodes", p.get("replicas", ()))) == 3 for p in parts), desc
+    return leaders.most_common(1)[0][0]
+
+
+def _read_all(state: Path, topic: str) -> list:
+    consumer = KafkaConsumer(**client_kw(state, "admin"), enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(consumer.position(tp) < end[tp] for tp in tps):
+            for recs in consumer.poll(timeout_ms=1000).values():
+                out.extend(recs)
+        return out
+    finally:
+        consumer.close()
+
+
+def _spawn(argv: list[str], log: Path) -> subprocess.Popen:
+    out = open(log, "ab")  # noqa: SIM115 (closed when the process is reaped at the end)
+    return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_failover_broker_worker_and_alert_service(kafka_cluster, camera_sim, tmp_path):
+    state = kafka_cluster
+    tag = f"fo{int(time.time())}"
+    paths = {}
+    for user in ("ingest", "alerts", "admin"):
+        paths[user] = tmp_path / f"{user}.yaml"
+        paths[user].write_text(yaml.safe_dump(config_dict(state, user, tag)))
+    admin_cfg = parse_config(config_dict(state, "admin", tag), "t")
+    ensure_topics(admin_cfg.kafka)
+    sim = camera_sim(*FILES)
+    cams = [CameraSpec(id=f"cam{i}", url=url, fps=2) for i, url in enumerate(sim.urls.values())]
+    ingest_cfg = parse_config(config_dict(state, "ingest", tag), "t")
+    put_cameras(ingest_cfg.kafka, cams)  # as the ingest principal: it may write the registry
+
+    py = sys.executable
+    workers = [
+        _spawn(
+            [
+                py,
+                "-m",
+                "tests.e2e.ledger_worker",
+                str(paths["ingest"]),
+                f"w{i}",
+                str(tmp_path / f"ledger{i}.txt"),
+            ],
+            tmp_path / f"worker{i}.log",
+        )
+        for i in range(2)
+    ]
+    services = [
+        _spawn(
+            [
+                py,
+                "-m",
+                "pipeline.cli",
+                "alerts",
+                "serve",
+                "-c",
+                str(paths["alerts"]),
+                "--instance-id",
+                f"a{i}",
+            ],
+            tmp_path / f"alerts{i}.log",
+        )
+        for i in range(2)
+    ]
+    procs = workers + services
+    redis_client = redis.Redis.from_url(REDIS_URL)
+    stream = f"{tag}:alerts"
+    topic = admin_cfg.kafka.topics.detections
+    try:
+
+        def owners() -> dict[str, set[str]]:
+            seen = defaultdict(set)
+            for rec in _read_all(state, topic):
+                seen[json.loads(rec.value)["worker_id"]].add(rec.key.decode())
+            return seen
+
+        # both workers stream before anything fails, and alerts are being written
+        assert wait_for(lambda: len(owners()) == 2, 180, step=3), (
+            "both workers own cameras",
+            {w: sorted(c) for w, c in owners().items()},
+        )
+        assert wait_for(lambda: redis_client.xlen(stream) > 0, 120, step=2), "no alert yet"
+
+        leader = _leader_of_most_partitions(state, topic)
+        killed_at = time.time()
+        cluster(state, "kill-node", str(leader))
+        time.sleep(12)
+        cluster(state, "start-node", str(leader))
+        time.sleep(8)
+        workers[0].send_signal(signal.SIGKILL)
+        services[0].send_signal(signal.SIGKILL)
+        worker_killed_at = time.time()
+        # the surviving worker takes the cameras over; detections after that come from it
+        assert wait_for(
+            lambda: any(
+                json.loads(r.value)["worker_id"] == "w1"
+                and json.loads(r.value)["capture_ts"] > worker_killed_at + 5
+                for r in _read_all(state, topic)
+            ),
+            120,
+            step=3,
+        ), "no detections after the worker was killed"
+        time.sleep(10)
+        # stop the cameras' worker, then let the alert service finish what is on the topic
+        workers[1].send_signal(signal.SIGTERM)
+        assert workers[1].wait(60) == 0
+        assert wait_for(lambda: _alerts_caught_up(state, topic, tag), 120, step=2), (
+            "alert service lags"
+        )
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+
+    records = _read_all(state, topic)
+    values = [json.loads(r.value) for r in records]
+    on_topic = {(v["camera_id"], v["epoch"], v["seq"]) for v in values}
+    assert all(r.key.decode() == v["camera_id"] for r, v in zip(records, values, strict=True))
+
+    # 1. every acknowledged detection message is on the topic
+    acked = set()
+    for i in range(2):
+        for line in (tmp_path / f"ledger{i}.txt").read_text().splitlines():
+            cam, epoch, seq = line.split()
+            acked.add((cam, int(epoch), int(seq)))
+    assert acked and acked <= on_topic, f"{len(acked - on_topic)} acknowledged messages lost"
+
+    # 2. detections resumed after the broker kill: the gap per camera
+    gaps = {}
+    by_cam = defaultdict(list)
+    for v in values:
+        by_cam[v["camera_id"]].append(v["capture_ts"])
+    for cam, ts in by_cam.items():
+        ts.sort()
+        around = [
+            b - a
+            for a, b in zip(ts, ts[1:], strict=False)
+            if a <= killed_at + 20 and b >= killed_at
+        ]
+        gaps[cam] = round(max(around, default=0.0), 2)
+    print(f"per-camera gap around the broker kill (s): {gaps}; {len(acked)} acked messages checked")
+    assert all(g < 60 for g in gaps.values()), gaps
+
+    # 3. the alerts: exactly a fault-free replay of the detections, none twice
+    engine = RuleEngine(parse_config(config_dict(state, "admin", tag), "t").alerts)
+    ordered = sorted(records, key=lambda r: (r.partition, r.offset))
+    replay = {(a.id, a.status) for r in ordered for a in engine.process(json.loads(r.value))}
+    deadline = time.monotonic() + 60
+    events: list = []
+    while time.monotonic() < deadline:  # the service that was stopped last may still be writing
+        events = [
+            (f[b"id"].decode(), f[b"status"].decode()) for _, f in redis_client.xrange(stream)
+        ]
+        if set(events) >= replay:
+            break
+        time.sleep(1)
+    dup = [e for e, n in Counter(events).items() if n > 1]
+    assert not dup, f"alert events stored twice: {dup[:3]}"
+    assert replay and set(events) == replay, (len(replay - set(events)), len(set(events) - replay))
+    for key in redis_client.scan_iter(match=f"{tag}:*", count=1000):
+        redis_client.unlink(key)
+    redis_client.close()
+
+
+def _alerts_caught_up(state: Path, topic: str, tag: str) -> bool:
+    """Every detection partition is checkpointed up to its end (the checkpoint in Redis, not the
+    committed offset, says where the alert service resumes: docs/redis.md)."""
+    consumer = KafkaConsumer(**client_kw(state, "admin"))
+    store = AlertStore(parse_config(config_dict(state, "admin", tag), "t").redis)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        end = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        for tp, offset in end.items():
+            if offset == 0:
+                continue
+            cp = store.get_checkpoint("vigil-alerts", topic, tp.partition)
+            if cp is None or cp["offset"] < offset:
+                return False
+        return True
+    finally:
+        consumer.close()
+        store.client.close()

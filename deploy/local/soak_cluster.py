@@ -93,7 +93,7 @@ def lag(state: Path, port: int, store: AlertStore, topic: str) -> int:
         total = 0
         for tp, end in consumer.end_offsets(tps).items():
             cp = store.get_checkpoint("vigil-alerts", topic, tp.partition)
-            total += end - (cp["offset"] if cp else 0)
+            total += max(0, end - (cp["offset"] if cp else 0))  # checkpoints may be newer
         return total
     finally:
         consumer.close()

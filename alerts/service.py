@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import socket
@@ -53,6 +52,7 @@ from alerts.checkpoint import PartitionCheckpoints, RebalanceListener, tp_order
 from alerts.config import AlertsConfig, AlertsSettings, parse_alerts_config
 from alerts.dlq import dead_letter
 from alerts.engine import RuleEngine
+from alerts.envelope import check_envelope
 from alerts.events import AlertEvent
 from alerts.publish import publish
 from alerts.retry import Retrier, Stopped, url_password
@@ -281,7 +281,7 @@ class AlertService(PartitionCheckpoints):
             if rec.value is None:
                 raise ValueError("empty message (null value)")
             msg = loads(rec.value)
-            self._check_envelope(rec, msg)
+            check_envelope(rec, msg, self.scfg.max_future_s, self.scfg.max_age_s)
             events = engine.process(msg)
         except ValueError as e:  # bad JSON, bad UTF-8, key/time checks, FrameEvent.from_message
             self._dead_letter(rec, str(e), dead)
@@ -302,39 +302,6 @@ class AlertService(PartitionCheckpoints):
             for ev in events:
                 d = ev.to_dict()
                 alerts.append(_Alert(ev, d, capture_ts, dumps(d)))
-
-    def _check_envelope(self, rec, msg: Any) -> None:
-        """``ValueError`` when the record cannot be a camera's detection message: its key is not
-        its ``camera_id`` (its state would live on another camera's partition), or its
-        ``capture_ts`` is outside the window around the record's timestamp and this clock."""
-        if not isinstance(msg, dict):
-            return  # FrameEvent.from_message says what is wrong
-        cam = msg.get("camera_id")
-        if isinstance(cam, str):
-            key = rec.key.decode("utf-8", "replace") if rec.key is not None else None
-            if key != cam:
-                raise ValueError(
-                    f"message key {key!r} does not match camera_id {cam!r} "
-                    "(detection messages are keyed by camera id)"
-                )
-        ts = msg.get("capture_ts")
-        if type(ts) not in (int, float) or not math.isfinite(ts):
-            return  # FrameEvent.from_message says what is wrong
-        ahead, behind = self.scfg.max_future_s, self.scfg.max_age_s
-        refs = [("the service's clock", time.time())]
-        if getattr(rec, "timestamp", None) is not None and rec.timestamp >= 0:
-            refs.append(("the Kafka record's timestamp", rec.timestamp / 1000.0))
-        for what, ref in refs:
-            if ahead is not None and ts > ref + ahead:
-                raise ValueError(
-                    f"capture_ts {ts!r} is {ts - ref:.0f} s ahead of {what} "
-                    f"(alerts.service.max_future_s: {ahead:g})"
-                )
-            if behind is not None and ts < ref - behind:
-                raise ValueError(
-                    f"capture_ts {ts!r} is {ref - ts:.0f} s behind {what} "
-                    f"(alerts.service.max_age_s: {behind:g})"
-                )
 
     def _dead_letter(self, rec, error: str, dead: list) -> None:
         value = dead_letter(

@@ -1,20 +1,29 @@
 """What the alert service refuses before the rule engine sees a message (dead letters, no
 traceback): a key that is not the message's camera, a capture time far from the record's time
 and the service's clock, JSON nested too deeply. Unit tests: records are plain objects, no
-services (the end-to-end DLQ path is tests/alerts/test_service.py)."""
+services (the end-to-end DLQ path is tests/alerts/test_service.py). Also the checks of
+test_service.py that need no Kafka or Redis: a bad alerts config, the scripted messages."""
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from alerts.engine import RuleEngine
 from alerts.service import AlertService
 from pipeline.config import parse_config
+from pipeline.ingest.messages import load_schema, validate_detection_message
+from tests.alerts.test_service import CAMERAS, scripted
+
+REPO = Path(__file__).resolve().parents[2]
 
 ZONE = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
 RULE = {"id": "yard", "type": "zone_intrusion", "zone": ZONE, "classes": ["person"]}
@@ -117,3 +126,27 @@ def test_deeply_nested_json_is_one_line_not_a_traceback(caplog):
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and errors[0].exc_info is None
     assert "\n" not in errors[0].getMessage()
+
+
+# -- moved from test_service.py: they need no Kafka or Redis -------------------------------
+
+
+def test_bad_alerts_config_is_a_clear_error(tmp_path: Path):
+    cfg_path = tmp_path / "vigil.yaml"
+    cfg_path.write_text(yaml.safe_dump({"alerts": {"service": {"max_bach": 5}, "rules": []}}))
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "alerts", "serve", "-c", str(cfg_path)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=30,
+    )
+    assert res.returncode == 2
+    assert "service.max_bach: unknown key" in res.stderr.decode()
+    assert "Traceback" not in res.stderr.decode()
+
+
+def test_detection_schema_is_what_we_send():
+    # Guard for the scripted messages of test_service.py: they follow the contract.
+    assert load_schema()["$id"] == "vigil.detections/v1"
+    for _, m in scripted(CAMERAS, 3, 1000.0):
+        validate_detection_message(m)

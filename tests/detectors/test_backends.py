@@ -150,12 +150,16 @@ def test_backend_matches_pytorch_predict_on_footage(backend, frames, reference):
 
 def test_batch_gives_the_same_as_one_frame_at_a_time(frames):
     det = Detector(_config(backend=CPU_BACKENDS[-1], max_batch=8))
-    together = det.detect(frames[:6])
-    alone = [det.detect([f])[0] for f in frames[:6]]
+    batch = frames[6:12]  # bottle (640x360) and classroom (480x270): ~50 boxes, two sizes
+    assert len({f.shape for f in batch}) == 2
+    together = det.detect(batch)
+    alone = [det.detect([f])[0] for f in batch]
     stats = merge_matches(
         [match_detections(a, t, det.config.conf) for a, t in zip(alone, together, strict=True)]
     )
+    assert stats["ref"] >= 20, f"too few boxes to compare: {stats}"
     assert stats["ok"], stats
+    assert stats["matched"] == stats["ref"] == stats["test"], stats
 
 
 def test_tracking_and_raw_output_through_a_backend(frames):
@@ -192,13 +196,64 @@ def test_two_batches_in_flight_give_what_each_gives_alone(backend, frames):
     assert any(len(g) for g in got_a + got_b)  # footage with people: not an empty comparison
 
 
+def _compiled_precisions(det: Detector) -> set[str]:
+    """The inference precision ('f32', 'bf16') each OpenVINO model compiled so far runs at: what
+    ``INFERENCE_PRECISION_HINT`` resolved to in the plugin, not what the config asked for."""
+    out = set()
+    for (*_hw, hint), (runner, _shape, _jobs) in det.backend._queues.items():
+        request = runner if hint == "LATENCY" else runner[0]  # AsyncInferQueue: its requests
+        hint_type = request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+        out.add(hint_type.get_type_name())
+    return out
+
+
+def _cpu_has_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 @pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
 def test_openvino_runs_f32_unless_bf16_is_asked_for(frames):
-    """f32 by default (PyTorch's detections); cpu_precision: bf16 is the user's opt-in."""
-    assert Detector(_config(backend="openvino")).backend.precision == "f32"
-    det = Detector(_config(backend="openvino", cpu_precision="bf16"))
-    assert det.backend.precision == "bf16"
-    assert sum(len(d) for d in det.detect(frames[:4])) > 0
+    """f32 by default (PyTorch's detections), on every CPU: OpenVINO itself would pick bf16 on
+    CPUs with bf16 units. ``cpu_precision: bf16`` is the user's opt-in: the compiled models run
+    bfloat16, and boxes move within what docs/performance.md and BENCHMARKS.md promise ("boxes
+    move by about a pixel", 1-2 boxes in 100 beyond the IoU 0.9 / conf 0.05 tolerance)."""
+    batch = frames[6:]  # 9 frames, 60-odd boxes, two sizes: batched and single-frame models
+    f32 = Detector(_config(backend="openvino", max_batch=8))
+    want = f32.detect(batch)
+    f32.detect(batch[:1])
+    assert len(f32.backend._queues) >= 2  # throughput and latency models were compiled
+    assert _compiled_precisions(f32) == {"f32"}
+    if not _cpu_has_bf16():
+        pytest.skip(
+            "this CPU has no bf16 support (OpenVINO CPU OPTIMIZATION_CAPABILITIES lacks BF16): "
+            "cpu_precision: bf16 cannot be checked here, only that f32 is the default"
+        )
+    bf16 = Detector(_config(backend="openvino", max_batch=8, cpu_precision="bf16"))
+    got = bf16.detect(batch)
+    bf16.detect(batch[:1])
+    assert _compiled_precisions(bf16) == {"bf16"}
+
+    stats = merge_matches(
+        [match_detections(w, g, f32.config.conf) for w, g in zip(want, got, strict=True)]
+    )
+    assert stats["ref"] >= 40, f"too few boxes to compare: {stats}"
+    beyond = max(stats["missing"], stats["extra"]) + stats["conf_fail"]
+    assert beyond <= max(2, round(0.02 * stats["ref"])), stats  # 1-2 in 100
+    assert stats["matched"] + stats["borderline"] >= stats["ref"] - 2, stats
+    # matched boxes move by about a pixel (typically a fraction of one)
+    moves = []
+    for frame, w_dets, g_dets in zip(batch, want, got, strict=True):
+        h, w = frame.shape[:2]
+        scale = np.array([w, h, w, h])
+        for d in w_dets:
+            same = [g for g in g_dets if g.class_id == d.class_id]
+            if same:
+                moved = min(np.abs((np.array(g.box) - np.array(d.box)) * scale).max() for g in same)
+                moves.append(moved)
+    assert np.median(moves) <= 1.0, sorted(moves)
+    assert max(moves) > 0, "bf16 gave bit-identical boxes: the option changed nothing"
 
 
 @pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
@@ -279,8 +334,11 @@ def test_read_only_weights_folder_exports_to_the_cache(tmp_path, monkeypatch):
 def test_detections_unchanged_when_frame_is_a_view(frames):
     """Frames handed over by readers may be slices; the letterbox must not care."""
     det = Detector(_config(backend=CPU_BACKENDS[-1]))
-    big = cv2.copyMakeBorder(frames[0], 10, 10, 10, 10, cv2.BORDER_CONSTANT)
+    frame = frames[9]  # the classroom: a dozen people (frames[0], an empty office, has none)
+    big = cv2.copyMakeBorder(frame, 10, 10, 10, 10, cv2.BORDER_CONSTANT)
     view = big[10:-10, 10:-10]
     assert not view.flags.c_contiguous
-    a, b = det.detect([view])[0], det.detect([frames[0].copy()])[0]
-    assert merge_matches([match_detections(a, b, det.config.conf)])["ok"]
+    a, b = det.detect([view])[0], det.detect([frame.copy()])[0]
+    stats = merge_matches([match_detections(a, b, det.config.conf)])
+    assert stats["ref"] >= 8, f"too few boxes to compare: {stats}"
+    assert stats["ok"] and stats["matched"] == stats["ref"], stats

@@ -105,7 +105,7 @@ def test_two_cameras_stream_valid_detections(vigil_cfg, camera_sim, running_work
 
 
 def test_cameras_connected_and_removed_live(vigil_cfg, camera_sim, running_worker, topic_reader):
-    sim = camera_sim("classroom.mp4")
+    sim = camera_sim("classroom.mp4", "people-detection.mp4")
     w = running_worker()
     reader = topic_reader(vigil_cfg, vigil_cfg.kafka.topics.detections)
     time.sleep(3)
@@ -116,15 +116,33 @@ def test_cameras_connected_and_removed_live(vigil_cfg, camera_sim, running_worke
     reader.until(lambda rs: len(rs) >= 5, timeout_s=30)
     assert len(reader.records) >= 5, "camera added live never produced detections"
     assert w.worker.cameras == ["live"]
+    # a second camera that stays: its frames after the removal show the worker carried on
+    put_cameras(vigil_cfg.kafka, [CameraSpec(id="stays", url=sim.urls["people-detection"], fps=5)])
+    reader.until(lambda rs: any(r["key"] == "stays" for r in rs), timeout_s=30)
+    assert w.worker.cameras == ["live", "stays"]
 
     remove_cameras(vigil_cfg.kafka, ["live"])
-    assert wait_for(lambda: w.worker.cameras == [], 15), "worker kept the removed camera"
-    reader.poll(2.0)  # messages already in flight
-    settled = len(reader.records)
-    time.sleep(4)
-    reader.poll(1.0)
-    assert len(reader.records) == settled, "detections kept coming after remove"
-    assert read_registry(vigil_cfg.kafka) == {}
+    assert wait_for(lambda: w.worker.cameras == ["stays"], 15), "worker kept the removed camera"
+    gone = time.time()  # the reader of "live" is stopped and out of the worker by now
+
+    def after_removal(records):
+        return sum(r["key"] == "stays" and r["value"]["capture_ts"] > gone for r in records)
+
+    # no fixed wait: the worker published 8 more frames of the other camera, every message it
+    # sent so far was acknowledged, and the topic was read up to there
+    reader.until(lambda rs: after_removal(rs) >= 8, timeout_s=60)
+    assert after_removal(reader.records) >= 8, "the worker stopped after the removal"
+    assert wait_for(lambda: w.worker._unacked == 0, 30, step=0.05)
+    sent = w.worker.published
+    reader.until(lambda rs: len(rs) >= sent, timeout_s=30)
+    assert len(reader.records) >= sent
+    late = [
+        r["value"]["seq"]
+        for r in reader.records
+        if r["key"] == "live" and r["value"]["capture_ts"] > gone
+    ]
+    assert not late, f"detections of the removed camera kept coming: seq {late}"
+    assert read_registry(vigil_cfg.kafka).keys() == {"stays"}
 
 
 def test_camera_reconnects_after_rtsp_outage(vigil_cfg, camera_sim, running_worker, topic_reader):
@@ -240,10 +258,17 @@ def test_two_workers_share_cameras_and_fail_over(
         steady = owners(reader.records, window_start)
         assert set(steady) == set(ids), dict(steady)
         assert all(len(w) == 1 for w in steady.values()), f"a camera has two owners: {dict(steady)}"
+        # shared: before the kill each worker streams some of the cameras (cam-a..d hash to
+        # registry partitions 1, 6, 0, 6 of 8; the range assignment splits 0-3 / 4-7)
+        by_worker = defaultdict(set)
+        for cam, workers in steady.items():
+            by_worker[next(iter(workers))].add(cam)
+        assert set(by_worker) == {"w1", "w2"}, f"one worker owned every camera: {dict(by_worker)}"
 
         victim = next(iter(steady["cam-a"]))
         survivor = "w2" if victim == "w1" else "w1"
         moved = [c for c, w in steady.items() if w == {victim}]
+        assert moved and len(moved) < len(ids), dict(by_worker)
         procs[victim].send_signal(signal.SIGKILL)
         procs[victim].wait(10)
         killed_at = time.time()

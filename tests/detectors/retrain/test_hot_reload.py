@@ -97,10 +97,49 @@ def test_promotion_swaps_model_without_gaps_and_bad_model_is_refused(
         reader.until(per_cam(v1.version, 6), timeout_s=60)
         assert per_cam(v1.version, 6)(reader.records), "no detections with the first model"
 
+        # The new model is held back once loaded, until the old one has served 3 more frames of
+        # each camera captured after the load began: the worker kept going while a second model
+        # loaded, whatever the machine's speed (no time limit on any gap).
+        reloader = worker.services["hot_reload"]
+        build = reloader._build
+        load: dict[str, float] = {}
+        served_meanwhile = threading.Event()
+
+        def held_build(mv):
+            if mv.version != v2.version:
+                return build(mv)
+            load["start"], t0 = time.time(), time.monotonic()
+            load["worker_thread"] = threading.current_thread() is thread
+            det = build(mv)
+            load["seconds"] = time.monotonic() - t0
+            load["held"] = served_meanwhile.wait(120)
+            return det
+
+        def old_model_since_load(records):
+            if "start" not in load:
+                return False
+            cams = versions_by_camera(records)
+            return all(
+                sum(
+                    m["model"]["version"] == v1.version and m["capture_ts"] > load["start"]
+                    for m in cams[c]
+                )
+                >= 3
+                for c in ("hall", "classroom")
+            )
+
+        reloader._build = held_build
         t_promote = time.time()
         reg.promote(v2.version, reason="test")
+        reader.until(old_model_since_load, timeout_s=120)
+        meanwhile = old_model_since_load(reader.records)
+        served_meanwhile.set()
+        assert "start" in load, "the promotion never reached the worker"
+        assert load["worker_thread"] is False, "the model was loaded on the worker's thread"
+        assert meanwhile, "the worker stopped serving while the new model loaded"
         reader.until(per_cam(v2.version, 6), timeout_s=60)
         assert per_cam(v2.version, 6)(reader.records), "the promotion never reached the worker"
+        assert load["held"] is True
 
         cams = versions_by_camera(reader.records)
         for cid in ("hall", "classroom"):
@@ -118,12 +157,14 @@ def test_promotion_swaps_model_without_gaps_and_bad_model_is_refused(
             swap_gap = ts[switch] - ts[switch - 1]
             print(
                 f"\n{cid}: typical interval {typical:.2f} s, at the swap {swap_gap:.2f} s, "
+                f"largest {max(gaps):.2f} s, loading the new model took {load['seconds']:.1f} s, "
                 f"first new-model frame {msgs[switch]['publish_ts'] - t_promote:.1f} s "
                 "after the promotion"
             )
-            assert swap_gap <= max(1.5, 3 * typical), f"{cid}: gap {swap_gap:.2f} s at the swap"
-            assert max(gaps) <= max(2.0, 4 * typical), f"{cid}: a gap of {max(gaps):.2f} s"
-            assert msgs[switch]["publish_ts"] - t_promote < 30
+            # the swap itself costs at most a few frame intervals, or (a new input shape
+            # compiled on first use) less than loading the model took on this same machine
+            bound = max(3 * typical, load["seconds"])
+            assert swap_gap <= bound, f"{cid}: gap {swap_gap:.2f} s at the swap (bound {bound:.2f})"
 
         # a model that fails to load is refused; the old one keeps serving
         junk = tmp_path / "broken.pt"

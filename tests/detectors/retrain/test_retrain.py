@@ -8,8 +8,11 @@ CPU-sized: frames analysed at imgsz 320, student and scratch trained 5 epochs at
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -65,10 +68,8 @@ def dataset_dir(tmp_path_factory, teacher_320):
     return root
 
 
-@pytest.fixture(scope="module")
-def registry_config(tmp_path_factory):
-    """A Vigil config whose registry keys and model store belong to this module only."""
-    tmp = tmp_path_factory.mktemp("registry")
+def _registry_config_file(tmp) -> Path:
+    """A Vigil config whose registry keys and model store belong to its caller only."""
     path = tmp / "vigil.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -80,6 +81,12 @@ def registry_config(tmp_path_factory):
         )
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def registry_config(tmp_path_factory):
+    """A Vigil config whose registry keys and model store belong to this module only."""
+    return _registry_config_file(tmp_path_factory.mktemp("registry"))
 
 
 def _registry(config_path):
@@ -157,16 +164,37 @@ def test_student_beats_scratch_and_is_promoted(trained, capsys):
     assert train_info["phases"][0]["phase"] == "head" and train_info["phases"][0]["freeze"] == 24
 
 
+@pytest.fixture
+def better_in_production(trained, tmp_path):
+    """A registry of this test's own, set up as ``vigil retrain`` leaves it after a promotion:
+    the scratch baseline promoted first, then a better model promoted over it. The better model
+    is the yolov5n teacher that labelled the dataset (its AP on these labels is the best there
+    is), so this test needs no other test's outcome and no training of its own beyond the
+    scratch baseline of ``trained``."""
+    config = _registry_config_file(tmp_path)
+    cfg, reg = _registry(config)
+    scratch = reg.register(trained["scratch"].weights)
+    assert scratch.version == trained["scratch_version"]
+    reg.promote(scratch.version, reason="baseline")
+    better = reg.register(YOLOV5N)
+    reg.promote(better.version, reason="better than the baseline")
+    assert reg.production_version() == better.version != scratch.version
+    yield {"config": config, "cfg": cfg, "registry": reg, "better": better.version}
+    keys = list(reg.client.scan_iter(match=f"{cfg.redis.key_prefix}*"))
+    if keys:
+        reg.client.delete(*keys)
+
+
 @pytest.mark.slow
 @pytest.mark.integration
-def test_worse_model_refused_then_rollback(trained, dataset_dir, registry_config, capsys):
+def test_worse_model_refused_then_rollback(trained, dataset_dir, better_in_production, capsys):
     from detectors.retrain.evaluate import propose
 
-    reg = trained["registry"]
-    if reg.production_version() == trained["scratch_version"]:
-        pytest.skip("needs the promoted student of test_student_beats_scratch_and_is_promoted")
-    student = reg.production_version()
-    cfg, _ = _registry(registry_config)
+    reg = better_in_production["registry"]
+    registry_config = better_in_production["config"]
+    better = reg.production_version()
+    assert better == better_in_production["better"]
+    cfg = better_in_production["cfg"]
     prop = propose(
         trained["scratch"].weights, dataset_dir, registry=reg, cfg=cfg.models.promotion,
         imgsz=IMGSZ,
@@ -174,10 +202,10 @@ def test_worse_model_refused_then_rollback(trained, dataset_dir, registry_config
     assert prop.decision.promote is False
     assert any("not better" in r for r in prop.decision.reasons)
     assert any(r.startswith("person:") and "worse" in r for r in prop.decision.reasons)
-    assert reg.production_version() == student, "a worse model must not be promoted"
+    assert reg.production_version() == better, "a worse model must not be promoted"
     recorded = reg.decisions(1)[0]
     assert recorded["promoted"] is False and recorded["production"] > recorded["candidate"]
-    # rollback restores the model that was production before the student
+    # rollback restores the model that was production before the better one
     code, out, err = run_cli(["models", "rollback", "-c", str(registry_config)], capsys)
     assert code == 0, err
     assert reg.production_version() == trained["scratch_version"]
@@ -227,12 +255,77 @@ def test_teacher_never_overwrites_human_labels(tmp_path):
 
 @pytest.mark.slow
 def test_collector_overhead_on_detection_fps(tmp_path, teacher_320):
-    from detectors.retrain.collector import measure_overhead
+    """Target < 5 % (BENCHMARKS.md), with measure_overhead's aggressive policy. What is compared
+    is CPU per frame, both measured in the same run, rounds interleaved, medians: the collector's
+    own (its thread's CPU clock plus the hook calls on the detection thread) against the
+    detection loop's without a collector. Thread clocks count neither other processes on a busy
+    host nor other threads of this one; wall-clock fps and process CPU ratios (the figures of
+    BENCHMARKS.md, printed here) swing by +-20 % on a shared 2-core host."""
+    import cv2
 
-    r = measure_overhead(HALL, teacher_320, tmp_path, frames=96, rounds=4)
-    print(f"\ncollector overhead: {r}")
-    assert r["saved"] > 0
-    # Target: < 5 % (ratio > 0.95), see BENCHMARKS.md. Wall-clock fps on a shared 2-core host
-    # swings by +-20 % between adjacent runs, so the check uses CPU time (the collector's thread
-    # included) with a margin for noise.
-    assert r["cpu_ratio"] > 0.9, r
+    from detectors.retrain.collector import CollectionHook, measure_overhead
+    from detectors.retrain.sampling import Collector
+    from pipeline.common.contracts import Frame
+
+    class MeteredHook(CollectionHook):
+        """The live hook, with the CPU time of its collector thread."""
+
+        cpu_s = 0.0
+
+        def _run(self) -> None:
+            t0 = time.thread_time()
+            try:
+                super()._run()
+            finally:
+                self.cpu_s = time.thread_time() - t0
+
+    cap = cv2.VideoCapture(str(HALL))
+    imgs = []
+    while len(imgs) < 96:
+        ok, img = cap.read()
+        if not ok:
+            break
+        imgs.append(img)
+    cap.release()
+    assert len(imgs) == 96
+    policy = CollectionPolicy(  # the one measure_overhead uses
+        periodic_s=1.0, min_interval_s=0.5, dedup_distance=0, max_images=10_000
+    )
+    batch = teacher_320.config.max_batch
+    teacher_320.detect(imgs[:batch])  # warm
+    detect_ms, collect_ms, saved = [], [], 0
+    clock = 1_000_000.0
+    for r in range(4):
+        cpu0 = time.process_time()  # the detection loop alone, every thread of the process
+        for start in range(0, len(imgs), batch):
+            teacher_320.detect(imgs[start : start + batch])
+        detect_ms.append(1000 * (time.process_time() - cpu0) / len(imgs))
+
+        hook = MeteredHook(Collector(tmp_path / f"round{r}", policy, source="test")).start()
+        calls = 0.0
+        for start in range(0, len(imgs), batch):
+            chunk = imgs[start : start + batch]
+            for img, dets in zip(chunk, teacher_320.detect(chunk), strict=True):
+                clock += 0.1  # a 10 fps timeline, as in measure_overhead
+                t0 = time.thread_time()
+                hook(Frame("bench", round(clock * 10), 0, clock, img), dets)
+                calls += time.thread_time() - t0
+        hook.drain()
+        hook.close()
+        saved += hook.saved
+        collect_ms.append(1000 * (hook.cpu_s + calls) / len(imgs))
+    share = float(np.median(collect_ms) / np.median(detect_ms))
+    print(
+        f"\ncollector CPU {np.median(collect_ms):.3f} ms/frame vs detection "
+        f"{np.median(detect_ms):.2f} ms/frame: {100 * share:.1f} % ({saved} frames saved, "
+        f"rounds {[round(x, 3) for x in collect_ms]} / {[round(x, 2) for x in detect_ms]})"
+    )
+    assert saved >= 4 * 8, "the policy keeps a frame per simulated second: ~10 a round"
+    assert 0 < share < 0.05, (collect_ms, detect_ms)
+
+    # measure_overhead (the benchmark's figure) runs and reports consistently; its ratios are
+    # figures for BENCHMARKS.md, not assertions
+    r = measure_overhead(HALL, teacher_320, tmp_path / "bench", frames=16, rounds=2)
+    print(f"measure_overhead: {r}")
+    assert r["saved"] > 0 and r["frames"] == 16 and r["rounds"] == 2 and len(r["ratios"]) == 2
+    assert r["fps_without"] > 0 and r["fps_with"] > 0 and r["cpu_ratio"] > 0

@@ -46,6 +46,13 @@ class FakeReader:
     def stop(self, join_timeout=0.0) -> None:
         self.stats.state = "stopped"
 
+    def join(self, timeout_s: float) -> None:  # the worker waits for its readers at close()
+        pass
+
+    @property
+    def alive(self) -> bool:
+        return self.stats.state != "stopped"
+
 
 class FakeDetector:
     """Synchronous like the ultralytics path: submit() runs the batch. ``calls`` holds, per
@@ -186,20 +193,45 @@ def test_cameras_of_different_resolutions_share_one_detector_call():
     }
 
 
+class LateReader(FakeReader):
+    """No frame until ``arrive()``; ``asked`` is set once the worker looked and found none."""
+
+    def __init__(self, cid: str) -> None:
+        super().__init__(cid)
+        self.ready = False
+        self.asked = threading.Event()
+        self.polls = 0
+
+    def take(self) -> Frame | None:
+        if not self.ready:
+            self.polls += 1
+            self.asked.set()
+        return super().take()
+
+
+def _in_thread(fn) -> tuple[threading.Thread, list]:
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    return t, out
+
+
 def test_max_wait_fills_the_batch_with_a_late_camera():
-    early, late = FakeReader("early"), FakeReader("late")
-    late.ready = False
+    """The batch waits for the late camera and leaves as soon as its frame is there, long before
+    max_wait: the wait is ten minutes here (beyond what a config may say), so returning at all
+    shows it did not run out."""
+    early, late = FakeReader("early"), LateReader("late")
     worker, det, _ = make_worker([early, late], max_batch=4, max_wait_ms=300)
-
-    def arrive():
-        time.sleep(0.05)
-        late.ready = True
-        worker._wake.set()
-
-    threading.Thread(target=arrive).start()
-    t0 = time.monotonic()
-    assert worker.process_once() == 2  # waited for the late camera
-    assert time.monotonic() - t0 < 0.29
+    long_wait = worker.cfg.detector.model_copy(update={"max_wait_ms": 600_000})
+    worker.cfg = worker.cfg.model_copy(update={"detector": long_wait})
+    t, out = _in_thread(worker.process_once)
+    assert late.asked.wait(30), "the worker never looked for the late camera"
+    assert t.is_alive(), "the batch left without waiting for the late camera"
+    late.ready = True  # its frame comes in, and the reader wakes the worker as a real one does
+    worker._wake.set()
+    t.join(30)
+    assert not t.is_alive(), "the batch kept waiting after every camera had a frame"
+    assert out == [2]
     assert {cid for cid, _ in det.calls[0]} == {"early", "late"}
 
     late.ready = False
@@ -208,12 +240,18 @@ def test_max_wait_fills_the_batch_with_a_late_camera():
 
 
 def test_max_wait_is_bounded_when_nothing_else_comes():
-    lone, silent = FakeReader("lone"), FakeReader("silent")
-    silent.ready = False
-    worker, _, _ = make_worker([lone, silent], max_wait_ms=40)
+    """Nothing else arrives: the batch leaves with the one frame after max_wait (never before
+    it), having slept through the wait rather than polling the silent camera."""
+    lone, silent = FakeReader("lone"), LateReader("silent")
+    worker, det, _ = make_worker([lone, silent], max_wait_ms=40)
     t0 = time.monotonic()
-    assert worker.process_once() == 1
-    assert 0.03 <= time.monotonic() - t0 < 0.5
+    t, out = _in_thread(worker.process_once)
+    t.join(60)
+    waited = time.monotonic() - t0
+    assert not t.is_alive(), "the batch waited for a camera that never came"
+    assert out == [1] and [cid for cid, _ in det.calls[0]] == ["lone"]
+    assert waited >= 0.04, waited  # a lower bound: no machine is too fast for it
+    assert silent.polls <= 3, f"looked for the silent camera {silent.polls} times"
 
 
 def test_memory_stays_flat_under_overload():

@@ -188,6 +188,20 @@ def _read_all(state: Path, topic: str) -> list:
         consumer.close()
 
 
+def _detections(state: Path, topic: str) -> list:
+    """The detection messages of ``topic`` (records whose value is one: the ACL test's probe
+    message on the same topic is not), each with ``.value`` decoded."""
+    out = []
+    for rec in _read_all(state, topic):
+        try:
+            value = json.loads(rec.value)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "worker_id" in value and "capture_ts" in value:
+            out.append(rec._replace(value=value))
+    return out
+
+
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen:
     out = open(log, "ab")  # noqa: SIM115 (closed when the process is reaped at the end)
     return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
@@ -247,8 +261,8 @@ def test_failover_broker_worker_and_alert_service(kafka_cluster, camera_sim, tmp
 
         def owners() -> dict[str, set[str]]:
             seen = defaultdict(set)
-            for rec in _read_all(state, topic):
-                seen[json.loads(rec.value)["worker_id"]].add(rec.key.decode())
+            for rec in _detections(state, topic):
+                seen[rec.value["worker_id"]].add(rec.key.decode())
             return seen
 
         # both workers stream before anything fails, and alerts are being written
@@ -270,9 +284,8 @@ def test_failover_broker_worker_and_alert_service(kafka_cluster, camera_sim, tmp
         # the surviving worker takes the cameras over; detections after that come from it
         assert wait_for(
             lambda: any(
-                json.loads(r.value)["worker_id"] == "w1"
-                and json.loads(r.value)["capture_ts"] > worker_killed_at + 5
-                for r in _read_all(state, topic)
+                r.value["worker_id"] == "w1" and r.value["capture_ts"] > worker_killed_at + 5
+                for r in _detections(state, topic)
             ),
             120,
             step=3,
@@ -295,8 +308,8 @@ def test_failover_broker_worker_and_alert_service(kafka_cluster, camera_sim, tmp
                 p.kill()
                 p.wait(10)
 
-    records = _read_all(state, topic)
-    values = [json.loads(r.value) for r in records]
+    records = _detections(state, topic)
+    values = [r.value for r in records]
     on_topic = {(v["camera_id"], v["epoch"], v["seq"]) for v in values}
     assert all(r.key.decode() == v["camera_id"] for r, v in zip(records, values, strict=True))
 
@@ -327,7 +340,7 @@ def test_failover_broker_worker_and_alert_service(kafka_cluster, camera_sim, tmp
     # 3. the alerts: exactly a fault-free replay of the detections, none twice
     engine = RuleEngine(parse_config(config_dict(state, "admin", tag), "t").alerts)
     ordered = sorted(records, key=lambda r: (r.partition, r.offset))
-    replay = {(a.id, a.status) for r in ordered for a in engine.process(json.loads(r.value))}
+    replay = {(a.id, a.status) for r in ordered for a in engine.process(r.value)}
     deadline = time.monotonic() + 60
     events: list = []
     while time.monotonic() < deadline:  # the service that was stopped last may still be writing

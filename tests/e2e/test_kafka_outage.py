@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from alerts.engine import RuleEngine
 from alerts.service import AlertService
@@ -85,15 +86,16 @@ def test_kafka_restart_mid_run(kafka_bootstrap, detector, camera_sim, topic_read
     put_cameras(cfg.kafka, [CameraSpec(id="room", url=sim.urls["classroom"], fps=3)])
     worker = build_worker(cfg, detector=detector, worker_id=f"{tag}-w").start()
     service = AlertService(cfg)
-    stop = threading.Event()
+    stop, worker_stop = threading.Event(), threading.Event()
     threads = [
-        threading.Thread(target=worker.run, args=(stop,), daemon=True),
+        threading.Thread(target=worker.run, args=(worker_stop,), daemon=True),
         threading.Thread(target=service.run, args=(stop,), daemon=True),
     ]
     for t in threads:
         t.start()
     reader = topic_reader(cfg, cfg.kafka.topics.detections)
     restarted_at = None
+    worker_closed = False
     try:
         with caplog.at_level(logging.INFO):
             assert wait_for(lambda: store.stream_len() >= 1, 120), "no alert before the outage"
@@ -108,11 +110,18 @@ def test_kafka_restart_mid_run(kafka_bootstrap, detector, camera_sim, topic_read
             )
             assert worker.published > published_before, "nothing published after the restart"
             time.sleep(2)
+            worker_stop.set()  # the camera stops; the alert service finishes what is on the topic
+            threads[0].join(timeout=30)
+            worker.close()
+            worker_closed = True
+            assert wait_for(lambda: _caught_up(cfg, store), 60), "the alert service lags"
     finally:
+        worker_stop.set()
         stop.set()
         for t in threads:
             t.join(timeout=30)
-        worker.close()
+        if not worker_closed:
+            worker.close()
         service.close()
     lines = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
 
@@ -146,3 +155,19 @@ def test_kafka_restart_mid_run(kafka_bootstrap, detector, camera_sim, topic_read
     noisy = [m for name, level, m in lines if name.startswith("kafka") and level >= logging.WARNING]
     assert noisy == [], noisy[:5]
     store.client.close()
+
+
+def _caught_up(cfg, store: AlertStore) -> bool:
+    """Every detection partition checkpointed up to its end (where the service resumes)."""
+    consumer = KafkaConsumer(**cfg.kafka.client_kwargs())
+    try:
+        topic = cfg.kafka.topics.detections
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        group = cfg.alerts.service.group_id
+        for tp, end in consumer.end_offsets(tps).items():
+            cp = store.get_checkpoint(group, topic, tp.partition)
+            if end and (cp is None or cp["offset"] < end):
+                return False
+        return bool(tps)
+    finally:
+        consumer.close()

@@ -63,12 +63,19 @@ class AlertServiceConfig(StrictModel):
         30 * 24 * 3600, ge=3600, description="alert hashes; null = keep"
     )
     snapshot_quality: int = Field(85, ge=10, le=100)
+    # The ingest worker stores frames from a background thread, so a fresh detection can arrive
+    # here before its frame: wait this long once per batch and look again (fresh alerts only).
+    snapshot_wait_s: float = Field(0.3, ge=0, le=5)
     dlq_max_value_bytes: int = Field(65_536, ge=256)
     # A detection message whose capture_ts lies further ahead of (or behind) both the Kafka
     # record's timestamp and this service's clock is dead-lettered: one message from a broken
     # clock (or a forged one) must not move a camera's time far away for good. null: no bound.
     max_future_s: float | None = Field(300.0, gt=0)
     max_age_s: float | None = Field(24 * 3600.0, gt=0)
+    # Rules from the compacted topic kafka.topics.rules (seeded with the YAML's rules it does not
+    # have yet), changes applied within seconds without a restart (docs/rules.md, "Live rules").
+    # false: the YAML's rules only, read once at start.
+    live_rules: bool = True
 
 
 class AlertsConfig(StrictModel):
@@ -93,6 +100,30 @@ class AlertsConfig(StrictModel):
 
     def rules_for(self, camera_id: str) -> list[RuleConfig]:
         return [r for r in self.rules if r.enabled and r.applies_to(camera_id)]
+
+    def with_rules(self, rules: list[RuleConfig]) -> AlertsConfig:
+        """This config with another rule list (tracker and service settings kept): the live
+        rules replace the YAML's. ``RulesError`` on a duplicate id, like the YAML."""
+        seen: set[str] = set()
+        dup: list[str] = []
+        for r in rules:
+            if r.id in seen:
+                dup.append(r.id)
+            seen.add(r.id)
+        if dup:
+            raise RulesError(
+                [
+                    (
+                        rid,
+                        "id",
+                        "duplicate rule id; ids must be unique (alert ids derive from them)",
+                    )
+                    for rid in dup
+                ]
+            )
+        cfg = self.model_copy(update={"rules": list(rules)})
+        cfg._configured = self._configured
+        return cfg
 
 
 def parse_alerts_config(data: Any) -> AlertsConfig:

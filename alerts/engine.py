@@ -45,17 +45,10 @@ class RuleEngine:
 
     def __init__(self, config: AlertsConfig | Mapping[str, Any] | None = None):
         self.config = config if isinstance(config, AlertsConfig) else parse_alerts_config(config)
-        self._specs: list[tuple[RuleConfig, type[Rule], Schedule | None, str]] = []
-        for cfg in self.config.rules:
-            if not cfg.enabled:
-                continue
-            if cfg.type not in RULE_TYPES:
-                raise ValueError(
-                    f"rule {cfg.id!r}: type {cfg.type!r} has no registered implementation"
-                )
-            sched = cfg.schedule.compile() if cfg.schedule is not None else None
-            self._specs.append((cfg, RULE_TYPES[cfg.type], sched, cfg.fingerprint()))
+        self._specs = _compile(self.config)
         self._cameras: dict[str, _Camera] = {}
+        # "ended" events of alerts whose rule changed since the snapshot that restore() loaded
+        self._changed_ends: list[AlertEvent] = []
         self.stats = {
             "frames": 0,
             "duplicates": 0,
@@ -155,6 +148,56 @@ class RuleEngine:
         tracker = IouTracker(tcfg.iou_threshold, tcfg.max_age_s) if tcfg.enabled else None
         return _Camera(rules, tracker)
 
+    # -- live rule changes -----------------------------------------------------------------------
+
+    def replace_rules(self, config: AlertsConfig | Mapping[str, Any] | None) -> list[AlertEvent]:
+        """Swap the rule set without losing what the unchanged rules know.
+
+        A rule whose ``fingerprint()`` is the same keeps its instances (open alerts, counts,
+        baselines, schedule state) on every camera; a changed or removed rule is dropped and its
+        open alerts end now, at each camera's last frame (``details["reason"] = "rule_changed"``),
+        so no alert stays "started" for ever; a changed or new rule starts fresh. Deterministic
+        like the rest: the ended events depend on the engine state only. Only the rules change;
+        the tracker keeps its settings. ``ValueError`` (nothing changed) on a rule type without
+        an implementation."""
+        new = config if isinstance(config, AlertsConfig) else parse_alerts_config(config)
+        specs = _compile(new)  # may raise: before anything changed
+        old_fps = {cfg.id: fp for cfg, _, _, fp in self._specs}
+        new_fps = {cfg.id: fp for cfg, _, _, fp in specs}
+        out: list[AlertEvent] = []
+        for cid, cam in self._cameras.items():
+            kept: dict[str, tuple[Rule, Schedule | None, bool]] = {}
+            for (rule, sched), act in zip(cam.rules, cam.active, strict=True):
+                if new_fps.get(rule.rule_id) == old_fps[rule.rule_id]:
+                    kept[rule.rule_id] = (rule, sched, act)
+                else:
+                    out += _changed_ends(rule.open_alerts(), cam)
+            rules: list[tuple[Rule, Schedule | None]] = []
+            active: list[bool] = []
+            for cfg, cls, sched, _ in specs:
+                if not cfg.applies_to(cid):
+                    continue
+                k = kept.get(cfg.id)
+                if k is not None:
+                    rules.append((k[0], k[1]))
+                    active.append(k[2])
+                else:
+                    rules.append((cls(cfg, cid), sched))
+                    active.append(True)
+            cam.rules, cam.active = rules, active
+        self.config, self._specs = new, specs
+        if out:
+            self.stats["alerts"] += len(out)
+        return out
+
+    def pop_changed_ends(self) -> list[AlertEvent]:
+        """The "ended" events (``reason: rule_changed``) of the alerts that were open in the last
+        restored snapshot under a rule that has changed or gone since; cleared by this call.
+        The alert service stores them like a batch's alerts: a restore after a crash in the
+        middle of a rule change emits the same events again, and Redis keeps one of each."""
+        out, self._changed_ends = self._changed_ends, []
+        return out
+
     # -- state ----------------------------------------------------------------------------------
 
     @property
@@ -196,19 +239,50 @@ class RuleEngine:
 
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         """Load cameras from ``snapshot`` (others are untouched). A rule whose config changed since
-        the snapshot, or that is new, starts fresh; rules no longer configured are dropped."""
+        the snapshot, or that is new, starts fresh; rules no longer configured are dropped. The
+        alerts still open under a changed or dropped rule end (``pop_changed_ends``), as
+        ``replace_rules`` would have ended them: rule states are keyed by fingerprint, so a
+        checkpoint written before a rule change restores the unchanged rules only."""
         if snapshot.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {snapshot.get('version')!r}")
         fps = {cfg.id: fp for cfg, _, _, fp in self._specs}
+        ends: list[AlertEvent] = []
         for cid, cs in snapshot.get("cameras", {}).items():
             cam = self._new_camera(cid)
             cam.epoch, cam.seq, cam.ts = int(cs["epoch"]), int(cs["seq"]), float(cs["ts"])
             if cam.tracker is not None and cs.get("tracker"):
                 cam.tracker.restore(cs["tracker"])
             saved = cs.get("rules", {})
+            loaded: set[str] = set()
             for i, (rule, _) in enumerate(cam.rules):
                 rs = saved.get(rule.rule_id)
                 if rs is not None and rs.get("fp") == fps[rule.rule_id]:
                     rule.restore(rs["state"])
                     cam.active[i] = bool(rs.get("active", True))
+                    loaded.add(rule.rule_id)
+            for rid, rs in saved.items():
+                if rid not in loaded:
+                    opened = (rs.get("state") or {}).get("open") or []
+                    alerts = [AlertEvent.from_dict(a) for _, a, sup in opened if not sup]
+                    ends += _changed_ends(alerts, cam)
             self._cameras[cid] = cam
+        self._changed_ends = ends
+
+
+def _compile(config: AlertsConfig) -> list[tuple[RuleConfig, type[Rule], Schedule | None, str]]:
+    """The enabled rules with their implementation, compiled schedule and fingerprint."""
+    specs = []
+    for cfg in config.rules:
+        if not cfg.enabled:
+            continue
+        if cfg.type not in RULE_TYPES:
+            raise ValueError(f"rule {cfg.id!r}: type {cfg.type!r} has no registered implementation")
+        sched = cfg.schedule.compile() if cfg.schedule is not None else None
+        specs.append((cfg, RULE_TYPES[cfg.type], sched, cfg.fingerprint()))
+    return specs
+
+
+def _changed_ends(alerts: list[AlertEvent], cam: _Camera) -> list[AlertEvent]:
+    """End ``alerts`` because their rule changed: at the camera's last frame (no new frame is
+    needed, and the same state always gives the same events)."""
+    return [a.ended(cam.ts, cam.seq, cam.epoch, "rule_changed") for a in alerts]

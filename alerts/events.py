@@ -7,6 +7,7 @@ dead-letter queue rather than crash the consumer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -183,6 +184,35 @@ class AlertEvent:
             "zone": self.zone,
             "details": self.details,
         }
+
+    def ended(
+        self,
+        ts: float,
+        frame_seq: int,
+        epoch: int,
+        reason: str,
+        *,
+        ended_at: float | None = None,
+        count: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AlertEvent:
+        """The "ended" update of this started alert, produced at engine time ``ts`` by frame
+        (``epoch``, ``frame_seq``); ``details["reason"]`` says why. One definition, so an alert
+        ended by its rule and one ended by a rule change have the same shape."""
+        merged = dict(self.details)
+        if details:
+            merged.update(details)
+        merged["reason"] = reason
+        return dataclasses.replace(
+            self,
+            status="ended",
+            ended_at=ts if ended_at is None else ended_at,
+            updated_at=ts,
+            frame_seq=frame_seq,
+            epoch=epoch,
+            count=self.count if count is None else count,
+            details=merged,
+        )
 
     def to_state(self) -> dict[str, Any]:
         """Unrounded JSON-able copy for snapshots, so a restored run emits identical messages."""

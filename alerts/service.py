@@ -24,6 +24,15 @@ Partitions carry cameras (messages are keyed by camera id), so each partition ge
 to the checkpoint's offset; on revocation it is dropped. Rebalance callbacks run on the Kafka IO
 loop and only record the event; the work happens in the main loop between batches.
 
+Live rules (``alerts.service.live_rules``, docs/rules.md): at start the rules topic is seeded with
+the YAML's rules it lacks and its rules replace the YAML's; a :class:`RulesWatcher` thread then
+reports every change, which is recorded like a rebalance and applied between batches
+(:meth:`AlertService._apply_rule_change`): unchanged rules keep their state, the open alerts of a
+changed or deleted rule end (``reason: rule_changed``) and are stored and published at once like
+a batch without offsets, and every partition is checkpointed. Checkpoints key rule states by
+fingerprint, so a restore after a crash in the middle of a change ends the same alerts again
+(``RuleEngine.pop_changed_ends``), which Redis already has.
+
 The consumer loop and a batch's processing are here; the partitions' state, checkpoints and
 rebalances in :mod:`alerts.checkpoint`, the Kafka publish in :mod:`alerts.publish`, dead letters
 in :mod:`alerts.dlq`, retrying with backoff in :mod:`alerts.retry`.
@@ -53,12 +62,14 @@ from alerts.config import AlertsConfig, AlertsSettings, parse_alerts_config
 from alerts.dlq import dead_letter
 from alerts.engine import RuleEngine
 from alerts.envelope import check_envelope
-from alerts.events import AlertEvent
+from alerts.events import AlertEvent, FrameEvent
 from alerts.publish import publish
 from alerts.retry import Retrier, Stopped, url_password
+from alerts.rules import RuleConfig
+from alerts.rules_registry import RulesWatcher, read_rules, seed_rules
 from alerts.snapshots import render_snapshot
 from alerts.store import AlertStore, AlertWrite
-from pipeline.common.jsoncodec import dumps, loads
+from pipeline.common.jsoncodec import dumps, dumps_text, loads
 from pipeline.common.kafka import (
     KafkaUnavailable,
     connection_count,
@@ -83,6 +94,29 @@ class _Alert:
     message: dict[str, Any]
     capture_ts: float
     payload: bytes  # the message as JSON, encoded once: stored in Redis and published as is
+    # started events: every detection of the triggering frame as JSON, for the console's review
+    frame_detections: str | None = None
+
+    @classmethod
+    def of(cls, event: AlertEvent, capture_ts: float, frame_detections: str | None = None):
+        d = event.to_dict()
+        return cls(event, d, capture_ts, dumps(d), frame_detections)
+
+
+def frame_detections(frame: FrameEvent) -> str:
+    """All the frame's detections as JSON (``{label, confidence, box, track_id}``, the shape of
+    the console's live view), with the track ids the engine gave them, rounded like alerts."""
+    return dumps_text(
+        [
+            {
+                "label": d.label,
+                "confidence": round(d.confidence, 4),
+                "box": [round(v, 5) for v in d.box],
+                "track_id": d.track_id,
+            }
+            for d in frame.detections
+        ]
+    )
 
 
 class AlertService(PartitionCheckpoints):
@@ -112,6 +146,10 @@ class AlertService(PartitionCheckpoints):
         # offsets committed asynchronously, not yet confirmed by the broker
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._consistent = True  # False while a batch is half done (state ahead of Redis)
+        # live rules: the watcher thread records the latest rule set here (under _lock); the main
+        # loop applies it between batches
+        self._watcher: RulesWatcher | None = None
+        self._rules_pending: dict[str, RuleConfig] | None = None
         self._last_checkpoint = time.monotonic()
         self._lag_at = 0.0
         self._kafka_checked_at = 0.0
@@ -146,12 +184,14 @@ class AlertService(PartitionCheckpoints):
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
             self._connect()
+            self._start_live_rules()
             log.info(
-                "alert service %s: group %s on %s, %d rule(s)",
+                "alert service %s: group %s on %s, %d rule(s) %s",
                 self.name,
                 self.group,
                 self.topic,
                 len(self.acfg.rules),
+                f"live from {self.cfg.kafka.topics.rules}" if self.scfg.live_rules else "(YAML)",
             )
             backoff = self.scfg.retry_initial_s
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
@@ -204,6 +244,9 @@ class AlertService(PartitionCheckpoints):
         self.retrier.retry("connect to Kafka", connect, self._stop, (KafkaUnavailable, KafkaError))
 
     def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         self._log_stats(force=True)
         if self._consistent and self._dirty and self.consumer is not None:
             # only with checkpoint_interval_s > 0: save what the interval held back
@@ -233,12 +276,14 @@ class AlertService(PartitionCheckpoints):
     def step(self) -> int:
         """Poll and fully handle one batch; returns the number of messages processed."""
         assert self.consumer is not None
+        self._apply_rule_change()
         records = self.consumer.poll(
             timeout_ms=self.scfg.poll_timeout_ms, max_records=self.scfg.max_batch
         )
         fresh = self._handle_rebalance(records)
         self._consistent = False
-        alerts: list[_Alert] = []
+        # alerts of rules changed since the restored checkpoints: stored with this batch
+        alerts: list[_Alert] = self._restored_ends(fresh)
         dead: list[tuple[str, bytes | None, dict[str, Any]]] = []
         offsets: dict[TopicPartition, int] = {}
         n = 0
@@ -250,10 +295,11 @@ class AlertService(PartitionCheckpoints):
                 self._process_record(engine, rec, alerts, dead)
             n += len(recs)
             offsets[tp] = recs[-1].offset + 1
-        if offsets:
+        if offsets or alerts:
             self._handle_batch(alerts, dead, offsets)
-            self.stats["batches"] += 1
-            m.BATCH_SIZE.observe(n)
+            if offsets:
+                self.stats["batches"] += 1
+                m.BATCH_SIZE.observe(n)
         elif self._dirty and self._checkpoint_due():
             self._checkpoint(sorted(self._dirty, key=tp_order))
         self._consistent = True
@@ -282,7 +328,8 @@ class AlertService(PartitionCheckpoints):
                 raise ValueError("empty message (null value)")
             msg = loads(rec.value)
             check_envelope(rec, msg, self.scfg.max_future_s, self.scfg.max_age_s)
-            events = engine.process(msg)
+            frame = FrameEvent.from_message(msg)
+            events = engine.process_frame(frame)
         except ValueError as e:  # bad JSON, bad UTF-8, key/time checks, FrameEvent.from_message
             self._dead_letter(rec, str(e), dead)
             return
@@ -298,10 +345,12 @@ class AlertService(PartitionCheckpoints):
         self.stats["messages"] += 1
         self._messages_ok.inc()
         if events:
-            capture_ts = float(msg["capture_ts"])
+            capture_ts = frame.capture_ts
+            dets: str | None = None
             for ev in events:
-                d = ev.to_dict()
-                alerts.append(_Alert(ev, d, capture_ts, dumps(d)))
+                if ev.status == "started" and dets is None:
+                    dets = frame_detections(frame)  # a started alert is always of this frame
+                alerts.append(_Alert.of(ev, capture_ts, dets if ev.status == "started" else None))
 
     def _dead_letter(self, rec, error: str, dead: list) -> None:
         value = dead_letter(
@@ -344,6 +393,34 @@ class AlertService(PartitionCheckpoints):
         if self._checkpoint_due():
             self._checkpoint(sorted(self._dirty, key=tp_order))
 
+    def _await_late_frames(
+        self, started: list[_Alert], sources: list[tuple[bytes | None, bool]]
+    ) -> None:
+        """Fill in frames that were not in Redis yet: the worker's frame store writes in the
+        background, so the newest detection may beat its frame by a few ms. One short wait per
+        batch, only for alerts of frames captured in the last few seconds (a replay of old
+        messages finds its frames expired, waiting would not help)."""
+        wait = self.scfg.snapshot_wait_s
+        if wait <= 0:
+            return
+        now = time.time()
+        late = [
+            i
+            for i, (frame, already) in enumerate(sources)
+            if frame is None and not already and now - started[i].capture_ts < wait + 5.0
+        ]
+        if not late:
+            return
+        self._stop.wait(wait)
+        again = self.store.snapshot_sources(
+            [
+                (a.event.id, a.event.camera_id, a.event.epoch, a.event.frame_seq)
+                for a in (started[i] for i in late)
+            ]
+        )
+        for i, found in zip(late, again, strict=True):
+            sources[i] = found
+
     def _store(self, alerts: list[_Alert]) -> list[_Alert]:
         """Write to Redis; returns the alerts Kafka has not acknowledged yet."""
         t0 = time.perf_counter()
@@ -351,6 +428,7 @@ class AlertService(PartitionCheckpoints):
         sources = self.store.snapshot_sources(
             [(a.event.id, a.event.camera_id, a.event.epoch, a.event.frame_seq) for a in started]
         )
+        self._await_late_frames(started, sources)
         snaps: dict[int, bytes | None] = {}
         for a, (frame, already) in zip(started, sources, strict=True):
             if frame is not None and not already:
@@ -358,8 +436,24 @@ class AlertService(PartitionCheckpoints):
                     snaps[id(a)] = render_snapshot(frame, a.message, self.scfg.snapshot_quality)
                 except Exception as e:  # a bad JPEG must not block the alert
                     log.warning("snapshot of alert %s failed: %s", a.event.id, e)
+        # the frame as the camera saw it, for the console's review (kept like the snapshot)
+        source = {
+            id(a): frame
+            for a, (frame, already) in zip(started, sources, strict=True)
+            if frame is not None and not already
+        }
         results = self.store.write_alerts(
-            [AlertWrite(a.message, a.capture_ts, snaps.get(id(a)), a.payload) for a in alerts]
+            [
+                AlertWrite(
+                    a.message,
+                    a.capture_ts,
+                    snaps.get(id(a)),
+                    a.payload,
+                    source=source.get(id(a)),
+                    frame_detections=a.frame_detections,
+                )
+                for a in alerts
+            ]
         )
         now = time.time()
         m.REDIS_WRITE_SECONDS.observe(time.perf_counter() - t0)
@@ -375,6 +469,117 @@ class AlertService(PartitionCheckpoints):
             if not published:
                 todo.append(a)
         return todo
+
+    # -- live rules ---------------------------------------------------------------------------------
+
+    def _start_live_rules(self) -> None:
+        """Seed the rules topic with the YAML's rules it lacks, take its rules instead of the
+        YAML's, then watch it. Runs before the first poll, so every partition's engine is built
+        with the topic's rules (no alert of a stale rule at start)."""
+        if not self.scfg.live_rules or self._watcher is not None:
+            return
+        kcfg = self.cfg.kafka
+        timeout_s = kcfg.request_timeout_ms / 1000
+        errors = (KafkaError, KafkaUnavailable, TimeoutError)
+        yaml_rules = list(self.acfg.rules)
+        seeded = self.retrier.retry(
+            "Kafka rules seed",
+            lambda: seed_rules(kcfg, yaml_rules, timeout_s),
+            self._stop,
+            errors,
+        )
+        rules = self.retrier.retry(
+            "Kafka rules read", lambda: read_rules(kcfg, timeout_s), self._stop, errors
+        )
+        acfg = self.acfg.with_rules(list(rules.values()))
+        RuleEngine(acfg)  # a type without implementation fails the start, like a YAML rule
+        self.acfg = acfg
+        log.info(
+            "live rules: %d rule(s) in %s (%d seeded from the YAML: %s)",
+            len(rules),
+            kcfg.topics.rules,
+            len(seeded),
+            ", ".join(seeded) or "none",
+        )
+        self._watcher = RulesWatcher(
+            kcfg,
+            self._rules_changed,
+            client_suffix=f"alerts-rules-{self.name}",
+            poll_timeout_ms=min(500, self.scfg.poll_timeout_ms),
+            retry_max_s=self.scfg.retry_max_s,
+        ).start()
+
+    def _rules_changed(self, rules: dict[str, RuleConfig]) -> None:
+        """The watcher's callback (its thread): record the latest rule set, do nothing else."""
+        with self._lock:
+            self._rules_pending = rules
+
+    def _apply_rule_change(self) -> None:
+        """Apply the rule set the watcher recorded, between batches.
+
+        The ended events of the changed rules' open alerts go through ``_handle_batch`` right
+        away, with no offsets, rather than with the next batch: a change then takes effect even
+        when no detection arrives, and it keeps exactly-once because (1) the state before the
+        change is checkpointed first (``checkpoint_interval_s > 0`` may hold some back), so a
+        crash never replays messages of the old rules under the new ones; (2) the ended events
+        are stored in Redis (idempotent per (id, status)) before Kafka, like any alert; (3) every
+        partition is checkpointed after the change; a crash before that restores the pre-change
+        checkpoint under the new rules, and ``restore`` ends the same alerts with the same
+        events (same engine state), which Redis already has."""
+        with self._lock:
+            rules, self._rules_pending = self._rules_pending, None
+        if rules is None:
+            return
+        before = {r.id: r.fingerprint() for r in self.acfg.rules}
+        after = {rid: r.fingerprint() for rid, r in rules.items()}
+        if before == after:
+            return
+        try:
+            acfg = self.acfg.with_rules(list(rules.values()))
+            RuleEngine(acfg)  # validate before any engine changes
+        except ValueError as e:  # RulesError too; not reached for rules the watcher validated
+            log.error("rule change not applied: %s", e)
+            return
+        if self._dirty:  # only with checkpoint_interval_s > 0
+            self._checkpoint(sorted(self._dirty, key=tp_order))
+        self._consistent = False
+        self.acfg = acfg
+        ends: list[_Alert] = []
+        for tp in sorted(self._engines, key=tp_order):
+            for ev in self._engines[tp].replace_rules(acfg):
+                ends.append(_Alert.of(ev, ev.updated_at))
+            if self._next_offset.get(tp) is not None:
+                self._dirty.add(tp)  # rule states re-keyed: checkpoint even without ends
+        if ends:
+            self._handle_batch(ends, [], {})
+        if self._dirty:
+            self._checkpoint(sorted(self._dirty, key=tp_order))
+        self._consistent = True
+        log.info(
+            "rules changed: added %s, changed %s, removed %s; %d open alert(s) ended",
+            _ids(after.keys() - before.keys()),
+            _ids(k for k in after.keys() & before.keys() if after[k] != before[k]),
+            _ids(before.keys() - after.keys()),
+            len(ends),
+        )
+
+    def _restored_ends(self, fresh: set[TopicPartition]) -> list[_Alert]:
+        """The ended events of alerts whose rule changed since the checkpoints just restored."""
+        out: list[_Alert] = []
+        for tp in sorted(fresh, key=tp_order):
+            engine = self._engines.get(tp)
+            ends = engine.pop_changed_ends() if engine is not None else []
+            if ends:
+                out += [_Alert.of(ev, ev.updated_at) for ev in ends]
+                if self._next_offset.get(tp) is not None:
+                    self._dirty.add(tp)
+                log.info(
+                    "%s[%d]: %d open alert(s) of changed rules ended",
+                    tp.topic,
+                    tp.partition,
+                    len(ends),
+                )
+        return out
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -411,6 +616,10 @@ class AlertService(PartitionCheckpoints):
                 s["dlq"],
                 len(self._engines),
             )
+
+
+def _ids(ids) -> str:
+    return ", ".join(sorted(ids)) or "-"
 
 
 def alert_service_runner(cfg: AlertsSettings) -> Callable[[threading.Event], None]:

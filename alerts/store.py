@@ -7,6 +7,8 @@ Every key starts with ``redis.key_prefix`` (default ``vigil:``):
     {p}alerts:<camera>              stream, that camera's alert events, capped at camera_stream_maxlen
     {p}alert:<id>                   hash, the alert's fields (latest status) + bookkeeping
     {p}snapshot:<id>                JPEG of the triggering frame with the box drawn, TTL snapshot_ttl_s
+    {p}source:<id>                  JPEG of the triggering frame as the camera saw it (the console's
+                                    review adds it to the retraining dataset), TTL snapshot_ttl_s
     {p}state:<group>:<topic>:<part> alert service checkpoint: consumed offset + rule engine state
     {p}frame:<camera>:<epoch>:<seq> (written by the ingest worker) recent frames, short TTL
 
@@ -32,10 +34,13 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
 
-# KEYS: 1 alert hash, 2 global stream, 3 camera stream, 4 snapshot key
+# KEYS: 1 alert hash, 2 global stream, 3 camera stream, 4 snapshot key, 5 source frame key
 # ARGV: 1 status, 2 capture_ts of the triggering frame, 3 global maxlen, 4 camera maxlen,
 #       5 snapshot ttl (s), 6 snapshot JPEG ('' = none), 7 alert hash ttl (s, 0 = none),
-#       8 alert message JSON, 9 id, 10 camera, 11 rule, 12 severity, 13.. hash field/value pairs
+#       8 alert message JSON, 9 id, 10 camera, 11 rule, 12 severity,
+#       13 source frame JPEG ('' = none), 14 frame detections JSON ('' = none),
+#       15.. hash field/value pairs
+# The snapshot, the source frame and frame_detections are written with a new "started" only.
 # Returns {written (1 = new, 0 = already there), published (1 = Kafka already has it)}.
 _WRITE_LUA = """
 local status = ARGV[1]
@@ -47,7 +52,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local latency = string.format('%.1f', (now - tonumber(ARGV[2])) * 1000)
 local fields = {}
-for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 15, #ARGV do fields[#fields + 1] = ARGV[i] end
 fields[#fields + 1] = written
 fields[#fields + 1] = string.format('%.6f', now)
 if status == 'started' then
@@ -59,6 +64,13 @@ if status == 'started' then
     fields[#fields + 1] = '1'
   else
     fields[#fields + 1] = '0'
+  end
+  if ARGV[13] ~= '' then
+    redis.call('SET', KEYS[5], ARGV[13], 'EX', ARGV[5])
+  end
+  if ARGV[14] ~= '' then
+    fields[#fields + 1] = 'frame_detections'
+    fields[#fields + 1] = ARGV[14]
   end
   redis.call('HSET', KEYS[1], unpack(fields))
 else
@@ -88,8 +100,9 @@ _FLOAT_FIELDS = {
     "ended_latency_ms",
     "written_started",
     "written_ended",
+    "reviewed_at",
 }
-_JSON_FIELDS = {"box", "zone", "details"}
+_JSON_FIELDS = {"box", "zone", "details", "frame_detections"}
 _BOOL_FIELDS = {"snapshot", "published_started", "published_ended"}
 
 
@@ -128,7 +141,10 @@ def _dec(field: str, raw: str) -> Any:
 @dataclass(slots=True)
 class AlertWrite:
     """One alert event to store: its ``vigil.alerts/v1`` message, the capture time of the frame
-    that produced it (for ``latency_ms``) and the snapshot JPEG (started events only)."""
+    that produced it (for ``latency_ms``) and, for started events only, the snapshot JPEG, the
+    frame as the camera saw it (``source``) and all the frame's detections (``frame_detections``:
+    a list of ``{label, confidence, box, track_id}``, or that list as JSON) for the console's
+    review."""
 
     message: dict[str, Any]
     capture_ts: float
@@ -136,6 +152,8 @@ class AlertWrite:
     # ``message`` as compact JSON when the caller already has it (the alert service publishes
     # the same bytes on Kafka); encoded here when None.
     payload: bytes | None = None
+    source: bytes | None = None
+    frame_detections: list[dict[str, Any]] | str | bytes | None = None
 
 
 class AlertStore:
@@ -163,6 +181,9 @@ class AlertStore:
 
     def snapshot_key(self, alert_id: str) -> str:
         return self.keys.snapshot(alert_id)
+
+    def source_key(self, alert_id: str) -> str:
+        return self.keys.source_frame(alert_id)
 
     def checkpoint_key(self, group: str, topic: str, partition: int) -> str:
         return self.keys.checkpoint(group, topic, partition)
@@ -212,6 +233,7 @@ class AlertStore:
             self.stream_key(),
             self.stream_key(msg["camera_id"]),
             self.snapshot_key(aid),
+            self.source_key(aid),
         ]
 
     def _write_args(self, it: AlertWrite) -> list[Any]:
@@ -219,6 +241,9 @@ class AlertStore:
         payload = it.payload
         if payload is None:
             payload = dumps_text(msg).encode()
+        dets = it.frame_detections
+        if dets is not None and not isinstance(dets, str | bytes):
+            dets = dumps_text(dets)
         args: list[Any] = [
             msg["status"],
             repr(float(it.capture_ts)),
@@ -232,6 +257,8 @@ class AlertStore:
             msg["camera_id"],
             msg["rule_id"],
             msg["severity"],
+            it.source or b"",
+            dets if dets is not None else b"",
         ]
         append = args.append
         for k, v in msg.items():
@@ -257,7 +284,9 @@ class AlertStore:
 
     def get_alert(self, alert_id: str) -> dict[str, Any] | None:
         """The alert's hash decoded (alert.v1 fields of its latest status, plus ``snapshot``,
-        ``latency_ms``, ``written_<status>``, ...); None when unknown."""
+        ``latency_ms``, ``written_<status>``, ``frame_detections`` (a list), the review fields
+        ``review``, ``review_note``, ``reviewed_by``, ``reviewed_at`` (a float),
+        ``review_image``, ...); None when unknown."""
         raw = self.client.hgetall(self.alert_key(alert_id))
         if not raw:
             return None
@@ -265,6 +294,11 @@ class AlertStore:
 
     def get_snapshot(self, alert_id: str) -> bytes | None:
         return self.client.get(self.snapshot_key(alert_id))
+
+    def get_source(self, alert_id: str) -> bytes | None:
+        """The started alert's frame as the camera saw it (no drawing); None when none was kept
+        or it expired."""
+        return self.client.get(self.source_key(alert_id))
 
     def recent(self, camera_id: str | None = None, count: int = 20) -> list[dict[str, Any]]:
         """The latest ``count`` alert events (newest first) from the global or a camera stream."""

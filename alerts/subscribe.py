@@ -4,7 +4,9 @@ Two backends, same ``vigil.alerts/v1`` dicts (``alerts/schemas/alert.v1.json``):
 
 - ``kafka`` (default): reads the ``vigil.alerts`` topic without a consumer group (every
   subscriber sees every alert). Kafka delivery is at-least-once, so repeats of an (id, status)
-  are dropped here (``dedup=True``, remembering the last 100 000).
+  are dropped here (``dedup=True``, remembering the last 100 000); ``reviewed`` messages (an
+  operator's verdict, docs/console.md) by (id, status, review.at), since an alert may be
+  reviewed again.
 - ``redis``: reads the Redis stream ``{prefix}alerts`` (or ``{prefix}alerts:<camera>``), which
   holds each (id, status) exactly once but only the latest ``redis.stream_maxlen`` entries.
 
@@ -67,7 +69,7 @@ def _filtered(
     dedup: bool,
 ) -> Iterator[dict[str, Any]]:
     """``source`` yields alerts, or None when it waited without result (so timeouts apply)."""
-    seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+    seen: OrderedDict[tuple[str, ...], None] = OrderedDict()
     last = time.monotonic()
     try:
         for alert in source:
@@ -77,7 +79,7 @@ def _filtered(
                 ):
                     alert = None
                 elif dedup:
-                    key = (str(alert.get("id")), str(alert.get("status")))
+                    key = dedup_key(alert)
                     if key in seen:
                         alert = None
                     else:
@@ -93,6 +95,17 @@ def _filtered(
         close = getattr(source, "close", None)
         if close is not None:
             close()
+
+
+def dedup_key(alert: dict[str, Any]) -> tuple[str, ...]:
+    """What makes an alert message unique: (id, status); (id, status, review.at) for a
+    ``reviewed`` message, so a second review of the same alert is not taken for a repeat."""
+    status = str(alert.get("status"))
+    if status == "reviewed":
+        review = alert.get("review")
+        at = review.get("at") if isinstance(review, dict) else None
+        return (str(alert.get("id")), status, repr(at))
+    return (str(alert.get("id")), status)
 
 
 def _kafka_alerts(

@@ -2,7 +2,8 @@
 down cleanly on a signal (``vigil run`` / ``vigil ingest``).
 
 The stages never import each other; this module hands the detector to the ingest worker and plugs
-hot reload, collection and drift into it through its callback points and frame listeners.
+hot reload, collection, drift and the console's live view into it through its callback points
+and listeners.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pipeline.common.kafka import ensure_topics
 from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
 from pipeline.ingest import metrics
+from pipeline.ingest.live import LiveView
 from pipeline.ingest.registry import put_cameras
 from pipeline.ingest.worker import IngestWorker
 
@@ -67,13 +69,22 @@ def _drift(worker: IngestWorker):
     return monitor
 
 
+def _live_view(worker: IngestWorker) -> LiveView:
+    """The console's live frames and camera status (``ingest.live_jpeg_fps``, docs/console.md)."""
+    cfg = worker.cfg
+    view = LiveView(cfg.redis, worker.worker_id, cfg.ingest.live_jpeg_fps).start()
+    worker.add_frame_listener(view)
+    worker.add_status_listener(view.publish_status)
+    return view
+
+
 def build_worker(
     cfg: VigilConfig, detector: FrameDetector | None = None, worker_id: str | None = None
 ) -> IngestWorker:
     """An ingest worker with the detector of ``cfg.detector`` (unless one is given) and the
-    retraining plug-ins the config asks for: hot reload (``models.registry``), collection
-    (``collection.enabled``) and drift (``models.drift``). ``worker.services`` holds what they
-    started, by name."""
+    plug-ins the config asks for: hot reload (``models.registry``), collection
+    (``collection.enabled``), drift (``models.drift``) and the console's live view
+    (``ingest.live_jpeg_fps`` > 0). ``worker.services`` holds what they started, by name."""
 
     def make_detector() -> FrameDetector:
         return Detector(cfg.detector)  # loads the weights: after hot reload had its say
@@ -85,6 +96,8 @@ def build_worker(
     worker.add_callback("on_start", _tune_host_threads, "host_threads")
     worker.add_callback("on_start", _collection, "collection")
     worker.add_callback("on_start", _drift, "drift")
+    if cfg.ingest.live_jpeg_fps > 0:
+        worker.add_callback("on_start", _live_view, "live_view")
     return worker
 
 

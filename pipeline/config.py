@@ -15,11 +15,13 @@ import yaml
 from pydantic import ValidationError, field_validator
 
 from alerts.config import AlertsConfig, RulesError, parse_alerts_config
+from alerts.notify.config import NotifyConfig
 from detectors.config import DetectorConfig
 from detectors.retrain.config import CollectionConfig, ModelsConfig
 from pipeline.common.config import ConfigError, StrictModel, expand_env, format_validation_error
 from pipeline.common.kafka import KafkaConfig
 from pipeline.common.redis import RedisConfig
+from pipeline.console.config import ConsoleConfig
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.config import IngestConfig
 
@@ -35,6 +37,8 @@ class VigilConfig(StrictModel):
     models: ModelsConfig = ModelsConfig()
     cameras: list[CameraSpec] = []
     alerts: AlertsConfig = AlertsConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     @field_validator("alerts", mode="before")
     @classmethod

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import logging
 import os
 import queue
+import secrets
 import threading
 import time
 from datetime import datetime
@@ -23,6 +25,8 @@ from pipeline.camera_sim import CameraSim
 from pipeline.common.assets import REPO_ROOT, footage
 from pipeline.common.kafka import ensure_topics
 from pipeline.config import load_config
+from pipeline.console.auth import UserStore
+from pipeline.console.server import ConsoleServer
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=100.0, help="how long the pipeline runs")
     p.add_argument("--port", type=int, default=8554, help="RTSP port of the camera simulator")
     p.add_argument("-o", "--out", default="demo-output", help="where snapshots are saved")
+    p.add_argument(
+        "--console-port", type=int, default=8080, help="port of the console (0: no console)"
+    )
+    p.add_argument(
+        "--linger",
+        action="store_true",
+        help="keep the console up after the pipeline stops, until Ctrl-C",
+    )
     p.set_defaults(func=cmd_demo)
 
 
@@ -53,6 +65,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ensure_topics(cfg.kafka)
     store = AlertStore(cfg.redis)
 
+    console = _start_console(cfg, args.console_port) if args.console_port else None
     print(f"demo: serving {', '.join(DEMO_FILES)} as RTSP cameras on 127.0.0.1:{args.port}")
     sim = CameraSim([str(footage(name)) for name in DEMO_FILES], port=args.port).start()
     alerts: queue.Queue[dict] = queue.Queue()
@@ -139,4 +152,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  capture-to-Redis latency: p50 {p50:.0f} ms, max {latencies[-1]:.0f} ms ({len(latencies)} alerts)"
         )
     print(f"  snapshots saved: {snapshots} in {out}/")
+    if console is not None:
+        if args.linger:
+            print(f"demo: console still at {console.url} (Ctrl-C ends it)")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+        console.stop()
     return 0 if counts else 1
+
+
+def _start_console(cfg, port: int):
+    """The console for this run, with a user ``demo`` (admin) whose password is made now."""
+    password = secrets.token_urlsafe(12)
+    UserStore(cfg.redis).add("demo", password, "admin")
+    try:
+        server = ConsoleServer(cfg, "127.0.0.1", port).start()
+    except RuntimeError as e:
+        print(f"demo: console not started: {e}")
+        return None
+    print(f"demo: console at {server.url}  (user demo, password {password}, made for this run)")
+    return server

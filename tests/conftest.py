@@ -92,6 +92,8 @@ def make_config_dict(bootstrap: str, **overrides) -> dict:
                 "alerts": f"t{tag}.alerts",
                 "detections_dlq": f"t{tag}.detections.dlq",
                 "control": f"t{tag}.control",
+                "rules": f"t{tag}.rules",
+                "notify_dlq": f"t{tag}.notify.dlq",
             },
             "cameras_partitions": 8,
             "detections_partitions": 2,

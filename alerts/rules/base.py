@@ -17,7 +17,6 @@ A new type plugs in with::
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -87,6 +86,11 @@ class Rule(ABC):
             self._end(out, frame, subject, reason="schedule")
         self.reset()
         return out
+
+    def open_alerts(self) -> list[AlertEvent]:
+        """The started alerts not ended yet that were emitted (suppressed ones never were): what
+        must end when this rule instance goes away (a live rule change)."""
+        return [a for a, suppressed in self._open.values() if not suppressed]
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -203,20 +207,9 @@ class Rule(ABC):
         if suppressed:
             return
         ts = frame.ts
-        merged = dict(alert.details)
-        if details:
-            merged.update(details)
-        merged["reason"] = reason
         out.append(
-            dataclasses.replace(
-                alert,
-                status="ended",
-                ended_at=ts if ended_at is None else ended_at,
-                updated_at=ts,
-                frame_seq=frame.seq,
-                epoch=frame.epoch,
-                count=alert.count if count is None else count,
-                details=merged,
+            alert.ended(
+                ts, frame.seq, frame.epoch, reason, ended_at=ended_at, count=count, details=details
             )
         )
         self._last_end["*" if self._scope_rule else subject] = ts

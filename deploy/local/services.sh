@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Local Kafka (KRaft, single node) and Redis for development and tests.
+# Local Kafka (KRaft, single node), Redis and an MQTT broker (mosquitto) for development and tests.
 #   services.sh up | down | status | start-redis | stop-redis | start-kafka | stop-kafka
+#               | start-mqtt | stop-mqtt
 #   KAFKA_NODES=3 services.sh up: a 3-broker cluster with SASL/SCRAM and ACLs (kafka_cluster.sh)
 # Everything lives in the throw-away state dir ${VIGIL_STATE:-<repo>/.vigil}; both services bind
 # to 127.0.0.1 only. `up` is idempotent: healthy running services are left alone.
@@ -10,6 +11,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STATE="${VIGIL_STATE:-$REPO/.vigil}"
 PYTHON="${PYTHON:-python3}"
 REDIS_PORT="${VIGIL_REDIS_PORT:-6379}"
+MQTT_PORT="${VIGIL_MQTT_PORT:-1883}"
 KAFKA_PORT="${VIGIL_KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${VIGIL_KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_VERSION="${VIGIL_KAFKA_VERSION:-4.1.1}"
@@ -19,6 +21,7 @@ START_TIMEOUT="${VIGIL_START_TIMEOUT:-90}"   # seconds per service
 
 R="$STATE/redis"    # redis.pid, redis.log, data/
 K="$STATE/kafka"    # kafka.pid, cluster.id, server.properties, data/, logs/
+M="$STATE/mqtt"     # mosquitto.pid, mosquitto.conf, mosquitto.log
 
 # Messages never abort the script: `down` must finish even when our stdout is a closed pipe.
 say() { echo "services: $*" 2>/dev/null || true; }
@@ -72,6 +75,55 @@ start_redis() {
   show_log "$R/redis.log"; die "redis did not answer PING within ${START_TIMEOUT}s"
 }
 stop_redis() { stop_pid "$R/redis.pid" redis-server redis; }
+
+# --- MQTT (mosquitto) ---------------------------------------------------------------------------
+# Healthy = a QoS 1 publish acknowledged by the broker (mosquitto_pub), else the port answering.
+mqtt_ok() {
+  if command -v mosquitto_pub >/dev/null; then
+    timeout 5 mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -i vigil-healthcheck -q 1 \
+      -t vigil-healthcheck -m ok >/dev/null 2>&1
+  else
+    port_open "$MQTT_PORT"
+  fi
+}
+
+start_mqtt() {
+  if live_pid "$M/mosquitto.pid" mosquitto >/dev/null && mqtt_ok; then
+    say "mqtt already running on 127.0.0.1:$MQTT_PORT"; return 0
+  fi
+  command -v mosquitto >/dev/null || die "mosquitto not installed (run deploy/local/setup.sh)"
+  port_open "$MQTT_PORT" && ! live_pid "$M/mosquitto.pid" mosquitto >/dev/null \
+    && die "port $MQTT_PORT is taken by another process; stop it or set VIGIL_MQTT_PORT"
+  mkdir -p "$M"
+  # 127.0.0.1 only, anonymous (nothing else can reach it), no persistence: retained messages
+  # are throw-away like the rest. `user`: stay the invoking user (root would switch to the
+  # `mosquitto` user, which cannot write the log here).
+  cat >"$M/mosquitto.conf" <<CONF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+user $(id -un)
+log_dest file $M/mosquitto.log
+log_type error
+log_type warning
+log_type notice
+connection_messages false
+# acknowledgements go out at once, not held back by Nagle's algorithm (~40 ms per QoS 1 publish)
+set_tcp_nodelay true
+CONF
+  # setsid: its own session, so Ctrl-C in the terminal that ran `up` leaves it alone.
+  setsid mosquitto -c "$M/mosquitto.conf" >>"$M/mosquitto.out" 2>&1 </dev/null &
+  echo $! >"$M/mosquitto.pid"
+  local i
+  for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+    live_pid "$M/mosquitto.pid" mosquitto >/dev/null || break
+    mqtt_ok && { say "mqtt up on 127.0.0.1:$MQTT_PORT"; return 0; }
+    sleep 0.1
+  done
+  show_log "$M/mosquitto.out"; show_log "$M/mosquitto.log"
+  die "mosquitto did not accept a publish within ${START_TIMEOUT}s"
+}
+stop_mqtt() { stop_pid "$M/mosquitto.pid" mosquitto mqtt; }
 
 # --- Kafka --------------------------------------------------------------------------------------
 # Healthy = a real metadata round trip with the same client library the pipeline uses.
@@ -161,6 +213,10 @@ status() {
     if kafka_wait "$pid" 5 2>/dev/null; then say "kafka: running (pid $pid) on 127.0.0.1:$KAFKA_PORT"
     else say "kafka: pid $pid not answering metadata requests"; rc=1; fi
   else say "kafka: stopped"; rc=1; fi
+  if pid="$(live_pid "$M/mosquitto.pid" mosquitto)"; then
+    if mqtt_ok; then say "mqtt: running (pid $pid) on 127.0.0.1:$MQTT_PORT"
+    else say "mqtt: pid $pid not accepting publishes"; rc=1; fi
+  else say "mqtt: stopped"; rc=1; fi
   say "state dir: $STATE"
   return "$rc"
 }
@@ -172,13 +228,14 @@ CLUSTER="$REPO/deploy/local/kafka_cluster.sh"
 case "${1:-}" in
   up)
     start_redis
+    start_mqtt
     case "$KAFKA_NODES" in
       1) start_kafka ;;
       3) bash "$CLUSTER" up ;;
       *) die "KAFKA_NODES=$KAFKA_NODES: 1 (single broker) or 3 (cluster)" ;;
     esac ;;
   down)
-    stop_kafka; stop_redis
+    stop_kafka; stop_redis; stop_mqtt
     if [ -d "$STATE/kafka-cluster" ]; then bash "$CLUSTER" down; fi
     # Throw-away data goes; logs and the cluster id stay for post-mortems.
     rm -rf "$K/data" "$K/server.properties" "$R/data"
@@ -188,5 +245,7 @@ case "${1:-}" in
   stop-redis) stop_redis ;;
   start-kafka) start_kafka ;;
   stop-kafka) stop_kafka ;;
-  *) echo "usage: $0 up|down|status|start-redis|stop-redis|start-kafka|stop-kafka" >&2; exit 2 ;;
+  start-mqtt) start_mqtt ;;
+  stop-mqtt) stop_mqtt ;;
+  *) echo "usage: $0 up|down|status|start-redis|stop-redis|start-kafka|stop-kafka|start-mqtt|stop-mqtt" >&2; exit 2 ;;
 esac

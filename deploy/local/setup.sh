@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the local pipeline and its services need. Idempotent: each step checks first,
 # so a second run only takes a few seconds.
-#   1. Debian packages (Redis, GStreamer RTSP server, OpenCV's shared libs, JDK/Maven if absent)
+#   1. Debian packages (Redis, mosquitto, GStreamer RTSP server, OpenCV's shared libs, JDK/Maven if absent)
 #   2. this checkout as an editable Python package with the dev extras
 #   3. the Apache Kafka broker jars, cached outside the checkout so fresh clones reuse them
 set -euo pipefail
@@ -15,8 +15,12 @@ say() { echo "setup: $*"; }
 
 # --- 1. system packages -------------------------------------------------------------------------
 pkgs=(redis-server python3-gi gir1.2-gst-rtsp-server-1.0
+      # the notifier's MQTT sink: broker (services.sh start-mqtt) and its command-line clients
+      mosquitto mosquitto-clients
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-      gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools libgl1 libglib2.0-0)
+      gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools libgl1 libglib2.0-0
+      # the console's browser tests: Debian's Chromium driven headless by Playwright
+      chromium chromium-driver)
 command -v java >/dev/null || pkgs+=(default-jdk-headless)
 command -v mvn >/dev/null || pkgs+=(maven)
 
@@ -32,8 +36,8 @@ if ((${#missing[@]})); then
   if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
     $SUDO apt-get update -qq
   fi
-  # Keep apt from starting a system-wide redis-server on 6379 (with persistence);
-  # services.sh runs its own throw-away one. Only when no policy is in place already.
+  # Keep apt from starting a system-wide redis-server on 6379 or mosquitto on 1883 (with
+  # persistence); services.sh runs its own throw-away ones. Only when no policy is in place already.
   policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null

@@ -106,6 +106,12 @@ class PromotionConfig(StrictModel):
     class_tolerance: float = Field(
         0.02, ge=0, le=1, description="largest AP drop allowed on a monitored class"
     )
+    min_reviewed_labels: int = Field(
+        50,
+        ge=1,
+        description="score both models on the held-out split's reviewed images (operator "
+        "verdicts) once they hold this many labels; fewer: on all held-out labels",
+    )
 
 
 class DriftConfig(StrictModel):

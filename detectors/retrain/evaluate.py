@@ -4,6 +4,11 @@ Evaluation runs the model through Vigil's own :class:`~detectors.engine.Detector
 serves it), matches predictions to labels by class *name*, so models with different class lists
 (an 80-class COCO model and a one-class student) are compared on the same footing, and computes
 COCO-style AP with ultralytics' ``ap_per_class``.
+
+Images an operator reviewed (:mod:`detectors.retrain.dataset.reviewed`) are also scored on their
+own, in the same pass: with enough reviewed labels (``models.promotion.min_reviewed_labels``)
+:func:`decide` compares the models on those, since on teacher labels alone a student can at best
+tie its teacher.
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ class Evaluation:
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     profile: dict[str, Any] = field(default_factory=dict)  # prediction statistics (drift reference)
+    scored_on: str = "all"  # "reviewed": only the split's reviewed images
+    reviewed_labels: int = 0  # boxes in the reviewed images of those scored
+    reviewed: Evaluation | None = None  # the same model on the split's reviewed images only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,9 +101,9 @@ def evaluate(
     batch: int = 8,
     progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
-    """mAP50, mAP50-95, precision/recall (at max mean F1), per-class AP and speed on a split."""
+    """mAP50, mAP50-95, precision/recall (at max mean F1), per-class AP and speed on a split;
+    ``reviewed``: the same on the split's reviewed images (one inference pass for both)."""
     import cv2  # noqa: PLC0415 (cv2: ~0.2 s; importing this module stays cheap)
-    from ultralytics.utils.metrics import ap_per_class  # noqa: PLC0415 (imports torch)
 
     from detectors.engine import Detector  # noqa: PLC0415 (imports torch)
     from detectors.retrain.drift import profile_from_predictions  # noqa: PLC0415 (imports torch: registry -> loading)
@@ -111,6 +119,7 @@ def evaluate(
     if not images:
         raise ds.DatasetError(f"dataset {root} has no {split!r} images: run `vigil dataset split`")
     report = ds.validate(root, images=images, require_labels=True)
+    reviewed_images = {r["image"] for r in dset.records if ds.is_reviewed(r)}
     problems = [str(p) for p in report.problems] + [f"{u}: no label file" for u in report.unlabeled]
     if not report.good:
         raise ds.DatasetError(f"no usable {split} images in {root}: " + "; ".join(problems[:3]))
@@ -162,50 +171,84 @@ def evaluate(
             all_preds.append([(names[to_ds[d.class_id]], d.confidence) for d in keep])
         if progress is not None:
             progress(min(start + batch, len(report.good)), len(report.good))
+    map50, map5095, precision, recall, per_class = _scores(tps, confs, pcls, tcls, names)
+    reviewed_idx = [i for i, rel in enumerate(report.good) if rel in reviewed_images]
+    reviewed_labels = sum(len(tcls[i]) for i in reviewed_idx)
+    # the drift reference describes what the model emits at the serving threshold
+    profile = profile_from_predictions(
+        [[(n, c) for n, c in frame if c >= 0.25] for frame in all_preds]
+    )
+    common = {
+        "weights": str(weights),
+        "model": det.name,
+        "version": det.version,
+        "data": str(root),
+        "split": split,
+        "ms_per_image": round(1000 * elapsed / max(len(report.good), 1), 2),
+        "imgsz": det.config.imgsz,
+        "reviewed_labels": reviewed_labels,
+    }
+    reviewed = None
+    if reviewed_idx:
+        sub = [[x[i] for i in reviewed_idx] for x in (tps, confs, pcls, tcls)]
+        r50, r5095, rp, rr, rpc = _scores(*sub, names)
+        reviewed = Evaluation(
+            **common,
+            images=len(reviewed_idx),
+            instances=reviewed_labels,
+            map50=round(r50, 4),
+            map50_95=round(r5095, 4),
+            precision=round(rp, 4),
+            recall=round(rr, 4),
+            per_class=rpc,
+            scored_on="reviewed",
+        )
+    return Evaluation(
+        **common,
+        images=len(report.good),
+        instances=int(sum(len(t) for t in tcls)),
+        map50=round(map50, 4),
+        map50_95=round(map5095, 4),
+        precision=round(precision, 4),
+        recall=round(recall, 4),
+        per_class=per_class,
+        problems=problems,
+        profile=profile,
+        reviewed=reviewed,
+    )
+
+
+def _scores(
+    tps: list[np.ndarray],
+    confs: list[np.ndarray],
+    pcls: list[np.ndarray],
+    tcls: list[np.ndarray],
+    names: dict[int, str],
+) -> tuple[float, float, float, float, dict[str, dict[str, float]]]:
+    """mAP50, mAP50-95, precision, recall and per-class AP of per-image match results."""
+    from ultralytics.utils.metrics import ap_per_class  # noqa: PLC0415 (imports torch)
+
     tp = np.concatenate(tps) if tps else np.zeros((0, 10), bool)
     conf_a = np.concatenate(confs) if confs else np.zeros(0)
     pred_cls = np.concatenate(pcls) if pcls else np.zeros(0, int)
     target_cls = np.concatenate(tcls) if tcls else np.zeros(0, int)
     per_class: dict[str, dict[str, float]] = {}
-    map50 = map5095 = precision = recall = 0.0
-    if len(target_cls):
-        out = ap_per_class(tp, conf_a, pred_cls, target_cls, names=names)
-        p, r, ap, classes = out[2], out[3], out[5], out[6]
-        counts = {
-            int(c): int(n) for c, n in zip(*np.unique(target_cls, return_counts=True), strict=True)
+    if not len(target_cls):
+        return 0.0, 0.0, 0.0, 0.0, per_class
+    out = ap_per_class(tp, conf_a, pred_cls, target_cls, names=names)
+    p, r, ap, classes = out[2], out[3], out[5], out[6]
+    counts = {
+        int(c): int(n) for c, n in zip(*np.unique(target_cls, return_counts=True), strict=True)
+    }
+    for i, c in enumerate(classes):
+        per_class[names[int(c)]] = {
+            "ap50": round(float(ap[i, 0]), 4),
+            "ap50_95": round(float(ap[i].mean()), 4),
+            "precision": round(float(p[i]), 4),
+            "recall": round(float(r[i]), 4),
+            "instances": counts.get(int(c), 0),
         }
-        for i, c in enumerate(classes):
-            per_class[names[int(c)]] = {
-                "ap50": round(float(ap[i, 0]), 4),
-                "ap50_95": round(float(ap[i].mean()), 4),
-                "precision": round(float(p[i]), 4),
-                "recall": round(float(r[i]), 4),
-                "instances": counts.get(int(c), 0),
-            }
-        map50, map5095 = float(ap[:, 0].mean()), float(ap.mean())
-        precision, recall = float(p.mean()), float(r.mean())
-    # the drift reference describes what the model emits at the serving threshold
-    profile = profile_from_predictions(
-        [[(n, c) for n, c in frame if c >= 0.25] for frame in all_preds]
-    )
-    return Evaluation(
-        weights=str(weights),
-        model=det.name,
-        version=det.version,
-        data=str(root),
-        split=split,
-        images=len(report.good),
-        instances=int(len(target_cls)),
-        map50=round(map50, 4),
-        map50_95=round(map5095, 4),
-        precision=round(precision, 4),
-        recall=round(recall, 4),
-        ms_per_image=round(1000 * elapsed / max(len(report.good), 1), 2),
-        imgsz=det.config.imgsz,
-        per_class=per_class,
-        problems=problems,
-        profile=profile,
-    )
+    return float(ap[:, 0].mean()), float(ap.mean()), float(p.mean()), float(r.mean()), per_class
 
 
 def format_evaluation(e: Evaluation) -> str:
@@ -219,6 +262,12 @@ def format_evaluation(e: Evaluation) -> str:
         lines.append(
             f"  {cls:<16} AP50 {v['ap50']:.3f}  AP50-95 {v['ap50_95']:.3f}  "
             f"P {v['precision']:.3f}  R {v['recall']:.3f}  ({v['instances']} boxes)"
+        )
+    r = e.reviewed
+    if r is not None:
+        lines.append(
+            f"  reviewed: {r.images} image(s), {r.instances} box(es): mAP50 {r.map50:.3f}  "
+            f"mAP50-95 {r.map50_95:.3f}  precision {r.precision:.3f}  recall {r.recall:.3f}"
         )
     if e.problems:
         lines.append(f"  {len(e.problems)} problem(s), images skipped:")
@@ -239,6 +288,9 @@ class Decision:
     margin: float
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    reviewed_labels: int = 0  # held-out labels in reviewed images
+    min_reviewed_labels: int = 0  # scored on the reviewed images from this many on
+    scored_on: str = "all"  # "reviewed" or "all" held-out labels
     at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat())
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,35 +301,65 @@ def decide(
     candidate: Evaluation, production: Evaluation | None, cfg: PromotionConfig | None = None
 ) -> Decision:
     """Promote only when the candidate beats production by ``margin`` on the same split and no
-    monitored class loses more than ``class_tolerance``."""
+    monitored class loses more than ``class_tolerance``.
+
+    Both are scored on the split's reviewed images (``scored_on: reviewed``) when they hold at
+    least ``min_reviewed_labels`` labels, else on all held-out labels: teacher labels measure
+    agreement with the teacher, and a student can at best tie it there.
+    """
     cfg = cfg or PromotionConfig()
     metric = cfg.metric
-    c = candidate.score(metric)
-    if production is None:
+    n = candidate.reviewed_labels
+    # a review that arrives between the two evaluations changes the labels under them
+    changed = production is not None and production.reviewed_labels != n
+    reviewed = n >= cfg.min_reviewed_labels and candidate.reviewed is not None and not changed
+    if reviewed and production is not None:
+        reviewed = production.reviewed is not None
+    cand = candidate.reviewed if reviewed and candidate.reviewed is not None else candidate
+    prod = production.reviewed if reviewed and production is not None else production
+    basis = _basis(candidate, n, cfg.min_reviewed_labels, reviewed)
+    gate: dict[str, Any] = {
+        "reviewed_labels": n,
+        "min_reviewed_labels": cfg.min_reviewed_labels,
+        "scored_on": "reviewed" if reviewed else "all",
+    }
+    c = cand.score(metric)
+    if production is None or prod is None:
         return Decision(
             True,
             metric,
             c,
             None,
             cfg.margin,
-            reasons=[f"no production model yet: the candidate ({metric} {c:.3f}) becomes it"],
+            reasons=[
+                f"no production model yet: the candidate ({metric} {c:.3f}) becomes it",
+                basis,
+            ],
+            **gate,
         )
     if (production.data, production.split) != (candidate.data, candidate.split):
         raise ValueError("candidate and production must be evaluated on the same split")
-    p = production.score(metric)
+    p = prod.score(metric)
     better = c >= p + cfg.margin
     reasons = [
         f"{metric}: candidate {c:.3f} vs production {p:.3f} "
         f"({'+' if c >= p else ''}{c - p:.3f}; margin {cfg.margin:.3f}) -> "
-        + ("better" if better else "not better by the margin")
+        + ("better" if better else "not better by the margin"),
+        basis,
     ]
+    if changed:
+        reasons.append(
+            f"the held-out split had {production.reviewed_labels} reviewed label(s) when "
+            f"production was scored and {n} for the candidate (a review came in between): "
+            "not promoted; run again"
+        )
     per_class: dict[str, dict[str, Any]] = {}
     worse = []
     for cls in cfg.monitored_classes:
-        if cls not in candidate.per_class and cls not in production.per_class:
+        if cls not in cand.per_class and cls not in prod.per_class:
             reasons.append(f"{cls}: not in the held-out labels; not checked")
             continue
-        cc, pc = candidate.score(metric, cls), production.score(metric, cls)
+        cc, pc = cand.score(metric, cls), prod.score(metric, cls)
         drop = pc - cc
         ok = drop <= cfg.class_tolerance
         per_class[cls] = {"candidate": cc, "production": pc, "drop": round(drop, 4), "ok": ok}
@@ -287,7 +369,21 @@ def decide(
         )
         if not ok:
             worse.append(cls)
-    return Decision(better and not worse, metric, c, p, cfg.margin, per_class, reasons)
+    promote = better and not worse and not changed
+    return Decision(promote, metric, c, p, cfg.margin, per_class, reasons, **gate)
+
+
+def _basis(candidate: Evaluation, n: int, minimum: int, reviewed: bool) -> str:
+    """What the scores were computed on, for people to read."""
+    if reviewed and candidate.reviewed is not None:
+        return (
+            f"scored on the {n} reviewed held-out label(s) ({candidate.reviewed.images} reviewed "
+            f"image(s)); at least {minimum} needed (models.promotion.min_reviewed_labels)"
+        )
+    return (
+        f"scored on all {candidate.instances} held-out label(s): {n} of them reviewed (at least "
+        f"{minimum} needed to score on the reviewed ones: models.promotion.min_reviewed_labels)"
+    )
 
 
 @dataclass
@@ -314,7 +410,8 @@ def propose(
     card: str | Path | None = None,
 ) -> Proposal:
     """Evaluate a candidate and the production model on the same held-out split and promote the
-    candidate when :func:`decide` says so.
+    candidate when :func:`decide` says so (on the split's reviewed images when they hold at least
+    ``min_reviewed_labels`` labels; the record says ``reviewed_labels`` and ``scored_on``).
 
     Production is ``production_weights`` when given, else the registry's production model. With a
     registry the candidate is registered (metrics, drift profile, model card), the decision is
@@ -346,6 +443,12 @@ def propose(
     if registry is not None:
         metrics = {k: getattr(cand, k) for k in ("map50", "map50_95", "precision", "recall")}
         metrics.update(split=split, data=record["data"], per_class=cand.per_class)
+        metrics["reviewed_labels"] = cand.reviewed_labels
+        if cand.reviewed is not None:
+            metrics["reviewed"] = {
+                k: getattr(cand.reviewed, k)
+                for k in ("images", "instances", "map50", "map50_95", "precision", "recall")
+            }
         mv = registry.register(
             candidate_weights, metrics=metrics, profile=cand.profile, train=train_info, card=card
         )

@@ -7,6 +7,11 @@ same held-out split, registers the candidate and promotes it when it is better b
 no monitored class gets worse beyond the tolerance, then writes ``metrics.json``,
 ``MODEL_CARD.md`` and ``decision.json`` into the run directory.
 
+Both models are scored on the held-out images an operator reviewed (console) once those hold
+``models.promotion.min_reviewed_labels`` labels, else on all held-out labels; the decision says
+which (``scored_on``) and how many held-out labels were reviewed (``reviewed_labels``), and the
+log repeats it before training starts, so that an operator knows what the gate will measure.
+
 Errors are ``ValueError`` (bad data, weights, options; ``RegistryError``, ``TrainingError``) or
 ``OSError``; the caller decides how to show them.
 """
@@ -84,6 +89,7 @@ def run_retrain(
     """
     promotion = promotion if promotion is not None else models.promotion
     ds.class_names(data)  # fail before anything slow when data.yaml is missing
+    log(_reviewed_summary(data, promotion.min_reviewed_labels))
     registry = ModelRegistry(redis, models) if use_registry else None
     # reach the registry before training: a missing Redis should not waste an hour of training
     prod_mv = registry.production() if registry is not None else None
@@ -141,6 +147,25 @@ def run_retrain(
         decision=decision,
         record=record,
         card=card,
+    )
+
+
+def _reviewed_summary(data: str | Path, minimum: int) -> str:
+    """How many held-out labels an operator reviewed, and so what the gate will score on."""
+    root = Path(data).expanduser()
+    try:
+        split = ds.heldout_split(root)
+    except ds.DatasetError:
+        return "no held-out split yet (`vigil dataset split`)"
+    dset = ds.Dataset.open(root)
+    nc = len(ds.class_names(root))
+    listed = set(ds.split_images(root, split))
+    reviewed = [r["image"] for r in dset.records if r["image"] in listed and ds.is_reviewed(r)]
+    n = sum(len(ds.read_labels(dset.label_file(rel), nc)[0]) for rel in reviewed)
+    basis = "the reviewed images" if n >= minimum else "all held-out labels"
+    return (
+        f"{split} split: {len(reviewed)} reviewed image(s) with {n} label(s) (minimum {minimum}): "
+        f"the promotion gate will score on {basis}"
     )
 
 

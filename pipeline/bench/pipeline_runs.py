@@ -64,6 +64,7 @@ class PipelineSection:
                     "alerts": f"{t}.alerts",
                     "detections_dlq": f"{t}.dlq",
                     "control": f"{t}.control",
+                    "rules": f"{t}.rules",
                 },
                 "detections_partitions": 2,
                 "cameras_partitions": 2,

@@ -2,10 +2,11 @@
 
 One module per verb group registers its subcommands (``register(subparsers)``) with handlers
 named ``cmd_<verb>``: run (run, ingest), cameras, detect, models, dataset, retrain (retrain,
-evaluate), alerts; the camera simulator, the benchmark and the demo register their own. This file
-only wires them and turns user errors (:class:`pipeline.common.errors.UserError`: bad config,
-broker down, unreadable weights, ...) into one line and exit code 2. Heavy libraries (torch,
-ultralytics) are imported inside the handlers that need them, to keep ``vigil --help`` fast.
+evaluate), alerts, rules; the camera simulator, the benchmark and the demo register their own.
+This file only wires them and turns user errors (:class:`pipeline.common.errors.UserError`: bad
+config, broker down, unreadable weights, ...) into one line and exit code 2. Heavy libraries
+(torch, ultralytics) are imported inside the handlers that need them, to keep ``vigil --help``
+fast.
 """
 
 from __future__ import annotations
@@ -15,12 +16,37 @@ import logging
 import sys
 
 from pipeline import bench, camera_sim, demo
-from pipeline.cli import alerts, cameras, dataset, detect, models, retrain, run
+from pipeline.cli import (
+    alerts,
+    cameras,
+    console,
+    dataset,
+    detect,
+    models,
+    notify,
+    retrain,
+    rules,
+    run,
+)
 from pipeline.common.errors import UserError
 from pipeline.common.kafka import quiet_library_logs
 
 # In the order ``vigil --help`` lists them.
-GROUPS = (run, cameras, camera_sim, bench, demo, detect, models, dataset, retrain, alerts)
+GROUPS = (
+    run,
+    cameras,
+    console,
+    camera_sim,
+    bench,
+    demo,
+    detect,
+    models,
+    dataset,
+    retrain,
+    alerts,
+    rules,
+    notify,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

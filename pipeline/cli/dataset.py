@@ -89,7 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_split)
 
-    st = dsub.add_parser("stats", help="counts per camera, split, reason, label source, class")
+    st = dsub.add_parser(
+        "stats",
+        help="counts per camera, split, reason, label source, class and reviewed examples",
+    )
     st.add_argument("dir")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_stats)

@@ -1,5 +1,6 @@
-"""``vigil models import-yolov5 | list | promote | rollback | drift``: detector weights and the
-model registry (see docs/retraining.md).
+"""``vigil models import-yolov5 | list | promote | rollback | drift | quantize``: detector
+weights and the model registry (see docs/retraining.md), INT8 and the precision gate
+(docs/performance.md).
 
 Errors print one line on stderr and exit with status 2, like the rest of the CLI.
 """
@@ -57,6 +58,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_drift)
 
+    p = msub.add_parser(
+        "quantize",
+        help="make the INT8 model (NNCF) and gate int8/bf16 on held-out mAP against f32",
+        description="Quantize detector.weights to INT8 for the OpenVINO backend (NNCF, preset "
+        "mixed) on calibration images from the collection dataset (collection.dir), or the "
+        "assets footage when there is none; then score f32, bf16 and int8 on held-out labelled "
+        "frames. A precision is used by `detector.precision: int8|auto` only if its mAP50 and "
+        "mAP50-95 are within --tolerance points of f32's; the f32 model is never replaced.",
+    )
+    p.add_argument("-c", "--config", help="Vigil config (detector.weights, imgsz, collection.dir)")
+    p.add_argument("--weights", help="weights to quantize (default: the config's detector.weights)")
+    p.add_argument("--imgsz", type=int, help="input size (default: the config's detector.imgsz)")
+    p.add_argument("--calibration", help="folder of calibration images (default: collection.dir)")
+    p.add_argument("--images", type=int, default=300, help="calibration images (default 300)")
+    p.add_argument(
+        "--heldout-frames",
+        type=int,
+        default=60,
+        help="footage frames the gate scores on when there is no collection dataset",
+    )
+    p.add_argument("--tolerance", type=float, default=1.0, help="mAP points (default 1.0)")
+    p.add_argument(
+        "--no-accuracy-control",
+        action="store_true",
+        help="when plain quantization fails the gate, do not retry with NNCF's "
+        "quantize_with_accuracy_control",
+    )
+    p.add_argument("--skip-bf16", action="store_true", help="gate int8 only")
+    p.add_argument("--json", action="store_true", help="print the gate record as JSON")
+    p.set_defaults(func=cmd_quantize)
+
 
 def cmd_import_yolov5(args: argparse.Namespace) -> int:
     try:
@@ -107,18 +139,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     try:
-        _, reg = _registry(args)
-        mv = reg.get(args.ref)
-        if mv is None:
-            if not Path(args.ref).expanduser().is_file():
-                raise ValueError(f"{args.ref!r} is neither a registered version nor a weights file")
-            mv = reg.register(args.ref, verify=not args.no_verify)
-        elif not args.no_verify:
-            from detectors.loading import load_model  # noqa: PLC0415 (imports torch)
+        from detectors.retrain.promotion import promote_checked  # noqa: PLC0415 (imports torch)
 
-            load_model(str(reg.fetch(mv)), device="cpu")  # refuse what workers would refuse
+        _, reg = _registry(args)
         t0 = time.time()
-        reg.promote(mv.version, reason=args.reason)
+        mv = promote_checked(reg, args.ref, reason=args.reason, verify=not args.no_verify)
         print(
             f"promoted {mv.label} to production at {time.strftime('%H:%M:%S', time.localtime(t0))}"
         )
@@ -145,5 +170,48 @@ def cmd_drift(args: argparse.Namespace) -> int:
         rows = drift.report(reg, cfg.models.drift.threshold, cfg.models.drift.min_frames)
         print(drift.dumps(rows) if args.json else drift.format_report(rows))
         return 1 if args.exit_code and any(r.due for r in rows) else 0
+    except USER_ERRORS as e:
+        return fail(e)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    try:
+        from detectors.retrain.precision_gate import run_gate  # noqa: PLC0415 (imports torch, nncf)
+        from pipeline.bench.footage import CAMERA_FILES  # noqa: PLC0415 (the bench's camera clips)
+        from pipeline.common.assets import footage  # noqa: PLC0415 (only for this verb)
+
+        cfg = config_from_args(args)
+        if args.images < 1:
+            raise ValueError(f"--images must be at least 1, got {args.images}")
+        weights = args.weights or cfg.detector.weights
+        imgsz = args.imgsz or cfg.detector.imgsz
+        collection = Path(cfg.collection.dir).expanduser()
+        say = (lambda _m: None) if args.json else print
+        result = run_gate(
+            weights,
+            imgsz,
+            calibration=args.calibration,
+            collection_dir=collection if collection.is_dir() else None,
+            footage_files=[footage(n) for n in dict.fromkeys(CAMERA_FILES)],
+            images=args.images,
+            tolerance=args.tolerance,
+            precisions=("int8",) if args.skip_bf16 else ("bf16", "int8"),
+            accuracy_control=not args.no_accuracy_control,
+            heldout_frames=args.heldout_frames,
+            say=say,
+        )
+        rec = result.record
+        if args.json:
+            print(json.dumps({**rec.to_dict(), "record": str(result.path)}, indent=1))
+            return 0
+        print(f"gate record: {result.path}")
+        for name, r in rec.results.items():
+            print(f"  {name}: {'passed' if r['passed'] else 'REFUSED'}: {r['reason']}")
+        passed = rec.passed()
+        print(
+            "detector.precision: int8 | auto may now use: "
+            + (", ".join(passed) if passed else "nothing (f32 stays)")
+        )
+        return 0
     except USER_ERRORS as e:
         return fail(e)

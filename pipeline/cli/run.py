@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from alerts.service import alert_service_runner
+from pipeline.cli.console import start_console
+from pipeline.cli.notify import notifier_runner
 from pipeline.cli.support import config_args, config_from_args
 
 
@@ -29,6 +31,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     services = []
     if not args.no_alerts and cfg.alerts.configured:
         services.append(alert_service_runner(cfg))
+    if cfg.console.enabled:
+        # started before the worker: a port in use is one clear error, not a thread's traceback
+        services.append(start_console(cfg).run_until_stopped)
+    if cfg.notify.active_sinks:  # webhooks / MQTT: docs/notify.md
+        services.append(notifier_runner(cfg))
     return run_ingest(
         cfg,
         max_seconds=args.max_seconds,

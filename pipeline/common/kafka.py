@@ -26,6 +26,11 @@ class KafkaTopics(StrictModel):
     alerts: str = "vigil.alerts"
     detections_dlq: str = "vigil.detections.dlq"
     control: str = "vigil.control"
+    # Compacted, keyed by rule id (tombstone = deleted): the live rules every alert service
+    # applies; the YAML's rules seed it (docs/console.md)
+    rules: str = "vigil.rules"
+    # Alert deliveries a notifier sink gave up on (docs/notify.md), with the alert and the error
+    notify_dlq: str = "vigil.notify.dlq"
 
 
 class KafkaConfig(StrictModel):
@@ -135,6 +140,18 @@ def topic_specs(cfg: KafkaConfig) -> list[NewTopic]:
             t.detections_dlq, 1, rf, topic_configs={"retention.ms": str(7 * 24 * 3600 * 1000)}
         ),
         NewTopic(t.control, 1, rf),
+        NewTopic(t.notify_dlq, 1, rf, topic_configs={"retention.ms": str(7 * 24 * 3600 * 1000)}),
+        # One partition: every alert service reads every rule, and rule changes stay in order.
+        NewTopic(
+            t.rules,
+            1,
+            rf,
+            topic_configs={
+                "cleanup.policy": "compact",
+                "min.cleanable.dirty.ratio": "0.1",
+                "segment.ms": "600000",
+            },
+        ),
     ]
     isr = cfg.effective_min_insync_replicas
     if isr is not None:

@@ -110,6 +110,24 @@ class RedisKeys:
         """A recent frame (JPEG, short TTL) for snapshots and collection."""
         return f"{self.prefix}frame:{camera_id}:{epoch}:{seq}"
 
+    def source_frame(self, alert_id: str) -> str:
+        """The alert's triggering frame as the camera saw it (JPEG, no drawing), kept as long as
+        the snapshot: a reviewed alert adds it to the retraining dataset."""
+        return f"{self.prefix}source:{alert_id}"
+
+    def live(self, camera_id: str) -> str:
+        """Hash: the camera's newest frame for the console (``jpeg``, ``detections`` JSON,
+        ``capture_ts``, ``seq``, ``width``, ``height``, ``worker``), short TTL."""
+        return f"{self.prefix}live:{camera_id}"
+
+    def camera_status(self, camera_id: str) -> str:
+        """Hash: the owning worker's view of the camera (state, last error, fps...), short TTL."""
+        return f"{self.prefix}camera_status:{camera_id}"
+
+    def console(self, what: str) -> str:
+        """Console users, sessions, API tokens and login counters (``console:<what>``)."""
+        return f"{self.prefix}console:{what}"
+
     def models(self, name: str) -> str:
         """Base of the model registry's keys for model ``name`` (``...:<what>`` appended)."""
         return f"{self.prefix}models:{name}:"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["mask_url", "userinfo"]
+__all__ = ["hide_credentials", "mask_url", "userinfo"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)$", re.S)
 
@@ -36,4 +36,14 @@ def mask_url(url: str) -> str:
     scheme, info, rest = parts
     if ":" in info:
         return f"{scheme}{info.split(':', 1)[0]}:***@{rest}"
+    return f"{scheme}***@{rest}"
+
+
+def hide_credentials(url: str) -> str:
+    """The URL with its whole userinfo replaced by ``***`` (``rtsp://***@host/...``): what the
+    console shows, where even the user name is nobody's business."""
+    parts = userinfo(url)
+    if parts is None:
+        return url
+    scheme, _, rest = parts
     return f"{scheme}***@{rest}"

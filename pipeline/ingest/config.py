@@ -1,4 +1,5 @@
-"""The ``ingest:`` section: worker identity, camera defaults, reconnects, motion gating."""
+"""The ``ingest:`` section: worker identity, camera defaults, reconnects, motion gating, the
+console's live view."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class IngestConfig(StrictModel):
     max_frame_age_s: float = Field(2.0, gt=0, le=60)
     # Motion gating defaults for every camera (cameras[].motion overrides them key by key).
     motion: MotionConfig = MotionConfig()
+    # Newest JPEG per camera kept in Redis for the console's live view, frames per second and
+    # camera (by capture time); 0 = off (no live frames and no camera status for the console).
+    live_jpeg_fps: float = Field(2.0, ge=0, le=30)
 
 
 class IngestSettings(Connections, Protocol):

@@ -32,6 +32,7 @@ from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.capture import CameraReader, configure_ffmpeg
 from pipeline.ingest.config import IngestSettings
 from pipeline.ingest.frame_store import FrameStore
+from pipeline.ingest.live import CameraStatus, camera_status
 from pipeline.ingest.messages import detection_message
 from pipeline.ingest.motion import Decision, MotionDetector
 from pipeline.ingest.registry import RegistryWatcher
@@ -94,6 +95,7 @@ class IngestWorker:
         self._wake = threading.Event()
         self._rr = 0  # round-robin start, so no camera starves when batches are full
         self._frame_listeners: list[FrameListener] = []
+        self._status_listeners: list[Callable[[list[CameraStatus]], None]] = []
         # held around each detect call: swap_detector (hot reload) waits for the batch in flight
         self._detect_lock = threading.Lock()
         self.producer = None
@@ -113,6 +115,7 @@ class IngestWorker:
         self._last_dets: dict[str, list] = {}  # fallback for detectors without raw output
         self._fps_state: dict[str, tuple[float, int, int]] = {}  # camera -> (t, decoded, processed)
         self._processed: dict[str, int] = {}
+        self._frame_ts: dict[str, float] = {}  # camera -> capture time of its newest frame out
         self.detector_frames = 0  # frames that went through the detector
         self.skipped_frames = 0  # frames published with carried-over detections (no motion)
         self.stale_frames = 0  # frames dropped because they were too old when their turn came
@@ -143,6 +146,7 @@ class IngestWorker:
                         self._last_dets,
                         self._served,
                         self._fps_state,
+                        self._frame_ts,
                     ):
                         state.pop(cid, None)
                     metrics.CAMERA_UP.labels(cid).set(0)
@@ -209,6 +213,11 @@ class IngestWorker:
     def add_frame_listener(self, listener: FrameListener) -> None:
         """Call ``listener(frame, detections)`` after each frame is published (collection, drift)."""
         self._frame_listeners.append(listener)
+
+    def add_status_listener(self, listener: Callable[[list[CameraStatus]], None]) -> None:
+        """Call ``listener(rows)`` with one row per owned camera at each stats export (about
+        every second, from the detection loop: it must not block); the console's camera status."""
+        self._status_listeners.append(listener)
 
     def _fps(self, camera_id: str) -> float:
         reader = self._readers.get(camera_id)
@@ -387,6 +396,7 @@ class IngestWorker:
                 msg["motion"] = decision.motion
                 msg["carried_over"] = carried
             self._processed[frame.camera_id] = self._processed.get(frame.camera_id, 0) + 1
+            self._frame_ts[frame.camera_id] = frame.capture_ts
             if dets and self.frame_store is not None:
                 self.frame_store.put(frame)  # before publishing: the alert may need it at once
             self._publish(frame, msg)
@@ -453,20 +463,31 @@ class IngestWorker:
                 str(getattr(det, "device", "")),
             ).set(1)
         now = time.monotonic()
+        rows: list[CameraStatus] = []
         for r in readers:
             s = r.stats
             processed = self._processed.get(r.camera_id, 0)
             prev = self._fps_state.get(r.camera_id)
+            decode_fps = processed_fps = 0.0
             if prev is not None and now > prev[0]:
                 dt = now - prev[0]
-                metrics.DECODE_FPS.labels(r.camera_id).set((s.frames_decoded - prev[1]) / dt)
-                metrics.PROCESSED_FPS.labels(r.camera_id).set((processed - prev[2]) / dt)
+                decode_fps = (s.frames_decoded - prev[1]) / dt
+                processed_fps = (processed - prev[2]) / dt
+                metrics.DECODE_FPS.labels(r.camera_id).set(decode_fps)
+                metrics.PROCESSED_FPS.labels(r.camera_id).set(processed_fps)
             self._fps_state[r.camera_id] = (now, s.frames_decoded, processed)
             metrics.FRAMES_DECODED.labels(r.camera_id).set(s.frames_decoded)
             metrics.FRAMES_DROPPED.labels(r.camera_id).set(s.frames_dropped)
             metrics.DECODE_CPU.labels(r.camera_id).set(s.decode_cpu_s)
             metrics.RECONNECTS.labels(r.camera_id).set(s.reconnects)
             metrics.CAMERA_UP.labels(r.camera_id).set(1 if s.state == "streaming" else 0)
+            if self._status_listeners:
+                fts = self._frame_ts.get(r.camera_id)
+                rows.append(
+                    camera_status(r.camera_id, r.spec.url, s, decode_fps, processed_fps, fts)
+                )
+        for listener in self._status_listeners:
+            listener(rows)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> IngestWorker:

@@ -150,3 +150,35 @@ def test_detection_schema_is_what_we_send():
     assert load_schema()["$id"] == "vigil.detections/v1"
     for _, m in scripted(CAMERAS, 3, 1000.0):
         validate_detection_message(m)
+
+
+def test_a_frame_that_lands_just_after_its_detection_still_gets_its_snapshot():
+    """The worker's frame store writes in the background: the service looks once more, after
+    ``snapshot_wait_s``, for a fresh alert whose frame was not there yet; not for old ones."""
+    svc = service(snapshot_wait_s=0.05)
+    calls: list[list] = []
+
+    class Store:  # the frame is there by the second look (the first found none: `sources`)
+        def snapshot_sources(self, items):
+            calls.append(list(items))
+            return [(b"jpeg", False) for _ in items]
+
+    svc.store = Store()
+    now = time.time()
+    fresh = SimpleNamespace(
+        event=SimpleNamespace(id="a", camera_id="gate", epoch=1, frame_seq=5), capture_ts=now
+    )
+    old = SimpleNamespace(
+        event=SimpleNamespace(id="b", camera_id="gate", epoch=1, frame_seq=1),
+        capture_ts=now - 600,
+    )
+    sources = [(None, False), (None, False)]
+    svc._await_late_frames([fresh, old], sources)
+    assert sources == [(b"jpeg", False), (None, False)]
+    assert calls == [[("a", "gate", 1, 5)]]  # only the fresh one is looked up again
+    svc.store, calls[:] = Store(), []
+    off = service(snapshot_wait_s=0)
+    off.store = svc.store
+    sources = [(None, False)]
+    off._await_late_frames([fresh], sources)
+    assert sources == [(None, False)] and calls == []

@@ -12,6 +12,7 @@ One module per job, imports going one way (each only imports those above it)::
     manifest       manifest.jsonl (shared by several writers)
     labels         reading images and YOLO label files
     folder         the dataset folder as a whole (Dataset), validate
+    reviewed       an operator's verdict on an alert as an example (hard negative / confirmed)
     pseudo_labels  labelling with a teacher model
     splitting      train/val/test by camera and time
     statistics     counts for people to read
@@ -50,6 +51,13 @@ from detectors.retrain.dataset.layout import (
 )
 from detectors.retrain.dataset.manifest import Manifest, record_ts
 from detectors.retrain.dataset.pseudo_labels import LabelReport, label
+from detectors.retrain.dataset.reviewed import (
+    VERDICTS,
+    add_reviewed_example,
+    is_reviewed,
+    review_image,
+    write_reviewed_labels,
+)
 from detectors.retrain.dataset.splitting import SplitReport, heldout_split, split, split_images
 from detectors.retrain.dataset.statistics import format_stats, stats
 
@@ -60,6 +68,7 @@ __all__ = [
     "MANIFEST",
     "SPLITS",
     "THUMB_SIZE",
+    "VERDICTS",
     "Box",
     "Dataset",
     "DatasetError",
@@ -68,6 +77,7 @@ __all__ = [
     "Problem",
     "SplitReport",
     "ValidationReport",
+    "add_reviewed_example",
     "atomic_write",
     "check_image",
     "class_names",
@@ -78,6 +88,7 @@ __all__ = [
     "hamming",
     "heldout_split",
     "import_coco",
+    "is_reviewed",
     "label",
     "label_path",
     "near_duplicate",
@@ -85,6 +96,7 @@ __all__ = [
     "read_labels",
     "record_ts",
     "rel_path",
+    "review_image",
     "safe_name",
     "split",
     "split_images",
@@ -92,4 +104,5 @@ __all__ = [
     "validate",
     "write_data_yaml",
     "write_labels",
+    "write_reviewed_labels",
 ]

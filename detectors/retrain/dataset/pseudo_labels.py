@@ -18,6 +18,7 @@ from detectors.retrain.dataset.layout import (
     class_names,
     write_data_yaml,
 )
+from detectors.retrain.dataset.reviewed import write_reviewed_labels
 
 
 @dataclass
@@ -26,6 +27,7 @@ class LabelReport:
     skipped_human: int = 0
     skipped_existing: int = 0
     boxes: int = 0
+    reviewed: int = 0  # reviewed examples whose label file was written from their review
     problems: list[Problem] = field(default_factory=list)
     names: dict[int, str] = field(default_factory=dict)
 
@@ -78,6 +80,9 @@ def label(
 ) -> LabelReport:
     """Write teacher predictions as labels (pseudo-labels); human labels are never replaced.
 
+    Reviewed examples are human-labelled: they are skipped, and those reviewed before the folder
+    had a ``data.yaml`` get their label files from their recorded review boxes.
+
     Images already labelled by a teacher are kept unless ``overwrite``. Images with no detection
     get an empty label file (a background example), so "no label" always means "not labelled".
     """
@@ -105,6 +110,8 @@ def label(
     names, mapping = _class_mapping(det.names, existing, classes)
     write_data_yaml(ds.root, names)
     report = LabelReport(names=names)
+    # reviews that came before the folder had class names get their label files now
+    report.reviewed = write_reviewed_labels(ds, names)
     source = f"teacher:{det.name}@{det.version}"
     todo: list[str] = []
     for rec in ds.records:

@@ -65,6 +65,11 @@ def split(
     is any held-out frame whose perceptual hash is within ``dedup_distance`` of a training frame of
     the same camera. ``by="camera"``: whole cameras are held out (``holdout_cameras`` or, if not
     given, chosen by the seed).
+
+    Reviewed examples (operator verdicts, :mod:`.reviewed`) are split like every other frame, by
+    their camera and capture time, so the held-out split gains human-checked labels; one that
+    replaced the collector's copy of its alert frame keeps that copy's perceptual hash for the
+    near-duplicate check (others have none, so only the time segments keep them apart).
     """
     if not 0 <= val < 1 or not 0 <= test < 1 or val + test >= 1:
         raise DatasetError(f"val ({val}) and test ({test}) must be fractions that sum below 1")

@@ -1,4 +1,5 @@
-"""Counts per camera, split, collection reason, label source and class, for people to read."""
+"""Counts per camera, split, collection reason, label source, class and review, for people to
+read."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from detectors.retrain.dataset.folder import Dataset
 from detectors.retrain.dataset.labels import read_labels
 from detectors.retrain.dataset.layout import DATA_YAML, class_names, rel_path
 from detectors.retrain.dataset.manifest import record_ts
+from detectors.retrain.dataset.reviewed import is_reviewed
 
 
 def stats(root: str | Path) -> dict[str, Any]:
-    """Counts per camera, split, collection reason, label source and class; disk use."""
+    """Counts per camera, split, collection reason, label source and class; disk use; reviewed
+    examples (``reviewed``: images, true/false positives, boxes in their labels, per split)."""
     ds = Dataset.open(root)
     names = class_names(ds.root) if (ds.root / DATA_YAML).is_file() else {}
     out: dict[str, Any] = {
@@ -31,7 +34,15 @@ def stats(root: str | Path) -> dict[str, Any]:
         "background": 0,
         "bytes": 0,
         "problems": [str(p) for p in ds.manifest.problems],
+        "reviewed": {
+            "images": 0,
+            "true_positive": 0,
+            "false_positive": 0,
+            "boxes": 0,  # labels in reviewed images (what the promotion gate counts)
+            "splits": Counter(),
+        },
     }
+    rv = out["reviewed"]
     nc = len(names) or 10**6
     first = last = None
     for r in ds.records:
@@ -45,6 +56,11 @@ def stats(root: str | Path) -> dict[str, Any]:
         out["label_sources"][src.split("@")[0]] += 1
         with contextlib.suppress(OSError):
             out["bytes"] += (ds.root / r["image"]).stat().st_size
+        reviewed = is_reviewed(r)
+        if reviewed:
+            rv["images"] += 1
+            rv[r["review"]["verdict"]] += 1
+            rv["splits"][r.get("split") or "unassigned"] += 1
         t = record_ts(r)
         first = t if first is None else min(first, t)
         last = t if last is None else max(last, t)
@@ -57,11 +73,14 @@ def stats(root: str | Path) -> dict[str, Any]:
         if not boxes:
             out["background"] += 1
         c["boxes"] += len(boxes)
+        if reviewed:
+            rv["boxes"] += len(boxes)
         for b in boxes:
             out["boxes_per_class"][names.get(b.cls, str(b.cls))] += 1
     out["time_range"] = [first, last]
     for k in ("splits", "reasons", "label_sources", "boxes_per_class"):
         out[k] = dict(out[k])
+    rv["splits"] = dict(rv["splits"])
     return out
 
 
@@ -80,6 +99,7 @@ def format_stats(s: dict[str, Any]) -> str:
         "  reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(s["reasons"].items())),
         "  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(s["label_sources"].items())),
         "  boxes: " + (", ".join(f"{k} {v}" for k, v in s["boxes_per_class"].items()) or "none"),
+        _format_reviewed(s.get("reviewed")),
         "  cameras:",
     ]
     for cam, c in sorted(s["cameras"].items()):
@@ -88,3 +108,13 @@ def format_stats(s: dict[str, Any]) -> str:
         lines.append(f"  {len(s['problems'])} problem(s):")
         lines.extend(f"    {p}" for p in s["problems"][:50])
     return "\n".join(lines)
+
+
+def _format_reviewed(rv: dict[str, Any] | None) -> str:
+    if not rv or not rv["images"]:
+        return "  reviewed: none"
+    splits = ", ".join(f"{k} {v}" for k, v in sorted(rv["splits"].items()))
+    return (
+        f"  reviewed: {rv['images']} image(s) ({rv['true_positive']} true positive, "
+        f"{rv['false_positive']} false positive), {rv['boxes']} box(es); {splits}"
+    )

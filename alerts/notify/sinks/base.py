@@ -1,0 +1,184 @@
+"""The seam every sink implements: one attempt to deliver one alert event.
+
+A :class:`Sink` only knows its protocol. Retries, backoff, the retry budget, rate limits, the
+bounded queue and the dead-letter topic are the same for every sink and live in
+:mod:`alerts.notify.delivery`; a sink reports what went wrong by raising :class:`SinkError`
+(``permanent`` when trying again cannot help, ``retry_after`` when the far side said when).
+
+A new sink type: a config model with ``type: Literal["<type>"]`` in :mod:`alerts.notify.config`
+(added to ``SinkConfig``) and a :class:`Sink` subclass registered in
+:mod:`alerts.notify.sinks` (``SINK_TYPES``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import redis
+
+from alerts.store import AlertStore
+from pipeline.common.lifecycle import OutageLog
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Delivery",
+    "Sink",
+    "SinkContext",
+    "SinkError",
+    "idempotency_key",
+    "snapshot_url",
+    "synthetic_alert",
+]
+
+
+def idempotency_key(alert: dict[str, Any]) -> str:
+    """``<id>:<status>``: the same for every copy of one alert event, so a receiver can drop a
+    repeat (after a notifier crash). A ``reviewed`` event adds the review time
+    (``<id>:reviewed:<review.at>``): an alert may be reviewed again, and that is a new event."""
+    key = f"{alert.get('id')}:{alert.get('status')}"
+    if alert.get("status") == "reviewed":
+        review = alert.get("review")
+        at = review.get("at") if isinstance(review, dict) else None
+        key += f":{at!r}"
+    return key
+
+
+def snapshot_url(base: str, alert_id: str) -> str:
+    """Where the console serves the alert's snapshot (``GET /api/alerts/{id}/snapshot.jpg``)."""
+    return f"{base.rstrip('/')}/api/alerts/{quote(alert_id, safe='')}/snapshot.jpg"
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One alert event on its way to the sinks that want it (shared by them, read-only)."""
+
+    alert: dict[str, Any]
+    raw: bytes  # the message exactly as it was on Kafka
+    key: str  # Idempotency-Key
+    kafka_ts: float | None = None  # the record's timestamp (s), for the latency metric
+    record: Any = None  # the notifier's bookkeeping: settled once every sink is done
+
+
+class SinkError(Exception):
+    """One failed attempt. ``permanent``: trying again cannot help (e.g. HTTP 400), the delivery
+    goes to the dead-letter topic at once. ``retry_after``: seconds the far side asked for."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, permanent: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+@dataclass
+class SinkContext:
+    """What a sink may use besides its own config: the Redis alert store (snapshots, camera
+    status), where the console is reachable, and the (camera, rule) pairs known up front."""
+
+    store: AlertStore | None = None
+    snapshot_base_url: str | None = None
+    known_pairs: tuple[tuple[str, str], ...] = ()
+    instance: str = "vigil-notify"
+    _redis_state: OutageLog = field(
+        default_factory=lambda: OutageLog(log, "Redis (notifier snapshots)")
+    )
+
+    def snapshot(self, alert_id: str) -> bytes | None:
+        """The alert's JPEG from Redis; None when there is none, it expired or Redis is down
+        (the alert is delivered without it: a snapshot never holds an alert back)."""
+        if self.store is None:
+            return None
+        try:
+            jpeg = self.store.get_snapshot(alert_id)
+        except redis.RedisError as e:
+            self._redis_state.down(f"{type(e).__name__}; alerts go out without snapshots")
+            return None
+        self._redis_state.up()
+        return jpeg
+
+
+class Sink(ABC):
+    """One configured destination. ``send`` is called from the sink's worker threads
+    (``workers`` of them, each camera always on the same one), so it must be thread-safe when
+    ``workers`` > 1."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, cfg: Any, ctx: SinkContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.id: str = cfg.id
+        # False for `vigil notify test`: no state of its own (MQTT: no will, no availability,
+        # no discovery), so a test next to a running notifier changes nothing it published
+        self.announce = True
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+    def start(self) -> None:  # noqa: B027 (an optional hook: a webhook has nothing to open)
+        """Open connections (called once before the first ``send``)."""
+
+    def close(self) -> None:  # noqa: B027 (an optional hook)
+        """Release connections; deliveries in progress have ended."""
+
+    @abstractmethod
+    def send(self, d: Delivery) -> str:
+        """Deliver ``d`` once; return a short description of what came back (``HTTP 200``),
+        raise :class:`SinkError` on failure. Never put a secret in either."""
+
+    def test(self, alert: dict[str, Any]) -> str:
+        """``vigil notify test``: one attempt with a synthetic alert; what came back."""
+        return self.send(Delivery(alert, b"", idempotency_key(alert)))
+
+    @abstractmethod
+    def where(self) -> str:
+        """Where this sink sends to, safe to print (no path, no credentials)."""
+
+    def describe(self) -> str:
+        return f"{self.kind} sink {self.id!r} ({self.where()})"
+
+    def secrets(self) -> list[str]:
+        """Strings that must never leave the process (scrubbed from every error text)."""
+        return []
+
+    def scrub(self, text: str) -> str:
+        for s in sorted(self.secrets(), key=len, reverse=True):
+            if s:
+                text = text.replace(s, "***")
+        return text
+
+
+def synthetic_alert(camera_id: str = "vigil-test", rule_id: str = "notify-test") -> dict[str, Any]:
+    """A valid ``vigil.alerts/v1`` started event that no rule produced (``vigil notify test``)."""
+    now = time.time()
+    aid = hashlib.sha1(f"{camera_id}|{rule_id}|test|{now}".encode()).hexdigest()[:20]
+    return {
+        "schema_version": 1,
+        "id": aid,
+        "camera_id": camera_id,
+        "rule_id": rule_id,
+        "rule_type": "zone_intrusion",
+        "status": "started",
+        "severity": "info",
+        "label": "person",
+        "track_id": None,
+        "started_at": round(now, 6),
+        "ended_at": None,
+        "updated_at": round(now, 6),
+        "frame_seq": 0,
+        "epoch": int(now * 1000),
+        "box": [0.1, 0.2, 0.3, 0.8],
+        "confidence": 0.9,
+        "count": None,
+        "zone": None,
+        "details": {"test": True},
+    }

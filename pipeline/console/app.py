@@ -1,0 +1,115 @@
+"""``create_app(cfg)``: the console's FastAPI app (OpenAPI at ``/docs``), its error mapping and
+its own Prometheus metrics; the web UI is the static folder next to this file."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from kafka.errors import KafkaError
+from prometheus_client import Counter, Histogram
+
+from pipeline.common.kafka import KafkaUnavailable
+from pipeline.console.routes import alerts, cameras, models, ops, rules, session
+from pipeline.console.state import ConsoleState
+
+if TYPE_CHECKING:  # the root config imports this package's config section
+    from pipeline.config import VigilConfig
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+REQUESTS = Counter(
+    "vigil_console_requests_total", "Console HTTP requests", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "vigil_console_request_seconds",
+    "Console HTTP request time (until the response starts; streams excluded)",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+
+def _redis_where(st: ConsoleState) -> str:
+    try:
+        parts = urlsplit(st.cfg.redis.url.get_secret_value())
+        return f"{parts.hostname}:{parts.port or 6379}"
+    except ValueError:
+        return "the configured address"
+
+
+def create_app(cfg: VigilConfig, console: ConsoleState | None = None) -> FastAPI:
+    """The app; ``console`` is made (and its Kafka views started) here when not given."""
+    st = console if console is not None else ConsoleState(cfg)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        st.start()
+        try:
+            yield
+        finally:
+            st.close()
+
+    app = FastAPI(
+        title="Vigil Console",
+        description="Cameras, alerts, live rules with preview, reviews and models (docs/console.md)",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.console = st
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis_down(_request: Request, e: redis.RedisError):
+        log.warning("console: Redis error %s", type(e).__name__)
+        return JSONResponse(
+            {
+                "detail": f"Redis at {_redis_where(st)} is unavailable ({type(e).__name__}); try again"
+            },
+            503,
+        )
+
+    @app.exception_handler(KafkaUnavailable)
+    async def _kafka_unavailable(_request: Request, e: KafkaUnavailable):
+        return JSONResponse({"detail": str(e)}, 503)
+
+    @app.exception_handler(KafkaError)
+    async def _kafka_error(_request: Request, e: KafkaError):
+        return JSONResponse(
+            {
+                "detail": f"Kafka at {cfg.kafka.bootstrap_servers} did not take the write "
+                f"({type(e).__name__}); nothing was changed there, try again"
+            },
+            503,
+        )
+
+    @app.middleware("http")
+    async def _metrics(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    for router in (session, cameras, rules, alerts, models, ops):
+        app.include_router(router.router)
+    if STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    return app

@@ -1,0 +1,249 @@
+"""Alerts: filtered list with stable pagination (Redis stream ids), one alert, its snapshot, the
+live Server-Sent Events stream, and the operator's review (true / false positive)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Literal
+
+import redis
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from alerts.review import review_message, store_review
+from alerts.store import parse_entry
+from detectors.retrain.dataset.layout import DatasetError
+from detectors.retrain.dataset.reviewed import add_reviewed_example
+from pipeline.common.contracts import CAMERA_ID
+from pipeline.console.auth import Principal
+from pipeline.console.state import ConsoleState, as_operator, principal, state
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+SCAN_CAP = 5000  # entries one list request reads at most; then it returns a cursor
+SSE_BLOCK_S = 15.0  # at most; always under the Redis socket timeout (else the read times out)
+_REVIEW_FIELDS = ("review", "review_note", "reviewed_by", "reviewed_at", "review_image")
+_MAX_ID = 18446744073709551615
+
+
+class Filters(BaseModel):
+    camera: str | None = None
+    rule: str | None = None
+    severity: str | None = None
+    status: str | None = None
+
+    def match(self, fields: dict[bytes, bytes]) -> bool:
+        for name, key in (
+            ("rule", b"rule_id"),
+            ("severity", b"severity"),
+            ("status", b"status"),
+            ("camera", b"camera_id"),
+        ):
+            want = getattr(self, name)
+            if want is not None and fields.get(key, b"").decode() != want:
+                return False
+        return True
+
+
+class Review(BaseModel):
+    model_config = {"extra": "forbid"}
+    verdict: Literal["true_positive", "false_positive"]
+    note: str = Field("", max_length=2000)
+
+
+def _filters(
+    camera: str | None = None,
+    rule: str | None = None,
+    severity: str | None = None,
+    status: str | None = None,
+) -> Filters:
+    if camera is not None and not CAMERA_ID.match(camera):
+        raise HTTPException(
+            422, [{"loc": ["query", "camera"], "msg": f"{camera!r} is not a camera id"}]
+        )
+    return Filters(camera=camera, rule=rule, severity=severity, status=status)
+
+
+def _stream_id(text: str, what: str) -> str:
+    ms, _, seq = text.partition("-")
+    if not ms.isdigit() or (seq and not seq.isdigit()):
+        raise HTTPException(422, [{"loc": ["query", what], "msg": f"{text!r} is not a stream id"}])
+    return text
+
+
+def _item(stream_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    msg = parse_entry(fields)
+    msg["stream_id"] = stream_id.decode()
+    return msg
+
+
+@router.get("")
+def list_alerts(
+    f: Filters = Depends(_filters),
+    since: float | None = None,
+    until: float | None = None,
+    before: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    _: Principal = Depends(principal),
+    st: ConsoleState = Depends(state),
+):
+    """Newest first. ``next`` is the ``before`` of the next page (None at the end); a page may
+    hold fewer than ``limit`` items when the filters are sparse (at most SCAN_CAP entries read)."""
+    key = st.keys.alerts_stream(f.camera)
+    hi = f"({_stream_id(before, 'before')}" if before else "+"
+    if until is not None and not before:
+        hi = f"{int(until * 1000)}-{_MAX_ID}"
+    lo = f"{int(since * 1000)}-0" if since is not None else "-"
+    items: list[dict[str, Any]] = []
+    scanned, cursor, exhausted = 0, hi, False
+    while len(items) < limit and scanned < SCAN_CAP:
+        batch = st.redis.xrevrange(key, cursor, lo, count=min(limit * 4, 1000))
+        if not batch:
+            exhausted = True
+            break
+        for sid, fields in batch:
+            scanned += 1
+            cursor = f"({sid.decode()}"
+            if f.match(fields):
+                items.append(_item(sid, fields))
+                if len(items) >= limit:
+                    break
+        if len(batch) < min(limit * 4, 1000) and len(items) < limit:
+            exhausted = True
+            break
+    if items:
+        pipe = st.redis.pipeline(transaction=False)
+        for it in items:
+            pipe.hmget(st.keys.alert(it["id"]), "review", "snapshot")
+        for it, (review, snap) in zip(items, pipe.execute(), strict=True):
+            it["review"] = review.decode() if review else None
+            it["snapshot"] = snap == b"1"
+    nxt = None if exhausted else cursor.lstrip("(")
+    return {"items": items, "next": nxt, "scanned": scanned}
+
+
+@router.get("/events")
+async def events(
+    request: Request,
+    f: Filters = Depends(_filters),
+    last_event_id: str | None = Query(None, description="resume after this stream id"),
+    _: Principal = Depends(principal),
+    st: ConsoleState = Depends(state),
+):
+    """Server-Sent Events: one ``alert`` event per alert event written to Redis, ``id`` = its
+    stream id; a reconnecting EventSource resumes after ``Last-Event-ID``."""
+    key = st.keys.alerts_stream(f.camera)
+    after = request.headers.get("last-event-id") or last_event_id
+    if after:
+        after = _stream_id(after, "Last-Event-ID")
+    else:
+        newest = await st.aredis.xrevrange(key, "+", "-", count=1)
+        after = newest[0][0].decode() if newest else "0-0"
+
+    block_ms = int(min(SSE_BLOCK_S, st.cfg.redis.socket_timeout_s * 0.6) * 1000)
+
+    async def stream():
+        nonlocal after
+        yield b"retry: 2000\n\n"
+        while not await request.is_disconnected():
+            try:
+                got = await st.aredis.xread({key: after}, count=100, block=block_ms)
+            except redis.RedisError as e:
+                yield f"event: error\ndata: {json.dumps({'detail': f'Redis: {type(e).__name__}'})}\n\n".encode()
+                await asyncio.sleep(2)
+                continue
+            if not got:
+                yield b": keepalive\n\n"
+                continue
+            for sid, fields in got[0][1]:
+                after = sid.decode()
+                if f.match(fields):
+                    data = json.dumps(_item(sid, fields), separators=(",", ":"))
+                    yield f"id: {after}\nevent: alert\ndata: {data}\n\n".encode()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _alert(st: ConsoleState, alert_id: str) -> dict[str, Any]:
+    alert = st.store.get_alert(alert_id) if len(alert_id) <= 64 else None
+    if alert is None:
+        raise HTTPException(404, f"no alert {alert_id!r}")
+    return alert
+
+
+@router.get("/{alert_id}")
+def get_alert(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = Depends(state)):
+    alert = _alert(st, alert_id)
+    return {k: v for k, v in alert.items() if not k.startswith(("written_", "published_"))}
+
+
+@router.get("/{alert_id}/snapshot.jpg")
+def snapshot(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = Depends(state)):
+    jpeg = st.store.get_snapshot(alert_id) if len(alert_id) <= 64 else None
+    if jpeg is None:
+        raise HTTPException(404, f"no snapshot of alert {alert_id!r} (none taken, or expired)")
+    return Response(
+        jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+    )
+
+
+@router.post("/{alert_id}/review")
+def review(
+    alert_id: str,
+    body: Review,
+    who: Principal = Depends(as_operator),
+    st: ConsoleState = Depends(state),
+):
+    """Store the verdict on the alert, add its frame to the retraining dataset (a false positive
+    as a hard negative), then tell subscribers on vigil.alerts. Redis and the dataset first: a
+    Kafka outage answers 503 with the review already kept, and a retry publishes it."""
+    alert = _alert(st, alert_id)
+    at = time.time()
+    image, dataset_note = None, None
+    frame = st.redis.get(st.keys.source_frame(alert_id))
+    if frame is None:
+        dataset_note = "the alert's frame has expired; the review is kept, the dataset unchanged"
+    else:
+        dets = alert.get("frame_detections")
+        if isinstance(dets, str):
+            dets = json.loads(dets or "[]")
+        try:
+            rec = add_reviewed_example(
+                st.cfg.collection.dir,
+                image_jpeg=frame,
+                detections=dets or [],
+                alert_box=alert.get("box"),
+                alert_label=alert.get("label"),
+                verdict=body.verdict,
+                camera_id=alert["camera_id"],
+                capture_ts=float(alert.get("updated_at") or alert.get("started_at") or at),
+                alert_id=alert_id,
+                reviewer=who.user,
+                note=body.note,
+            )
+            image = rec.get("image")
+        except DatasetError as e:
+            dataset_note = f"not added to the dataset: {e}"
+            log.warning("review of alert %s: %s", alert_id, dataset_note)
+    store_review(st.store, alert_id, body.verdict, body.note, who.user, at, image)
+    msg = review_message(alert, body.verdict, body.note, who.user, at)
+    st.cameras.require_connected()
+    st.producer().send(st.cfg.kafka.topics.alerts, key=alert["camera_id"], value=msg).get(
+        timeout=15
+    )
+    return {
+        "id": alert_id,
+        "review": body.verdict,
+        "reviewed_by": who.user,
+        "reviewed_at": at,
+        "review_image": image,
+        "dataset": dataset_note or f"added to {st.cfg.collection.dir} as {image}",
+    }

@@ -1,0 +1,154 @@
+"""End to end through the real alert service: detection messages -> alert service (rules,
+Redis, ``vigil.alerts``) -> notifier -> a real HTTP receiver and the local mosquitto. Every
+alert event the service stored in Redis arrives, byte for byte as published, with its snapshot;
+the Redis-write-to-receipt latency is printed (``-s``)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import statistics
+import threading
+import time
+import uuid
+
+import cv2
+import numpy as np
+import pytest
+
+from alerts.service import AlertService
+from alerts.store import AlertStore
+from pipeline.common.kafka import make_producer
+from tests.alerts.notify.notify_helpers import (
+    MqttRecorder,
+    Receiver,
+    cfg_from,
+    clear_retained,
+    config_dict,
+    mqtt_address,
+    running,
+    webhook,
+)
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+ZONE = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]
+RULE = {
+    "id": "intrusion",
+    "type": "zone_intrusion",
+    "zone": ZONE,
+    "classes": ["person"],
+    "min_frames": 3,
+    "clear_after_s": 1.0,
+    "cooldown_s": 0,
+    "severity": "high",
+}
+
+
+def detections(camera: str, t0: float, cycles: int) -> list[dict]:
+    """A person walks in for 8 frames, out for 10, ``cycles`` times, at 5 frames/s."""
+    out = []
+    epoch = int(t0 * 1000)
+    for seq in range(18 * cycles):
+        inside = seq % 18 < 8
+        box = [0.1, 0.2, 0.3, 0.8] if inside else [0.7, 0.2, 0.9, 0.8]
+        ts = t0 + seq / 5
+        out.append(
+            {
+                "schema_version": 1,
+                "camera_id": camera,
+                "seq": seq,
+                "epoch": epoch,
+                "capture_ts": round(ts, 6),
+                "publish_ts": round(ts + 0.05, 6),
+                "frame": {"width": 160, "height": 90},
+                "model": {"name": "yolov5n", "version": "0123456789ab"},
+                "worker_id": "test",
+                "inference_ms": 5.0,
+                "detections": [
+                    {
+                        "class_id": 0,
+                        "label": "person",
+                        "confidence": 0.9,
+                        "box": box,
+                        "track_id": 1 + seq // 18,
+                    }
+                ],
+            }
+        )
+    return out
+
+
+def test_alert_service_to_webhook_and_mqtt(kafka_bootstrap):
+    host, port = mqtt_address()
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    with Receiver() as rx:
+        sinks = [
+            webhook(rx.url, include_snapshot="base64"),
+            {
+                "id": "home",
+                "type": "mqtt",
+                "url": f"mqtt://{host}:{port}",
+                "prefix": f"{tag}/",
+                "discovery_prefix": f"{tag}-ha",
+            },
+        ]
+        data = config_dict(kafka_bootstrap, sinks)
+        data["alerts"] = {"rules": [RULE], "service": {"group_id": f"{tag}-alerts"}}
+        cfg = cfg_from(data)
+        store = AlertStore(cfg.redis)
+        t0 = time.time() - 60
+        msgs = detections("cam-a", t0, cycles=3)
+        jpeg = cv2.imencode(".jpg", np.full((90, 160, 3), 90, np.uint8))[1].tobytes()
+        pipe = store.client.pipeline(transaction=False)
+        for m in msgs:  # what the ingest worker stores: the frames, for snapshots
+            pipe.set(store.frame_key("cam-a", m["epoch"], m["seq"]), jpeg, ex=600)
+        pipe.execute()
+        rec = MqttRecorder(host, port, [f"{tag}/#"])
+        stop = threading.Event()
+        service = AlertService(cfg)
+        t = threading.Thread(target=service.run, args=(stop,), daemon=True)
+        t.start()
+        try:
+            with running(cfg):
+                producer = make_producer(cfg.kafka, "test-detections")
+                for m in msgs:
+                    producer.send(cfg.kafka.topics.detections, key="cam-a", value=m)
+                producer.flush(timeout=30)
+                producer.close()
+                assert wait_for(lambda: store.stream_len() >= 6, 60), store.stream_len()
+                stored = store.recent(count=100)[::-1]
+                assert len(stored) == 6  # 3 x started + ended
+                reqs = rx.wait(6, 30)
+                assert rec.wait(lambda: len(rec.get(f"{tag}/alerts")) >= 6, 30)
+        finally:
+            stop.set()
+            t.join(30)
+            seen = rec.topics()
+            rec.close()
+            clear_retained(host, port, seen)
+    assert [r.headers["idempotency-key"] for r in reqs] == [
+        f"{a['id']}:{a['status']}" for a in stored
+    ]
+    latencies = []
+    for req, a in zip(reqs, stored, strict=True):
+        body = req.json
+        snap = body.pop("snapshot_jpeg_base64", None)
+        assert body == a
+        if a["status"] == "started":
+            assert base64.b64decode(snap) == store.get_snapshot(a["id"])
+        written = store.get_alert(a["id"])[f"written_{a['status']}"]
+        latencies.append((req.wall - written) * 1000)
+    mqtt_lat = []
+    by_key = {(a["id"], a["status"]): a for a in stored}
+    for m in rec.get(f"{tag}/alerts"):
+        e = json.loads(m.payload)
+        assert (e["id"], e["status"]) in by_key
+        mqtt_lat.append((m.t - store.get_alert(e["id"])[f"written_{e['status']}"]) * 1000)
+    print(
+        f"\nRedis write -> webhook receipt: median {statistics.median(latencies):.0f} ms, "
+        f"max {max(latencies):.0f} ms; -> MQTT receipt: median "
+        f"{statistics.median(mqtt_lat):.0f} ms, max {max(mqtt_lat):.0f} ms (6 events, backlog)"
+    )
+    assert max(latencies) < 30_000

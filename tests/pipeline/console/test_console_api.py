@@ -1,0 +1,509 @@
+"""The console's HTTP API against the real local Kafka and Redis, served by uvicorn on a free port:
+every endpoint, each role's 403s, CSRF, bad bodies (422 naming the field; rule errors identical to
+the YAML's), unknown ids (404), and Kafka or Redis away (503 with a clear message)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from alerts.config import RulesError
+from alerts.engine import RuleEngine
+from alerts.store import AlertStore, AlertWrite
+from detectors.retrain.dataset.layout import label_path, write_data_yaml
+from pipeline.common.kafka import ensure_topics, make_producer
+from pipeline.config import parse_config
+from pipeline.console.auth import UserStore
+from pipeline.console.server import ConsoleServer
+from tests.conftest import TopicReader, free_port, make_config_dict
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery"
+ZONE = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+
+
+def _jpeg(color: int = 90, w: int = 320, h: int = 240) -> bytes:
+    img = np.full((h, w, 3), color, np.uint8)
+    cv2.rectangle(img, (40, 40), (120, 200), (200, 200, 200), -1)
+    return cv2.imencode(".jpg", img)[1].tobytes()
+
+
+def _det_msg(cam: str, ts: float, seq: int, box=(0.4, 0.3, 0.6, 0.9)) -> dict:
+    return {
+        "schema_version": 1,
+        "camera_id": cam,
+        "seq": seq,
+        "epoch": 1,
+        "capture_ts": ts,
+        "frame": {"width": 320, "height": 240},
+        "model": {"name": "t", "version": "1"},
+        "detections": [{"class_id": 0, "label": "person", "confidence": 0.9, "box": list(box)}],
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[dict]:
+    data = make_config_dict(
+        kafka_bootstrap,
+        console={"port": free_port(), "login_attempts_per_minute": 5},
+        collection={"dir": str(tmp_path_factory.mktemp("dataset"))},
+    )
+    cfg = parse_config(data, "test")
+    ensure_topics(cfg.kafka)
+    write_data_yaml(cfg.collection.dir, {0: "person", 1: "car"})  # a labelled dataset
+    users = UserStore(cfg.redis)
+    for role in ("viewer", "operator", "admin"):
+        users.add(role, PASSWORD, role)
+    server = ConsoleServer(cfg).start()
+    base = server.url.rstrip("/")
+    wait_ready(base)
+    try:
+        yield {"cfg": cfg, "base": base, "users": users}
+    finally:
+        server.stop()
+        client = users.client
+        for key in client.scan_iter(match=f"{cfg.redis.key_prefix}*", count=1000):
+            client.delete(key)
+
+
+def wait_ready(base: str, timeout_s: float = 60.0) -> None:
+    """Until /readyz says Kafka and Redis are reachable (the console connects in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{base}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "console not ready"
+        time.sleep(0.2)
+
+
+def login(stack, role: str) -> httpx.Client:
+    """A client logged in as ``role``, sending the CSRF token on every request."""
+    c = httpx.Client(base_url=stack["base"], timeout=30)
+    r = c.post("/api/login", json={"username": role, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    assert r.json()["role"] == role
+    c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    return c
+
+
+# -- operations and session ------------------------------------------------------------------------
+
+
+def test_health_ready_metrics_and_docs(stack):
+    c = httpx.Client(base_url=stack["base"], timeout=30)
+    assert c.get("/healthz").json() == {"status": "ok"}
+    assert c.get("/readyz").json() == {"status": "ready"}
+    assert c.get("/openapi.json").json()["info"]["title"] == "Vigil Console"
+    c.get("/api/me")
+    text = c.get("/metrics").text
+    assert 'vigil_console_requests_total{method="GET",route="/api/me",status="401"}' in text
+    page = c.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+
+
+def test_login_cookie_logout_and_wrong_passwords(stack):
+    c = httpx.Client(base_url=stack["base"], timeout=30)
+    assert c.get("/api/me").status_code == 401
+    r = c.post("/api/login", json={"username": "viewer", "password": "wrong password"})
+    assert r.status_code == 401
+    assert c.post("/api/login", json={"username": "nobody", "password": "x"}).json() == r.json()
+    r = c.post("/api/login", json={"username": "viewer", "password": PASSWORD})
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert PASSWORD not in r.text
+    me = c.get("/api/me").json()
+    assert me["user"] == "viewer" and me["csrf_token"]
+    assert c.post("/api/logout", headers={"X-CSRF-Token": me["csrf_token"]}).status_code == 200
+    assert c.get("/api/me").status_code == 401
+    # the hash in Redis is argon2id, never the password
+    raw = stack["users"].client.hgetall(stack["users"].keys.console("user:viewer"))
+    assert raw[b"password_hash"].startswith(b"$argon2id$")
+    assert PASSWORD.encode() not in b"".join(raw.values())
+
+
+def test_login_rate_limit(stack):
+    name = f"victim{uuid.uuid4().hex[:6]}"
+    stack["users"].add(name, PASSWORD, "viewer")
+    c = httpx.Client(base_url=stack["base"], timeout=30)
+    codes = [
+        c.post("/api/login", json={"username": name, "password": "guess"}).status_code
+        for _ in range(7)
+    ]
+    assert codes[:5] == [401] * 5 and codes[5:] == [429, 429], codes
+    r = c.post("/api/login", json={"username": name, "password": PASSWORD})
+    assert r.status_code == 429  # even the right password waits for the window
+    assert login(stack, "viewer").get("/api/me").status_code == 200  # others are not locked out
+
+
+def test_csrf_is_required_for_cookie_writes_not_for_tokens(stack):
+    c = login(stack, "operator")
+    bare = httpx.Client(base_url=stack["base"], timeout=30, cookies=c.cookies)
+    body = {"id": "csrfcam", "url": "rtsp://127.0.0.1:9/x"}
+    r = bare.post("/api/cameras", json=body)
+    assert r.status_code == 403 and "CSRF" in r.json()["detail"]
+    r = bare.post("/api/cameras", json=body, headers={"X-CSRF-Token": "forged"})
+    assert r.status_code == 403
+    token = c.post("/api/tokens", json={"name": "ci"}).json()["token"]
+    api = httpx.Client(
+        base_url=stack["base"], timeout=30, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert api.get("/api/me").json()["role"] == "operator"
+    assert api.post("/api/cameras", json=body).status_code == 201
+    assert api.delete("/api/cameras/csrfcam").status_code == 204
+    bad = httpx.Client(base_url=stack["base"], timeout=30, headers={"Authorization": "Bearer x"})
+    assert bad.get("/api/me").status_code == 401
+
+
+def test_users_are_admin_only(stack):
+    assert login(stack, "operator").get("/api/users").status_code == 403
+    admin = login(stack, "admin")
+    assert {"user": "viewer", "role": "viewer"} in admin.get("/api/users").json()
+    r = admin.post("/api/users", json={"username": "eve", "password": "short", "role": "viewer"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "password"
+    r = admin.post("/api/users", json={"username": "eve", "password": PASSWORD, "role": "root"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "role"
+
+
+# -- cameras ------------------------------------------------------------------------------------------
+
+
+def test_cameras_add_edit_remove_masked_and_roles(stack):
+    op, viewer = login(stack, "operator"), login(stack, "viewer")
+    secret = "s3cret-Pa55"
+    body = {"id": "door", "url": f"rtsp://admin:{secret}@127.0.0.1:8554/door", "fps": 4}
+    assert viewer.post("/api/cameras", json=body).status_code == 403
+    r = op.post("/api/cameras", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["url"] == "rtsp://***@127.0.0.1:8554/door"
+    listed = viewer.get("/api/cameras")
+    assert [c["id"] for c in listed.json()] == ["door"]
+    assert secret not in listed.text and secret not in r.text
+    assert viewer.get("/api/cameras/door").json()["fps"] == 4
+    r = op.patch("/api/cameras/door", json={"fps": 2.5})
+    assert r.status_code == 200 and r.json()["fps"] == 2.5
+    assert viewer.get("/api/cameras/door").json()["fps"] == 2.5
+    assert op.patch("/api/cameras/door", json={"fps": -1}).status_code == 422
+    assert op.patch("/api/cameras/door", json={"colour": "red"}).status_code == 422
+    # bad bodies name the field
+    r = op.post("/api/cameras", json={"id": "bad id!", "url": "rtsp://127.0.0.1/x"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "id"
+    r = op.post("/api/cameras", json={"id": "x", "url": "http://127.0.0.1/x.mp4", "fpz": 3})
+    assert r.status_code == 422
+    assert {e["loc"][-1] for e in r.json()["detail"]} >= {"fpz"}
+    assert viewer.delete("/api/cameras/door").status_code == 403
+    assert op.delete("/api/cameras/door").status_code == 204
+    assert viewer.get("/api/cameras/door").status_code == 404
+    assert op.delete("/api/cameras/door").status_code == 404
+    assert viewer.get("/api/cameras/nope/latest.jpg").status_code == 404
+
+
+def test_latest_jpg_draws_boxes_and_zones_and_live_status(stack):
+    op = login(stack, "operator")
+    assert (
+        op.post("/api/cameras", json={"id": "yard", "url": "rtsp://127.0.0.1:9/y"}).status_code
+        == 201
+    )
+    r = op.get("/api/cameras/yard/latest.jpg")
+    assert r.status_code == 503 and "no frame" in r.json()["detail"]
+    keys, client = stack["users"].keys, stack["users"].client
+    raw = _jpeg()
+    dets = [{"label": "person", "confidence": 0.8, "box": [0.1, 0.1, 0.5, 0.9], "track_id": 3}]
+    client.hset(
+        keys.live("yard"),
+        mapping={"jpeg": raw, "detections": json.dumps(dets), "seq": 7, "capture_ts": time.time()},
+    )
+    client.hset(
+        keys.camera_status("yard"),
+        mapping={
+            "state": "streaming",
+            "last_error": "",
+            "worker": "w1",
+            "offered_fps": 5.0,
+            "processed_fps": 4.9,
+            "frame_ts": time.time() - 0.5,
+            "dropped": 2,
+            "reconnects": 1,
+            "updated_at": time.time(),
+        },
+    )
+    r = op.get("/api/cameras/yard/latest.jpg")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    drawn = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+    plain = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    assert drawn.shape == plain.shape
+    # the box's edge (x = 0.1 of the width) is drawn in green
+    edge = drawn[120, 30:34].astype(int)
+    assert (edge[:, 1] - edge[:, 2]).max() > 80, edge
+    status = {c["id"]: c["status"] for c in op.get("/api/cameras").json()}["yard"]
+    assert status["state"] == "streaming" and status["worker"] == "w1"
+    assert status["dropped"] == 2 and 0 < status["frame_age_s"] < 30
+    # MJPEG: the first part is the same drawn frame
+    with op.stream("GET", "/api/cameras/yard/live") as live:
+        assert live.headers["content-type"].startswith("multipart/x-mixed-replace")
+        buf = b""
+        for chunk in live.iter_bytes():
+            buf += chunk
+            if buf.count(b"\xff\xd9") >= 1:
+                break
+    assert b"Content-Type: image/jpeg" in buf
+    op.delete("/api/cameras/yard")
+
+
+# -- rules ---------------------------------------------------------------------------------------------
+
+
+def test_rules_crud_and_errors_identical_to_the_yaml(stack):
+    op, viewer = login(stack, "operator"), login(stack, "viewer")
+    rule = {"type": "zone_intrusion", "zone": ZONE, "classes": ["person"], "cameras": ["door"]}
+    assert viewer.put("/api/rules/door-zone", json=rule).status_code == 403
+    r = op.put("/api/rules/door-zone", json=rule)
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == "door-zone"
+    assert "door-zone" in [x["id"] for x in viewer.get("/api/rules").json()]
+    assert viewer.get("/api/rules/door-zone").json()["zone"] == ZONE
+    bad = {"type": "zone_intrusion", "zone": [[0.1, 0.1], [0.5, 0.5]]}
+    r = op.put("/api/rules/two-points", json=bad)
+    assert r.status_code == 422
+    with pytest.raises(RulesError) as yaml_err:
+        parse_config({"alerts": {"rules": [{"id": "two-points", **bad}]}}, "vigil.yaml")
+    yaml_lines = {line.strip() for line in str(yaml_err.value).splitlines()[1:]}
+    assert {e["msg"] for e in r.json()["detail"]} == yaml_lines
+    assert r.json()["detail"][0]["loc"][-1] == "zone"
+    r = op.put("/api/rules/x", json={"type": "no_such_rule"})
+    assert r.status_code == 422 and "unknown rule type" in r.json()["detail"][0]["msg"]
+    r = op.put("/api/rules/x", json={"id": "y", "type": "zone_intrusion"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "id"
+    assert op.delete("/api/rules/door-zone").status_code == 204
+    assert viewer.get("/api/rules/door-zone").status_code == 404
+    assert op.delete("/api/rules/door-zone").status_code == 404
+
+
+def test_preview_finds_would_be_alerts_in_recorded_detections(stack):
+    cfg, op = stack["cfg"], login(stack, "operator")
+    now = time.time()
+    producer = make_producer(cfg.kafka, "test")
+    for i in range(40):  # 8 s at 5 fps, a person in the middle of the frame
+        ts = now - 60 + i * 0.2
+        producer.send(
+            cfg.kafka.topics.detections,
+            key="lobby",
+            value=_det_msg("lobby", ts, i + 1),
+            timestamp_ms=int(ts * 1000),
+        )
+    producer.flush(15)
+    producer.close()
+    rule = {"id": "lobby-zone", "type": "zone_intrusion", "zone": ZONE, "cameras": ["lobby"]}
+    assert login(stack, "viewer").post("/api/rules/preview", json={"rule": rule}).status_code == 403
+    r = op.post("/api/rules/preview", json={"rule": rule, "since_s": 600})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["frames"] == 40 and len(out["alerts"]) == 1
+    alert = out["alerts"][0]
+    assert alert["camera_id"] == "lobby" and alert["label"] == "person"
+    assert abs(alert["started_at"] - (now - 60)) < 1.0
+    # nothing in an earlier range
+    r = op.post("/api/rules/preview", json={"rule": rule, "start": now - 7200, "end": now - 3600})
+    assert r.status_code == 200 and r.json()["alerts"] == []
+    r = op.post("/api/rules/preview", json={"rule": {**rule, "zone": [[0, 0], [1, 1]]}})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "zone"
+    r = op.post("/api/rules/preview", json={"rule": rule, "since_s": 10 * 24 * 3600})
+    assert r.status_code == 422 and "preview_max_range_s" in r.json()["detail"][0]["msg"]
+
+
+# -- alerts ---------------------------------------------------------------------------------------------
+
+
+def _write_alerts(cfg, n: int, cam: str = "gate", rule_id: str = "gate-zone") -> list[dict]:
+    """``n`` started alerts of distinct tracks, written the way the alert service writes them."""
+    engine = RuleEngine(
+        {"rules": [{"id": rule_id, "type": "zone_intrusion", "zone": ZONE, "cooldown_s": 0}]}
+    )
+    store = AlertStore(cfg.redis)
+    messages = []
+    t0 = time.time() - 100
+    for i in range(n):
+        box = (0.01 + 0.09 * (i % 10), 0.1, 0.08 + 0.09 * (i % 10), 0.2 + 0.07 * (i // 10))
+        msg = _det_msg(cam, t0 + i, i + 1, box)
+        for ev in engine.process(msg):
+            messages.append(ev.to_dict())
+            store.write_alert(AlertWrite(ev.to_dict(), t0 + i, snapshot=_jpeg(40 + i)))
+    return messages
+
+
+def test_alert_list_filters_pages_and_one_alert(stack):
+    cfg, viewer = stack["cfg"], login(stack, "viewer")
+    written = _write_alerts(cfg, 7)
+    started = [m for m in written if m["status"] == "started"]
+    assert len(started) >= 5
+    pages, before = [], None
+    while True:
+        q = {"limit": 2, "camera": "gate", "status": "started"}
+        if before:
+            q["before"] = before
+        page = viewer.get("/api/alerts", params=q).json()
+        pages.append([(a["id"], a["status"]) for a in page["items"]])
+        if page["next"] is None:
+            break
+        before = page["next"]
+        if len(pages) == 2:  # a new alert arriving meanwhile does not shift the pages
+            _write_alerts(cfg, 1, rule_id="late-rule")
+    seen = [x for p in pages for x in p]
+    assert len(seen) == len(set(seen)) == len(started)
+    assert [i for i, _ in seen] == [m["id"] for m in reversed(started)]
+    assert all(len(p) <= 2 for p in pages)
+    only = viewer.get("/api/alerts", params={"rule": "late-rule"}).json()["items"]
+    assert {a["rule_id"] for a in only} == {"late-rule"}
+    assert viewer.get("/api/alerts", params={"severity": "critical"}).json()["items"] == []
+    one = viewer.get(f"/api/alerts/{started[0]['id']}").json()
+    assert one["camera_id"] == "gate" and one["rule_id"] == "gate-zone" and one["snapshot"]
+    snap = viewer.get(f"/api/alerts/{started[0]['id']}/snapshot.jpg")
+    assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
+    assert viewer.get("/api/alerts/0123456789abcdef0123").status_code == 404
+    assert viewer.get("/api/alerts/0123456789abcdef0123/snapshot.jpg").status_code == 404
+    r = viewer.get("/api/alerts", params={"before": "not-an-id"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "before"
+
+
+def test_sse_delivers_new_alerts_and_resumes_after_last_event_id(stack):
+    cfg, viewer = stack["cfg"], login(stack, "viewer")
+    cam = f"sse{uuid.uuid4().hex[:6]}"
+    first = _write_alerts(cfg, 3, cam=cam)
+    stream_ids = [
+        sid.decode()
+        for sid, _ in stack["users"].client.xrange(AlertStore(cfg.redis).stream_key(cam))
+    ]
+    assert len(stream_ids) == len(first)
+
+    def read_events(n: int, headers: dict) -> list[tuple[str, dict]]:
+        got, cur = [], {}
+        with viewer.stream(
+            "GET", "/api/alerts/events", params={"camera": cam}, headers=headers
+        ) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            for line in r.iter_lines():
+                if line.startswith("id: "):
+                    cur["id"] = line[4:]
+                elif line.startswith("data: "):
+                    got.append((cur["id"], json.loads(line[6:])))
+                    if len(got) == n:
+                        break
+        return got
+
+    resumed = read_events(len(first) - 1, {"Last-Event-ID": stream_ids[0]})
+    assert [i for i, _ in resumed] == stream_ids[1:]
+    assert [m["id"] for _, m in resumed] == [m["id"] for m in first[1:]]
+
+
+def test_review_marks_the_alert_feeds_the_dataset_and_tells_subscribers(stack):
+    from alerts.engine import RuleEngine as Engine
+
+    cfg, op = stack["cfg"], login(stack, "operator")
+    cam = f"rev{uuid.uuid4().hex[:6]}"
+    engine = Engine({"rules": [{"id": "rev-zone", "type": "zone_intrusion", "zone": ZONE}]})
+    msg = _det_msg(cam, time.time() - 5, 1, (0.2, 0.2, 0.5, 0.9))
+    msg["detections"].append(
+        {"class_id": 0, "label": "person", "confidence": 0.7, "box": [0.6, 0.1, 0.7, 0.4]}
+    )
+    ev = engine.process(msg)[0].to_dict()
+    store = AlertStore(cfg.redis)
+    store.write_alert(AlertWrite(ev, msg["capture_ts"], snapshot=_jpeg()))
+    keys, client = stack["users"].keys, stack["users"].client
+    client.set(keys.source_frame(ev["id"]), _jpeg(70))
+    dets = [
+        {"label": d["label"], "confidence": d["confidence"], "box": d["box"], "track_id": None}
+        for d in msg["detections"]
+    ]
+    client.hset(keys.alert(ev["id"]), "frame_detections", json.dumps(dets))
+    body = {"verdict": "false_positive", "note": "a coat on a chair"}
+    assert (
+        login(stack, "viewer").post(f"/api/alerts/{ev['id']}/review", json=body).status_code == 403
+    )
+    assert op.post(f"/api/alerts/{ev['id']}/review", json={"verdict": "maybe"}).status_code == 422
+    assert op.post("/api/alerts/0123456789abcdef0123/review", json=body).status_code == 404
+    reader = TopicReader(cfg, cfg.kafka.topics.alerts)
+    r = op.post(f"/api/alerts/{ev['id']}/review", json=body)
+    assert r.status_code == 200, r.text
+    image = r.json()["review_image"]
+    assert image
+    one = op.get(f"/api/alerts/{ev['id']}").json()
+    assert one["review"] == "false_positive" and one["reviewed_by"] == "operator"
+    assert one["review_note"] == "a coat on a chair"
+    root = Path(cfg.collection.dir)
+    assert (root / image).is_file()
+    lines = label_path(root, image).read_text().splitlines()
+    # the wrong box is gone, the other person stays (a hard negative with one label left)
+    assert len(lines) == 1 and lines[0].split()[0] == "0"
+    cx = float(lines[0].split()[1])
+    assert abs(cx - 0.65) < 0.01
+    reviewed = reader.until(
+        lambda recs: any((x["value"] or {}).get("status") == "reviewed" for x in recs), 20
+    )
+    event = next(x for x in reviewed if (x["value"] or {}).get("status") == "reviewed")
+    assert event["key"] == cam and event["value"]["id"] == ev["id"]
+    assert event["value"]["review"]["verdict"] == "false_positive"
+
+
+# -- models ----------------------------------------------------------------------------------------------
+
+
+def test_models_page_and_promotion_roles(stack):
+    viewer, op, admin = login(stack, "viewer"), login(stack, "operator"), login(stack, "admin")
+    r = viewer.get("/api/models")
+    assert r.status_code == 200 and r.json()["versions"] == []
+    assert op.post("/api/models/promote", json={"ref": "v1"}).status_code == 403
+    r = admin.post("/api/models/promote", json={"ref": "v9"})
+    assert r.status_code == 422 and "v9" in r.json()["detail"]
+    r = admin.post("/api/models/rollback", json={})
+    assert r.status_code == 422 and "no production model" in r.json()["detail"]
+
+
+# -- services away ---------------------------------------------------------------------------------------
+
+
+def test_redis_down_is_a_clear_503(kafka_bootstrap):
+    port = free_port()
+    data = make_config_dict(kafka_bootstrap, console={"port": free_port()})
+    data["redis"]["url"] = f"redis://127.0.0.1:{port}/0"
+    data["redis"]["socket_timeout_s"] = 1
+    server = ConsoleServer(parse_config(data, "test")).start()
+    try:
+        c = httpx.Client(base_url=server.url, timeout=30)
+        r = c.post("/api/login", json={"username": "admin", "password": PASSWORD})
+        assert r.status_code == 503
+        assert f"Redis at 127.0.0.1:{port} is unavailable" in r.json()["detail"]
+        assert c.get("/readyz").status_code == 503
+        assert c.get("/healthz").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_kafka_down_is_a_clear_503_and_the_review_is_kept(stack):
+    data = make_config_dict("127.0.0.1:1", console={"port": free_port()})
+    data["redis"] = {**data["redis"], "key_prefix": stack["cfg"].redis.key_prefix}
+    data["kafka"]["topics"] = stack["cfg"].kafka.model_dump()["topics"]
+    cfg = parse_config(data, "test")
+    server = ConsoleServer(cfg).start()
+    try:
+        c = httpx.Client(base_url=server.url, timeout=60)
+        me = c.post("/api/login", json={"username": "operator", "password": PASSWORD})
+        assert me.status_code == 200
+        c.headers["X-CSRF-Token"] = me.json()["csrf_token"]
+        r = c.post("/api/cameras", json={"id": "k", "url": "rtsp://127.0.0.1:9/k"})
+        assert r.status_code == 503 and "Kafka at 127.0.0.1:1" in r.json()["detail"]
+        assert c.get("/readyz").status_code == 503
+        # alerts are in Redis: they stay readable while Kafka is away
+        assert c.get("/api/alerts").status_code == 200
+        # a review is kept in Redis even though subscribers cannot be told now
+        alert = _write_alerts(stack["cfg"], 1, cam="kdown")[0]
+        r = c.post(f"/api/alerts/{alert['id']}/review", json={"verdict": "true_positive"})
+        assert r.status_code == 503 and "Kafka" in r.json()["detail"]
+        assert c.get(f"/api/alerts/{alert['id']}").json()["review"] == "true_positive"
+    finally:
+        server.stop()

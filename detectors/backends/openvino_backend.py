@@ -14,6 +14,7 @@ import torch
 
 from detectors.backends.base import Backend, BackendError, as_output
 from detectors.preprocess import Letterboxer
+from detectors.quantize import resolve
 
 
 class _Running:
@@ -77,6 +78,9 @@ class OpenVinoBackend(Backend):
         super().__init__("cpu")
         import openvino as ov  # noqa: PLC0415 (heavy: loaded only when this backend is used)
 
+        self.requested_precision = precision
+        # int8 / auto: the INT8 model or hint that passed the accuracy gate here, else f32
+        folder, precision, self.model_precision = resolve(Path(folder), precision)
         self._ov = ov
         self._core = ov.Core()
         xml = next(Path(folder).glob("*.xml"), None)
@@ -89,7 +93,7 @@ class OpenVinoBackend(Backend):
             "PERFORMANCE_HINT": "THROUGHPUT",
             "INFERENCE_PRECISION_HINT": precision,
         }
-        self.precision = precision
+        self.precision = self.model_precision  # what runs: f32, bf16 or int8
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = threads
         self._queues: collections.OrderedDict[tuple, Any] = collections.OrderedDict()

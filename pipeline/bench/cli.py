@@ -26,6 +26,10 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def package_doc() -> str:
     """What ``vigil bench`` measures: the package's docstring."""
 
@@ -95,6 +99,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--skip", default="", help="comma list of accuracy,detector,pipeline,gating,alerts"
     )
+    p.add_argument(
+        "--precisions",
+        type=_names,
+        default=[],
+        help="OpenVINO precisions side by side, e.g. f32,bf16,int8 (detector-only and a "
+        "pipeline run each, with the accuracy gate's mAP figures)",
+    )
+    p.add_argument(
+        "--precision-cameras", type=int, default=4, help="cameras of those runs (0: detector-only)"
+    )
+    p.add_argument(
+        "--int8-images", type=int, default=300, help="calibration images when quantizing"
+    )
+    p.add_argument("--gate-frames", type=int, default=60, help="held-out frames of the gate")
+    p.add_argument(
+        "--capacity",
+        action="store_true",
+        help="the sizing table: cameras at --capacity-fps one worker carries per model and "
+        "precision (add --skip accuracy,detector,pipeline,gating,alerts to run only it)",
+    )
+    p.add_argument(
+        "--capacity-models",
+        type=_names,
+        default=["teacher@640", "teacher@320", "student@320"],
+        help="teacher@SIZE (the config's weights) or student@SIZE (--student)",
+    )
+    p.add_argument("--student", default=None, help="student weights for student@SIZE")
+    p.add_argument("--capacity-precisions", type=_names, default=["f32", "int8"])
+    p.add_argument("--capacity-fps", type=float, default=5.0)
+    p.add_argument("--capacity-start", type=int, default=2)
+    p.add_argument("--capacity-step", type=int, default=2)
+    p.add_argument("--capacity-max", type=int, default=40)
     p.set_defaults(func=cmd_bench)
 
 

@@ -22,6 +22,7 @@ from pipeline.bench.footage import CAMERA_FILES
 from pipeline.bench.gating import GatingSection
 from pipeline.bench.measure import cpu_has_bf16, machine
 from pipeline.bench.pipeline_runs import PipelineSection
+from pipeline.bench.precision import PrecisionSection
 from pipeline.bench.report import ratios
 from pipeline.common.assets import footage
 from pipeline.config import VigilConfig, load_config
@@ -29,7 +30,14 @@ from pipeline.config import VigilConfig, load_config
 log = logging.getLogger(__name__)
 
 
-class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySection, GatingSection):
+class Bench(
+    AccuracySection,
+    DetectorSection,
+    PipelineSection,
+    AlertLatencySection,
+    GatingSection,
+    PrecisionSection,
+):
     """One ``vigil bench`` run: each section is a mixin of its own module."""
 
     def __init__(self, args: argparse.Namespace) -> None:
@@ -73,9 +81,13 @@ class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySecti
     def detector(self, backend: str, **over):
         from detectors.engine import Detector  # noqa: PLC0415 (imports torch: loaded only when needed)
 
+        if backend == "openvino-int8":  # the gate's INT8 model (pipeline.bench.precision)
+            return self.precision_detector("int8", **over)[0]
         d = dict(self.det_dict, backend=backend)
-        if backend == "openvino-bf16":  # cpu_precision: bf16 (not the default)
-            d.update(backend="openvino", cpu_precision="bf16")
+        if backend == "openvino":  # plain openvino is f32, whatever the config asks
+            d.update(precision="f32")
+        if backend == "openvino-bf16":  # precision: bf16 (not the default)
+            d.update(backend="openvino", precision="bf16")
         d.update(over)
         return Detector(DetectorConfig.model_validate(d))
 
@@ -100,6 +112,8 @@ class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySecti
         if "openvino" in have and cpu_has_bf16():
             have.insert(have.index("openvino") + 1, "openvino-bf16")  # shown, never auto-chosen
         if self.args.backends:
+            if "openvino" in have:  # only when asked: it quantizes first if no INT8 model exists
+                have.append("openvino-int8")
             want = [b.strip() for b in self.args.backends.split(",") if b.strip()]
             return [b for b in want if b in have or b == "ultralytics"]
         return have
@@ -111,6 +125,10 @@ class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySecti
             for s in ("accuracy", "detector", "pipeline", "gating", "alerts")
             if s not in self.args.skip
         ]
+        if getattr(self.args, "precisions", None):
+            sections.append("precision")
+        if getattr(self.args, "capacity", False):
+            sections.append("capacity")
         for s in sections:
             t0 = time.monotonic()
             {
@@ -119,6 +137,8 @@ class Bench(AccuracySection, DetectorSection, PipelineSection, AlertLatencySecti
                 "pipeline": self.pipeline,
                 "gating": self.gating,
                 "alerts": self.alert_latency,
+                "precision": self.precision,
+                "capacity": self.capacity,
             }[s]()
             log.info("bench section %s took %.0f s", s, time.monotonic() - t0)
             gc.collect()

@@ -1,0 +1,234 @@
+"""INT8 and the precision gate: config alias, calibration input errors, choosing a precision from
+the gate's record, and (slow) a whole quantize + gate run on the footage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detectors import quantize as q
+from detectors.config import DetectorConfig
+from detectors.errors import WeightsError
+from pipeline.common.assets import assets_dir, footage, model
+
+YOLOV5N = model("yolov5n.pt")
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def test_precision_and_its_old_name_are_one_setting() -> None:
+    assert DetectorConfig().precision == DetectorConfig().cpu_precision == "f32"
+    assert DetectorConfig(cpu_precision="bf16").precision == "bf16"
+    assert DetectorConfig(precision="int8").cpu_precision == "int8"
+    dumped = DetectorConfig(precision="auto").model_dump()
+    assert "cpu_precision" not in dumped
+    assert DetectorConfig.model_validate(dumped).cpu_precision == "auto"
+    with pytest.raises(ValueError, match="disagree"):
+        DetectorConfig(precision="int8", cpu_precision="bf16")
+    with pytest.raises(ValueError):
+        DetectorConfig(precision="fp8")
+
+
+# -- calibration input ------------------------------------------------------------------------
+
+
+def test_missing_calibration_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(q.QuantizeError, match=str(tmp_path / "nope")):
+        q.image_files(tmp_path / "nope")
+
+
+def test_empty_calibration_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(q.QuantizeError, match=f"{tmp_path} has no images"):
+        q.calibration_from_files(q.image_files(tmp_path), 320, source=str(tmp_path))
+
+
+def test_unreadable_images_are_named(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"bad{i}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(q.QuantizeError, match=r"0 readable image\(s\) \(3 unreadable, e.g. .*bad0"):
+        q.calibration_from_files(q.image_files(tmp_path), 320, source=str(tmp_path))
+
+
+def test_too_few_images(tmp_path: Path) -> None:
+    import cv2
+
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((90, 160, 3), 40 * i, np.uint8))
+    with pytest.raises(q.QuantizeError, match=r"5 readable image\(s\); at least 32"):
+        q.calibration_from_files(q.image_files(tmp_path), 320, source=str(tmp_path))
+    # asking for fewer lowers the bar: the letterboxed canvases are what the backend sees
+    calib = q.calibration_from_files(q.image_files(tmp_path), 320, 4, source=str(tmp_path))
+    assert len(calib) == 4 and calib.canvases[0].shape == (1, 192, 320, 3)
+    again = q.calibration_from_files(q.image_files(tmp_path), 320, 4, source=str(tmp_path))
+    assert again.sha256 == calib.sha256
+
+
+def test_footage_calibration_and_heldout_frames_differ() -> None:
+    clip = footage("classroom.mp4")
+    if not clip.is_file():
+        pytest.skip(f"{clip} missing: set VIGIL_ASSETS")
+    calib = q.footage_frames([clip], 4, phase=0.0)
+    held = q.footage_frames([clip], 4, phase=0.5)
+    assert len(calib) == len(held) == 4
+    assert q.canvas_hash(calib) != q.canvas_hash(held)
+
+
+def test_weights_that_do_not_load_are_named(tmp_path: Path) -> None:
+    from detectors.retrain.precision_gate import run_gate
+
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"\x80\x04 not a checkpoint")
+    with pytest.raises(WeightsError, match="broken.pt"):
+        run_gate(str(bad), 320, precisions=("int8",))
+    with pytest.raises(WeightsError, match="missing.pt"):
+        run_gate(str(tmp_path / "missing.pt"), 320)
+
+
+def test_cli_reports_a_bad_calibration_folder(tmp_path: Path, capsys) -> None:
+    from pipeline.cli import main
+
+    if not YOLOV5N.is_file():
+        pytest.skip("yolov5n.pt missing: set VIGIL_ASSETS")
+    empty = tmp_path / "calib"
+    empty.mkdir()
+    rc = main(
+        [
+            "models",
+            "quantize",
+            "--weights",
+            str(YOLOV5N),
+            "--imgsz",
+            "64",
+            "--calibration",
+            str(empty),
+            "--skip-bf16",
+            "--heldout-frames",
+            "2",
+        ]
+    )
+    assert rc == 2
+    assert f"{empty} has no images" in capsys.readouterr().err
+
+
+# -- choosing a precision from the gate's record ----------------------------------------------
+
+
+def _fake_export(tmp_path: Path, sha: str = "abc") -> Path:
+    """``<root>/openvino-640-fp32-b1/m_openvino_model`` with its sidecar, and an INT8 folder."""
+    f32 = tmp_path / "openvino-640-fp32-b1" / "m_openvino_model"
+    f32.mkdir(parents=True)
+    (f32.parent / "vigil-export.json").write_text(json.dumps({"weights_sha256": sha, "imgsz": 640}))
+    int8 = tmp_path / "openvino-640-int8-k"
+    int8.mkdir()
+    (int8 / "model.xml").write_text("<net/>")
+    return f32
+
+
+def _record(tmp_path: Path, passed: dict[str, bool], **over) -> None:
+    ms = {"bf16": 50.0, "int8": 40.0}
+    rec = q.GateRecord(
+        weights_sha256=over.get("sha", "abc"),
+        imgsz=640,
+        machine=over.get("machine", q.machine_id()),
+        tolerance=1.0,
+        heldout="test",
+        f32={"map50": 0.9, "map50_95": 0.7, "ms_per_frame": 60.0},
+        results={
+            p: {"passed": ok, "ms_per_frame": ms[p], "reason": f"{p} figures"}
+            for p, ok in passed.items()
+        },
+        int8_dir=str(tmp_path / "openvino-640-int8-k"),
+    )
+    q.write_record(q.record_path(tmp_path, 640), rec)
+
+
+def test_int8_without_a_gate_runs_f32(tmp_path: Path, caplog) -> None:
+    f32 = _fake_export(tmp_path)
+    assert q.resolve(f32, "int8") == (f32, "f32", "f32")
+    assert "no accuracy gate passed" in caplog.text
+    assert q.resolve(f32, "auto") == (f32, "f32", "f32")
+    assert q.resolve(f32, "bf16") == (f32, "bf16", "bf16")  # the user's explicit opt-in
+
+
+def test_a_refused_gate_keeps_f32(tmp_path: Path, caplog) -> None:
+    f32 = _fake_export(tmp_path)
+    _record(tmp_path, {"bf16": False, "int8": False})
+    assert q.resolve(f32, "int8") == (f32, "f32", "f32")
+    assert "refused by the accuracy gate (int8 figures)" in caplog.text
+    assert q.resolve(f32, "auto") == (f32, "f32", "f32")
+
+
+def test_passed_gate_and_auto_picks_the_fastest(tmp_path: Path) -> None:
+    f32 = _fake_export(tmp_path)
+    int8 = tmp_path / "openvino-640-int8-k"
+    _record(tmp_path, {"bf16": True, "int8": True})
+    assert q.resolve(f32, "int8") == (int8, "f32", "int8")
+    assert q.resolve(f32, "auto") == (int8, "f32", "int8")
+    _record(tmp_path, {"bf16": True, "int8": False})
+    assert q.resolve(f32, "auto") == (f32, "bf16", "bf16")
+
+
+def test_record_of_other_weights_or_machine_is_ignored(tmp_path: Path) -> None:
+    f32 = _fake_export(tmp_path)
+    _record(tmp_path, {"int8": True}, sha="other")
+    assert q.resolve(f32, "int8")[2] == "f32"
+    _record(tmp_path, {"int8": True}, machine="another CPU")
+    assert q.resolve(f32, "auto")[2] == "f32"
+
+
+def test_a_deleted_int8_model_is_not_used(tmp_path: Path) -> None:
+    f32 = _fake_export(tmp_path)
+    _record(tmp_path, {"int8": True})
+    (tmp_path / "openvino-640-int8-k" / "model.xml").unlink()
+    assert q.resolve(f32, "int8")[2] == "f32"
+
+
+# -- the whole run (NNCF on footage) ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_quantize_and_gate_on_footage(tmp_path: Path, monkeypatch) -> None:
+    """Quantize at 320 on 32 footage frames, gate on 8 others: a record with both verdicts; the
+    detector runs INT8 only when the record says it passed, and the f32 export is untouched."""
+    monkeypatch.setenv("VIGIL_CACHE", str(tmp_path / "cache"))  # not the user's gate records
+    from detectors.engine import Detector
+    from detectors.retrain.precision_gate import run_gate
+
+    if not YOLOV5N.is_file():
+        pytest.skip("yolov5n.pt missing: set VIGIL_ASSETS")
+    clips = sorted((assets_dir() / "footage").glob("*.mp4"))
+    result = run_gate(
+        str(YOLOV5N),
+        320,
+        footage_files=clips,
+        images=32,
+        heldout_frames=8,
+        accuracy_control=False,
+    )
+    rec = result.record
+    assert result.path.is_file() and set(rec.results) == {"bf16", "int8"}
+    for r in rec.results.values():
+        assert {"map50", "map50_95", "drop50", "drop50_95", "passed", "reason"} <= set(r)
+    assert rec.f32["map50"] > 0.5  # f32 against its own labels
+    int8 = result.quantized
+    assert int8 is not None and (int8.folder / "model.xml").is_file()
+    f32_xml = next(int8.folder.parent.glob("openvino-320-fp32-b1/*/*.xml"))
+    assert f32_xml.stat().st_size > 0  # the f32 export stays next to it, untouched
+    det = Detector(
+        DetectorConfig(
+            weights=str(YOLOV5N),
+            device="cpu",
+            backend="openvino",
+            imgsz=320,
+            tracker="none",
+            precision="int8",
+        )
+    )
+    used = "int8" if rec.results["int8"]["passed"] else "f32"
+    assert det.backend.precision == used
+    assert len(det.detect([np.zeros((180, 320, 3), np.uint8)])) == 1

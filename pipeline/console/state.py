@@ -78,6 +78,7 @@ class ConsoleState:
         self._producer = None
         self._producer_lock = threading.Lock()
         self._started = False
+        self._closed = False
 
     def start(self) -> ConsoleState:
         if self._started:
@@ -89,8 +90,11 @@ class ConsoleState:
                 ensure_topics(self.cfg.kafka)
             except Exception as e:  # noqa: BLE001 - the views retry; /readyz reports it
                 log.warning("console: cannot create Vigil's topics now (%s)", e)
-            self.cameras.start()
-            self.rules.start()
+            with self._producer_lock:
+                if self._closed:  # closed while Kafka was slow: start nothing
+                    return
+                self.cameras.start()
+                self.rules.start()
 
         threading.Thread(target=topics_then_views, name="console-start", daemon=True).start()
         return self
@@ -110,6 +114,8 @@ class ConsoleState:
         return [r for r in rules if r.enabled and r.applies_to(camera_id)]
 
     def close(self) -> None:
+        with self._producer_lock:
+            self._closed = True
         self.cameras.stop()
         self.rules.stop()
         if self._producer is not None:

@@ -57,7 +57,8 @@ class TopicView(Generic[T]):
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:  # started (the console starts views in background)
+            self._thread.join(timeout=10)
 
     def connected(self) -> bool:
         """Whether this view's consumer holds a broker connection now (a cheap Kafka health

@@ -507,3 +507,46 @@ def test_kafka_down_is_a_clear_503_and_the_review_is_kept(stack):
         assert c.get(f"/api/alerts/{alert['id']}").json()["review"] == "true_positive"
     finally:
         server.stop()
+
+
+def test_tls_when_given_a_certificate_and_key(kafka_bootstrap, tmp_path):
+    """HTTPS with the configured certificate; the session cookie is then Secure."""
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+         "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    data = make_config_dict(
+        kafka_bootstrap,
+        console={"port": free_port(), "tls_cert": str(cert), "tls_key": str(key)},
+    )
+    cfg = parse_config(data, "test")
+    UserStore(cfg.redis).add("tls-user", PASSWORD, "viewer")
+    server = ConsoleServer(cfg).start()
+    try:
+        assert server.url.startswith("https://")
+        c = httpx.Client(base_url=server.url, timeout=30, verify=str(cert))
+        r = c.post("/api/login", json={"username": "tls-user", "password": PASSWORD})
+        assert r.status_code == 200
+        assert "secure" in r.headers["set-cookie"].lower()
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port does not work
+            httpx.get(server.url.replace("https://", "http://") + "healthz", timeout=5)
+    finally:
+        server.stop()
+        UserStore(cfg.redis).remove("tls-user")
+
+
+def test_tls_config_needs_both_files(tmp_path):
+    from pipeline.common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="tls_cert and tls_key"):
+        parse_config({"console": {"tls_cert": str(tmp_path / "c.pem")}}, "vigil.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        parse_config(
+            {"console": {"tls_cert": str(tmp_path / "c.pem"), "tls_key": str(tmp_path / "k.pem")}},
+            "vigil.yaml",
+        )

@@ -5,7 +5,7 @@ Who may write what (the issue's rule: a principal writes only its own topics):
 | principal | writes | reads | groups |
 |---|---|---|---|
 | ingest | detections, cameras (the registry) | cameras, alerts (collection of alert frames) | <group prefix>ingest* |
-| alerts | alerts, detections.dlq | detections | <group prefix>alerts* |
+| alerts | alerts, detections.dlq, rules (seeds the YAML's rules) | detections, rules (live rules) | <group prefix>alerts* |
 | viewer | - | alerts | - (subscribe() assigns partitions, no group) |
 | admin | super user: creates topics, grants ACLs | | |
 
@@ -66,6 +66,8 @@ def rules(
         ("alerts", TOPIC, f"{t}detections", LIT, R),
         ("alerts", TOPIC, f"{t}alerts", LIT, W),
         ("alerts", TOPIC, f"{t}detections.dlq", LIT, W),
+        ("alerts", TOPIC, f"{t}rules", LIT, R),
+        ("alerts", TOPIC, f"{t}rules", LIT, W),
         ("alerts", GROUP, f"{group_prefix}alerts", PRE, R),
         ("viewer", TOPIC, f"{t}alerts", LIT, R),
     ]

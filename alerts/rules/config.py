@@ -95,6 +95,16 @@ class RuleConfig(StrictModel):
         """Changes when the rule's config changes; a snapshot of another version is not reused."""
         return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:12]
 
+    def __eq__(self, other: object) -> bool:
+        """Equal configs are equal rules. pydantic's own ``==`` also compares private attributes
+        (the compiled zone polygon, the compiled schedule), which differ between two parses of
+        the same rule."""
+        if not isinstance(other, RuleConfig):
+            return NotImplemented
+        return type(self) is type(other) and self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
+
 
 class ZoneRuleConfig(RuleConfig):
     """A rule that looks inside a polygon (the whole frame when ``zone`` is left out)."""

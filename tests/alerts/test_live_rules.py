@@ -296,3 +296,19 @@ def test_durations() -> None:
     for bad in ("", "h", "-1h", "0", "1w"):
         with pytest.raises(Exception, match="positive duration"):
             duration_s(bad)
+
+
+def test_two_parses_of_the_same_rule_are_equal_and_a_change_is_not():
+    """The console waits for its own write by comparing rules: equality is the config's, not
+    the compiled polygon's or schedule's identity."""
+    from alerts.rules.config import parse_rule
+
+    raw = {
+        "id": "door",
+        "type": "zone_intrusion",
+        "zone": [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]],
+        "schedule": {"windows": [{"days": ["mon"], "start": "08:00", "end": "18:00"}]},
+    }
+    assert parse_rule(raw) == parse_rule(dict(raw))
+    assert parse_rule(raw) != parse_rule({**raw, "severity": "high"})
+    assert parse_rule(raw) != parse_rule({**raw, "zone": [[0.2, 0.1], [0.9, 0.1], [0.9, 0.9]]})

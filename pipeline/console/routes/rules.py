@@ -89,8 +89,7 @@ def save_rule(
     rule = _validated(raw, rule_id)
     st.rules.require_connected()
     put_rule(st.cfg.kafka, rule)
-    fp = rule.fingerprint()  # not ==: pydantic also compares the compiled polygon
-    st.rules.wait(lambda items: rule_id in items and items[rule_id].fingerprint() == fp)
+    st.rules.wait(lambda items: items.get(rule_id) == rule)
     return jsonable_rule(rule)
 
 

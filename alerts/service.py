@@ -74,7 +74,7 @@ from pipeline.common.kafka import (
     KafkaUnavailable,
     connection_count,
     ensure_topics,
-    make_consumer,
+    group_consumer,
     make_producer,
 )
 from pipeline.common.lifecycle import OutageLog
@@ -226,16 +226,14 @@ class AlertService(PartitionCheckpoints):
                 )
             if self.consumer is None:
                 s = self.scfg
-                consumer = make_consumer(
+                consumer = group_consumer(
                     self.cfg.kafka,
                     f"alerts-{self.name}",
                     group_id=s.group_id,
                     group_instance_id=s.instance_id,
-                    enable_auto_commit=False,
                     auto_offset_reset=s.auto_offset_reset,
                     max_poll_records=s.max_batch,
                     session_timeout_ms=s.session_timeout_ms,
-                    heartbeat_interval_ms=max(1000, s.session_timeout_ms // 3),
                     max_poll_interval_ms=s.max_poll_interval_ms,
                 )
                 consumer.subscribe([self.topic], listener=RebalanceListener(self))

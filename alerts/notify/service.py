@@ -52,7 +52,7 @@ from pipeline.common.kafka import (
     KafkaUnavailable,
     connection_count,
     ensure_topics,
-    make_consumer,
+    group_consumer,
     make_producer,
 )
 from pipeline.common.lifecycle import OutageLog
@@ -216,16 +216,14 @@ class NotifyService:
                     self.dead.producer = self.producer
                 if self.consumer is None:
                     n = self.ncfg
-                    consumer = make_consumer(
+                    consumer = group_consumer(
                         self.cfg.kafka,
                         f"notify-{self.name}",
                         group_id=n.group_id,
                         group_instance_id=n.instance_id,
-                        enable_auto_commit=False,
                         auto_offset_reset=n.auto_offset_reset,
                         max_poll_records=n.max_poll_records,
                         session_timeout_ms=n.session_timeout_ms,
-                        heartbeat_interval_ms=max(1000, n.session_timeout_ms // 3),
                     )
                     # a group joined before the member knows the topic's partitions gets
                     # none until the next metadata refresh (minutes): learn them first

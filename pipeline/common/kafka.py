@@ -218,6 +218,27 @@ def make_consumer(cfg: KafkaConfig, client_suffix: str, **kw: Any) -> KafkaConsu
         raise _unavailable(cfg, e) from None
 
 
+def group_consumer(
+    cfg: KafkaConfig,
+    client_suffix: str,
+    *,
+    group_id: str,
+    session_timeout_ms: int,
+    **kw: Any,
+) -> KafkaConsumer:
+    """A consumer-group member that commits its offsets itself (after its work is safe), with
+    heartbeats at a third of the session timeout: the alert service and the notifier."""
+    return make_consumer(
+        cfg,
+        client_suffix,
+        group_id=group_id,
+        enable_auto_commit=False,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(1000, session_timeout_ms // 3),
+        **kw,
+    )
+
+
 def connection_count(client: KafkaProducer | KafkaConsumer) -> float | None:
     """Open broker connections of a kafka-python client (its ``connection-count`` metric); 0
     while no broker can be reached; None when the client does not report it."""

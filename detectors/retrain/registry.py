@@ -58,6 +58,8 @@ class ModelVersion:
     card_uri: str | None = None
     train: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    # reduced-precision accuracy gates (``vigil models quantize``): "<imgsz>@<machine>" -> record
+    precision: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ModelVersion:
@@ -227,6 +229,20 @@ class ModelRegistry:
         store_put(Path(card), mv.card_uri)
         self._call(self.client.hset, self.key("versions"), mv.version, mv.to_json())
 
+    def record_precision_gate(self, gate: dict[str, Any]) -> ModelVersion | None:
+        """Keep a precision gate's figures on the version of the weights it judged.
+
+        ``gate`` is a gate record (``detectors.quantize.GateRecord.to_dict()``); the version is
+        found by the weights' sha256. None when those weights are not a registered version.
+        """
+        sha = str(gate.get("weights_sha256") or "")
+        mv = self.get(sha[:12]) if sha else None
+        if mv is None or mv.sha256 != sha:
+            return None
+        mv.precision[f"{gate.get('imgsz')}@{gate.get('machine')}"] = gate
+        self._call(self.client.hset, self.key("versions"), mv.version, mv.to_json())
+        return mv
+
     def get(self, ref: str | None) -> ModelVersion | None:
         """A version by id, unique id prefix, or ``vN``; None when unknown."""
         if not ref:
@@ -394,12 +410,26 @@ class ModelRegistry:
         self.client.close()
 
 
+def precision_summary(mv: ModelVersion) -> str:
+    """``int8@640 refused, bf16@640 passed``: the gates' verdicts (any machine), newest last."""
+    gates = sorted(mv.precision.values(), key=lambda g: g.get("at") or 0)
+    verdicts = {
+        f"{name}@{g.get('imgsz')}": "passed" if r.get("passed") else "refused"
+        for g in gates
+        for name, r in (g.get("results") or {}).items()
+    }
+    return ", ".join(f"{k} {v}" for k, v in verdicts.items())
+
+
 def format_versions(reg: ModelRegistry) -> str:
     versions = reg.list()
     if not versions:
         return "no models registered (vigil retrain or vigil models promote FILE adds one)"
     prod = reg.production_version()
-    lines = [f"{'':2}{'#':>4} {'version':<13} {'created':<17} {'mAP50':>6} {'classes':<24} source"]
+    lines = [
+        f"{'':2}{'#':>4} {'version':<13} {'created':<17} {'mAP50':>6} {'classes':<24} "
+        f"{'source':<20} precision gate"
+    ]
     for v in versions:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at))
         m = v.metrics.get("map50")
@@ -407,7 +437,7 @@ def format_versions(reg: ModelRegistry) -> str:
         lines.append(
             f"{'*' if v.version == prod else ' ':2}{v.number:>4} {v.version:<13} {created:<17} "
             f"{(f'{m:.3f}' if isinstance(m, (int, float)) else '-'):>6} {classes:<24} "
-            f"{Path(v.source).name}"
+            f"{Path(v.source).name:<20} {precision_summary(v) or '-'}"
         )
     workers = reg.workers()
     if workers:

@@ -174,6 +174,27 @@ def cmd_drift(args: argparse.Namespace) -> int:
         return fail(e)
 
 
+def _record_gate_in_registry(cfg, gate: dict) -> str:
+    """Put the gate's figures on the weights' registry version, next to its evaluation report.
+
+    The JSON next to the export is what the detector reads; the registry copy is the report, so
+    a registry that cannot be reached is said, not fatal.
+    """
+    from detectors.retrain.registry import ModelRegistry, RegistryError  # noqa: PLC0415
+
+    try:
+        reg = ModelRegistry(cfg.redis, cfg.models)
+        try:
+            mv = reg.record_precision_gate(gate)
+        finally:
+            reg.close()
+    except RegistryError as e:
+        return f"not recorded ({e})"
+    if mv is None:
+        return "not recorded (these weights are not a registered version; the JSON has the figures)"
+    return f"recorded on {mv.label}"
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     try:
         from detectors.retrain.precision_gate import run_gate  # noqa: PLC0415 (imports torch, nncf)
@@ -201,10 +222,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             say=say,
         )
         rec = result.record
+        registered = _record_gate_in_registry(cfg, rec.to_dict())
         if args.json:
-            print(json.dumps({**rec.to_dict(), "record": str(result.path)}, indent=1))
+            print(
+                json.dumps(
+                    {**rec.to_dict(), "record": str(result.path), "registry": registered},
+                    indent=1,
+                )
+            )
             return 0
         print(f"gate record: {result.path}")
+        print(f"model registry: {registered}")
         for name, r in rec.results.items():
             print(f"  {name}: {'passed' if r['passed'] else 'REFUSED'}: {r['reason']}")
         passed = rec.passed()

@@ -4,6 +4,7 @@ the gate's record, and (slow) a whole quantize + gate run on the footage."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +233,59 @@ def test_quantize_and_gate_on_footage(tmp_path: Path, monkeypatch) -> None:
     used = "int8" if rec.results["int8"]["passed"] else "f32"
     assert det.backend.precision == used
     assert len(det.detect([np.zeros((180, 320, 3), np.uint8)])) == 1
+
+
+# -- the gate's figures in the model registry --------------------------------------------------
+
+
+def test_gate_figures_go_onto_the_registered_version(tmp_path: Path) -> None:
+    """`vigil models quantize` keeps the gate next to the version's evaluation report; weights
+    that are not registered, or a registry that is down, are said and change nothing."""
+    import uuid
+
+    from detectors.loading import file_sha256
+    from detectors.retrain.registry import ModelRegistry, format_versions
+    from pipeline.cli.models import _record_gate_in_registry
+    from pipeline.config import parse_config
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights " + uuid.uuid4().bytes)
+    redis_url = os.environ.get("VIGIL_TEST_REDIS", "redis://127.0.0.1:6379/15")
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    cfg = parse_config(
+        {
+            "redis": {"url": redis_url, "key_prefix": prefix},
+            "models": {"store": str(tmp_path / "store")},
+        }
+    )
+    reg = ModelRegistry(cfg.redis, cfg.models)
+    try:
+        mv = reg.register(weights, metrics={"map50": 0.91}, verify=False)
+        gate = q.GateRecord(
+            weights_sha256=file_sha256(weights),
+            imgsz=320,
+            machine="cpu-x",
+            tolerance=1.0,
+            heldout="test split",
+            f32={"map50": 0.9, "map50_95": 0.7, "ms_per_frame": 20.0},
+            results={
+                "int8": {"passed": False, "map50_95": 0.66, "reason": "mAP50-95 -4.0"},
+                "bf16": {"passed": True, "map50_95": 0.70, "reason": "within 1.0"},
+            },
+        ).to_dict()
+        assert _record_gate_in_registry(cfg, gate) == f"recorded on {mv.label}"
+        stored = reg.require(mv.version)
+        assert stored.metrics == {"map50": 0.91}  # the evaluation report is kept
+        assert stored.precision["320@cpu-x"]["results"]["int8"]["map50_95"] == 0.66
+        assert "int8@320 refused, bf16@320 passed" in format_versions(reg)
+
+        other = {**gate, "weights_sha256": "0" * 64}
+        assert "not a registered version" in _record_gate_in_registry(cfg, other)
+    finally:
+        for key in reg.client.scan_iter(f"{prefix}*"):
+            reg.client.delete(key)
+        reg.close()
+
+    down = parse_config({"redis": {"url": "redis://127.0.0.1:1/0"}})
+    said = _record_gate_in_registry(down, gate)
+    assert said.startswith("not recorded (") and "127.0.0.1:1" in said

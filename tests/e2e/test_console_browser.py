@@ -596,6 +596,14 @@ def test_models_page_rollback_and_promote(stack, new_page, tmp_path):
                 "promoted": True,
             }
         )
+        reg.record_precision_gate(  # what `vigil models quantize` leaves on the version
+            {
+                "weights_sha256": v1.sha256,
+                "imgsz": 640,
+                "machine": "test-cpu",
+                "results": {"int8": {"passed": False, "reason": "mAP50-95 4.3 points below f32"}},
+            }
+        )
         reg.promote(v1.version, reason="first model")
         reg.promote(v2.version, reason="vigil retrain")
 
@@ -607,6 +615,7 @@ def test_models_page_rollback_and_promote(stack, new_page, tmp_path):
         assert page.locator(f"{row[v2.version]} .prod-mark").count() == 1
         assert page.locator(f"{row[v1.version]} .prod-mark").count() == 0
         assert "0.610 → 0.660" in page.inner_text(row[v2.version])
+        assert page.inner_text(f"{row[v1.version]} .precision-gate") == "int8@640 refused"
         assert page.locator(f"{row[v1.version]} .promote-btn").count() == 1
         assert page.locator(f"{row[v2.version]} .promote-btn").count() == 0
         shot(page, "11-models-v2")

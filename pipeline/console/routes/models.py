@@ -34,8 +34,11 @@ def _registry(st: ConsoleState):
 
 
 def _version(mv) -> dict[str, Any]:
+    from detectors.retrain.registry import precision_summary  # noqa: PLC0415 (as _registry)
+
     out = asdict(mv)
     out["label"] = mv.label
+    out["precision_summary"] = precision_summary(mv)
     return out
 
 

@@ -1146,6 +1146,7 @@ function renderModels(view) {
         h("td", {}, fmtTime(v.created_at)),
         h("td", { class: "mono" }, d && d.production != null ? `${metric} ${fmtNum(d.production, 3)} → ${fmtNum(after, 3)}` : `${metric} ${fmtNum(after, 3)}`),
         h("td", {}, d ? (d.promoted ? "promoted" : "refused") : "–"),
+        h("td", { class: "precision-gate" }, v.precision_summary || h("span", { class: "muted" }, "–")),
         h("td", {}, running.length ? running.join(", ") : h("span", { class: "muted" }, "–")),
         h("td", {}, isAdmin() && v.version !== prod
           ? h("button", { type: "button", class: "btn btn-quiet promote-btn", onclick: act("/api/models/promote", { ref: v.version }) }, "Promote")
@@ -1165,7 +1166,7 @@ function renderModels(view) {
       h("section", { class: "card" }, h("h2", {}, "Versions"),
         rows.length
           ? h("table", { class: "models-table", id: "models-table" },
-            h("thead", {}, h("tr", {}, ["", "Version", "Created", "Metric (before → after)", "Gate", "Running on", ""].map((t) => h("th", {}, t)))),
+            h("thead", {}, h("tr", {}, ["", "Version", "Created", "Metric (before → after)", "Gate", "Precision gate", "Running on", ""].map((t) => h("th", {}, t)))),
             h("tbody", {}, rows))
           : h("p", { class: "muted" }, "No model registered yet (vigil retrain or vigil models promote FILE adds one).")),
       h("div", { class: "two-col" },

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors import quantize as q
+from detectors.errors import WeightsError
 
 
 class PrecisionSection:
@@ -150,7 +151,10 @@ class PrecisionSection:
             if kind == "student" and not weights:
                 self.emit(f"\n(capacity: {m} skipped: no --student WEIGHTS)")
                 continue
-            models.append((m, weights, int(size or self.args.imgsz)))
+            # a student knows only its site's classes: it detects all of them, not the
+            # config's class filter (which names classes it may not have)
+            over = {"classes": None} if kind == "student" else {}
+            models.append((m, weights, int(size or self.args.imgsz), over))
         saved = self.args.camera_fps
         self.args.camera_fps = fps
         self.emit(
@@ -166,11 +170,21 @@ class PrecisionSection:
         self.emit("|---|---|---|---|---|---|---|")
         table = []
         try:
-            for label, weights, imgsz in models:
+            for label, weights, imgsz, over in models:
                 for p in self.args.capacity_precisions:
-                    det, _ = self.precision_detector(
-                        p, weights=weights, imgsz=imgsz, max_batch=self.det_dict["max_batch"]
-                    )
+                    try:
+                        det, _ = self.precision_detector(
+                            p,
+                            weights=weights,
+                            imgsz=imgsz,
+                            max_batch=self.det_dict["max_batch"],
+                            **over,
+                        )
+                    except WeightsError as e:  # also the backends' and the quantizer's errors
+                        # one model that cannot run is a row that says why, not a lost table
+                        self.emit(f"| {label} | {p} | - | - | - | - | not run: {e} |")
+                        table.append({"model": label, "precision": p, "error": str(e)})
+                        continue
                     row = self._step(det, label, p, fps)
                     table.append(row)
                     ok = row["ok"]

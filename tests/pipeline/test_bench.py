@@ -71,3 +71,69 @@ def test_cpu_share_attributes_a_reader_thread_to_decoding():
     assert threads["decode"] > 0.05  # it ran for 0.5 s, on a core or a share of one
     assert threads["decode"] <= out["worker"] + 0.05  # part of this process's own CPU
     assert set(out) >= {"worker", "kafka", "redis", "others", "idle", "steal", "cores"}
+
+
+def test_capacity_stepping_a_student_and_a_model_that_cannot_run():
+    """The sizing table steps each model until a camera falls behind; a student runs without
+    the config's class filter (it knows only its site's classes); a model that cannot be built
+    is a row saying why, and the other rows are still measured."""
+    from detectors.errors import WeightsError
+    from pipeline.bench.precision import PrecisionSection
+
+    fps_at = {4: 5.0, 6: 5.0, 8: 4.2}  # the third step falls behind
+
+    class Bench(PrecisionSection):
+        def __init__(self):
+            self.args = argparse.Namespace(
+                capacity_fps=5.0,
+                capacity_models=["teacher@640", "student@320"],
+                capacity_precisions=["f32", "int8"],
+                capacity_start=4,
+                capacity_step=2,
+                capacity_max=10,
+                student="student.pt",
+                imgsz=640,
+                camera_fps=30.0,
+                duration=1.0,
+            )
+            self.det_dict = {"weights": "teacher.pt", "max_batch": 8, "classes": ["chair"]}
+            self.result, self.lines, self.built = {}, [], []
+
+        def emit(self, text=""):
+            self.lines.append(text)
+
+        def precision_detector(self, precision, **over):
+            if over["weights"] == "teacher.pt" and precision == "int8":
+                raise WeightsError("no INT8 model for teacher.pt")
+            self.built.append((over["weights"], over["imgsz"], precision, over.get("classes", "-")))
+            return object(), None
+
+        def pipeline_run(self, det, n, gating, seconds):
+            assert self.args.camera_fps == 5.0  # the cameras offer the capacity's fps
+            fps = fps_at[n]
+            return {
+                "per_camera_fps": {f"cam{i}": fps for i in range(n)},
+                "latency_p99_ms": 300.0,
+                "cores_used": {"worker": 1.5},
+            }
+
+    bench = Bench()
+    bench.capacity()
+    rows = bench.result["capacity"]
+    assert [(r["model"], r["precision"]) for r in rows] == [
+        ("teacher@640", "f32"),
+        ("teacher@640", "int8"),
+        ("student@320", "f32"),
+        ("student@320", "int8"),
+    ]
+    assert rows[1]["error"] == "no INT8 model for teacher.pt"
+    assert any("not run: no INT8 model for teacher.pt" in line for line in bench.lines)
+    for row in (rows[0], rows[2], rows[3]):
+        assert row["cameras"] == 6 and row["per_core"] == 4.0
+        assert row["failed"] == "8 (slowest camera 4.2 fps)"
+    assert bench.built == [
+        ("teacher.pt", 640, "f32", "-"),
+        ("student.pt", 320, "f32", None),
+        ("student.pt", 320, "int8", None),
+    ]
+    assert bench.args.camera_fps == 30.0  # restored

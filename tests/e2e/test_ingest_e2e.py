@@ -26,9 +26,32 @@ pytestmark = pytest.mark.integration
 class RunningWorker:
     def __init__(self, cfg, detector, worker_id="w-test"):
         self.worker = build_worker(cfg, detector=detector, worker_id=worker_id).start()
+        self.status: list = []  # the worker's latest camera status rows (for failure messages)
+        self.worker.add_status_listener(self._on_status)
+        self.error: BaseException | None = None
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True)
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def _on_status(self, rows) -> None:
+        self.status = list(rows)
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(self.stop)
+        except BaseException as e:  # said in the failing test's message, not lost in a thread
+            self.error = e
+            raise
+
+    def describe(self) -> str:
+        """What the worker was doing: for a test that saw fewer messages than it waited for."""
+        rows = [
+            f"{r.camera_id}: {r.state} offered {r.offered_fps} processed {r.processed_fps}"
+            + (f" ({r.last_error})" if r.last_error else "")
+            for r in self.status
+        ]
+        alive = "running" if self.thread.is_alive() else f"stopped ({self.error!r})"
+        return f"worker {alive}; cameras {self.worker.cameras}; status {rows or 'none yet'}"
 
     def close(self):
         self.stop.set()
@@ -70,7 +93,7 @@ def test_two_cameras_stream_valid_detections(vigil_cfg, camera_sim, running_work
             CameraSpec(id="classroom", url=sim.urls["classroom"], fps=4),
         ],
     )
-    running_worker()
+    w = running_worker()
     reader = topic_reader(vigil_cfg, vigil_cfg.kafka.topics.detections)
 
     def enough(records):
@@ -79,9 +102,11 @@ def test_two_cameras_stream_valid_detections(vigil_cfg, camera_sim, running_work
 
     records = reader.until(enough, timeout_s=90)
     cams = by_camera(records)
-    assert len(cams["hall"]) >= 12 and len(cams["classroom"]) >= 12, {
-        k: len(v) for k, v in cams.items()
-    }
+    assert len(cams["hall"]) >= 12 and len(cams["classroom"]) >= 12, (
+        {k: len(v) for k, v in cams.items()},
+        w.describe(),
+        f"reader on {sorted(tp.partition for tp in reader.consumer.assignment())}",
+    )
 
     schema = load_schema()
     for rec in records:

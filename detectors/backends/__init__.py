@@ -139,7 +139,12 @@ def choose_backend(requested: str, device: str, native_weights: bool) -> str:
 
 
 def _writable(folder: Path) -> bool:
-    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+    """Whether exports may go next to the weights. A folder whose mode grants no write at all
+    (a read-only assets mount) counts as read-only even for root, whom ``os.access`` lets write
+    anywhere."""
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    return bool(folder.stat().st_mode & 0o222)
 
 
 def export_root(weights: Path) -> Path:

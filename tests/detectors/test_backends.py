@@ -331,6 +331,22 @@ def test_read_only_weights_folder_exports_to_the_cache(tmp_path, monkeypatch):
     assert root.parent.name == "exports" and str(root).startswith(os.environ["VIGIL_CACHE"])
 
 
+def test_a_folder_without_write_bits_is_read_only_even_for_root(tmp_path):
+    """Shared assets are mode r-x; as root ``os.access`` says writable, exports must not land
+    there all the same."""
+    folder = tmp_path / "assets"
+    folder.mkdir()
+    weights = folder / "w.pt"
+    weights.write_bytes(b"not really weights")
+    assert backends._writable(folder)
+    folder.chmod(0o555)
+    try:
+        assert not backends._writable(folder)
+        assert backends.export_root(weights).parent.name == "exports"
+    finally:
+        folder.chmod(0o755)
+
+
 def test_detections_unchanged_when_frame_is_a_view(frames):
     """Frames handed over by readers may be slices; the letterbox must not care."""
     det = Detector(_config(backend=CPU_BACKENDS[-1]))

@@ -1166,7 +1166,7 @@ function renderModels(view) {
       h("section", { class: "card" }, h("h2", {}, "Versions"),
         rows.length
           ? h("table", { class: "models-table", id: "models-table" },
-            h("thead", {}, h("tr", {}, ["", "Version", "Created", "Metric (before → after)", "Gate", "Precision gate", "Running on", ""].map((t) => h("th", {}, t)))),
+            h("thead", {}, h("tr", {}, ["", "Version", "Created", "Metric (before → after)", "Promotion", "Precision gate", "Running on", ""].map((t) => h("th", {}, t)))),
             h("tbody", {}, rows))
           : h("p", { class: "muted" }, "No model registered yet (vigil retrain or vigil models promote FILE adds one).")),
       h("div", { class: "two-col" },

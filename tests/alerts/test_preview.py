@@ -30,6 +30,7 @@ from alerts.rules import parse_rule
 from pipeline.common.jsoncodec import dumps
 from pipeline.common.kafka import KafkaConfig, KafkaTopics, admin_client, make_producer
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
+from tests.alerts.test_service import det_message
 from tests.conftest import REDIS_URL, free_port
 
 ZONE = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]
@@ -49,23 +50,6 @@ RULE_MAPPING = {
     "severity": "high",
     "enabled": False,  # a preview tries a rule before it is turned on
 }
-
-
-def det_message(camera: str, epoch: int, seq: int, ts: float, dets: list[dict]) -> dict:
-    """A valid detection.v1 message (same shape as tests/alerts/test_service.py's)."""
-    return {
-        "schema_version": 1,
-        "camera_id": camera,
-        "seq": seq,
-        "epoch": epoch,
-        "capture_ts": round(ts, 6),
-        "publish_ts": round(ts + 0.05, 6),
-        "frame": {"width": 160, "height": 90},
-        "model": {"name": "yolov5n", "version": "0123456789ab"},
-        "worker_id": "test",
-        "inference_ms": 5.0,
-        "detections": dets,
-    }
 
 
 def timeline(

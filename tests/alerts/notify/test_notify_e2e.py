@@ -29,6 +29,7 @@ from tests.alerts.notify.notify_helpers import (
     running,
     webhook,
 )
+from tests.alerts.test_service import det_message
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -54,29 +55,8 @@ def detections(camera: str, t0: float, cycles: int) -> list[dict]:
         inside = seq % 18 < 8
         box = [0.1, 0.2, 0.3, 0.8] if inside else [0.7, 0.2, 0.9, 0.8]
         ts = t0 + seq / 5
-        out.append(
-            {
-                "schema_version": 1,
-                "camera_id": camera,
-                "seq": seq,
-                "epoch": epoch,
-                "capture_ts": round(ts, 6),
-                "publish_ts": round(ts + 0.05, 6),
-                "frame": {"width": 160, "height": 90},
-                "model": {"name": "yolov5n", "version": "0123456789ab"},
-                "worker_id": "test",
-                "inference_ms": 5.0,
-                "detections": [
-                    {
-                        "class_id": 0,
-                        "label": "person",
-                        "confidence": 0.9,
-                        "box": box,
-                        "track_id": 1 + seq // 18,
-                    }
-                ],
-            }
-        )
+        det = {"class_id": 0, "label": "person", "confidence": 0.9, "box": box}
+        out.append(det_message(camera, epoch, seq, ts, [det | {"track_id": 1 + seq // 18}]))
     return out
 
 

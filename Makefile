@@ -4,7 +4,11 @@ export VIGIL_STATE ?= $(CURDIR)/.vigil
 PYTEST_ARGS ?=
 export KAFKA_NODES ?= 1
 
-.PHONY: setup infra-up infra-down demo test test-unit bench lint format clean
+.PHONY: lock setup infra-up infra-down demo test test-unit bench lint format clean
+
+lock:  ## regenerate requirements.lock (every package pinned with hashes) from pyproject.toml's ranges
+	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	  --generate-hashes --upgrade --quiet --custom-compile-command "make lock" -o requirements.lock
 
 setup:  ## install system packages, Python package (editable) and Kafka jars; idempotent
 	bash deploy/local/setup.sh

@@ -2,7 +2,7 @@
 # Install what the local pipeline and its services need. Idempotent: each step checks first,
 # so a second run only takes a few seconds.
 #   1. Debian packages (Redis, mosquitto, GStreamer RTSP server, OpenCV's shared libs, JDK/Maven if absent)
-#   2. this checkout as an editable Python package with the dev extras
+#   2. the locked Python packages (requirements.lock), then this checkout as an editable package
 #   3. the Apache Kafka broker jars, cached outside the checkout so fresh clones reuse them
 set -euo pipefail
 
@@ -51,12 +51,17 @@ else
 fi
 
 # --- 2. Python package --------------------------------------------------------------------------
-# Reinstall only when vigil is not installed editable from *this* checkout, or a requirement in
-# pyproject.toml (runtime + dev) is missing or has the wrong version. Never force-reinstalls
-# (torch alone is gigabytes); pip only fetches what is actually missing.
+# requirements.lock pins every package (runtime + dev) with its hashes: a new user, the demo and CI
+# all run the set that `make test` passed with, not whatever the registries serve that day
+# (`make lock` regenerates it; README "Upgrading dependencies"). pyproject.toml keeps the open
+# ranges for those who install Vigil as a library.
+# Reinstall only when vigil is not installed editable from *this* checkout, or a locked package
+# is missing or at another version. Never force-reinstalls (torch alone is gigabytes); pip only
+# fetches what is actually missing.
+LOCK="$REPO/requirements.lock"
 py_ok() {
-  "$PYTHON" - "$REPO" <<'PY'
-import json, os, sys
+  "$PYTHON" - "$REPO" "$LOCK" <<'PY'
+import json, os, re, sys
 # A vigil.egg-info in the current directory must not pass for an install.
 sys.path = [p for p in sys.path if p not in ("", os.getcwd())]
 from importlib import metadata
@@ -66,20 +71,18 @@ try:
 except ImportError:
     from pip._vendor.packaging.requirements import Requirement
 
-repo = Path(sys.argv[1])
-try:
-    import tomllib
-except ImportError:  # Python 3.10: no quick check, let pip decide
-    sys.exit("cannot read pyproject.toml without tomllib")
+repo, lock = Path(sys.argv[1]), Path(sys.argv[2])
 try:
     url = json.loads(metadata.distribution("vigil").read_text("direct_url.json") or "{}").get("url", "")
 except metadata.PackageNotFoundError:
     sys.exit("vigil not installed")
 if not url.startswith("file://") or Path(url[7:]).resolve() != repo.resolve():
     sys.exit(f"vigil installed from {url or 'elsewhere'}, not {repo}")
-project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
-for spec in project.get("dependencies", []) + project.get("optional-dependencies", {}).get("dev", []):
-    req = Requirement(spec)
+# Lock lines: `name==version ; marker \` followed by hash and comment lines.
+for line in lock.read_text().splitlines():
+    if not re.match(r"[A-Za-z0-9]", line):
+        continue
+    req = Requirement(line.rstrip(" \\"))
     if req.marker and not req.marker.evaluate():
         continue
     try:
@@ -87,14 +90,17 @@ for spec in project.get("dependencies", []) + project.get("optional-dependencies
     except metadata.PackageNotFoundError:
         sys.exit(f"{req.name} missing")
     if not req.specifier.contains(version, prereleases=True):
-        sys.exit(f"{req.name} {version} does not satisfy {spec}")
+        sys.exit(f"{req.name} {version} is not the locked {req.specifier}")
 PY
 }
 if why="$(py_ok 2>&1)"; then
-  say "Python package vigil (editable, with dev extras) present"
+  say "Python packages at the versions of requirements.lock, vigil editable: present"
 else
-  say "installing Python package ($why)"
-  "$PYTHON" -m pip install -q -e "${REPO}[dev]"
+  say "installing Python packages from requirements.lock ($why)"
+  "$PYTHON" -m pip install -q --require-hashes -r "$LOCK"
+  # Vigil itself: its dependencies are all in the lock; no build isolation, so nothing unpinned
+  # is fetched to build it (setuptools is in the lock).
+  "$PYTHON" -m pip install -q --no-deps --no-build-isolation -e "$REPO"
 fi
 
 # --- 3. Kafka broker jars -----------------------------------------------------------------------

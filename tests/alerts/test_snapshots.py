@@ -6,8 +6,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from alerts.snapshots import draw_alert, render_snapshot
+from alerts.snapshots import alert_label, draw_alert, render_snapshot
 from tests.alerts.test_store import _event, _jpeg
+from tests.support.snapshot_oracle import assert_snapshot
 
 
 def test_snapshot_drawing():
@@ -16,12 +17,11 @@ def test_snapshot_drawing():
     out = render_snapshot(frame, alert)
     img = cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_COLOR)
     assert img is not None and img.shape == (180, 320, 3)
-    # The box edge is drawn in the severity colour (high = orange, BGR (0, 128, 255)).
-    x1, y2 = round(0.1 * 319), round(0.9 * 179)
-    edge = img[y2 - 10 : y2 + 1, x1 - 1 : x1 + 2].reshape(-1, 3).mean(axis=0)
-    assert edge[2] > 180 and edge[0] < 80, edge
-    inside = img[100, 60]
-    assert abs(int(inside[0]) - 90) < 15  # the picture itself is kept
+    # The box in the severity colour, the label band above it, the picture everywhere else.
+    original = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
+    assert_snapshot(
+        img, original, alert["box"], alert_label(alert), alert["severity"], alert["zone"]
+    )
     assert render_snapshot(b"not a jpeg", alert) is None
     # No box (e.g. a count anomaly): the frame with the label only.
     plain = draw_alert(np.zeros((50, 80, 3), np.uint8), None, "r: x")
@@ -39,6 +39,4 @@ def test_crowding_snapshot_outlines_every_counted_object():
         edge = img[y - 5 : y + 5, x - 1 : x + 2].reshape(-1, 3).mean(axis=0)
         assert edge[2] > 180 and edge[0] < 80, (x1, edge)
     assert abs(int(img[100, 100][0]) - 90) < 15  # between the boxes the picture is kept
-    from alerts.snapshots import alert_label
-
     assert alert_label(alert).endswith("person x 3")

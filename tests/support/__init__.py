@@ -1,0 +1,1 @@
+"""Helpers shared by test modules (oracles, message builders); fixtures stay in conftest.py."""

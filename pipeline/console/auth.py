@@ -68,6 +68,11 @@ end
 return 1
 """
 
+# Notes a token's last use only while the token still exists (a revoked one is not re-created).
+_TOUCH = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'last_used_at', ARGV[1]) end
+"""
+
 
 class AuthError(ValueError):
     """A user, password or role that cannot be used; the message names it."""
@@ -146,6 +151,7 @@ class UserStore:
         self.clock = clock
         self._verifying = threading.BoundedSemaphore(max_verifying)
         self._attempt = self.client.register_script(_ATTEMPT)
+        self._touch = self.client.register_script(_TOUCH)
 
     # -- users -------------------------------------------------------------------------------
 
@@ -372,7 +378,7 @@ class UserStore:
         now = self.clock()
         last = self.client.hget(key, "last_used_at")
         if last is None or now - float(last) >= 60:
-            self.client.hset(key, "last_used_at", repr(now))
+            self._touch(keys=[key], args=[repr(now)])
         return who
 
     def tokens(self, user: str) -> list[dict[str, object]]:

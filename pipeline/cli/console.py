@@ -1,4 +1,5 @@
-"""``vigil console`` (the web console) and ``vigil users add | list | remove | token``."""
+"""``vigil console`` (the web console) and ``vigil users add | list | remove | token | tokens |
+revoke-token``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import getpass
 import sys
 import threading
+from datetime import UTC, datetime
 
 from pipeline.cli.support import config_args, config_from_args, fail
 from pipeline.common.errors import UserError
@@ -50,6 +52,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--label", default="script", help="what the token is for")
     p.set_defaults(func=cmd_users_token)
+    p = users.add_parser("tokens", help="a user's API tokens: id, created, expires, last used")
+    config_args(p, required=False)
+    p.add_argument("name")
+    p.set_defaults(func=cmd_users_tokens)
+    p = users.add_parser("revoke-token", help="revoke one of a user's API tokens by its id")
+    config_args(p, required=False)
+    p.add_argument("name")
+    p.add_argument("token_id", metavar="ID", help="the id `vigil users tokens NAME` lists")
+    p.set_defaults(func=cmd_users_revoke_token)
 
 
 def start_console(cfg: VigilConfig, host: str | None = None, port: int | None = None):
@@ -87,7 +98,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
         UserStore(cfg.redis).add(args.name, _password(args), args.role)
     except AuthError as e:
         return fail(e)
-    print(f"user {args.name}: role {args.role}")
+    print(f"user {args.name}: role {args.role} (earlier sessions and tokens no longer work)")
     return 0
 
 
@@ -101,16 +112,58 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
-    if not UserStore(config_from_args(args).redis).remove(args.name):
+    try:
+        removed = UserStore(config_from_args(args).redis).remove(args.name)
+    except AuthError as e:
+        return fail(e)
+    if not removed:
         return fail(f"no user {args.name!r}")
-    print(f"removed user {args.name}")
+    print(f"removed user {args.name}: its sessions and tokens no longer work")
     return 0
 
 
 def cmd_users_token(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
     try:
-        token = UserStore(config_from_args(args).redis).new_token(args.name, args.label)
+        token, info = UserStore(cfg.redis).new_token(args.name, args.label, cfg.console.token_ttl_s)
     except AuthError as e:
         return fail(e)
-    print(token)
+    print(token)  # alone on stdout, for scripts; shown this once
+    print(
+        f"token {info['id']} of {args.name}: expires {_when(info['expires_at'])}", file=sys.stderr
+    )
+    return 0
+
+
+def _when(ts: object) -> str:
+    if not isinstance(ts, float | int):
+        return "never"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cmd_users_tokens(args: argparse.Namespace) -> int:
+    try:
+        tokens = UserStore(config_from_args(args).redis).tokens(args.name)
+    except AuthError as e:
+        return fail(e)
+    if not tokens:
+        print(f"no API tokens for {args.name} (vigil users token {args.name})")
+        return 0
+    print(f"{'ID':<14} {'NAME':<20} {'CREATED':<21} {'EXPIRES':<21} LAST USED")
+    for t in tokens:
+        print(
+            f"{t['id']!s:<14} {t['name']!s:<20} {_when(t['created_at']):<21} "
+            f"{_when(t['expires_at']):<21} {_when(t['last_used_at'])}"
+        )
+    return 0
+
+
+def cmd_users_revoke_token(args: argparse.Namespace) -> int:
+    try:
+        found = UserStore(config_from_args(args).redis).revoke_token(args.name, args.token_id)
+    except AuthError as e:
+        return fail(e)
+    if not found:
+        return fail(f"user {args.name!r} has no token {args.token_id!r} (vigil users tokens)")
+    print(f"revoked token {args.token_id} of {args.name}")
     return 0

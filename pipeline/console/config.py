@@ -15,9 +15,21 @@ class ConsoleConfig(StrictModel):
     port: int = Field(8080, ge=1, le=65535)
     tls_cert: str | None = Field(None, description="PEM certificate: serve HTTPS")
     tls_key: str | None = Field(None, description="PEM private key of tls_cert")
-    session_ttl_s: int = Field(12 * 3600, ge=60, description="idle sessions expire after this")
+    session_ttl_s: int = Field(3600, ge=60, description="idle sessions expire after this")
+    session_max_age_s: int = Field(
+        12 * 3600, ge=60, description="sessions end this long after login, active or not"
+    )
+    token_ttl_s: int = Field(
+        90 * 86400, ge=60, description="API tokens expire this long after they are made"
+    )
     login_attempts_per_minute: int = Field(
-        5, ge=1, le=1000, description="per user name and per client address; then 429"
+        5,
+        ge=1,
+        le=1000,
+        description="per user name from one client address (4x that per address); then 429",
+    )
+    login_concurrency: int = Field(
+        2, ge=1, le=64, description="password checks at once (64 MiB each); more wait, then 503"
     )
     preview_timeout_s: float = Field(120.0, gt=0, le=3600)
     preview_max_range_s: float = Field(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 import redis.asyncio as aredis
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
 from alerts.rules.config import RuleConfig
 from alerts.rules_registry import validate_rule
@@ -67,7 +68,7 @@ class ConsoleState:
             socket_connect_timeout=cfg.redis.socket_timeout_s,
             health_check_interval=30,
         )
-        self.users = UserStore(cfg.redis, self.redis)
+        self.users = UserStore(cfg.redis, self.redis, max_verifying=cfg.console.login_concurrency)
         self.store = AlertStore(cfg.redis, client=self.redis)
         self.cameras: TopicView[CameraSpec] = TopicView(
             cfg.kafka, cfg.kafka.topics.cameras, _parse_camera, "cameras"
@@ -165,6 +166,13 @@ def require(role: Role):
         return who
 
     return check
+
+
+async def session_still_valid(st: ConsoleState, who: Principal, role: Role = "viewer") -> bool:
+    """Whether the session or token that opened a long response (SSE, MJPEG) still stands and
+    still has ``role``: streams call it now and then, as a logout, revocation, password or role
+    change or removal must end them too. The Redis reads run off the event loop."""
+    return await run_in_threadpool(st.users.still_valid, who, role)
 
 
 def client_addr(request: Request) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from pipeline.console.auth import AuthError, Principal, Role
+from pipeline.console.auth import AuthError, LoginBusy, Principal, Role
 from pipeline.console.state import (
     SESSION_COOKIE,
     ConsoleState,
@@ -17,6 +19,8 @@ from pipeline.console.state import (
 
 router = APIRouter(prefix="/api", tags=["session"])
 
+LOGIN_BODY_MAX = 4096  # bytes: a name of 64 and a password of 1024 fit many times over
+
 
 class Login(BaseModel):
     username: str = Field(min_length=1, max_length=64)
@@ -25,6 +29,9 @@ class Login(BaseModel):
 
 class NewToken(BaseModel):
     name: str = Field("script", min_length=1, max_length=64)
+    user: str | None = Field(
+        None, min_length=1, max_length=64, description="whose token (admins only); default: yours"
+    )
 
 
 class NewUser(BaseModel):
@@ -37,24 +44,69 @@ def _me(who: Principal) -> dict:
     return {"user": who.user, "role": who.role, "csrf_token": who.csrf}
 
 
-@router.post("/login")
-def login(body: Login, request: Request, response: Response, st: ConsoleState = Depends(state)):
+async def _login_body(request: Request) -> Login:
+    """The login body, read up to ``LOGIN_BODY_MAX`` bytes (413 past it, before parsing any of
+    it); 422 errors name the field but never echo the input (it may be a password)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > LOGIN_BODY_MAX:
+        raise HTTPException(413, f"login body: at most {LOGIN_BODY_MAX} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > LOGIN_BODY_MAX:
+            raise HTTPException(413, f"login body: at most {LOGIN_BODY_MAX} bytes")
+    try:
+        return Login.model_validate_json(bytes(raw))
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_input=False, include_context=False)
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *err["loc"])} for err in errors]
+        ) from None
+
+
+def _check_login(st: ConsoleState, body: Login, addr: str) -> tuple[str, Principal]:
+    """Count the attempt, then check the password (a bounded number at once), then a session."""
     cc = st.cfg.console
-    addr = client_addr(request)
-    if st.users.login_blocked(body.username, addr, cc.login_attempts_per_minute):
-        raise HTTPException(429, "too many failed logins; wait a minute")
-    role = st.users.authenticate(body.username, body.password)
-    if role is None:
-        st.users.login_failed(body.username, addr)
-        raise HTTPException(401, "wrong user name or password")
-    sid, who = st.users.new_session(body.username, role, cc.session_ttl_s)
+    attempt = st.users.login_attempt(body.username, addr, cc.login_attempts_per_minute)
+    if attempt is None:
+        raise HTTPException(
+            429, "too many login attempts; wait a minute", headers={"Retry-After": "60"}
+        )
+    try:
+        role = st.users.authenticate(body.username, body.password)
+    except LoginBusy as e:
+        st.users.login_not_checked(body.username, addr, attempt)
+        raise HTTPException(503, str(e), headers={"Retry-After": "1"}) from None
+    if role is not None:
+        st.users.login_succeeded(body.username, addr, attempt)
+        try:
+            return st.users.new_session(body.username, role, cc.session_ttl_s, cc.session_max_age_s)
+        except AuthError:  # removed meanwhile
+            pass
+    raise HTTPException(401, "wrong user name or password")
+
+
+@router.post(
+    "/login",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": Login.model_json_schema()}},
+        }
+    },
+)
+async def login(request: Request, response: Response, st: ConsoleState = Depends(state)):
+    """Log in: a session cookie (and its CSRF token). Attempts are counted before the password
+    is checked, per name and client address and per address (429 past them)."""
+    body = await _login_body(request)
+    sid, who = await run_in_threadpool(_check_login, st, body, client_addr(request))
     response.set_cookie(
         SESSION_COOKIE,
         sid,
-        max_age=cc.session_ttl_s,
+        max_age=st.cfg.console.session_max_age_s,
         httponly=True,
         samesite="strict",
-        secure=cc.tls,
+        secure=st.cfg.console.tls,
         path="/",
     )
     return _me(who)
@@ -79,12 +131,69 @@ def me(who: Principal = Depends(principal)):
     return _me(who)
 
 
+def _whose(who: Principal, user: str | None) -> str:
+    """The user whose tokens the caller names: themselves, or anyone for admins (else 403)."""
+    if user is None or user == who.user:
+        return who.user
+    if not who.may("admin"):
+        raise HTTPException(403, f"only admins manage other users' tokens (you are {who.role})")
+    return user
+
+
 @router.post("/tokens", status_code=201)
 def new_token(
     body: NewToken, who: Principal = Depends(principal), st: ConsoleState = Depends(state)
 ):
-    """An API token acting as the caller (with the caller's role); shown once."""
-    return {"token": st.users.new_token(who.user, body.name), "user": who.user, "role": who.role}
+    """An API token acting as the caller, or (admins) as ``user``, with that user's role; shown
+    once. Only a logged-in session mints tokens: a leaked token cannot make itself more."""
+    if who.via != "session":
+        raise HTTPException(
+            403, "an API token cannot make tokens: log in, or use `vigil users token`"
+        )
+    user = _whose(who, body.user)
+    role = st.users.role_of(user)
+    if role is None:
+        raise HTTPException(404, f"no user {user!r}")
+    try:
+        token, info = st.users.new_token(user, body.name, st.cfg.console.token_ttl_s)
+    except AuthError as e:
+        raise HTTPException(404, str(e)) from None
+    return {"token": token, "user": user, "role": role, **info}
+
+
+@router.get("/tokens")
+def list_tokens(
+    user: str | None = Query(
+        None, max_length=64, description="whose tokens (admins); default: yours"
+    ),
+    who: Principal = Depends(principal),
+    st: ConsoleState = Depends(state),
+):
+    """The user's valid tokens: id, name, created, expires, last used (never the token)."""
+    try:
+        return st.users.tokens(_whose(who, user))
+    except AuthError as e:
+        raise HTTPException(422, str(e)) from None
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def revoke_token(
+    token_id: str,
+    user: str | None = Query(
+        None, max_length=64, description="whose token (admins); default: yours"
+    ),
+    who: Principal = Depends(principal),
+    st: ConsoleState = Depends(state),
+):
+    """Revoke one token at once (by the id the listing shows)."""
+    whose = _whose(who, user)
+    try:
+        found = st.users.revoke_token(whose, token_id)
+    except AuthError as e:
+        raise HTTPException(422, str(e)) from None
+    if not found:
+        raise HTTPException(404, f"user {whose!r} has no token {token_id!r}")
+    return Response(status_code=204)
 
 
 @router.get("/users")

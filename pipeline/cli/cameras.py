@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline.cli.support import config_args, config_from_args, fail, validation_errors
-from pipeline.common.config import ConfigError, expand_env
+from pipeline.common.config import ConfigError, expand_env_values
 from pipeline.common.kafka import ensure_topics
 from pipeline.ingest.camera import CameraSpec, mask_url
 from pipeline.ingest.capture import CameraUnavailable, probe_camera
@@ -191,11 +191,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def load_camera_file(path: str) -> list[CameraSpec]:
     try:
-        data = yaml.safe_load(expand_env(Path(path).read_text()))
+        data = expand_env_values(yaml.safe_load(Path(path).read_text()))
     except FileNotFoundError:
         raise ConfigError(f"camera file {path} not found") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"malformed YAML in {path}: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"camera file {path}: {e}") from None
     items = data.get("cameras") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ConfigError(f"{path}: expected a list of cameras or a mapping with a 'cameras' list")

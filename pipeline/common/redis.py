@@ -45,7 +45,36 @@ def redis_client(cfg: RedisConfig) -> redis.Redis:
             "percent-encode '/', '?', '#' and '@' in the password"
         ) from None
     warn_if_password_unused(client, url)
+    warn_if_insecure_transport(url)
     return client
+
+
+_TRANSPORT_WARNED: set[str] = set()
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def warn_if_insecure_transport(url: str) -> bool:
+    """Warn once per server when ``redis.url`` turns certificate checks off
+    (``rediss://...?ssl_cert_reqs=none``) or sends a password over plain TCP to another host
+    (``redis://``): accepted silently, a test rig's setting reaches production unnoticed.
+    Returns whether it warned. The line names the server, never the password."""
+    try:
+        parts = urlsplit(url)
+        where = f"{parts.hostname}:{parts.port or 6379}"
+    except ValueError:
+        return False
+    scheme = parts.scheme.lower()
+    if scheme == "rediss" and "ssl_cert_reqs=none" in parts.query.lower():
+        problem = "ssl_cert_reqs=none: the server's certificate is not checked"
+    elif scheme == "redis" and parts.password and parts.hostname not in _LOOPBACK:
+        problem = "the password goes over plain TCP (redis://); use rediss://"
+    else:
+        return False
+    if where in _TRANSPORT_WARNED:
+        return False
+    _TRANSPORT_WARNED.add(where)
+    log.warning("Redis at %s: insecure redis.url: %s", where, problem)
+    return True
 
 
 _AUTH_CHECKED: set[str] = set()

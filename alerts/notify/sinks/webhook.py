@@ -164,7 +164,22 @@ class WebhookSink(Sink):
     def workers(self) -> int:
         return self.cfg.concurrency
 
+    def insecure_settings(self) -> list[str]:
+        out = []
+        if self._https and not self.cfg.verify_tls:
+            out.append(
+                "verify_tls: false (the server's certificate and host name are not checked: "
+                "whoever is on the path can read and change the requests)"
+            )
+        if not self._https and urlsplit(self.cfg.url).password is not None:
+            out.append("a password in an http:// url (sent over plain TCP; use https://)")
+        if not self._https and self.cfg.headers:
+            names = ", ".join(sorted(self.cfg.headers))
+            out.append(f"headers {names} over plain TCP (http://; use https://)")
+        return out
+
     def start(self) -> None:
+        self.warn_if_insecure()
         if self._https and self._ssl is None:
             ctx = ssl.create_default_context(cafile=self.cfg.ca_file)
             if not self.cfg.verify_tls:

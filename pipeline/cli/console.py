@@ -7,7 +7,7 @@ import getpass
 import sys
 import threading
 
-from pipeline.cli.support import config_args, config_from_args, fail
+from pipeline.cli.support import audit, config_args, config_from_args, fail
 from pipeline.common.errors import UserError
 from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
@@ -88,6 +88,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     except AuthError as e:
         return fail(e)
     print(f"user {args.name}: role {args.role}")
+    audit(cfg, "user.add", args.name, {"role": args.role})
     return 0
 
 
@@ -101,16 +102,20 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
-    if not UserStore(config_from_args(args).redis).remove(args.name):
+    cfg = config_from_args(args)
+    if not UserStore(cfg.redis).remove(args.name):
         return fail(f"no user {args.name!r}")
     print(f"removed user {args.name}")
+    audit(cfg, "user.remove", args.name)
     return 0
 
 
 def cmd_users_token(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
     try:
-        token = UserStore(config_from_args(args).redis).new_token(args.name, args.label)
+        token = UserStore(cfg.redis).new_token(args.name, args.label)
     except AuthError as e:
         return fail(e)
     print(token)
+    audit(cfg, "token.create", args.name, {"name": args.label})
     return 0

@@ -22,7 +22,7 @@ from alerts.errors import RulesError
 from alerts.preview import preview_rule
 from alerts.rules import RuleConfig
 from alerts.rules_registry import delete_rule, put_rule, read_rules, rule_value, validate_rule
-from pipeline.cli.support import config_args, config_from_args, fail
+from pipeline.cli.support import audit, config_args, config_from_args, fail
 from pipeline.common.config import ConfigError, expand_env_values
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -150,6 +150,8 @@ def cmd_put(args: argparse.Namespace) -> int:
     else:
         what = "updated (its open alerts end: rule_changed)"
     print(f"rule {rule.id} ({rule.type}) {what}")
+    if what != "unchanged":
+        audit(cfg, "rule.save", rule.id, rule.model_dump(mode="json", exclude_none=True))
     return 0
 
 
@@ -162,6 +164,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     except (KafkaError, TimeoutError) as e:
         return fail(f"rule {args.rule_id} not removed: {type(e).__name__}: {e}")
     print(f"removed rule {args.rule_id}")
+    audit(cfg, "rule.delete", args.rule_id)
     return 0
 
 

@@ -24,6 +24,8 @@ class RedisConfig(StrictModel):
     socket_timeout_s: float = Field(5.0, gt=0)
     stream_maxlen: int = Field(100_000, ge=100)
     camera_stream_maxlen: int = Field(10_000, ge=100)
+    # The audit trail (who changed a camera, rule, user or model): entries kept, oldest trimmed
+    audit_maxlen: int = Field(100_000, ge=100)
     snapshot_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     frame_ttl_s: int = Field(120, ge=5, description="recent frames kept for snapshots")
     store_frames: bool = True
@@ -156,6 +158,11 @@ class RedisKeys:
     def console(self, what: str) -> str:
         """Console users, sessions, API tokens and login counters (``console:<what>``)."""
         return f"{self.prefix}console:{what}"
+
+    def audit(self) -> str:
+        """Stream: the audit trail, one entry per change made in the console or the CLI
+        (``at``, ``who``, ``via``, ``address``, ``action``, ``target``, ``details`` JSON)."""
+        return f"{self.prefix}audit"
 
     def models(self, name: str) -> str:
         """Base of the model registry's keys for model ``name`` (``...:<what>`` appended)."""

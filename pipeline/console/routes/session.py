@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
+from pipeline.console import audit
 from pipeline.console.auth import AuthError, Principal, Role
 from pipeline.console.state import (
     SESSION_COOKIE,
@@ -81,10 +82,15 @@ def me(who: Principal = Depends(principal)):
 
 @router.post("/tokens", status_code=201)
 def new_token(
-    body: NewToken, who: Principal = Depends(principal), st: ConsoleState = Depends(state)
+    body: NewToken,
+    request: Request,
+    who: Principal = Depends(principal),
+    st: ConsoleState = Depends(state),
 ):
     """An API token acting as the caller (with the caller's role); shown once."""
-    return {"token": st.users.new_token(who.user, body.name), "user": who.user, "role": who.role}
+    token = st.users.new_token(who.user, body.name)
+    audit.record(request, "token.create", who.user, {"name": body.name})
+    return {"token": token, "user": who.user, "role": who.role}
 
 
 @router.get("/users")
@@ -93,9 +99,15 @@ def list_users(_: Principal = Depends(as_admin), st: ConsoleState = Depends(stat
 
 
 @router.post("/users", status_code=201)
-def add_user(body: NewUser, _: Principal = Depends(as_admin), st: ConsoleState = Depends(state)):
+def add_user(
+    body: NewUser,
+    request: Request,
+    _: Principal = Depends(as_admin),
+    st: ConsoleState = Depends(state),
+):
     try:
         st.users.add(body.username, body.password, body.role)
     except AuthError as e:
         raise HTTPException(422, str(e)) from None
+    audit.record(request, "user.add", body.username, {"role": body.role})
     return {"user": body.username, "role": body.role}

@@ -115,8 +115,8 @@ def add_camera(
         probe = {"width": w, "height": h, "fps": fps}
     st.cameras.require_connected()
     put_cameras(st.cfg.kafka, [spec])
-    st.cameras.wait(lambda items: spec.id in items and items[spec.id] == spec)
     audit.record(request, "camera.add", spec.id, spec.model_dump(mode="json"))
+    st.cameras.wait(lambda items: spec.id in items and items[spec.id] == spec)
     return {**public(spec), "probe": probe}
 
 
@@ -139,10 +139,10 @@ def edit_camera(
         ) from None
     st.cameras.require_connected()
     put_cameras(st.cfg.kafka, [new])
-    st.cameras.wait(lambda items: items.get(camera_id) == new)
     audit.record(
         request, "camera.update", camera_id, patch.model_dump(mode="json", exclude_unset=True)
     )
+    st.cameras.wait(lambda items: items.get(camera_id) == new)
     return public(new)
 
 
@@ -156,8 +156,8 @@ def delete_camera(
     _known(st, camera_id)
     st.cameras.require_connected()
     remove_cameras(st.cfg.kafka, [camera_id])
-    st.cameras.wait(lambda items: camera_id not in items)
     audit.record(request, "camera.delete", camera_id)
+    st.cameras.wait(lambda items: camera_id not in items)
     return Response(status_code=204)
 
 

@@ -91,8 +91,8 @@ def save_rule(
     rule = _validated(raw, rule_id)
     st.rules.require_connected()
     put_rule(st.cfg.kafka, rule)
-    st.rules.wait(lambda items: items.get(rule_id) == rule)
     audit.record(request, "rule.save", rule_id, jsonable_rule(rule))
+    st.rules.wait(lambda items: items.get(rule_id) == rule)
     return jsonable_rule(rule)
 
 
@@ -107,8 +107,8 @@ def remove_rule(
         raise HTTPException(404, f"no rule {rule_id!r}")
     st.rules.require_connected()
     delete_rule(st.cfg.kafka, rule_id)
-    st.rules.wait(lambda items: rule_id not in items)
     audit.record(request, "rule.delete", rule_id)
+    st.rules.wait(lambda items: rule_id not in items)
     return Response(status_code=204)
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -174,7 +175,7 @@ DEMO_USER = "demo"
 def demo_console(cfg, port: int) -> Iterator[ConsoleServer | None]:
     """The console for this run (None when ``port`` is 0 or it cannot start), with an admin
     ``demo`` whose password is made now. The user is removed when the demo ends, however it
-    ends (Ctrl-C, an error): an admin with a printed password must not outlive the run."""
+    ends (Ctrl-C, SIGTERM, an error): an admin with a printed password must not outlive the run."""
     if not port:
         yield None
         return
@@ -182,6 +183,9 @@ def demo_console(cfg, port: int) -> Iterator[ConsoleServer | None]:
     password = secrets.token_urlsafe(12)
     users.add(DEMO_USER, password, "admin")
     server = None
+    # SIGTERM (kill, a closed terminal's supervisor) ends the demo like Ctrl-C, through finally
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
         try:
             server = ConsoleServer(cfg, "127.0.0.1", port).start()
@@ -205,3 +209,5 @@ def demo_console(cfg, port: int) -> Iterator[ConsoleServer | None]:
             )
         else:
             print(f"demo: console user {DEMO_USER} removed")
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

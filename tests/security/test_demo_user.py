@@ -4,6 +4,9 @@ ends, also when it ends by Ctrl-C or an error (the demo's console context, not t
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import time
 
 import pytest
 
@@ -56,6 +59,16 @@ def test_demo_user_removed_when_the_demo_ends(users, capsys, ending):
     assert FakeConsole.stopped
     out = capsys.readouterr().out
     assert "console user demo removed" in out
+
+
+def test_demo_user_removed_on_sigterm(users):
+    cfg, store = users
+    with pytest.raises(KeyboardInterrupt), demo.demo_console(cfg, 8080):
+        assert store.role_of("demo") == "admin"
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # not reached: the signal ends the demo
+    assert store.role_of("demo") is None
+    assert signal.getsignal(signal.SIGTERM) is not signal.default_int_handler  # restored
 
 
 def test_demo_user_removed_when_the_console_cannot_start(users, monkeypatch):

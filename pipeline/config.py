@@ -18,7 +18,13 @@ from alerts.config import AlertsConfig, RulesError, parse_alerts_config
 from alerts.notify.config import NotifyConfig
 from detectors.config import DetectorConfig
 from detectors.retrain.config import CollectionConfig, ModelsConfig
-from pipeline.common.config import ConfigError, StrictModel, expand_env, format_validation_error
+from pipeline.common.config import (
+    ConfigError,
+    StrictModel,
+    expand_env,
+    expand_env_values,
+    format_validation_error,
+)
 from pipeline.common.kafka import KafkaConfig
 from pipeline.common.redis import RedisConfig
 from pipeline.console.config import ConsoleConfig
@@ -84,7 +90,11 @@ def load_config(path: str | Path) -> VigilConfig:
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     try:
-        data = yaml.safe_load(expand_env(text))
-    except yaml.YAMLError as e:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:  # quotes the file's text, where secrets are still ${VAR}
         raise ConfigError(f"malformed YAML in {path}: {e}") from None
+    try:
+        data = expand_env_values(data)
+    except ConfigError as e:
+        raise ConfigError(f"invalid config {path}: {e}") from None
     return parse_config(data, str(path))

@@ -13,10 +13,14 @@ import logging
 import os
 import queue
 import secrets
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+
+import redis
 
 from alerts.service import alert_service_runner
 from alerts.store import AlertStore
@@ -65,7 +69,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ensure_topics(cfg.kafka)
     store = AlertStore(cfg.redis)
 
-    console = _start_console(cfg, args.console_port) if args.console_port else None
+    with demo_console(cfg, args.console_port) as console:
+        return _run(args, cfg, console, alert_service, store, out, run_ingest)
+
+
+def _run(args, cfg, console, alert_service, store, out, run_ingest) -> int:
+    """The demo proper, with the console (or None) that :func:`demo_console` cleans up."""
     print(f"demo: serving {', '.join(DEMO_FILES)} as RTSP cameras on 127.0.0.1:{args.port}")
     sim = CameraSim([str(footage(name)) for name in DEMO_FILES], port=args.port).start()
     alerts: queue.Queue[dict] = queue.Queue()
@@ -152,23 +161,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  capture-to-Redis latency: p50 {p50:.0f} ms, max {latencies[-1]:.0f} ms ({len(latencies)} alerts)"
         )
     print(f"  snapshots saved: {snapshots} in {out}/")
-    if console is not None:
-        if args.linger:
-            print(f"demo: console still at {console.url} (Ctrl-C ends it)")
-            with contextlib.suppress(KeyboardInterrupt):
-                threading.Event().wait()
-        console.stop()
+    if console is not None and args.linger:
+        print(f"demo: console still at {console.url} (Ctrl-C ends it)")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
     return 0 if counts else 1
 
 
-def _start_console(cfg, port: int):
-    """The console for this run, with a user ``demo`` (admin) whose password is made now."""
+DEMO_USER = "demo"
+
+
+@contextlib.contextmanager
+def demo_console(cfg, port: int) -> Iterator[ConsoleServer | None]:
+    """The console for this run (None when ``port`` is 0 or it cannot start), with an admin
+    ``demo`` whose password is made now. The user is removed when the demo ends, however it
+    ends (Ctrl-C, SIGTERM, an error): an admin with a printed password must not outlive the run."""
+    if not port:
+        yield None
+        return
+    users = UserStore(cfg.redis)
     password = secrets.token_urlsafe(12)
-    UserStore(cfg.redis).add("demo", password, "admin")
+    users.add(DEMO_USER, password, "admin")
+    server = None
+    # SIGTERM (kill, a closed terminal's supervisor) ends the demo like Ctrl-C, through finally
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
-        server = ConsoleServer(cfg, "127.0.0.1", port).start()
-    except RuntimeError as e:
-        print(f"demo: console not started: {e}")
-        return None
-    print(f"demo: console at {server.url}  (user demo, password {password}, made for this run)")
-    return server
+        try:
+            server = ConsoleServer(cfg, "127.0.0.1", port).start()
+        except RuntimeError as e:
+            print(f"demo: console not started: {e}")
+        else:
+            print(
+                f"demo: console at {server.url}  (user {DEMO_USER}, password {password}, "
+                "removed when the demo ends)"
+            )
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        try:
+            users.remove(DEMO_USER)
+        except redis.RedisError as e:
+            print(
+                f"demo: could not remove the console user {DEMO_USER} ({type(e).__name__}); "
+                f"remove it: vigil users remove {DEMO_USER}"
+            )
+        else:
+            print(f"demo: console user {DEMO_USER} removed")
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

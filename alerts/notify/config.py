@@ -180,7 +180,13 @@ class WebhookSinkConfig(_SinkBase):
     @field_validator("headers")
     @classmethod
     def _headers(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        reserved = {"content-type", "idempotency-key", "x-vigil-signature", "content-length"}
+        reserved = {
+            "content-type",
+            "idempotency-key",
+            "x-vigil-signature",
+            "x-vigil-timestamp",
+            "content-length",
+        }
         for name in v:
             if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
                 raise ValueError(f"{name!r} is not a header name")

@@ -18,6 +18,7 @@ import sys
 from pipeline import bench, camera_sim, demo
 from pipeline.cli import (
     alerts,
+    audit,
     cameras,
     console,
     dataset,
@@ -46,6 +47,7 @@ GROUPS = (
     alerts,
     rules,
     notify,
+    audit,
 )
 
 

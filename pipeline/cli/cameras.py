@@ -12,8 +12,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import yaml
 from pydantic import ValidationError
 
-from pipeline.cli.support import config_args, config_from_args, fail, validation_errors
-from pipeline.common.config import ConfigError, expand_env
+from pipeline.cli.support import audit, config_args, config_from_args, fail, validation_errors
+from pipeline.common.config import ConfigError, expand_env_values
 from pipeline.common.kafka import ensure_topics
 from pipeline.ingest.camera import CameraSpec, mask_url
 from pipeline.ingest.capture import CameraUnavailable, probe_camera
@@ -150,6 +150,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     ensure_topics(cfg.kafka)
     put_cameras(cfg.kafka, [spec])
     print(f"added {spec}")
+    audit(cfg, "camera.add", spec.id, spec.model_dump(mode="json"))
     return 0
 
 
@@ -165,6 +166,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         return fail(str(e))
     for cid in args.ids:
         print(f"removed camera {cid}")
+        audit(cfg, "camera.delete", cid)
     return 0
 
 
@@ -191,11 +193,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def load_camera_file(path: str) -> list[CameraSpec]:
     try:
-        data = yaml.safe_load(expand_env(Path(path).read_text()))
+        data = expand_env_values(yaml.safe_load(Path(path).read_text()))
     except FileNotFoundError:
         raise ConfigError(f"camera file {path} not found") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"malformed YAML in {path}: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"camera file {path}: {e}") from None
     items = data.get("cameras") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ConfigError(f"{path}: expected a list of cameras or a mapping with a 'cameras' list")
@@ -218,6 +222,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     put_cameras(cfg.kafka, specs)
     for s in specs:
         print(f"applied {s}")
+        audit(cfg, "camera.add", s.id, {**s.model_dump(mode="json"), "file": args.file})
     if args.prune:
         keep = {s.id for s in specs}
         gone = [cid for cid in read_registry(cfg.kafka) if cid not in keep]
@@ -225,4 +230,5 @@ def cmd_apply(args: argparse.Namespace) -> int:
             remove_cameras(cfg.kafka, gone)
             for cid in gone:
                 print(f"removed camera {cid}")
+                audit(cfg, "camera.delete", cid, {"pruned_by": args.file})
     return 0

@@ -9,7 +9,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 
-from pipeline.cli.support import config_args, config_from_args, fail
+from pipeline.cli.support import audit, config_args, config_from_args, fail
 from pipeline.common.errors import UserError
 from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
@@ -99,6 +99,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     except AuthError as e:
         return fail(e)
     print(f"user {args.name}: role {args.role} (earlier sessions and tokens no longer work)")
+    audit(cfg, "user.add", args.name, {"role": args.role})
     return 0
 
 
@@ -112,13 +113,15 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
     try:
-        removed = UserStore(config_from_args(args).redis).remove(args.name)
+        removed = UserStore(cfg.redis).remove(args.name)
     except AuthError as e:
         return fail(e)
     if not removed:
         return fail(f"no user {args.name!r}")
     print(f"removed user {args.name}: its sessions and tokens no longer work")
+    audit(cfg, "user.remove", args.name)
     return 0
 
 
@@ -132,6 +135,7 @@ def cmd_users_token(args: argparse.Namespace) -> int:
     print(
         f"token {info['id']} of {args.name}: expires {_when(info['expires_at'])}", file=sys.stderr
     )
+    audit(cfg, "token.create", args.name, {"name": args.label, "id": info["id"]})
     return 0
 
 
@@ -159,11 +163,13 @@ def cmd_users_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_users_revoke_token(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
     try:
-        found = UserStore(config_from_args(args).redis).revoke_token(args.name, args.token_id)
+        found = UserStore(cfg.redis).revoke_token(args.name, args.token_id)
     except AuthError as e:
         return fail(e)
     if not found:
         return fail(f"user {args.name!r} has no token {args.token_id!r} (vigil users tokens)")
     print(f"revoked token {args.token_id} of {args.name}")
+    audit(cfg, "token.revoke", args.name, {"id": args.token_id})
     return 0

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.cli.support import USER_ERRORS, config_from_args, fail
+from pipeline.cli.support import USER_ERRORS, audit, config_from_args, fail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -141,12 +141,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
     try:
         from detectors.retrain.promotion import promote_checked  # noqa: PLC0415 (imports torch)
 
-        _, reg = _registry(args)
+        cfg, reg = _registry(args)
         t0 = time.time()
         mv = promote_checked(reg, args.ref, reason=args.reason, verify=not args.no_verify)
         print(
             f"promoted {mv.label} to production at {time.strftime('%H:%M:%S', time.localtime(t0))}"
         )
+        audit(cfg, "model.promote", mv.label, {"ref": args.ref, "reason": args.reason})
         return 0
     except USER_ERRORS as e:
         return fail(e)
@@ -154,9 +155,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     try:
-        _, reg = _registry(args)
+        cfg, reg = _registry(args)
         mv = reg.rollback(reason=args.reason)
         print(f"rolled back: production is {mv.label} again")
+        audit(cfg, "model.rollback", mv.label, {"reason": args.reason})
         return 0
     except USER_ERRORS as e:
         return fail(e)

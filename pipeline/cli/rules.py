@@ -22,8 +22,8 @@ from alerts.errors import RulesError
 from alerts.preview import preview_rule
 from alerts.rules import RuleConfig
 from alerts.rules_registry import delete_rule, put_rule, read_rules, rule_value, validate_rule
-from pipeline.cli.support import config_args, config_from_args, fail
-from pipeline.common.config import ConfigError, expand_env
+from pipeline.cli.support import audit, config_args, config_from_args, fail
+from pipeline.common.config import ConfigError, expand_env_values
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -86,13 +86,15 @@ def load_rule_file(path: str) -> RuleConfig:
     """The one rule of a YAML file, validated like the YAML config: ``RulesError`` with its
     texts, ``ConfigError`` when the file cannot be read or is not one mapping."""
     try:
-        raw = yaml.safe_load(expand_env(Path(path).read_text()))
+        raw = expand_env_values(yaml.safe_load(Path(path).read_text()))
     except FileNotFoundError:
         raise ConfigError(f"rule file {path} not found") from None
     except OSError as e:
         raise ConfigError(f"cannot read rule file {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"malformed YAML in {path}: {one_line(e)}") from None
+    except ConfigError as e:
+        raise ConfigError(f"rule file {path}: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected one rule (a mapping with id and type)")
     return validate_rule(raw)
@@ -148,6 +150,8 @@ def cmd_put(args: argparse.Namespace) -> int:
     else:
         what = "updated (its open alerts end: rule_changed)"
     print(f"rule {rule.id} ({rule.type}) {what}")
+    if what != "unchanged":
+        audit(cfg, "rule.save", rule.id, rule.model_dump(mode="json", exclude_none=True))
     return 0
 
 
@@ -160,6 +164,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     except (KafkaError, TimeoutError) as e:
         return fail(f"rule {args.rule_id} not removed: {type(e).__name__}: {e}")
     print(f"removed rule {args.rule_id}")
+    audit(cfg, "rule.delete", args.rule_id)
     return 0
 
 

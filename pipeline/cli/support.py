@@ -4,11 +4,17 @@ one-line error with exit code 2, and the small argument and output helpers the g
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
+import socket
 import sys
 from collections.abc import Callable
+from typing import Any
 
+import redis
 from pydantic import ValidationError
 
+from pipeline.common.audit import AuditLog
 from pipeline.common.config import validation_messages
 from pipeline.config import VigilConfig, load_config
 
@@ -58,3 +64,33 @@ def progress(what: str) -> Callable[[int, int], None]:
             print(f"\r{what}: {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
 
     return show
+
+
+def os_user() -> str:
+    """Who runs this command: the OS user (``uid N`` where the name is unknown)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
+
+
+def audit(
+    cfg: VigilConfig, action: str, target: str, details: dict[str, Any] | None = None
+) -> None:
+    """Record a change made from the command line in the audit trail (who: the OS user, from:
+    this host). After the change: Redis away is one warning line, not a failed command."""
+    try:
+        AuditLog(cfg.redis).record(
+            who=os_user(),
+            via="cli",
+            address=socket.gethostname(),
+            action=action,
+            target=target,
+            details=details,
+        )
+    except (redis.RedisError, ValueError) as e:
+        print(
+            f"vigil: warning: {action} {target} is not in the audit trail "
+            f"(Redis: {type(e).__name__})",
+            file=sys.stderr,
+        )

@@ -21,6 +21,7 @@ __all__ = [
     "StrictModel",
     "deep_merge",
     "expand_env",
+    "expand_env_values",
     "format_validation_error",
     "validation_messages",
 ]
@@ -50,6 +51,30 @@ def expand_env(text: str) -> str:
         raise ConfigError(f"environment variable ${{{name}}} is not set and has no default")
 
     return _VAR.sub(repl, text)
+
+
+def expand_env_values(data: Any, where: str = "") -> Any:
+    """``data`` (parsed YAML) with ``${VAR}`` expanded in its string values, keys left alone.
+
+    Expanded after parsing, never in the file's text: a value that holds ``: `` or `` #`` (a
+    password) then stays one verbatim string instead of changing the YAML around it, and no YAML
+    error can quote it. An error names the key path (``kafka.password``), never a value. Only
+    the config file goes through here: what comes from Kafka, Redis or the registry is data.
+    """
+    if isinstance(data, str):
+        try:
+            return expand_env(data)
+        except ConfigError as e:
+            raise ConfigError(f"{where or '<root>'}: {e}") from None
+    if isinstance(data, dict):
+        return {
+            k: expand_env_values(v, f"{where}.{k}" if where else str(k)) for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [
+            expand_env_values(v, f"{where}.{i}" if where else str(i)) for i, v in enumerate(data)
+        ]
+    return data
 
 
 def validation_messages(

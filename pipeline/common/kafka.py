@@ -85,6 +85,7 @@ class KafkaConfig(StrictModel):
 
     def client_kwargs(self) -> dict[str, Any]:
         """Connection settings shared by producers, consumers and the admin client."""
+        warn_if_password_in_clear(self)
         kw: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers.split(","),
             "security_protocol": self.security_protocol,
@@ -96,6 +97,29 @@ class KafkaConfig(StrictModel):
             kw["sasl_plain_username"] = self.username
             kw["sasl_plain_password"] = self.password.get_secret_value() if self.password else None
         return kw
+
+
+_CLEAR_WARNED: set[str] = set()
+
+
+def warn_if_password_in_clear(cfg: KafkaConfig) -> bool:
+    """Warn once per cluster when ``kafka.password`` goes over plain TCP (SASL_PLAINTEXT with
+    the PLAIN mechanism sends it as it is): accepted silently, a test rig's setting reaches
+    production unnoticed. Returns whether it warned."""
+    if (
+        cfg.security_protocol != "SASL_PLAINTEXT"
+        or cfg.sasl_mechanism != "PLAIN"
+        or cfg.password is None
+        or cfg.bootstrap_servers in _CLEAR_WARNED
+    ):
+        return False
+    _CLEAR_WARNED.add(cfg.bootstrap_servers)
+    log.warning(
+        "Kafka at %s: security_protocol SASL_PLAINTEXT with sasl_mechanism PLAIN sends "
+        "kafka.password over plain TCP, readable by whoever is on the path; use SASL_SSL",
+        cfg.bootstrap_servers,
+    )
+    return True
 
 
 class KafkaUnavailable(UserError, RuntimeError):

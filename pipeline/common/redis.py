@@ -24,6 +24,8 @@ class RedisConfig(StrictModel):
     socket_timeout_s: float = Field(5.0, gt=0)
     stream_maxlen: int = Field(100_000, ge=100)
     camera_stream_maxlen: int = Field(10_000, ge=100)
+    # The audit trail (who changed a camera, rule, user or model): entries kept, oldest trimmed
+    audit_maxlen: int = Field(100_000, ge=100)
     snapshot_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     frame_ttl_s: int = Field(120, ge=5, description="recent frames kept for snapshots")
     store_frames: bool = True
@@ -45,7 +47,36 @@ def redis_client(cfg: RedisConfig) -> redis.Redis:
             "percent-encode '/', '?', '#' and '@' in the password"
         ) from None
     warn_if_password_unused(client, url)
+    warn_if_insecure_transport(url)
     return client
+
+
+_TRANSPORT_WARNED: set[str] = set()
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def warn_if_insecure_transport(url: str) -> bool:
+    """Warn once per server when ``redis.url`` turns certificate checks off
+    (``rediss://...?ssl_cert_reqs=none``) or sends a password over plain TCP to another host
+    (``redis://``): accepted silently, a test rig's setting reaches production unnoticed.
+    Returns whether it warned. The line names the server, never the password."""
+    try:
+        parts = urlsplit(url)
+        where = f"{parts.hostname}:{parts.port or 6379}"
+    except ValueError:
+        return False
+    scheme = parts.scheme.lower()
+    if scheme == "rediss" and "ssl_cert_reqs=none" in parts.query.lower():
+        problem = "ssl_cert_reqs=none: the server's certificate is not checked"
+    elif scheme == "redis" and parts.password and parts.hostname not in _LOOPBACK:
+        problem = "the password goes over plain TCP (redis://); use rediss://"
+    else:
+        return False
+    if where in _TRANSPORT_WARNED:
+        return False
+    _TRANSPORT_WARNED.add(where)
+    log.warning("Redis at %s: insecure redis.url: %s", where, problem)
+    return True
 
 
 _AUTH_CHECKED: set[str] = set()
@@ -127,6 +158,11 @@ class RedisKeys:
     def console(self, what: str) -> str:
         """Console users, sessions, API tokens and login counters (``console:<what>``)."""
         return f"{self.prefix}console:{what}"
+
+    def audit(self) -> str:
+        """Stream: the audit trail, one entry per change made in the console or the CLI
+        (``at``, ``who``, ``via``, ``address``, ``action``, ``target``, ``details`` JSON)."""
+        return f"{self.prefix}audit"
 
     def models(self, name: str) -> str:
         """Base of the model registry's keys for model ``name`` (``...:<what>`` appended)."""

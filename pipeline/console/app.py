@@ -18,6 +18,7 @@ from kafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
 from pipeline.common.kafka import KafkaUnavailable
+from pipeline.console import audit
 from pipeline.console.routes import alerts, cameras, models, ops, rules, session
 from pipeline.console.state import ConsoleState
 
@@ -103,7 +104,7 @@ def create_app(cfg: VigilConfig, console: ConsoleState | None = None) -> FastAPI
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
-    for router in (session, cameras, rules, alerts, models, ops):
+    for router in (session, cameras, rules, alerts, models, ops, audit):
         app.include_router(router.router)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

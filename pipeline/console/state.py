@@ -154,6 +154,7 @@ def principal(request: Request, st: ConsoleState = Depends(state)) -> Principal:
         sent = request.headers.get(CSRF_HEADER, "")
         if not who.csrf or not hmac.compare_digest(sent, who.csrf):
             raise HTTPException(403, f"CSRF token missing or wrong (header {CSRF_HEADER})")
+    request.state.principal = who  # the audit trail's "who" (pipeline/console/audit.py)
     return who
 
 

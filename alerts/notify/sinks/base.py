@@ -119,6 +119,7 @@ class Sink(ABC):
         # False for `vigil notify test`: no state of its own (MQTT: no will, no availability,
         # no discovery), so a test next to a running notifier changes nothing it published
         self.announce = True
+        self._insecure_warned = False
 
     @property
     def workers(self) -> int:
@@ -149,6 +150,21 @@ class Sink(ABC):
     def secrets(self) -> list[str]:
         """Strings that must never leave the process (scrubbed from every error text)."""
         return []
+
+    def insecure_settings(self) -> list[str]:
+        """What in this sink's config weakens its transport (no certificate check, a password
+        over plain TCP), in words that name the setting and never a secret."""
+        return []
+
+    def warn_if_insecure(self) -> None:
+        """One warning line for the whole sink, the first time it starts: accepted silently,
+        such a setting left over from a test rig goes unnoticed in production."""
+        if self._insecure_warned:
+            return
+        self._insecure_warned = True
+        problems = self.insecure_settings()
+        if problems:
+            log.warning("%s: insecure: %s", self.describe(), "; ".join(problems))
 
     def scrub(self, text: str) -> str:
         for s in sorted(self.secrets(), key=len, reverse=True):

@@ -139,9 +139,21 @@ class MqttSink(Sink):
     def secrets(self) -> list[str]:
         return [self.cfg.password.get_secret_value()] if self.cfg.password else []
 
+    def insecure_settings(self) -> list[str]:
+        out = []
+        if self.cfg.password is not None and not self.cfg.use_tls:
+            out.append(
+                "a password over plain TCP (mqtt://): whoever is on the path reads it; "
+                "use mqtts:// or tls:"
+            )
+        if self.cfg.use_tls and self.cfg.tls is not None and self.cfg.tls.insecure:
+            out.append("tls.insecure: true (the broker's host name is not checked)")
+        return out
+
     def start(self) -> None:
         if self._client is not None:
             return
+        self.warn_if_insecure()
         cfg = self.cfg
         cid = cfg.client_id or f"vigil-notify-{socket.gethostname()}-{os.getpid()}-{self.id}"
         c = mqtt.Client(

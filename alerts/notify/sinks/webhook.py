@@ -3,8 +3,10 @@
 The body is the alert message as JSON (``format: json``: the bytes published on Kafka, plus
 ``snapshot_url`` / ``snapshot_jpeg_base64`` when asked), or a Slack-compatible message
 (``format: slack``). Headers: ``Idempotency-Key: <id>:<status>`` (the same on every copy of an
-event, so the receiver can drop repeats), ``X-Vigil-Signature: sha256=<hex>`` (HMAC-SHA256 of
-the exact body bytes with the sink's secret). 2xx is delivered; 408, 425, 429 and 5xx are
+event, so the receiver can drop repeats), ``X-Vigil-Timestamp: <unix seconds>`` (when this
+attempt was sent) and ``X-Vigil-Signature: v1=<hex>`` (HMAC-SHA256 with the sink's secret of
+``<timestamp>\n<Idempotency-Key>\n<body bytes>``: a captured request cannot be replayed once
+the receiver's window, 5 minutes in docs/notify.md, has passed). 2xx is delivered; 408, 425, 429 and 5xx are
 retried (``Retry-After`` honoured); any other status is permanent (dead-lettered at once: a 400
 stays a 400). Transport errors and timeouts are retried.
 
@@ -55,9 +57,20 @@ _SLACK_ICON = {
 }
 
 
-def sign(secret: bytes, body: bytes) -> str:
-    """The ``X-Vigil-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of ``body``."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+SIGNATURE_VERSION = "v1"  # the scheme's name in X-Vigil-Signature; a new scheme gets a new one
+
+
+def signed_material(timestamp: int, key: str, body: bytes) -> bytes:
+    """What ``v1`` signs: ``<timestamp>\n<Idempotency-Key>\n<body>``. The timestamp makes a
+    captured request expire; the key ties the signature to the event; neither header can hold a
+    line break, so the parts cannot be shifted into one another."""
+    return f"{timestamp}\n{key}\n".encode() + body
+
+
+def sign(secret: bytes, timestamp: int, key: str, body: bytes) -> str:
+    """The ``X-Vigil-Signature`` value: ``v1=`` + hex HMAC-SHA256 of :func:`signed_material`."""
+    mac = hmac.new(secret, signed_material(timestamp, key, body), hashlib.sha256)
+    return f"{SIGNATURE_VERSION}={mac.hexdigest()}"
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -151,7 +164,22 @@ class WebhookSink(Sink):
     def workers(self) -> int:
         return self.cfg.concurrency
 
+    def insecure_settings(self) -> list[str]:
+        out = []
+        if self._https and not self.cfg.verify_tls:
+            out.append(
+                "verify_tls: false (the server's certificate and host name are not checked: "
+                "whoever is on the path can read and change the requests)"
+            )
+        if not self._https and urlsplit(self.cfg.url).password is not None:
+            out.append("a password in an http:// url (sent over plain TCP; use https://)")
+        if not self._https and self.cfg.headers:
+            names = ", ".join(sorted(self.cfg.headers))
+            out.append(f"headers {names} over plain TCP (http://; use https://)")
+        return out
+
     def start(self) -> None:
+        self.warn_if_insecure()
         if self._https and self._ssl is None:
             ctx = ssl.create_default_context(cafile=self.cfg.ca_file)
             if not self.cfg.verify_tls:
@@ -278,9 +306,12 @@ class WebhookSink(Sink):
         return dumps_text({**alert, **extra}).encode()
 
     def headers(self, d: Delivery, body: bytes) -> dict[str, str]:
+        """Made for each attempt: a retry carries the time it was sent, not the first try's."""
         h = {**self._headers, "Idempotency-Key": d.key}
         if self._secret is not None:
-            h["X-Vigil-Signature"] = sign(self._secret, body)
+            ts = int(time.time())
+            h["X-Vigil-Timestamp"] = str(ts)
+            h["X-Vigil-Signature"] = sign(self._secret, ts, d.key, body)
         return h
 
     def send(self, d: Delivery) -> str:

@@ -19,6 +19,7 @@ from alerts.store import parse_entry
 from detectors.retrain.dataset.layout import DatasetError
 from detectors.retrain.dataset.reviewed import add_reviewed_example
 from pipeline.common.contracts import CAMERA_ID
+from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.state import ConsoleState, as_operator, principal, state
 
@@ -199,6 +200,7 @@ def snapshot(alert_id: str, _: Principal = Depends(principal), st: ConsoleState 
 def review(
     alert_id: str,
     body: Review,
+    request: Request,
     who: Principal = Depends(as_operator),
     st: ConsoleState = Depends(state),
 ):
@@ -234,6 +236,7 @@ def review(
             dataset_note = f"not added to the dataset: {e}"
             log.warning("review of alert %s: %s", alert_id, dataset_note)
     store_review(st.store, alert_id, body.verdict, body.note, who.user, at, image)
+    audit.record(request, "alert.review", alert_id, {"verdict": body.verdict})
     msg = review_message(alert, body.verdict, body.note, who.user, at)
     st.cameras.require_connected()
     st.producer().send(st.cfg.kafka.topics.alerts, key=alert["camera_id"], value=msg).get(

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pipeline.common.config import validation_messages
 from pipeline.common.urls import hide_credentials
+from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.drawing import draw_live
 from pipeline.console.state import ConsoleState, as_operator, principal, state
@@ -98,6 +99,7 @@ def get_camera(
 @router.post("", status_code=201)
 def add_camera(
     spec: CameraSpec,
+    request: Request,
     check: bool = False,
     _: Principal = Depends(as_operator),
     st: ConsoleState = Depends(state),
@@ -113,6 +115,7 @@ def add_camera(
         probe = {"width": w, "height": h, "fps": fps}
     st.cameras.require_connected()
     put_cameras(st.cfg.kafka, [spec])
+    audit.record(request, "camera.add", spec.id, spec.model_dump(mode="json"))
     st.cameras.wait(lambda items: spec.id in items and items[spec.id] == spec)
     return {**public(spec), "probe": probe}
 
@@ -121,6 +124,7 @@ def add_camera(
 def edit_camera(
     camera_id: str,
     patch: CameraPatch,
+    request: Request,
     _: Principal = Depends(as_operator),
     st: ConsoleState = Depends(state),
 ):
@@ -135,17 +139,24 @@ def edit_camera(
         ) from None
     st.cameras.require_connected()
     put_cameras(st.cfg.kafka, [new])
+    audit.record(
+        request, "camera.update", camera_id, patch.model_dump(mode="json", exclude_unset=True)
+    )
     st.cameras.wait(lambda items: items.get(camera_id) == new)
     return public(new)
 
 
 @router.delete("/{camera_id}", status_code=204)
 def delete_camera(
-    camera_id: str, _: Principal = Depends(as_operator), st: ConsoleState = Depends(state)
+    camera_id: str,
+    request: Request,
+    _: Principal = Depends(as_operator),
+    st: ConsoleState = Depends(state),
 ):
     _known(st, camera_id)
     st.cameras.require_connected()
     remove_cameras(st.cfg.kafka, [camera_id])
+    audit.record(request, "camera.delete", camera_id)
     st.cameras.wait(lambda items: camera_id not in items)
     return Response(status_code=204)
 

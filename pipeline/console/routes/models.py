@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.state import ConsoleState, as_admin, principal, state
 
@@ -58,7 +59,12 @@ def list_models(_: Principal = Depends(principal), st: ConsoleState = Depends(st
 
 
 @router.post("/promote")
-def promote(body: Promote, who: Principal = Depends(as_admin), st: ConsoleState = Depends(state)):
+def promote(
+    body: Promote,
+    request: Request,
+    who: Principal = Depends(as_admin),
+    st: ConsoleState = Depends(state),
+):
     from detectors.retrain.promotion import promote_checked  # noqa: PLC0415 (imports torch)
 
     reg = _registry(st)
@@ -69,11 +75,17 @@ def promote(body: Promote, who: Principal = Depends(as_admin), st: ConsoleState 
         raise HTTPException(422, str(e)) from None
     finally:
         reg.close()
+    audit.record(request, "model.promote", mv.label, {"ref": body.ref, "reason": body.reason})
     return {"production": mv.version, "label": mv.label}
 
 
 @router.post("/rollback")
-def rollback(body: Rollback, who: Principal = Depends(as_admin), st: ConsoleState = Depends(state)):
+def rollback(
+    body: Rollback,
+    request: Request,
+    who: Principal = Depends(as_admin),
+    st: ConsoleState = Depends(state),
+):
     reg = _registry(st)
     try:
         mv = reg.rollback(reason=f"{body.reason or 'rollback'} (console, {who.user})")
@@ -81,4 +93,5 @@ def rollback(body: Rollback, who: Principal = Depends(as_admin), st: ConsoleStat
         raise HTTPException(422, str(e)) from None
     finally:
         reg.close()
+    audit.record(request, "model.rollback", mv.label, {"reason": body.reason})
     return {"production": mv.version, "label": mv.label}

@@ -7,13 +7,14 @@ import secrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field, model_validator
 
 from alerts.errors import RulesError
 from alerts.preview import preview_rule
 from alerts.rules.config import RuleConfig
 from alerts.rules_registry import delete_rule, put_rule, validate_rule
+from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.state import ConsoleState, as_operator, jsonable_rule, principal, state
 
@@ -81,6 +82,7 @@ def get_rule(rule_id: str, _: Principal = Depends(principal), st: ConsoleState =
 @router.put("/{rule_id}")
 def save_rule(
     rule_id: str,
+    request: Request,
     raw: dict[str, Any] = Body(...),
     _: Principal = Depends(as_operator),
     st: ConsoleState = Depends(state),
@@ -89,18 +91,23 @@ def save_rule(
     rule = _validated(raw, rule_id)
     st.rules.require_connected()
     put_rule(st.cfg.kafka, rule)
+    audit.record(request, "rule.save", rule_id, jsonable_rule(rule))
     st.rules.wait(lambda items: items.get(rule_id) == rule)
     return jsonable_rule(rule)
 
 
 @router.delete("/{rule_id}", status_code=204)
 def remove_rule(
-    rule_id: str, _: Principal = Depends(as_operator), st: ConsoleState = Depends(state)
+    rule_id: str,
+    request: Request,
+    _: Principal = Depends(as_operator),
+    st: ConsoleState = Depends(state),
 ):
     if rule_id not in st.rules.snapshot():
         raise HTTPException(404, f"no rule {rule_id!r}")
     st.rules.require_connected()
     delete_rule(st.cfg.kafka, rule_id)
+    audit.record(request, "rule.delete", rule_id)
     st.rules.wait(lambda items: rule_id not in items)
     return Response(status_code=204)
 

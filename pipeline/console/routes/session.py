@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
+from pipeline.console import audit
 from pipeline.console.auth import AuthError, LoginBusy, Principal, Role
 from pipeline.console.state import (
     SESSION_COOKIE,
@@ -142,7 +143,10 @@ def _whose(who: Principal, user: str | None) -> str:
 
 @router.post("/tokens", status_code=201)
 def new_token(
-    body: NewToken, who: Principal = Depends(principal), st: ConsoleState = Depends(state)
+    body: NewToken,
+    request: Request,
+    who: Principal = Depends(principal),
+    st: ConsoleState = Depends(state),
 ):
     """An API token acting as the caller, or (admins) as ``user``, with that user's role; shown
     once. Only a logged-in session mints tokens: a leaked token cannot make itself more."""
@@ -158,6 +162,7 @@ def new_token(
         token, info = st.users.new_token(user, body.name, st.cfg.console.token_ttl_s)
     except AuthError as e:
         raise HTTPException(404, str(e)) from None
+    audit.record(request, "token.create", user, {"name": body.name, "id": info.get("id")})
     return {"token": token, "user": user, "role": role, **info}
 
 
@@ -179,6 +184,7 @@ def list_tokens(
 @router.delete("/tokens/{token_id}", status_code=204)
 def revoke_token(
     token_id: str,
+    request: Request,
     user: str | None = Query(
         None, max_length=64, description="whose token (admins); default: yours"
     ),
@@ -193,6 +199,7 @@ def revoke_token(
         raise HTTPException(422, str(e)) from None
     if not found:
         raise HTTPException(404, f"user {whose!r} has no token {token_id!r}")
+    audit.record(request, "token.revoke", whose, {"id": token_id})
     return Response(status_code=204)
 
 
@@ -202,9 +209,15 @@ def list_users(_: Principal = Depends(as_admin), st: ConsoleState = Depends(stat
 
 
 @router.post("/users", status_code=201)
-def add_user(body: NewUser, _: Principal = Depends(as_admin), st: ConsoleState = Depends(state)):
+def add_user(
+    body: NewUser,
+    request: Request,
+    _: Principal = Depends(as_admin),
+    st: ConsoleState = Depends(state),
+):
     try:
         st.users.add(body.username, body.password, body.role)
     except AuthError as e:
         raise HTTPException(422, str(e)) from None
+    audit.record(request, "user.add", body.username, {"role": body.role})
     return {"user": body.username, "role": body.role}

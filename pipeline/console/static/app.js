@@ -155,6 +155,7 @@ function route() {
   if (page === "camera" && rest.length) renderCamera(view, decodeURIComponent(rest.join("/")));
   else if (page === "alerts") renderAlerts(view);
   else if (page === "models") renderModels(view);
+  else if (page === "audit" && isAdmin()) renderAudit(view);
   else renderCameras(view);
 }
 
@@ -167,6 +168,7 @@ function setSession(me) {
   const role = $("#nav-role");
   role.textContent = me.role;
   role.dataset.role = me.role;
+  $("#nav-audit").hidden = me.role !== "admin";
 }
 
 function sessionLost() {
@@ -1180,6 +1182,46 @@ function renderModels(view) {
   }
   load();
   const timer = setInterval(() => !document.hidden && !body.contains(document.activeElement) && load(), 10000);
+  setCleanup(() => clearInterval(timer));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit (admins): who changed what, when, from where (GET /api/audit, newest first)
+
+function renderAudit(view) {
+  const body = h("div", { id: "audit" }, h("p", { class: "muted" }, "Loading…"));
+  view.append(h("div", { class: "page-head" }, h("h1", {}, "Audit trail")), body);
+
+  async function load() {
+    let entries;
+    try {
+      entries = await api("GET", "/api/audit?n=200");
+    } catch (e) {
+      body.replaceChildren(h("p", { class: "muted" }, `Audit trail not available: ${e.message}`));
+      return;
+    }
+    const details = (d) => {
+      const text = JSON.stringify(d || {});
+      return text === "{}" ? "" : text;
+    };
+    const rows = entries.map((e) =>
+      h("tr", { class: "audit-row", dataset: { action: e.action } },
+        h("td", { class: "mono" }, fmtTime(e.at)),
+        h("td", {}, e.who),
+        h("td", { class: "muted" }, e.via),
+        h("td", { class: "mono" }, e.address),
+        h("td", { class: "mono" }, e.action),
+        h("td", {}, e.target),
+        h("td", { class: "mono audit-details" }, details(e.details))));
+    body.replaceChildren(h("section", { class: "card" },
+      rows.length
+        ? h("table", { class: "audit-table", id: "audit-table" },
+          h("thead", {}, h("tr", {}, ["Time", "Who", "Via", "From", "Action", "Target", "Details"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, rows))
+        : h("p", { class: "muted" }, "No change recorded yet.")));
+  }
+  load();
+  const timer = setInterval(() => !document.hidden && load(), 10000);
   setCleanup(() => clearInterval(timer));
 }
 

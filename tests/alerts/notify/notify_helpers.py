@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import socket
@@ -31,6 +32,13 @@ REPO = Path(__file__).resolve().parents[3]
 ALERT_SCHEMA = json.loads((REPO / "alerts" / "schemas" / "alert.v1.json").read_text())
 MQTT = os.environ.get("VIGIL_TEST_MQTT", "127.0.0.1:1883")
 SECRET = "s3cret-webhook-key-0123456789"
+
+
+def signature_ok(req) -> bool:
+    """``v1``: HMAC-SHA256 of ``<X-Vigil-Timestamp>\n<Idempotency-Key>\n<body>``."""
+    signed = f"{req.headers['x-vigil-timestamp']}\n{req.headers['idempotency-key']}\n".encode()
+    want = "v1=" + hmac.new(SECRET.encode(), signed + req.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(req.headers.get("x-vigil-signature", ""), want)
 
 
 # -- alert messages ------------------------------------------------------------------------------

@@ -55,7 +55,11 @@ def test_idempotency_key_signature_and_snapshot_url():
     reviewed = {**a, "status": "reviewed", "review": {"at": 12.5}}
     assert idempotency_key(reviewed) == f"{a['id']}:reviewed:12.5"
     body = b'{"id":"x"}'
-    assert sign(b"k", body) == "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    signed = b"1700000000\n" + f"{a['id']}:started\n".encode() + body
+    assert (
+        sign(b"k", 1700000000, f"{a['id']}:started", body)
+        == "v1=" + hmac.new(b"k", signed, hashlib.sha256).hexdigest()
+    )
     assert (
         snapshot_url("https://c.example/", "ab12")
         == "https://c.example/api/alerts/ab12/snapshot.jpg"

@@ -5,8 +5,6 @@ dead-letter topic, a slow sink next to a fast one, secrets kept out of logs, DLQ
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import logging
 
@@ -27,16 +25,12 @@ from tests.alerts.notify.notify_helpers import (
     produce,
     running,
     self_signed_cert,
+    signature_ok,
     webhook,
 )
 from tests.conftest import TopicReader, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def signature_ok(req) -> bool:
-    want = "sha256=" + hmac.new(SECRET.encode(), req.body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(req.headers.get("x-vigil-signature", ""), want)
 
 
 def all_committed(cfg) -> bool:

@@ -22,7 +22,7 @@ PREVIEW_TTL_S = 600
 
 
 class PreviewRequest(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "allow_inf_nan": False}  # NaN / inf: 422, not 500
     rule: dict[str, Any]
     since_s: float | None = Field(None, gt=0, description="the last N seconds (default 3600)")
     start: float | None = Field(None, description="range start, seconds since 1970")

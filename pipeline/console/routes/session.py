@@ -54,7 +54,7 @@ def login(body: Login, request: Request, response: Response, st: ConsoleState = 
         max_age=cc.session_ttl_s,
         httponly=True,
         samesite="strict",
-        secure=cc.tls,
+        secure=cc.https,
         path="/",
     )
     return _me(who)

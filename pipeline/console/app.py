@@ -4,14 +4,17 @@ its own Prometheus metrics; the web UI is the static folder next to this file.""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import redis
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -50,6 +53,17 @@ def _redis_where(st: ConsoleState) -> str:
         return "the configured address"
 
 
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as text, so the JSON answer can be written."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def create_app(cfg: VigilConfig, console: ConsoleState | None = None) -> FastAPI:
     """The app; ``console`` is made (and its Kafka views started) here when not given."""
     st = console if console is not None else ConsoleState(cfg)
@@ -83,6 +97,11 @@ def create_app(cfg: VigilConfig, console: ConsoleState | None = None) -> FastAPI
         return JSONResponse(
             {"detail": f"Redis is unavailable ({type(e).__name__}); try again"}, 503
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, e: RequestValidationError):
+        # FastAPI's own handler echoes the input: a NaN or inf there made the 422 a 500
+        return JSONResponse({"detail": finite(jsonable_encoder(e.errors()))}, 422)
 
     @app.exception_handler(KafkaUnavailable)
     async def _kafka_unavailable(_request: Request, e: KafkaUnavailable):

@@ -19,7 +19,6 @@ from pipeline.console.state import ConsoleState, _principal, state
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["ops"])
-_last_problems: list[str] = []  # logged when they change, not on every probe
 
 
 @router.get("/healthz")
@@ -44,12 +43,12 @@ async def readyz(request: Request, st: ConsoleState = Depends(state)):
         problems.append(f"Redis: {type(e).__name__}")
     if not st.kafka_ready():
         problems.append(f"Kafka at {st.cfg.kafka.bootstrap_servers}: not connected")
-    if problems != _last_problems:
+    if problems != getattr(request.app.state, "ready_problems", []):  # log changes, not probes
         if problems:
             log.warning("console: not ready: %s", "; ".join(problems))
         else:
             log.info("console: ready again")
-        _last_problems[:] = problems
+        request.app.state.ready_problems = problems
     if problems:
         body = {"status": "unavailable"}
         has_credentials = bool(request.headers.get("authorization") or request.cookies)

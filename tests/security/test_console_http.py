@@ -384,6 +384,17 @@ def test_non_finite_preview_parameters_are_422(stack, field, value):
     assert field in {e["loc"][-1] for e in r.json()["detail"]}
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity"])
+def test_non_finite_rule_values_are_422_and_do_not_break_the_rule_list(stack, value):
+    c = login(stack["base"], "operator")
+    body = f'{{"type": "zone_intrusion", "zone": {json.dumps(ZONE)}, "cooldown_s": {value}}}'
+    r = c.put("/api/rules/inf", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"][-1] == "cooldown_s"
+    assert c.get("/api/rules").status_code == 200
+    c.delete("/api/rules/inf")
+
+
 def test_large_body_is_413_and_the_console_stays_up(stack):
     c = login(stack["base"], "operator")
     big = b'{"username": "' + b"x" * (2 * 1024 * 1024) + b'", "password": "p"}'

@@ -354,6 +354,9 @@ def test_anonymous_readyz_and_503_name_no_host(kafka_bootstrap, caplog):
             r = c.post("/api/login", json={"username": "a", "password": PASSWORD})
             assert r.status_code == 503
             assert str(dead_redis) not in r.text and "127.0.0.1" not in r.text
+            # no trusted proxy configured: a forwarded "https" is not believed (no HSTS)
+            r = c.get("/healthz", headers={"X-Forwarded-Proto": "https"})
+            assert "strict-transport-security" not in r.headers
         # the details are in the log, for the operator
         logged = caplog.text
         assert "Kafka at 127.0.0.1:1" in logged and f"127.0.0.1:{dead_redis}" in logged

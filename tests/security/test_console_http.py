@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import httpx
 import numpy as np
-import psutil
 import pytest
 import redis
 
@@ -199,14 +200,31 @@ def test_streams_per_user_are_capped(stack):
         time.sleep(0.3)
 
 
+def _own_redis_ports() -> set[int]:
+    """Local ports of this process's TCP connections to port 6379 (Linux /proc: the sockets
+    among our file descriptors, looked up in the kernel's TCP tables)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            local, remote, inode = f[1], f[2], f[9]
+            if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == 6379:
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
 def _console_connections(stack) -> list[dict]:
     """Redis's CLIENT LIST entries whose client socket belongs to this process (the console
     runs in it): the test's own clients are counted before, and subtracted."""
-    ours = {
-        c.laddr.port
-        for c in psutil.Process().net_connections(kind="tcp")
-        if c.raddr and c.raddr.port == 6379 and c.status == psutil.CONN_ESTABLISHED
-    }
+    ours = _own_redis_ports()
     listed = stack["users"].client.client_list()
     return [e for e in listed if int(e["addr"].rsplit(":", 1)[1]) in ours]
 

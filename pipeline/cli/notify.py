@@ -35,7 +35,7 @@ def _wiring(cfg: VigilConfig) -> dict:
     """What the notifier takes from other sections: where the console serves snapshots, and
     the (camera, rule) pairs Home Assistant hears about before their first alert."""
     return {
-        "snapshot_base_url": cfg.console.snapshot_base_url,
+        "snapshot_base_url": cfg.console.links_base,
         "known": known_pairs([c.id for c in cfg.cameras], cfg.alerts.rules),
     }
 
@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     try:
-        ok, text = send_test(cfg, args.sink, cfg.console.snapshot_base_url)
+        ok, text = send_test(cfg, args.sink, cfg.console.links_base)
     except ValueError as e:
         return fail(e)
     sink = cfg.notify.sink(args.sink)

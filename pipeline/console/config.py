@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.common.config import StrictModel
 
@@ -36,8 +38,57 @@ class ConsoleConfig(StrictModel):
         24 * 3600.0, gt=0, description="longest time range a preview may replay"
     )
     snapshot_base_url: str | None = Field(
-        None, description="how other systems reach the console (links in notifications)"
+        None,
+        description="how other systems reach the console (links in notifications; "
+        "default public_url)",
     )
+    public_url: str | None = Field(
+        None,
+        description="the URL users reach the console at, e.g. behind a TLS proxy "
+        "(https://...: cookies are Secure); absolute links start with it",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses/networks whose X-Forwarded-For/-Proto are believed; none by default",
+    )
+    stream_recheck_s: float = Field(
+        15.0,
+        gt=0,
+        le=15,
+        description="live streams (SSE, MJPEG) re-check their session this often, then end",
+    )
+    max_streams_per_user: int = Field(8, ge=1, le=1000, description="open streams; then 429")
+    redis_max_connections: int = Field(
+        32, ge=2, le=10_000, description="per console pool (one sync, one async); then wait"
+    )
+    redis_pool_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="wait for a free pooled connection, then 503"
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, le=1024**3, description="larger request bodies get 413"
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"public_url {v!r}: give an absolute http:// or https:// URL")
+        return v.rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {item!r} is not an IP address or network"
+                ) from None
+        return v
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ConsoleConfig:
@@ -52,3 +103,13 @@ class ConsoleConfig(StrictModel):
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def links_base(self) -> str | None:
+        """Where absolute links to the console (notifications' snapshot links) start."""
+        return self.snapshot_base_url or self.public_url
+
+    @property
+    def https(self) -> bool:
+        """Users reach the console over HTTPS: it terminates TLS, or public_url says so."""
+        return self.tls or (self.public_url or "").startswith("https://")

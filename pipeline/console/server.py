@@ -33,6 +33,10 @@ class ConsoleServer:
                 log_level="warning",
                 ssl_certfile=cc.tls_cert,
                 ssl_keyfile=cc.tls_key,
+                # X-Forwarded-For/-Proto only from console.trusted_proxies (uvicorn would
+                # otherwise believe them from 127.0.0.1, e.g. any local process)
+                proxy_headers=bool(cc.trusted_proxies),
+                forwarded_allow_ips=list(cc.trusted_proxies) or None,
                 timeout_graceful_shutdown=3,
             )
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +20,10 @@ from fastapi.concurrency import run_in_threadpool
 from alerts.rules.config import RuleConfig
 from alerts.rules_registry import validate_rule
 from alerts.store import AlertStore
+from pipeline.common.config import ConfigError
 from pipeline.common.kafka import ensure_topics, make_producer
-from pipeline.common.redis import RedisKeys, redis_client
+from pipeline.common.redis import RedisKeys, warn_if_password_unused
+from pipeline.common.urls import mask_url
 from pipeline.console.auth import Principal, Role, UserStore
 from pipeline.console.topic_view import TopicView
 from pipeline.ingest.camera import CameraSpec
@@ -54,20 +57,46 @@ def _parse_rule(key: bytes | None, value: bytes) -> RuleConfig:
     return rule
 
 
+def console_client_name(key_prefix: str) -> str:
+    """The name the console's Redis connections carry (CLIENT LIST tells them from the
+    pipeline's); Redis refuses spaces and non-ASCII in names, so those become '_'."""
+    return "vigil-console@" + re.sub(r"[^!-~]", "_", key_prefix)
+
+
+def _bounded_clients(cfg: VigilConfig) -> tuple[redis.Redis, aredis.Redis]:
+    """The console's own Redis clients, each on a BlockingConnectionPool of at most
+    ``console.redis_max_connections`` (a caller waits ``redis_pool_timeout_s`` for a free one,
+    then gets 503): open streams and busy pages cannot take the connections Redis allows the
+    pipeline, even when the console runs inside ``vigil run``."""
+    rc, cc = cfg.redis, cfg.console
+    url = rc.url.get_secret_value()
+    kwargs: dict[str, Any] = {
+        "max_connections": cc.redis_max_connections,
+        "timeout": cc.redis_pool_timeout_s,
+        "socket_timeout": rc.socket_timeout_s,
+        "socket_connect_timeout": rc.socket_timeout_s,
+        "health_check_interval": 30,
+        "client_name": console_client_name(rc.key_prefix),
+    }
+    try:
+        sync = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **kwargs))
+        async_ = aredis.Redis(connection_pool=aredis.BlockingConnectionPool.from_url(url, **kwargs))
+    except ValueError as e:  # its text may quote a piece of the password
+        raise ConfigError(
+            f"redis.url {mask_url(url)!r} is not a Redis URL ({type(e).__name__}); "
+            "percent-encode '/', '?', '#' and '@' in the password"
+        ) from None
+    warn_if_password_unused(sync, url)
+    return sync, async_
+
+
 class ConsoleState:
     """Created once per app; :meth:`start` connects the views, :meth:`close` stops them."""
 
     def __init__(self, cfg: VigilConfig) -> None:
         self.cfg = cfg
         self.keys = RedisKeys(cfg.redis.key_prefix)
-        self.redis: redis.Redis = redis_client(cfg.redis)
-        url = cfg.redis.url.get_secret_value()
-        self.aredis: aredis.Redis = aredis.Redis.from_url(
-            url,
-            socket_timeout=cfg.redis.socket_timeout_s,
-            socket_connect_timeout=cfg.redis.socket_timeout_s,
-            health_check_interval=30,
-        )
+        self.redis, self.aredis = _bounded_clients(cfg)
         self.users = UserStore(cfg.redis, self.redis, max_verifying=cfg.console.login_concurrency)
         self.store = AlertStore(cfg.redis, client=self.redis)
         self.cameras: TopicView[CameraSpec] = TopicView(

@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from alerts.review import review_message, store_review
@@ -22,6 +21,7 @@ from pipeline.common.contracts import CAMERA_ID
 from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.state import ConsoleState, as_operator, principal, state
+from pipeline.console.streams import GuardedStream, open_stream
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
@@ -29,6 +29,7 @@ SCAN_CAP = 5000  # entries one list request reads at most; then it returns a cur
 SSE_BLOCK_S = 15.0  # at most; always under the Redis socket timeout (else the read times out)
 _REVIEW_FIELDS = ("review", "review_note", "reviewed_by", "reviewed_at", "review_image")
 _MAX_ID = 18446744073709551615
+_MAX_TS = 1e11  # seconds since 1970 (year 5138): its milliseconds still make a stream id
 
 
 class Filters(BaseModel):
@@ -85,8 +86,8 @@ def _item(stream_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
 @router.get("")
 def list_alerts(
     f: Filters = Depends(_filters),
-    since: float | None = None,
-    until: float | None = None,
+    since: float | None = Query(None, ge=0, le=_MAX_TS, allow_inf_nan=False),
+    until: float | None = Query(None, ge=0, le=_MAX_TS, allow_inf_nan=False),
     before: str | None = None,
     limit: int = Query(50, ge=1, le=500),
     _: Principal = Depends(principal),
@@ -132,11 +133,12 @@ async def events(
     request: Request,
     f: Filters = Depends(_filters),
     last_event_id: str | None = Query(None, description="resume after this stream id"),
-    _: Principal = Depends(principal),
+    who: Principal = Depends(principal),
     st: ConsoleState = Depends(state),
 ):
     """Server-Sent Events: one ``alert`` event per alert event written to Redis, ``id`` = its
-    stream id; a reconnecting EventSource resumes after ``Last-Event-ID``."""
+    stream id; a reconnecting EventSource resumes after ``Last-Event-ID``. Ends (after an
+    ``end`` event) once the session or token no longer allows it (docs/console.md)."""
     key = st.keys.alerts_stream(f.camera)
     after = request.headers.get("last-event-id") or last_event_id
     if after:
@@ -145,29 +147,37 @@ async def events(
         newest = await st.aredis.xrevrange(key, "+", "-", count=1)
         after = newest[0][0].decode() if newest else "0-0"
 
-    block_ms = int(min(SSE_BLOCK_S, st.cfg.redis.socket_timeout_s * 0.6) * 1000)
+    # XREAD returns at least this often, so the loop re-checks the session in time
+    block_s = min(SSE_BLOCK_S, st.cfg.redis.socket_timeout_s * 0.6, st.cfg.console.stream_recheck_s)
+    block_ms = max(1, int(block_s * 1000))
+    slot, guard = open_stream(st, request, who)
 
     async def stream():
         nonlocal after
-        yield b"retry: 2000\n\n"
-        while not await request.is_disconnected():
-            try:
-                got = await st.aredis.xread({key: after}, count=100, block=block_ms)
-            except redis.RedisError as e:
-                yield f"event: error\ndata: {json.dumps({'detail': f'Redis: {type(e).__name__}'})}\n\n".encode()
-                await asyncio.sleep(2)
-                continue
-            if not got:
-                yield b": keepalive\n\n"
-                continue
-            for sid, fields in got[0][1]:
-                after = sid.decode()
-                if f.match(fields):
-                    data = json.dumps(_item(sid, fields), separators=(",", ":"))
-                    yield f"id: {after}\nevent: alert\ndata: {data}\n\n".encode()
+        try:
+            yield b"retry: 2000\n\n"
+            while await guard.ok():
+                try:
+                    got = await st.aredis.xread({key: after}, count=100, block=block_ms)
+                except redis.RedisError as e:
+                    yield f"event: error\ndata: {json.dumps({'detail': f'Redis: {type(e).__name__}'})}\n\n".encode()
+                    await asyncio.sleep(2)
+                    continue
+                if not got:
+                    yield b": keepalive\n\n"
+                    continue
+                for sid, fields in got[0][1]:
+                    after = sid.decode()
+                    if f.match(fields):
+                        data = json.dumps(_item(sid, fields), separators=(",", ":"))
+                        yield f"id: {after}\nevent: alert\ndata: {data}\n\n".encode()
+            yield b'event: end\ndata: {"detail":"session ended or changed"}\n\n'
+        finally:
+            slot.release()
 
-    return StreamingResponse(
+    return GuardedStream(
         stream(),
+        slot,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -191,9 +201,7 @@ def snapshot(alert_id: str, _: Principal = Depends(principal), st: ConsoleState 
     jpeg = st.store.get_snapshot(alert_id) if len(alert_id) <= 64 else None
     if jpeg is None:
         raise HTTPException(404, f"no snapshot of alert {alert_id!r} (none taken, or expired)")
-    return Response(
-        jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
-    )
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/{alert_id}/review")

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from pipeline.common.config import validation_messages
@@ -18,6 +17,7 @@ from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.drawing import draw_live
 from pipeline.console.state import ConsoleState, as_operator, principal, state
+from pipeline.console.streams import GuardedStream, open_stream
 from pipeline.ingest.camera import CameraSpec, MotionOverride
 from pipeline.ingest.capture import CameraUnavailable, probe_camera
 from pipeline.ingest.registry import put_cameras, remove_cameras
@@ -191,33 +191,39 @@ async def latest_jpg(
 async def live(
     camera_id: str,
     request: Request,
-    _: Principal = Depends(principal),
+    who: Principal = Depends(principal),
     st: ConsoleState = Depends(state),
 ):
-    """MJPEG: a new part whenever the worker stored a newer frame, at most the camera's fps."""
+    """MJPEG: a new part whenever the worker stored a newer frame, at most the camera's fps;
+    ends once the session or token no longer allows it (docs/console.md)."""
     spec = await asyncio.to_thread(_known, st, camera_id)
     fps = min(spec.fps or st.cfg.ingest.default_fps, max(st.cfg.ingest.live_jpeg_fps, 0.5))
     period = 1.0 / fps
+    slot, guard = open_stream(st, request, who)
 
     async def parts():
         last_seq = None
-        while not await request.is_disconnected():
-            started = time.monotonic()
-            got = await _latest(st, camera_id)
-            if got is not None and got[1] != last_seq:
-                last_seq = got[1]
-                yield (
-                    (
-                        f"--{LIVE_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                        f"Content-Length: {len(got[0])}\r\n\r\n"
-                    ).encode()
-                    + got[0]
-                    + b"\r\n"
-                )
-            await asyncio.sleep(max(0.05, period - (time.monotonic() - started)))
+        try:
+            while await guard.ok():
+                started = time.monotonic()
+                got = await _latest(st, camera_id)
+                if got is not None and got[1] != last_seq:
+                    last_seq = got[1]
+                    yield (
+                        (
+                            f"--{LIVE_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                            f"Content-Length: {len(got[0])}\r\n\r\n"
+                        ).encode()
+                        + got[0]
+                        + b"\r\n"
+                    )
+                await asyncio.sleep(max(0.05, period - (time.monotonic() - started)))
+        finally:
+            slot.release()
 
-    return StreamingResponse(
+    return GuardedStream(
         parts(),
+        slot,
         media_type=f"multipart/x-mixed-replace; boundary={LIVE_BOUNDARY}",
         headers={"Cache-Control": "no-store"},
     )

@@ -3,6 +3,7 @@ texts), and the preview of a candidate rule on the detections Kafka recorded."""
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from typing import Any
@@ -23,7 +24,7 @@ PREVIEW_TTL_S = 600
 
 
 class PreviewRequest(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "allow_inf_nan": False}  # NaN / inf: 422, not 500
     rule: dict[str, Any]
     since_s: float | None = Field(None, gt=0, description="the last N seconds (default 3600)")
     start: float | None = Field(None, description="range start, seconds since 1970")
@@ -46,7 +47,30 @@ def rule_errors(e: RulesError) -> list[dict[str, Any]]:
     return out
 
 
+def _non_finite(value: Any, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """Where ``value`` holds a NaN or an infinity (JSON bodies may: Python reads ``NaN``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else (enumerate(value) if isinstance(value, list) else ())
+    )
+    for key, item in items:
+        found = _non_finite(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
 def _validated(raw: dict[str, Any], rule_id: str | None = None) -> RuleConfig:
+    # a rule with cooldown_s: Infinity would validate, be stored, and make every rule list a 500
+    bad = _non_finite(raw)
+    if bad is not None:
+        where = ".".join(str(p) for p in bad)
+        raise HTTPException(
+            422, [{"loc": ["body", *bad], "msg": f"{where}: must be a finite number"}]
+        )
     if rule_id is not None:
         raw = {"id": rule_id, **raw}
         if raw["id"] != rule_id:

@@ -107,7 +107,7 @@ async def login(request: Request, response: Response, st: ConsoleState = Depends
         max_age=st.cfg.console.session_max_age_s,
         httponly=True,
         samesite="strict",
-        secure=st.cfg.console.tls,
+        secure=st.cfg.console.https,
         path="/",
     )
     return _me(who)

@@ -29,6 +29,7 @@ from kafka.errors import KafkaError
 from alerts.errors import RulesError
 from alerts.rules import RuleConfig, parse_rule
 from pipeline.common.contracts import CAMERA_ID
+from pipeline.common.jsoncodec import decode_record
 from pipeline.common.kafka import (
     KafkaConfig,
     KafkaUnavailable,
@@ -37,8 +38,11 @@ from pipeline.common.kafka import (
     make_producer,
 )
 from pipeline.common.lifecycle import OutageLog
+from pipeline.common.records import SkippedRecords, reason_of
 
 log = logging.getLogger(__name__)
+# One per process: every reader of the rules topic counts into vigil_records_skipped_total
+_skipped = SkippedRecords(log, "rules")
 
 __all__ = [
     "RuleRecordError",
@@ -55,6 +59,8 @@ __all__ = [
 
 class RuleRecordError(ValueError):
     """A record of the rules topic that is not a usable rule (logged and skipped by readers)."""
+
+    reason = "invalid"
 
 
 def validate_rule(raw: dict[str, Any]) -> RuleConfig:
@@ -80,9 +86,11 @@ def rule_from_record(key: bytes | None, value: bytes | None) -> RuleConfig | Non
         return None
     name = key.decode(errors="replace") if key is not None else None
     try:
-        raw = json.loads(value)
-    except ValueError as e:  # bad JSON or bad UTF-8
-        raise RuleRecordError(f"rule record {name!r}: not JSON ({e})") from None
+        raw = decode_record(value)
+    except ValueError as e:  # too large, nested too deeply, not UTF-8, not JSON
+        err = RuleRecordError(f"rule record {name!r}: not JSON ({e})")
+        err.reason = reason_of(e)
+        raise err from None
     try:
         rule = validate_rule(raw)
     except RulesError as e:
@@ -160,7 +168,7 @@ class _Topic:
 def _apply(state: _Topic, topic: str, key: bytes | None, value: bytes | None) -> bool:
     """Apply one record; True when the valid rule set changed."""
     if key is None:
-        log.error("rules topic %s: record without a key skipped", topic)
+        _skipped.skip(f"of {topic}", "no_key", "a rule record needs its rule id as key")
         return False
     rid = key.decode(errors="replace")
     if value is None:
@@ -170,7 +178,10 @@ def _apply(state: _Topic, topic: str, key: bytes | None, value: bytes | None) ->
     try:
         rule = rule_from_record(key, value)
     except RuleRecordError as e:
-        log.error("rules topic %s: %s (skipped)", topic, e)
+        _skipped.skip(f"{rid!r} of {topic}", e.reason, str(e))
+        return False
+    except Exception as e:  # noqa: BLE001 - whatever a parser raises: skip, never stop the reader
+        _skipped.skip(f"{rid!r} of {topic}", "error", f"{type(e).__name__}: {e}")
         return False
     assert rule is not None
     old = state.rules.get(rid)

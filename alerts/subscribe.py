@@ -18,7 +18,6 @@ a matching alert; None waits forever.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -30,9 +29,13 @@ from kafka import TopicPartition
 
 from alerts.store import AlertStore, parse_entry
 from pipeline.common.contracts import Connections
+from pipeline.common.jsoncodec import decode_record
 from pipeline.common.kafka import make_consumer
+from pipeline.common.records import SkippedRecords, reason_of
 
 log = logging.getLogger(__name__)
+# Alerts on Kafka a subscriber cannot use are skipped (counted in vigil_records_skipped_total)
+_skipped = SkippedRecords(log, "alerts_subscriber")
 
 DEDUP_WINDOW = 100_000
 
@@ -149,16 +152,19 @@ def _kafka_alerts(
             for recs in batch.values():
                 for rec in recs:
                     try:
-                        alert = json.loads(rec.value)
-                    except (TypeError, ValueError):
-                        log.warning(
-                            "skipping a non-JSON message at %s[%d]@%d",
-                            topic,
-                            rec.partition,
-                            rec.offset,
+                        alert = decode_record(rec.value)
+                    except ValueError as e:  # too large or deep, not UTF-8, not JSON, no value
+                        _skipped.skip(
+                            f"{topic}[{rec.partition}]@{rec.offset}", reason_of(e), str(e)
                         )
                         continue
-                    if isinstance(alert, dict):
+                    if not isinstance(alert, dict):
+                        _skipped.skip(
+                            f"{topic}[{rec.partition}]@{rec.offset}",
+                            "invalid",
+                            f"an alert is a JSON object, not {type(alert).__name__}",
+                        )
+                    else:
                         got = True
                         yield alert
             if not got:

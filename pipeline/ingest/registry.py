@@ -6,7 +6,6 @@ worker owns which camera, and moves cameras when a worker dies or joins. No home
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,14 +16,20 @@ from pydantic import ValidationError
 
 from pipeline.common.config import format_validation_error
 from pipeline.common.contracts import validate_camera_id
+from pipeline.common.jsoncodec import decode_record
 from pipeline.common.kafka import KafkaConfig, make_consumer, make_producer
+from pipeline.common.records import SkippedRecords, reason_of
 from pipeline.ingest.camera import CameraSpec
 
 log = logging.getLogger(__name__)
+# One per process: every reader of the registry topic counts into vigil_records_skipped_total
+_skipped = SkippedRecords(log, "cameras")
 
 
 class CameraRegistryError(ValueError):
     """A record of the camera registry topic that is not a usable camera definition."""
+
+    reason = "invalid"
 
 
 def spec_from_record(key: bytes | None, value: bytes | None) -> CameraSpec | None:
@@ -32,7 +37,13 @@ def spec_from_record(key: bytes | None, value: bytes | None) -> CameraSpec | Non
     if value is None:
         return None
     try:
-        spec = CameraSpec.model_validate(json.loads(value))
+        raw = decode_record(value)
+    except ValueError as e:  # too large, nested too deeply, not UTF-8, not JSON
+        err = CameraRegistryError(f"malformed camera definition for key {key!r}: {e}")
+        err.reason = reason_of(e)
+        raise err from None
+    try:
+        spec = CameraSpec.model_validate(raw)
     except ValidationError as e:
         detail = format_validation_error(e, "camera", one_line=True)
         raise CameraRegistryError(
@@ -102,10 +113,16 @@ def read_registry(cfg: KafkaConfig, timeout_s: float = 15.0) -> dict[str, Camera
 
 
 def _apply(cameras: dict[str, CameraSpec], key: bytes | None, value: bytes | None) -> str | None:
+    """Apply one record; the camera id it changed, or None. An unusable record is skipped,
+    counted and logged: it must not stop the reader (every worker taking the partition over
+    would read it again), and the cameras already read stay as they are."""
     try:
         spec = spec_from_record(key, value)
     except CameraRegistryError as e:
-        log.error("%s (skipped)", e)
+        _skipped.skip(repr(key), e.reason, str(e))
+        return None
+    except Exception as e:  # noqa: BLE001 - whatever a parser raises, the record is skipped
+        _skipped.skip(repr(key), "error", f"{type(e).__name__}: {e}")
         return None
     if spec is None:
         if key is not None:

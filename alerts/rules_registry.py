@@ -118,8 +118,10 @@ def delete_rule(kafka_cfg: KafkaConfig, rule_id: str, timeout_s: float = 15.0) -
 
 def read_rules(kafka_cfg: KafkaConfig, timeout_s: float = 15.0) -> dict[str, RuleConfig]:
     """The current rules, by id (in id order): the topic read from the beginning to its end
-    offsets. Invalid records are logged (one line each) and skipped. ``TimeoutError`` when the
-    read takes longer than ``timeout_s``; no topic yet: no rules."""
+    offsets. Invalid records are logged and skipped (counted in vigil_records_skipped_total).
+    ``TimeoutError`` when reading the records takes longer than ``timeout_s``; no topic yet: no
+    rules. Only the latest record of each id is validated, after the read and outside its
+    deadline: validation cannot make the read time out (and the service retry it forever)."""
     return _read(kafka_cfg, timeout_s).rules
 
 
@@ -131,7 +133,7 @@ def seed_rules(
     (tombstone) counts as absent, so a YAML rule deleted live comes back at the next start
     unless it is removed from the YAML too. The topic is created when missing."""
     ensure_topics(kafka_cfg, timeout_s=timeout_s)  # the read below needs the topic
-    present = _read(kafka_cfg, timeout_s).keys
+    present = _read(kafka_cfg, timeout_s, validate=False).keys
     missing = [r for r in rules if r.id not in present]
     if missing:
         _put(kafka_cfg, missing, timeout_s)
@@ -189,7 +191,9 @@ def _apply(state: _Topic, topic: str, key: bytes | None, value: bytes | None) ->
     return old is None or old.fingerprint() != rule.fingerprint()
 
 
-def _read(kafka_cfg: KafkaConfig, timeout_s: float) -> _Topic:
+def _read(kafka_cfg: KafkaConfig, timeout_s: float, validate: bool = True) -> _Topic:
+    """The topic from its beginning to its end offsets, then (``validate``) the latest record of
+    each key parsed and validated; ``keys`` only without it."""
     topic = kafka_cfg.topics.rules
     deadline = time.monotonic() + timeout_s
     consumer = make_consumer(
@@ -199,11 +203,11 @@ def _read(kafka_cfg: KafkaConfig, timeout_s: float) -> _Topic:
         enable_auto_commit=False,
         allow_auto_create_topics=False,  # reading never creates a topic (not compacted)
     )
+    latest = _Latest()
     try:
         parts = consumer.partitions_for_topic(topic)
-        state = _Topic()
         if not parts:
-            return state
+            return _Topic()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
@@ -216,11 +220,40 @@ def _read(kafka_cfg: KafkaConfig, timeout_s: float) -> _Topic:
                 break
             for records in consumer.poll(timeout_ms=min(500, left_ms)).values():
                 for rec in records:
-                    _apply(state, topic, rec.key, rec.value)
-        state.rules = dict(sorted(state.rules.items()))
-        return state
+                    latest.add(topic, rec.key, rec.value)
     finally:
         consumer.close(autocommit=False)
+    state = _Topic()
+    if not validate:
+        state.keys = {rid for rid, (_, value) in latest.values.items() if value is not None}
+        return state
+    latest.apply(state, topic)
+    state.rules = dict(sorted(state.rules.items()))
+    return state
+
+
+class _Latest:
+    """The latest value per key of records read so far: a compacted topic's meaning, so a rule
+    rewritten many times (or a flood of records for one key) is parsed and validated once."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[bytes, bytes | None]] = {}
+
+    def add(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            _skipped.skip(f"of {topic}", "no_key", "a rule record needs its rule id as key")
+            return
+        rid = key.decode(errors="replace")
+        self.values.pop(rid, None)  # keep the order of the latest writes
+        self.values[rid] = (key, value)
+
+    def apply(self, state: _Topic, topic: str) -> bool:
+        """Apply the latest records to ``state``; True when its rule set changed."""
+        changed = False
+        for key, value in self.values.values():
+            changed |= _apply(state, topic, key, value)
+        self.values.clear()
+        return changed
 
 
 # -- the alert service ---------------------------------------------------------------------------
@@ -271,6 +304,7 @@ class RulesWatcher:
     def _run(self) -> None:
         consumer = None
         end: dict[TopicPartition, int] | None = None  # the initial read's target, then None
+        initial = _Latest()  # the initial read's records, validated once it is complete
         waiting_logged = False
         backoff = 0.2
         timeout_ms = self.cfg.request_timeout_ms
@@ -303,6 +337,10 @@ class RulesWatcher:
                             end = consumer.end_offsets(tps, timeout_ms=timeout_ms)
                     changed = False
                     for records in consumer.poll(timeout_ms=self._poll_ms).values():
+                        if end is not None:  # the initial read: only each id's latest counts
+                            for rec in records:
+                                initial.add(self.topic, rec.key, rec.value)
+                            continue
                         with self._lock:
                             for rec in records:
                                 changed |= _apply(self._state, self.topic, rec.key, rec.value)
@@ -312,6 +350,8 @@ class RulesWatcher:
                             for tp, o in end.items()
                         ):
                             end = None
+                            with self._lock:
+                                initial.apply(self._state, self.topic)
                             self.ready.set()
                             log.info(
                                 "rules topic %s read: %d rule(s)",
@@ -331,6 +371,7 @@ class RulesWatcher:
                         consumer = None
                         with self._lock:
                             self._state = _Topic()
+                        initial = _Latest()
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, self._retry_max_s)
         except Exception:  # a bug: say so once, loudly; the service keeps its current rules

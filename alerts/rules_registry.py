@@ -225,7 +225,7 @@ def _read(kafka_cfg: KafkaConfig, timeout_s: float, validate: bool = True) -> _T
         consumer.close(autocommit=False)
     state = _Topic()
     if not validate:
-        state.keys = {rid for rid, (_, value) in latest.values.items() if value is not None}
+        state.keys = {rid for rid, (_, versions) in latest.values.items() if versions}
         return state
     latest.apply(state, topic)
     state.rules = dict(sorted(state.rules.items()))
@@ -233,25 +233,36 @@ def _read(kafka_cfg: KafkaConfig, timeout_s: float, validate: bool = True) -> _T
 
 
 class _Latest:
-    """The latest value per key of records read so far: a compacted topic's meaning, so a rule
-    rewritten many times (or a flood of records for one key) is parsed and validated once."""
+    """The records read so far, per key: the versions since its last tombstone, each distinct
+    value once. Applied newest first, stopping at the first valid one, they give what applying
+    every record in order gives (an invalid record leaves the rule before it as it was), but a
+    rule rewritten many times, or a flood of copies of one record, is validated once."""
 
     def __init__(self) -> None:
-        self.values: dict[str, tuple[bytes, bytes | None]] = {}
+        self.values: dict[str, tuple[bytes, dict[bytes, None]]] = {}
 
     def add(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             _skipped.skip(f"of {topic}", "no_key", "a rule record needs its rule id as key")
             return
         rid = key.decode(errors="replace")
-        self.values.pop(rid, None)  # keep the order of the latest writes
-        self.values[rid] = (key, value)
+        entry = self.values.pop(rid, None)  # re-inserted: the order of the latest writes
+        versions: dict[bytes, None] = {} if entry is None or value is None else entry[1]
+        if value is not None:
+            versions.pop(value, None)
+            versions[value] = None
+        self.values[rid] = (key, versions)
 
     def apply(self, state: _Topic, topic: str) -> bool:
-        """Apply the latest records to ``state``; True when its rule set changed."""
+        """Apply the records to ``state`` (a fresh one); True when its rule set changed."""
         changed = False
-        for key, value in self.values.values():
-            changed |= _apply(state, topic, key, value)
+        for rid, (key, versions) in self.values.items():
+            if not versions:  # deleted
+                changed |= _apply(state, topic, key, None)
+            for value in reversed(versions):
+                changed |= _apply(state, topic, key, value)
+                if rid in state.rules:
+                    break
         self.values.clear()
         return changed
 

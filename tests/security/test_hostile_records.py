@@ -286,3 +286,24 @@ def test_alert_subscriber_survives_hostile_records(cfg: VigilConfig) -> None:
             break
     assert got[-1] == good
     assert skipped("alerts_subscriber", "too_deep") >= 2
+
+
+# -- the notifier (its alerts reader; it dead-letters) ----------------------------------------------------
+
+
+def test_notifier_survives_hostile_records(kafka_bootstrap) -> None:
+    from tests.alerts.notify.notify_helpers import Receiver, alert, make_cfg, running, webhook
+
+    with Receiver() as rx:
+        ncfg = make_cfg(kafka_bootstrap, [webhook(rx.url)])
+        topic = ncfg.kafka.topics.alerts
+        wrong = json.dumps({**alert(9), "severity": 5}).encode()
+        items = hostile(b"cam-a", wrong)
+        send(ncfg, topic, items)
+        send_without_key(ncfg, topic, DEEP, compacted=False)
+        good = alert(0)
+        send(ncfg, topic, [(b"cam-a", json.dumps(good).encode())])
+        with running(ncfg) as service:
+            reqs = rx.wait(1, 60)
+            assert wait_for(lambda: service.stats["malformed"] == len(items) + 1, 30)
+        assert [r.json["id"] for r in reqs] == [good["id"]]

@@ -41,8 +41,13 @@ from pipeline.common.lifecycle import OutageLog
 from pipeline.common.records import SkippedRecords, reason_of
 
 log = logging.getLogger(__name__)
-# One per process: every reader of the rules topic counts into vigil_records_skipped_total
-_skipped = SkippedRecords(log, "rules")
+
+
+def _skipped() -> SkippedRecords:
+    """Each reader of the topic (a read, a watcher) has its own log lines to spend, so a flood
+    read by one cannot hide another's bad records; all count in vigil_records_skipped_total."""
+    return SkippedRecords(log, "rules")
+
 
 __all__ = [
     "RuleRecordError",
@@ -167,10 +172,12 @@ class _Topic:
     keys: set[str] = field(default_factory=set)  # ids with a record, valid or not (no tombstone)
 
 
-def _apply(state: _Topic, topic: str, key: bytes | None, value: bytes | None) -> bool:
+def _apply(
+    state: _Topic, topic: str, key: bytes | None, value: bytes | None, skipped: SkippedRecords
+) -> bool:
     """Apply one record; True when the valid rule set changed."""
     if key is None:
-        _skipped.skip(f"of {topic}", "no_key", "a rule record needs its rule id as key")
+        skipped.skip(f"of {topic}", "no_key", "a rule record needs its rule id as key")
         return False
     rid = key.decode(errors="replace")
     if value is None:
@@ -180,10 +187,10 @@ def _apply(state: _Topic, topic: str, key: bytes | None, value: bytes | None) ->
     try:
         rule = rule_from_record(key, value)
     except RuleRecordError as e:
-        _skipped.skip(f"{rid!r} of {topic}", e.reason, str(e))
+        skipped.skip(f"{rid!r} of {topic}", e.reason, str(e))
         return False
     except Exception as e:  # noqa: BLE001 - whatever a parser raises: skip, never stop the reader
-        _skipped.skip(f"{rid!r} of {topic}", "error", f"{type(e).__name__}: {e}")
+        skipped.skip(f"{rid!r} of {topic}", "error", f"{type(e).__name__}: {e}")
         return False
     assert rule is not None
     old = state.rules.get(rid)
@@ -203,7 +210,7 @@ def _read(kafka_cfg: KafkaConfig, timeout_s: float, validate: bool = True) -> _T
         enable_auto_commit=False,
         allow_auto_create_topics=False,  # reading never creates a topic (not compacted)
     )
-    latest = _Latest()
+    latest = _Latest(_skipped())
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
@@ -238,12 +245,13 @@ class _Latest:
     every record in order gives (an invalid record leaves the rule before it as it was), but a
     rule rewritten many times, or a flood of copies of one record, is validated once."""
 
-    def __init__(self) -> None:
+    def __init__(self, skipped: SkippedRecords) -> None:
+        self.skipped = skipped
         self.values: dict[str, tuple[bytes, dict[bytes, None]]] = {}
 
     def add(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         if key is None:
-            _skipped.skip(f"of {topic}", "no_key", "a rule record needs its rule id as key")
+            self.skipped.skip(f"of {topic}", "no_key", "a rule record needs its rule id as key")
             return
         rid = key.decode(errors="replace")
         entry = self.values.pop(rid, None)  # re-inserted: the order of the latest writes
@@ -258,9 +266,9 @@ class _Latest:
         changed = False
         for rid, (key, versions) in self.values.items():
             if not versions:  # deleted
-                changed |= _apply(state, topic, key, None)
+                changed |= _apply(state, topic, key, None, self.skipped)
             for value in reversed(versions):
-                changed |= _apply(state, topic, key, value)
+                changed |= _apply(state, topic, key, value, self.skipped)
                 if rid in state.rules:
                     break
         self.values.clear()
@@ -292,6 +300,7 @@ class RulesWatcher:
         self._poll_ms = poll_timeout_ms
         self._retry_max_s = retry_max_s
         self._state = _Topic()
+        self._skipped = _skipped()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.ready = threading.Event()  # set once the initial read is complete
@@ -315,7 +324,7 @@ class RulesWatcher:
     def _run(self) -> None:
         consumer = None
         end: dict[TopicPartition, int] | None = None  # the initial read's target, then None
-        initial = _Latest()  # the initial read's records, validated once it is complete
+        initial = _Latest(self._skipped)  # the initial read's records, validated at its end
         waiting_logged = False
         backoff = 0.2
         timeout_ms = self.cfg.request_timeout_ms
@@ -354,7 +363,9 @@ class RulesWatcher:
                             continue
                         with self._lock:
                             for rec in records:
-                                changed |= _apply(self._state, self.topic, rec.key, rec.value)
+                                changed |= _apply(
+                                    self._state, self.topic, rec.key, rec.value, self._skipped
+                                )
                     if end is not None:
                         if all(
                             consumer.position(tp, timeout_ms=timeout_ms) >= o
@@ -382,7 +393,7 @@ class RulesWatcher:
                         consumer = None
                         with self._lock:
                             self._state = _Topic()
-                        initial = _Latest()
+                        initial = _Latest(self._skipped)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, self._retry_max_s)
         except Exception:  # a bug: say so once, loudly; the service keeps its current rules

@@ -34,8 +34,6 @@ from pipeline.common.kafka import make_consumer
 from pipeline.common.records import SkippedRecords, reason_of
 
 log = logging.getLogger(__name__)
-# Alerts on Kafka a subscriber cannot use are skipped (counted in vigil_records_skipped_total)
-_skipped = SkippedRecords(log, "alerts_subscriber")
 
 DEDUP_WINDOW = 100_000
 
@@ -115,6 +113,8 @@ def _kafka_alerts(
     cfg: Connections, from_beginning: bool, on_ready: Callable[[], None] | None
 ) -> Iterator[dict[str, Any] | None]:
     topic = cfg.kafka.topics.alerts
+    # records a subscriber cannot use are skipped (counted in vigil_records_skipped_total)
+    skipped = SkippedRecords(log, "alerts_subscriber")
     consumer = make_consumer(
         cfg.kafka,
         "alerts-subscriber",
@@ -154,12 +154,10 @@ def _kafka_alerts(
                     try:
                         alert = decode_record(rec.value)
                     except ValueError as e:  # too large or deep, not UTF-8, not JSON, no value
-                        _skipped.skip(
-                            f"{topic}[{rec.partition}]@{rec.offset}", reason_of(e), str(e)
-                        )
+                        skipped.skip(f"{topic}[{rec.partition}]@{rec.offset}", reason_of(e), str(e))
                         continue
                     if not isinstance(alert, dict):
-                        _skipped.skip(
+                        skipped.skip(
                             f"{topic}[{rec.partition}]@{rec.offset}",
                             "invalid",
                             f"an alert is a JSON object, not {type(alert).__name__}",

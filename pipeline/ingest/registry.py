@@ -22,8 +22,12 @@ from pipeline.common.records import SkippedRecords, reason_of
 from pipeline.ingest.camera import CameraSpec
 
 log = logging.getLogger(__name__)
-# One per process: every reader of the registry topic counts into vigil_records_skipped_total
-_skipped = SkippedRecords(log, "cameras")
+
+
+def _skipped() -> SkippedRecords:
+    """Each reader of the registry (a read, a watcher) has its own log lines to spend, so a
+    flood read by one cannot hide another's; all count in vigil_records_skipped_total."""
+    return SkippedRecords(log, "cameras")
 
 
 class CameraRegistryError(ValueError):
@@ -100,29 +104,35 @@ def read_registry(cfg: KafkaConfig, timeout_s: float = 15.0) -> dict[str, Camera
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
         cameras: dict[str, CameraSpec] = {}
+        skipped = _skipped()
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in tps):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {cfg.topics.cameras} did not finish in {timeout_s}s")
             for records in consumer.poll(timeout_ms=500).values():
                 for rec in records:
-                    _apply(cameras, rec.key, rec.value)
+                    _apply(cameras, rec.key, rec.value, skipped)
         return cameras
     finally:
         consumer.close()
 
 
-def _apply(cameras: dict[str, CameraSpec], key: bytes | None, value: bytes | None) -> str | None:
+def _apply(
+    cameras: dict[str, CameraSpec],
+    key: bytes | None,
+    value: bytes | None,
+    skipped: SkippedRecords,
+) -> str | None:
     """Apply one record; the camera id it changed, or None. An unusable record is skipped,
     counted and logged: it must not stop the reader (every worker taking the partition over
     would read it again), and the cameras already read stay as they are."""
     try:
         spec = spec_from_record(key, value)
     except CameraRegistryError as e:
-        _skipped.skip(repr(key), e.reason, str(e))
+        skipped.skip(repr(key), e.reason, str(e))
         return None
     except Exception as e:  # noqa: BLE001 - whatever a parser raises, the record is skipped
-        _skipped.skip(repr(key), "error", f"{type(e).__name__}: {e}")
+        skipped.skip(repr(key), "error", f"{type(e).__name__}: {e}")
         return None
     if spec is None:
         if key is not None:
@@ -158,6 +168,7 @@ class RegistryWatcher:
         self._catch_up: dict[TopicPartition, int] | None = None
         self._new_assignment: list[TopicPartition] | None = None
         self._stop = threading.Event()
+        self._skipped = _skipped()
         self.consumer = make_consumer(
             cfg,
             client_suffix,
@@ -215,7 +226,7 @@ class RegistryWatcher:
                 for tp, records in batches.items():
                     cams = self._by_partition.setdefault(tp.partition, {})
                     for rec in records:
-                        changed |= _apply(cams, rec.key, rec.value) is not None
+                        changed |= _apply(cams, rec.key, rec.value, self._skipped) is not None
                 if self._new_assignment is not None:
                     parts, self._new_assignment = self._new_assignment, None
                     self._catch_up = self.consumer.end_offsets(parts) if parts else {}

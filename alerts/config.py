@@ -72,6 +72,10 @@ class AlertServiceConfig(StrictModel):
     # clock (or a forged one) must not move a camera's time far away for good. null: no bound.
     max_future_s: float | None = Field(300.0, gt=0)
     max_age_s: float | None = Field(24 * 3600.0, gt=0)
+    # A detection message whose reader epoch lies further ahead of this service's clock or of
+    # its own capture_ts is dead-lettered: the newest epoch owns a camera, so one forged message
+    # with a future epoch would otherwise mute the camera's real reader. null: no bound.
+    max_clock_skew_s: float | None = Field(60.0, gt=0)
     # Rules from the compacted topic kafka.topics.rules (seeded with the YAML's rules it does not
     # have yet), changes applied within seconds without a restart (docs/rules.md, "Live rules").
     # false: the YAML's rules only, read once at start.

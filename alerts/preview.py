@@ -28,11 +28,11 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from alerts.config import AlertsConfig, AlertsSettings, RuleConfig, parse_alerts_config
 from alerts.engine import RuleEngine
-from alerts.envelope import check_envelope
+from alerts.envelope import check_envelope, check_epoch
 from alerts.events import AlertEvent
 from alerts.snapshots import render_snapshot
 from pipeline.common.contracts import CAMERA_ID
-from pipeline.common.jsoncodec import loads
+from pipeline.common.jsoncodec import decode_record
 from pipeline.common.kafka import KafkaConfig, make_consumer
 from pipeline.common.redis import RedisKeys, redis_client
 
@@ -309,9 +309,7 @@ class _Scan:
             if wanted is not None and rec.key not in wanted:
                 continue  # another camera: not even decoded
             try:
-                if rec.value is None:
-                    raise ValueError("empty message (null value)")
-                msg = loads(rec.value)
+                msg = decode_record(rec.value)  # bounded size and depth, like the service
                 # The key must be the camera id: compared here (the usual case, cheap), and by
                 # the service's own check, for its error, when it is not.
                 key = rec.key
@@ -322,8 +320,11 @@ class _Scan:
                 ):
                     check_envelope(rec, msg, None, None)
                 _check_times(rec.timestamp, msg, svc.max_future_s, svc.max_age_s)
+                if type(msg) is dict:  # the service's epoch check, at the time of recording
+                    at = rec.timestamp / 1000.0 if rec.timestamp >= 0 else None
+                    check_epoch(msg, svc.max_clock_skew_s, now=at)
                 events = engine.process(msg)
-            except (ValueError, RecursionError):  # what the service dead-letters
+            except ValueError:  # what the service dead-letters
                 self.skipped += 1
                 continue
             except Exception:  # a rule bug: the service parks the message, so do we

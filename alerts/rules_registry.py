@@ -29,6 +29,7 @@ from kafka.errors import KafkaError
 from alerts.errors import RulesError
 from alerts.rules import RuleConfig, parse_rule
 from pipeline.common.contracts import CAMERA_ID
+from pipeline.common.jsoncodec import decode_record
 from pipeline.common.kafka import (
     KafkaConfig,
     KafkaUnavailable,
@@ -37,8 +38,16 @@ from pipeline.common.kafka import (
     make_producer,
 )
 from pipeline.common.lifecycle import OutageLog
+from pipeline.common.records import SkippedRecords, reason_of
 
 log = logging.getLogger(__name__)
+
+
+def _skipped() -> SkippedRecords:
+    """Each reader of the topic (a read, a watcher) has its own log lines to spend, so a flood
+    read by one cannot hide another's bad records; all count in vigil_records_skipped_total."""
+    return SkippedRecords(log, "rules")
+
 
 __all__ = [
     "RuleRecordError",
@@ -55,6 +64,8 @@ __all__ = [
 
 class RuleRecordError(ValueError):
     """A record of the rules topic that is not a usable rule (logged and skipped by readers)."""
+
+    reason = "invalid"
 
 
 def validate_rule(raw: dict[str, Any]) -> RuleConfig:
@@ -80,9 +91,11 @@ def rule_from_record(key: bytes | None, value: bytes | None) -> RuleConfig | Non
         return None
     name = key.decode(errors="replace") if key is not None else None
     try:
-        raw = json.loads(value)
-    except ValueError as e:  # bad JSON or bad UTF-8
-        raise RuleRecordError(f"rule record {name!r}: not JSON ({e})") from None
+        raw = decode_record(value)
+    except ValueError as e:  # too large, nested too deeply, not UTF-8, not JSON
+        err = RuleRecordError(f"rule record {name!r}: not JSON ({e})")
+        err.reason = reason_of(e)
+        raise err from None
     try:
         rule = validate_rule(raw)
     except RulesError as e:
@@ -110,8 +123,10 @@ def delete_rule(kafka_cfg: KafkaConfig, rule_id: str, timeout_s: float = 15.0) -
 
 def read_rules(kafka_cfg: KafkaConfig, timeout_s: float = 15.0) -> dict[str, RuleConfig]:
     """The current rules, by id (in id order): the topic read from the beginning to its end
-    offsets. Invalid records are logged (one line each) and skipped. ``TimeoutError`` when the
-    read takes longer than ``timeout_s``; no topic yet: no rules."""
+    offsets. Invalid records are logged and skipped (counted in vigil_records_skipped_total).
+    ``TimeoutError`` when reading the records takes longer than ``timeout_s``; no topic yet: no
+    rules. Only the latest record of each id is validated, after the read and outside its
+    deadline: validation cannot make the read time out (and the service retry it forever)."""
     return _read(kafka_cfg, timeout_s).rules
 
 
@@ -123,7 +138,7 @@ def seed_rules(
     (tombstone) counts as absent, so a YAML rule deleted live comes back at the next start
     unless it is removed from the YAML too. The topic is created when missing."""
     ensure_topics(kafka_cfg, timeout_s=timeout_s)  # the read below needs the topic
-    present = _read(kafka_cfg, timeout_s).keys
+    present = _read(kafka_cfg, timeout_s, validate=False).keys
     missing = [r for r in rules if r.id not in present]
     if missing:
         _put(kafka_cfg, missing, timeout_s)
@@ -157,10 +172,12 @@ class _Topic:
     keys: set[str] = field(default_factory=set)  # ids with a record, valid or not (no tombstone)
 
 
-def _apply(state: _Topic, topic: str, key: bytes | None, value: bytes | None) -> bool:
+def _apply(
+    state: _Topic, topic: str, key: bytes | None, value: bytes | None, skipped: SkippedRecords
+) -> bool:
     """Apply one record; True when the valid rule set changed."""
     if key is None:
-        log.error("rules topic %s: record without a key skipped", topic)
+        skipped.skip(f"of {topic}", "no_key", "a rule record needs its rule id as key")
         return False
     rid = key.decode(errors="replace")
     if value is None:
@@ -170,7 +187,10 @@ def _apply(state: _Topic, topic: str, key: bytes | None, value: bytes | None) ->
     try:
         rule = rule_from_record(key, value)
     except RuleRecordError as e:
-        log.error("rules topic %s: %s (skipped)", topic, e)
+        skipped.skip(f"{rid!r} of {topic}", e.reason, str(e))
+        return False
+    except Exception as e:  # noqa: BLE001 - whatever a parser raises: skip, never stop the reader
+        skipped.skip(f"{rid!r} of {topic}", "error", f"{type(e).__name__}: {e}")
         return False
     assert rule is not None
     old = state.rules.get(rid)
@@ -178,7 +198,9 @@ def _apply(state: _Topic, topic: str, key: bytes | None, value: bytes | None) ->
     return old is None or old.fingerprint() != rule.fingerprint()
 
 
-def _read(kafka_cfg: KafkaConfig, timeout_s: float) -> _Topic:
+def _read(kafka_cfg: KafkaConfig, timeout_s: float, validate: bool = True) -> _Topic:
+    """The topic from its beginning to its end offsets, then (``validate``) the latest record of
+    each key parsed and validated; ``keys`` only without it."""
     topic = kafka_cfg.topics.rules
     deadline = time.monotonic() + timeout_s
     consumer = make_consumer(
@@ -188,11 +210,11 @@ def _read(kafka_cfg: KafkaConfig, timeout_s: float) -> _Topic:
         enable_auto_commit=False,
         allow_auto_create_topics=False,  # reading never creates a topic (not compacted)
     )
+    latest = _Latest(_skipped())
     try:
         parts = consumer.partitions_for_topic(topic)
-        state = _Topic()
         if not parts:
-            return state
+            return _Topic()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
@@ -205,11 +227,52 @@ def _read(kafka_cfg: KafkaConfig, timeout_s: float) -> _Topic:
                 break
             for records in consumer.poll(timeout_ms=min(500, left_ms)).values():
                 for rec in records:
-                    _apply(state, topic, rec.key, rec.value)
-        state.rules = dict(sorted(state.rules.items()))
-        return state
+                    latest.add(topic, rec.key, rec.value)
     finally:
         consumer.close(autocommit=False)
+    state = _Topic()
+    if not validate:
+        state.keys = {rid for rid, (_, versions) in latest.values.items() if versions}
+        return state
+    latest.apply(state, topic)
+    state.rules = dict(sorted(state.rules.items()))
+    return state
+
+
+class _Latest:
+    """The records read so far, per key: the versions since its last tombstone, each distinct
+    value once. Applied newest first, stopping at the first valid one, they give what applying
+    every record in order gives (an invalid record leaves the rule before it as it was), but a
+    rule rewritten many times, or a flood of copies of one record, is validated once."""
+
+    def __init__(self, skipped: SkippedRecords) -> None:
+        self.skipped = skipped
+        self.values: dict[str, tuple[bytes, dict[bytes, None]]] = {}
+
+    def add(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            self.skipped.skip(f"of {topic}", "no_key", "a rule record needs its rule id as key")
+            return
+        rid = key.decode(errors="replace")
+        entry = self.values.pop(rid, None)  # re-inserted: the order of the latest writes
+        versions: dict[bytes, None] = {} if entry is None or value is None else entry[1]
+        if value is not None:
+            versions.pop(value, None)
+            versions[value] = None
+        self.values[rid] = (key, versions)
+
+    def apply(self, state: _Topic, topic: str) -> bool:
+        """Apply the records to ``state`` (a fresh one); True when its rule set changed."""
+        changed = False
+        for rid, (key, versions) in self.values.items():
+            if not versions:  # deleted
+                changed |= _apply(state, topic, key, None, self.skipped)
+            for value in reversed(versions):
+                changed |= _apply(state, topic, key, value, self.skipped)
+                if rid in state.rules:
+                    break
+        self.values.clear()
+        return changed
 
 
 # -- the alert service ---------------------------------------------------------------------------
@@ -237,6 +300,7 @@ class RulesWatcher:
         self._poll_ms = poll_timeout_ms
         self._retry_max_s = retry_max_s
         self._state = _Topic()
+        self._skipped = _skipped()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.ready = threading.Event()  # set once the initial read is complete
@@ -260,6 +324,7 @@ class RulesWatcher:
     def _run(self) -> None:
         consumer = None
         end: dict[TopicPartition, int] | None = None  # the initial read's target, then None
+        initial = _Latest(self._skipped)  # the initial read's records, validated at its end
         waiting_logged = False
         backoff = 0.2
         timeout_ms = self.cfg.request_timeout_ms
@@ -292,15 +357,23 @@ class RulesWatcher:
                             end = consumer.end_offsets(tps, timeout_ms=timeout_ms)
                     changed = False
                     for records in consumer.poll(timeout_ms=self._poll_ms).values():
+                        if end is not None:  # the initial read: only each id's latest counts
+                            for rec in records:
+                                initial.add(self.topic, rec.key, rec.value)
+                            continue
                         with self._lock:
                             for rec in records:
-                                changed |= _apply(self._state, self.topic, rec.key, rec.value)
+                                changed |= _apply(
+                                    self._state, self.topic, rec.key, rec.value, self._skipped
+                                )
                     if end is not None:
                         if all(
                             consumer.position(tp, timeout_ms=timeout_ms) >= o
                             for tp, o in end.items()
                         ):
                             end = None
+                            with self._lock:
+                                initial.apply(self._state, self.topic)
                             self.ready.set()
                             log.info(
                                 "rules topic %s read: %d rule(s)",
@@ -320,6 +393,7 @@ class RulesWatcher:
                         consumer = None
                         with self._lock:
                             self._state = _Topic()
+                        initial = _Latest(self._skipped)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, self._retry_max_s)
         except Exception:  # a bug: say so once, loudly; the service keeps its current rules

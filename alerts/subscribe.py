@@ -18,7 +18,6 @@ a matching alert; None waits forever.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -30,7 +29,9 @@ from kafka import TopicPartition
 
 from alerts.store import AlertStore, parse_entry
 from pipeline.common.contracts import Connections
+from pipeline.common.jsoncodec import decode_record
 from pipeline.common.kafka import make_consumer
+from pipeline.common.records import SkippedRecords, reason_of
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ def _kafka_alerts(
     cfg: Connections, from_beginning: bool, on_ready: Callable[[], None] | None
 ) -> Iterator[dict[str, Any] | None]:
     topic = cfg.kafka.topics.alerts
+    # records a subscriber cannot use are skipped (counted in vigil_records_skipped_total)
+    skipped = SkippedRecords(log, "alerts_subscriber")
     consumer = make_consumer(
         cfg.kafka,
         "alerts-subscriber",
@@ -149,16 +152,17 @@ def _kafka_alerts(
             for recs in batch.values():
                 for rec in recs:
                     try:
-                        alert = json.loads(rec.value)
-                    except (TypeError, ValueError):
-                        log.warning(
-                            "skipping a non-JSON message at %s[%d]@%d",
-                            topic,
-                            rec.partition,
-                            rec.offset,
-                        )
+                        alert = decode_record(rec.value)
+                    except ValueError as e:  # too large or deep, not UTF-8, not JSON, no value
+                        skipped.skip(f"{topic}[{rec.partition}]@{rec.offset}", reason_of(e), str(e))
                         continue
-                    if isinstance(alert, dict):
+                    if not isinstance(alert, dict):
+                        skipped.skip(
+                            f"{topic}[{rec.partition}]@{rec.offset}",
+                            "invalid",
+                            f"an alert is a JSON object, not {type(alert).__name__}",
+                        )
+                    else:
                         got = True
                         yield alert
             if not got:

@@ -47,7 +47,7 @@ from alerts.notify.sinks.base import synthetic_alert
 from alerts.rules import RuleConfig
 from alerts.store import AlertStore
 from pipeline.common.contracts import CAMERA_ID
-from pipeline.common.jsoncodec import loads
+from pipeline.common.jsoncodec import decode_record
 from pipeline.common.kafka import (
     KafkaUnavailable,
     connection_count,
@@ -310,10 +310,8 @@ class NotifyService:
         self._tracked += 1
         self.stats["records"] += 1
         try:
-            if rec.value is None:
-                raise ValueError("empty message (null value)")
-            alert = check_alert(loads(rec.value))
-        except (ValueError, RecursionError) as e:
+            alert = check_alert(decode_record(rec.value))  # bounded size and depth
+        except ValueError as e:  # no value, too large or deep, not UTF-8 or JSON, not an alert
             self.stats["malformed"] += 1
             self._malformed.inc()
             with self._settle_lock:

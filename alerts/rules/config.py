@@ -32,7 +32,19 @@ def _check_point(p: tuple[float, float], what: str) -> None:
         )
 
 
+# Points per zone. Validating a zone compares every edge with every other (quadratic): without a
+# bound, one zone of a few thousand points saved on the live rules topic kept the alert service
+# from starting. 256 is far more than any drawn zone needs.
+MAX_ZONE_POINTS = 256
+
+
+def _too_many_points(n: int) -> str:
+    return f"{n} points; at most {MAX_ZONE_POINTS} are allowed (simplify the polygon)"
+
+
 def validate_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    if len(points) > MAX_ZONE_POINTS:
+        raise ValueError(_too_many_points(len(points)))
     if len(points) < 3:
         raise ValueError("polygon needs at least 3 points")
     for i, p in enumerate(points):
@@ -112,6 +124,14 @@ class ZoneRuleConfig(RuleConfig):
     zone: list[tuple[float, float]] | None = None
     anchor: Anchor = "bottom_center"
     _polygon: Polygon | None = PrivateAttr(default=None)
+
+    @field_validator("zone", mode="before")
+    @classmethod
+    def _zone_size(cls, v: Any) -> Any:
+        """The bound before the points are parsed one by one (a huge list costs nothing)."""
+        if isinstance(v, list | tuple) and len(v) > MAX_ZONE_POINTS:
+            raise ValueError(_too_many_points(len(v)))
+        return v
 
     @field_validator("zone")
     @classmethod

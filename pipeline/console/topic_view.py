@@ -18,9 +18,16 @@ from kafka import TopicPartition
 
 from pipeline.common.kafka import KafkaConfig, KafkaUnavailable, connection_count, make_consumer
 from pipeline.common.lifecycle import OutageLog
+from pipeline.common.records import SkippedRecords, reason_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _reason(error: Exception) -> str:
+    """The metric label of a parser's error (the registries' errors carry the decoder's)."""
+    reason = getattr(error, "reason", None)
+    return reason if isinstance(reason, str) else reason_of(error)
 
 
 class TopicView(Generic[T]):
@@ -50,6 +57,7 @@ class TopicView(Generic[T]):
         self._consumer = None
         self._thread = threading.Thread(target=self._run, name=f"console-{name}", daemon=True)
         self.kafka_state = OutageLog(log, f"Kafka at {cfg.bootstrap_servers} (console {name})")
+        self.skipped = SkippedRecords(log, f"console_{name}")
 
     def start(self) -> TopicView[T]:
         self._thread.start()
@@ -102,7 +110,11 @@ class TopicView(Generic[T]):
         return True
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one record. An unusable one is skipped, counted and logged, whatever its parser
+        raised: an exception out of here would restart the view's read forever (every edit
+        answering 503), and the last good value of its key stays."""
         if key is None:
+            self.skipped.skip(f"of {self.topic}", "no_key", "a record needs a key")
             return
         k = key.decode(errors="replace")
         if value is None:
@@ -110,8 +122,8 @@ class TopicView(Generic[T]):
             return
         try:
             self.items[k] = self.parse(key, value)
-        except ValueError as e:
-            log.error("console: %s record %r skipped: %s", self.topic, k, e)
+        except Exception as e:  # noqa: BLE001 - see above; the decoder's own errors included
+            self.skipped.skip(f"{k!r} of {self.topic}", _reason(e), f"{type(e).__name__}: {e}")
 
     def _run(self) -> None:
         backoff = 0.5

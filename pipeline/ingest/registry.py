@@ -6,7 +6,6 @@ worker owns which camera, and moves cameras when a worker dies or joins. No home
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,14 +16,24 @@ from pydantic import ValidationError
 
 from pipeline.common.config import format_validation_error
 from pipeline.common.contracts import validate_camera_id
+from pipeline.common.jsoncodec import decode_record
 from pipeline.common.kafka import KafkaConfig, make_consumer, make_producer
+from pipeline.common.records import SkippedRecords, reason_of
 from pipeline.ingest.camera import CameraSpec
 
 log = logging.getLogger(__name__)
 
 
+def _skipped() -> SkippedRecords:
+    """Each reader of the registry (a read, a watcher) has its own log lines to spend, so a
+    flood read by one cannot hide another's; all count in vigil_records_skipped_total."""
+    return SkippedRecords(log, "cameras")
+
+
 class CameraRegistryError(ValueError):
     """A record of the camera registry topic that is not a usable camera definition."""
+
+    reason = "invalid"
 
 
 def spec_from_record(key: bytes | None, value: bytes | None) -> CameraSpec | None:
@@ -32,7 +41,13 @@ def spec_from_record(key: bytes | None, value: bytes | None) -> CameraSpec | Non
     if value is None:
         return None
     try:
-        spec = CameraSpec.model_validate(json.loads(value))
+        raw = decode_record(value)
+    except ValueError as e:  # too large, nested too deeply, not UTF-8, not JSON
+        err = CameraRegistryError(f"malformed camera definition for key {key!r}: {e}")
+        err.reason = reason_of(e)
+        raise err from None
+    try:
+        spec = CameraSpec.model_validate(raw)
     except ValidationError as e:
         detail = format_validation_error(e, "camera", one_line=True)
         raise CameraRegistryError(
@@ -89,23 +104,35 @@ def read_registry(cfg: KafkaConfig, timeout_s: float = 15.0) -> dict[str, Camera
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
         cameras: dict[str, CameraSpec] = {}
+        skipped = _skipped()
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in tps):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {cfg.topics.cameras} did not finish in {timeout_s}s")
             for records in consumer.poll(timeout_ms=500).values():
                 for rec in records:
-                    _apply(cameras, rec.key, rec.value)
+                    _apply(cameras, rec.key, rec.value, skipped)
         return cameras
     finally:
         consumer.close()
 
 
-def _apply(cameras: dict[str, CameraSpec], key: bytes | None, value: bytes | None) -> str | None:
+def _apply(
+    cameras: dict[str, CameraSpec],
+    key: bytes | None,
+    value: bytes | None,
+    skipped: SkippedRecords,
+) -> str | None:
+    """Apply one record; the camera id it changed, or None. An unusable record is skipped,
+    counted and logged: it must not stop the reader (every worker taking the partition over
+    would read it again), and the cameras already read stay as they are."""
     try:
         spec = spec_from_record(key, value)
     except CameraRegistryError as e:
-        log.error("%s (skipped)", e)
+        skipped.skip(repr(key), e.reason, str(e))
+        return None
+    except Exception as e:  # noqa: BLE001 - whatever a parser raises, the record is skipped
+        skipped.skip(repr(key), "error", f"{type(e).__name__}: {e}")
         return None
     if spec is None:
         if key is not None:
@@ -141,6 +168,7 @@ class RegistryWatcher:
         self._catch_up: dict[TopicPartition, int] | None = None
         self._new_assignment: list[TopicPartition] | None = None
         self._stop = threading.Event()
+        self._skipped = _skipped()
         self.consumer = make_consumer(
             cfg,
             client_suffix,
@@ -198,7 +226,7 @@ class RegistryWatcher:
                 for tp, records in batches.items():
                     cams = self._by_partition.setdefault(tp.partition, {})
                     for rec in records:
-                        changed |= _apply(cams, rec.key, rec.value) is not None
+                        changed |= _apply(cams, rec.key, rec.value, self._skipped) is not None
                 if self._new_assignment is not None:
                     parts, self._new_assignment = self._new_assignment, None
                     self._catch_up = self.consumer.end_offsets(parts) if parts else {}

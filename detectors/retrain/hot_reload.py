@@ -163,6 +163,10 @@ class HotReloader:
                         self._refused_entry = entry
                         RELOAD_REFUSED.labels(reason="no_key").inc()
                         RELOAD_FAILURES.inc()
+                        with contextlib.suppress(Exception):
+                            self.registry.report_worker(
+                                self.worker_id, self.current, "refused", "no model signing key"
+                            )
                     return False
                 self.registry.verify(mv, key)
             except ModelRefused as e:

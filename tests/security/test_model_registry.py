@@ -254,12 +254,12 @@ def test_unsigned_or_wrongly_signed_model_is_refused(world):
 
 
 def test_without_a_signing_key_hot_reload_is_refused_with_one_log_line(world, caplog):
-    world.reg.cfg = world.reg.cfg.model_copy(
-        update={"signing_key_file": str(world.tmp / "missing.key")}
-    )
+    """A worker whose key file is missing keeps its model, says once which file it expects,
+    and loads the (properly promoted) production model once the file is there."""
     converted = next(cache_dir().glob("*.pt"))
-    v2 = world.reg.register(converted, verify=False)
-    world.reg.client.set(world.reg.key("production"), v2.version)
+    v2 = promote_checked(world.reg, str(converted), reason="signed on the promoting host")
+    with_key = world.reg.cfg
+    world.reg.cfg = with_key.model_copy(update={"signing_key_file": str(world.tmp / "missing.key")})
     before = refused("no_key")
     with caplog.at_level(logging.ERROR, logger="detectors.retrain.hot_reload"):
         assert world.reloader.check() is False
@@ -267,7 +267,12 @@ def test_without_a_signing_key_hot_reload_is_refused_with_one_log_line(world, ca
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "missing.key" in lines[0] and "signing_key_file" in lines[0], lines
     assert refused("no_key") == before + 1
+    assert world.reg.workers()[world.reloader.worker_id]["status"] == "refused"
     world.assert_still_running_v1()
+
+    world.reg.cfg = with_key  # the key file installed on the worker
+    assert world.reloader.check() is True
+    assert world.reloader.current == v2.version
 
 
 def test_model_promoted_with_the_cli_still_hot_reloads(world, tmp_path, capsys):

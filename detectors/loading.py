@@ -8,11 +8,14 @@ passed to ``ultralytics.YOLO``. Legacy YOLOv5 checkpoints are converted first (s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import pickle
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -162,6 +165,45 @@ def precision_kwargs(half: bool) -> dict:
     from ultralytics.cfg import DEFAULT_CFG_DICT  # noqa: PLC0415 (heavy: ultralytics)
 
     return {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
+
+
+_safe_lock = threading.Lock()
+_safe_depth = 0  # nested or concurrent safe loads
+_safe_saved: list[bool] = []  # the flag as it was before the outermost one
+
+
+@contextlib.contextmanager
+def safe_loading() -> Iterator[None]:
+    """Within: ultralytics loads ``.pt`` files with ``torch.load(weights_only=True)``.
+
+    For weights that come from the model registry or from outside: a pickle that names anything
+    but tensors and known layer classes is refused instead of run. ultralytics reads its
+    ``SAFE_LOAD`` flag (``ULTRALYTICS_SAFE_LOAD=1``) on each load, so it is raised here for the
+    process while any such load runs (other loads meanwhile are only stricter).
+    """
+    global _safe_depth
+    from ultralytics.nn import tasks  # noqa: PLC0415 (heavy: ultralytics)
+
+    if not hasattr(tasks, "SAFE_LOAD") or not getattr(
+        getattr(tasks, "_SafeLoad", None), "SUPPORTED", False
+    ):
+        raise WeightsError(
+            "this ultralytics cannot load weights with torch.load(weights_only=True); "
+            "upgrade it (pyproject.toml's range) to load registry or imported models"
+        )
+    yolov5_legacy.register_safe_globals()
+    with _safe_lock:
+        if _safe_depth == 0:
+            _safe_saved.append(tasks.SAFE_LOAD)
+            tasks.SAFE_LOAD = True
+        _safe_depth += 1
+    try:
+        yield
+    finally:
+        with _safe_lock:
+            _safe_depth -= 1
+            if _safe_depth == 0:
+                tasks.SAFE_LOAD = _safe_saved.pop()
 
 
 def _is_stale(model: YOLO) -> bool:

@@ -133,6 +133,11 @@ class ModelsConfig(StrictModel):
     )
     name: str = Field("detector", pattern=ID_PATTERN)
     poll_interval_s: float = Field(5.0, gt=0, description="fallback when a pub/sub notice is lost")
+    signing_key_file: str | None = Field(
+        "${VIGIL_STATE:-.vigil}/model-signing.key",
+        description="HMAC key that signs promotions; workers load only entries signed with it "
+        "(promoting creates it on first use; null: hot reload and promotion refused)",
+    )
     promotion: PromotionConfig = PromotionConfig()
     drift: DriftConfig = DriftConfig()
 
@@ -140,3 +145,8 @@ class ModelsConfig(StrictModel):
     @classmethod
     def _expand_store(cls, v: str) -> str:
         return expand_env(v)
+
+    @field_validator("signing_key_file")
+    @classmethod
+    def _expand_key_file(cls, v: str | None) -> str | None:
+        return expand_env(v) if v else None

@@ -421,7 +421,7 @@ def propose(
     cand = evaluate(str(candidate_weights), data, split=split, imgsz=imgsz, device=device)
     prod_mv = None
     if production_weights is None and registry is not None:
-        prod_mv = registry.production()
+        prod_mv = registry.production_signed()
         if prod_mv is not None:
             production_weights = registry.fetch(prod_mv)
     prod = None

@@ -8,6 +8,11 @@ serving, then swaps it in between two batches (``IngestWorker.swap_detector``). 
 to fetch, load or run is refused: the old one keeps running, the refusal is logged, counted and
 recorded in the registry (``vigil models list`` shows it), and it is not retried until production
 changes again.
+
+Redis is not trusted to choose code: before anything is fetched the production entry must be
+well-formed and signed with ``models.signing_key_file`` (``ModelRegistry.verify``), the file comes
+only from the store and must match the entry's sha256, and it is loaded with
+``torch.load(weights_only=True)`` (``safe_loading``), so a pickle cannot run code even if signed.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from prometheus_client import Counter
 
 from detectors.config import DetectorConfig
 from detectors.engine import Detector
+from detectors.loading import safe_loading
 from detectors.retrain.config import ModelsConfig
-from detectors.retrain.registry import ModelRegistry
+from detectors.retrain.registry import ModelRefused, ModelRegistry, shown
+from detectors.retrain.signing import SigningKeyError
 from pipeline.common.redis import RedisConfig
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,12 @@ log = logging.getLogger(__name__)
 RELOADS = Counter("vigil_model_reloads_total", "Production models swapped in by hot reload")
 RELOAD_FAILURES = Counter(
     "vigil_model_reload_failures_total", "Promoted models refused (fetch, load or warm-up failed)"
+)
+RELOAD_REFUSED = Counter(
+    "vigil_model_reload_refused_total",
+    "Production models a worker refused to load, by reason (unsigned, bad_signature, no_key, "
+    "bad_version, bad_entry, outside_store, sha256_mismatch, load_failed)",
+    ["reason"],
 )
 
 
@@ -55,6 +68,8 @@ class HotReloader:
         self.poll_interval_s = poll_interval_s
         self.current: str | None = None  # registry version the worker runs (None: config weights)
         self.refused: dict[str, str] = {}  # version -> why
+        self._refused_entry: tuple | None = None  # the last entry refused before loading
+        self._no_key_logged = False
         self.swaps = 0
         self._stop = threading.Event()
         self._check_lock = threading.Lock()
@@ -64,10 +79,26 @@ class HotReloader:
     def _build(self, mv):
         path = self.registry.fetch(mv)
         cfg = self.detector_cfg.model_copy(update={"weights": str(path)})
-        det = Detector(cfg)  # loads and runs a warm-up batch: a broken model fails here
+        with safe_loading():  # weights_only: a pickle cannot run code, signed or not
+            det = Detector(cfg)  # loads and runs a warm-up batch: a broken model fails here
         if det.version != mv.version:
             raise ValueError(f"loaded file has version {det.version}, expected {mv.version}")
         return det
+
+    def _refuse(self, what: str, reason: str, msg: str) -> None:
+        """Log (one line), count and report a refused model; the running one stays."""
+        RELOAD_REFUSED.labels(reason=reason).inc()
+        RELOAD_FAILURES.inc()
+        log.error(
+            "worker %s: refused model %s (%s: %s); keeping %s",
+            self.worker_id,
+            what,
+            reason,
+            msg,
+            self.current or "the configured weights",
+        )
+        with contextlib.suppress(Exception):
+            self.registry.report_worker(self.worker_id, self.current, "refused", msg)
 
     def load(self, mv) -> bool:
         """Load ``mv`` and swap it in; False (old model kept) when it fails."""
@@ -77,16 +108,8 @@ class HotReloader:
         except Exception as e:  # any failure: keep serving with the old model
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             self.refused[mv.version] = msg
-            RELOAD_FAILURES.inc()
-            log.error(
-                "worker %s: refused model %s (%s); keeping %s",
-                self.worker_id,
-                mv.label,
-                msg,
-                self.current or "the configured weights",
-            )
-            with contextlib.suppress(Exception):
-                self.registry.report_worker(self.worker_id, self.current, "refused", msg)
+            reason = e.reason if isinstance(e, ModelRefused) else "load_failed"
+            self._refuse(mv.label, reason, msg)
             return False
         self._swap(det)
         self.current = mv.version
@@ -102,12 +125,57 @@ class HotReloader:
             self.registry.report_worker(self.worker_id, mv.version, "running")
         return True
 
+    def _signing_key(self) -> bytes | None:
+        """The key, or None after saying once how to configure it (hot reload is off meanwhile)."""
+        try:
+            key = self.registry.signing_key()
+        except SigningKeyError as e:
+            if not self._no_key_logged:
+                self._no_key_logged = True
+                log.error(
+                    "worker %s: hot reload refused: %s (models.signing_key_file, see "
+                    "docs/retraining.md); keeping %s",
+                    self.worker_id,
+                    e,
+                    self.current or "the configured weights",
+                )
+            return None
+        self._no_key_logged = False
+        return key
+
     def check(self) -> bool:
-        """Swap in the production model if it changed; True when a swap happened."""
+        """Swap in the production model if it changed; True when a swap happened.
+
+        Only a well-formed, signed entry is loaded; anything else is refused once per entry.
+        """
         with self._check_lock:
-            mv = self.registry.production()
-            if mv is None or mv.version == self.current or mv.version in self.refused:
+            ref = self.registry.production_version()
+            if ref is None or ref == self.current or ref in self.refused:
                 return False
+            try:
+                mv = self.registry.production()
+                if mv is None:
+                    return False
+                key = self._signing_key()
+                if key is None:
+                    entry = ("no_key", mv.version, mv.sha256, mv.signature)
+                    if entry != self._refused_entry:  # counted once per entry, logged once
+                        self._refused_entry = entry
+                        RELOAD_REFUSED.labels(reason="no_key").inc()
+                        RELOAD_FAILURES.inc()
+                        with contextlib.suppress(Exception):
+                            self.registry.report_worker(
+                                self.worker_id, self.current, "refused", "no model signing key"
+                            )
+                    return False
+                self.registry.verify(mv, key)
+            except ModelRefused as e:
+                entry = (e.reason, ref, str(e))
+                if entry != self._refused_entry:
+                    self._refused_entry = entry
+                    self._refuse(shown(ref), e.reason, str(e))
+                return False
+            self._refused_entry = None
             return self.load(mv)
 
     def initial(self) -> None:

@@ -15,6 +15,12 @@ A version is the first 12 hex digits of the weights file's sha256: the same stri
 stamps on every detection message (``model.version``), so a message names the exact file.
 Files live at ``<models.store>/<name>/<version>/model.pt`` (plus the model card); a worker copies
 the file into its cache and checks the sha256 before loading it.
+
+Anyone who can write to Redis can write these keys, so what is read back is not trusted: a
+version must match :data:`VERSION_PATTERN` (it becomes part of file names), the file is always
+looked up in the configured store (an entry's ``uri`` is never followed) and must have the
+entry's sha256, and a worker loads only an entry whose ``signature`` (:mod:`.signing`, made by
+:meth:`ModelRegistry.promote`) matches its key. Nothing read from Redis is ``${VAR}``-expanded.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -31,16 +38,47 @@ from typing import Any
 
 import redis
 
-from detectors.errors import WeightsError
-from detectors.loading import cache_dir, file_sha256, load_model
+from detectors.loading import cache_dir, file_sha256, load_model, safe_loading
+from detectors.retrain import signing
 from detectors.retrain.config import ModelsConfig
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
 
 log = logging.getLogger(__name__)
 
 
+#: What a version may look like: it becomes a file name, so no ``/``, no ``..``, no ``${``.
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_VERSION = re.compile(VERSION_PATTERN)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
 class RegistryError(ValueError):
     """A registry operation that cannot be done; the message says why."""
+
+
+class ModelRefused(RegistryError):
+    """A registry entry that must not be loaded; ``reason`` is a short label for metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A value read from Redis, quoted and cut short, for messages (never expanded)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_version(version: object) -> str:
+    """``version`` if it is a well-formed version string, else :class:`ModelRefused`."""
+    if not isinstance(version, str) or not _VERSION.match(version) or ".." in version:
+        raise ModelRefused(
+            "bad_version",
+            f"invalid model version {shown(version)}: expected letters, digits, '.', '_', '-' "
+            "(at most 64, no '..')",
+        )
+    return version
 
 
 @dataclass
@@ -60,12 +98,31 @@ class ModelVersion:
     notes: str = ""
     # reduced-precision accuracy gates (``vigil models quantize``): "<imgsz>@<machine>" -> record
     precision: dict[str, Any] = field(default_factory=dict)
+    # HMAC of (name, version, sha256) by whoever promoted it (detectors.retrain.signing)
+    signature: str = ""
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ModelVersion:
-        data = json.loads(text)
+        """An entry read from Redis: :class:`ModelRefused` unless its identity fields are sound."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise ModelRefused("bad_entry", "model registry entry is not JSON") from None
+        if not isinstance(data, dict):
+            raise ModelRefused("bad_entry", "model registry entry is not a JSON object")
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            mv = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as e:
+            raise ModelRefused("bad_entry", f"model registry entry is incomplete ({e})") from None
+        check_version(mv.version)
+        if not isinstance(mv.sha256, str) or not _SHA256.match(mv.sha256):
+            raise ModelRefused(
+                "bad_entry", f"model {mv.version}: sha256 {shown(mv.sha256)} is not 64 hex digits"
+            )
+        if not isinstance(mv.number, int):
+            raise ModelRefused("bad_entry", f"model {mv.version}: number is not an integer")
+        return mv
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), default=str)
@@ -152,6 +209,48 @@ class ModelRegistry:
     def key(self, what: str) -> str:
         return self.base + what
 
+    def file_uri(self, version: str, filename: str = "model.pt") -> str:
+        """Where a version's file lives in this registry's store (never an entry's ``uri``)."""
+        uri = _join(self.store, self.cfg.name, check_version(version), filename)
+        if not _is_url(self.store):
+            root = _local(self.store).resolve()
+            if not _local(uri).resolve().is_relative_to(root):  # a symlink leading out
+                raise ModelRefused(
+                    "outside_store", f"model {version}: its file resolves outside the store {root}"
+                )
+        return uri
+
+    # -- signatures ------------------------------------------------------------------------
+    def signing_key(self, *, create: bool = False) -> bytes:
+        """The key of ``models.signing_key_file`` (:class:`signing.SigningKeyError` if unusable)."""
+        return signing.load_key(self.cfg.signing_key_file, create=create)
+
+    def verify(self, mv: ModelVersion, key: bytes | None = None) -> ModelVersion:
+        """``mv`` if a promotion signed it with this registry's key, else :class:`ModelRefused`."""
+        if key is None:
+            try:
+                key = self.signing_key()
+            except signing.SigningKeyError as e:
+                raise ModelRefused("no_key", str(e)) from None
+        if not mv.signature:
+            raise ModelRefused(
+                "unsigned",
+                f"model {mv.label} is not signed: promote it with `vigil models promote "
+                f"{mv.version}` (or as admin in the console)",
+            )
+        if not signing.verify(key, self.cfg.name, mv.version, mv.sha256, mv.signature):
+            raise ModelRefused(
+                "bad_signature",
+                f"model {mv.label}: signature does not match models.signing_key_file "
+                "(tampered entry, or another key); promote it again",
+            )
+        return mv
+
+    def production_signed(self) -> ModelVersion | None:
+        """The production entry, checked (:meth:`verify`); None when there is none."""
+        mv = self.production()
+        return self.verify(mv) if mv is not None else None
+
     @property
     def channel(self) -> str:
         return self.key("events")
@@ -183,7 +282,8 @@ class ModelRegistry:
             raise RegistryError(f"weights file {path} not found")
         classes: dict[str, str] = {}
         if verify:
-            model = load_model(str(path), device="cpu")
+            with safe_loading():  # weights from outside: tensors and known layers only
+                model = load_model(str(path), device="cpu")
             classes = {str(k): str(v) for k, v in dict(model.names).items()}
         sha = file_sha256(path)
         version = sha[:12]
@@ -197,11 +297,11 @@ class ModelRegistry:
             if changed:
                 self._call(self.client.hset, self.key("versions"), version, existing.to_json())
             return existing
-        uri = _join(self.store, self.cfg.name, version, "model.pt")
+        uri = self.file_uri(version)
         store_put(path, uri)
         card_uri = None
         if card is not None and Path(card).is_file():
-            card_uri = _join(self.store, self.cfg.name, version, "MODEL_CARD.md")
+            card_uri = self.file_uri(version, "MODEL_CARD.md")
             store_put(Path(card), card_uri)
         number = int(self._call(self.client.incr, self.key("seq")))
         mv = ModelVersion(
@@ -225,7 +325,7 @@ class ModelRegistry:
     def attach_card(self, version: str, card: str | Path) -> None:
         """Store a model card next to the version's weights."""
         mv = self.require(version)
-        mv.card_uri = _join(self.store, self.cfg.name, mv.version, "MODEL_CARD.md")
+        mv.card_uri = self.file_uri(mv.version, "MODEL_CARD.md")
         store_put(Path(card), mv.card_uri)
         self._call(self.client.hset, self.key("versions"), mv.version, mv.to_json())
 
@@ -244,7 +344,10 @@ class ModelRegistry:
         return mv
 
     def get(self, ref: str | None) -> ModelVersion | None:
-        """A version by id, unique id prefix, or ``vN``; None when unknown."""
+        """A version by id, unique id prefix, or ``vN``; None when unknown.
+
+        :class:`ModelRefused` when the entry under ``ref`` is malformed (bad version string...).
+        """
         if not ref:
             return None
         raw = self._call(self.client.hget, self.key("versions"), ref)
@@ -266,22 +369,62 @@ class ModelRegistry:
         return mv
 
     def list(self) -> list[ModelVersion]:
+        """Well-formed versions by number; malformed entries are left out and logged once."""
         raw = self._call(self.client.hgetall, self.key("versions")) or {}
-        return sorted((ModelVersion.from_json(v) for v in raw.values()), key=lambda m: m.number)
+        out = []
+        for k, v in raw.items():
+            try:
+                mv = ModelVersion.from_json(v)
+            except ModelRefused as e:
+                _warn_once(f"{self.key('versions')} {shown(k)}", str(e))
+                continue
+            out.append(mv)
+        return sorted(out, key=lambda m: m.number)
 
     # -- production ------------------------------------------------------------------------
     def production_version(self) -> str | None:
         raw = self._call(self.client.get, self.key("production"))
-        return raw.decode() if isinstance(raw, bytes) else raw
+        return raw.decode(errors="replace") if isinstance(raw, bytes) else raw
 
     def production(self) -> ModelVersion | None:
-        return self.get(self.production_version())
+        """The production entry (exact version, no prefix matching); None when there is none."""
+        ref = self.production_version()
+        if ref is None:
+            return None
+        check_version(ref)
+        raw = self._call(self.client.hget, self.key("versions"), ref)
+        if raw is None:
+            return None
+        mv = ModelVersion.from_json(raw)
+        if mv.version != ref:
+            raise ModelRefused(
+                "bad_entry", f"registry entry {shown(ref)} names another version {mv.version}"
+            )
+        return mv
 
     def history(self, limit: int = 50) -> list[dict[str, Any]]:
         raw = self._call(self.client.lrange, self.key("history"), 0, limit - 1)
         return [json.loads(x) for x in raw]
 
+    def _sign(self, mv: ModelVersion) -> ModelVersion:
+        """Sign ``mv`` with the key (created on first use) and store the signature."""
+        if not self.cfg.signing_key_file:
+            raise RegistryError(
+                "models.signing_key_file is not set: set it (workers need the same file) "
+                "to promote models"
+            )
+        if mv.name != self.cfg.name:
+            raise RegistryError(f"model {mv.label} belongs to registry {shown(mv.name)}")
+        try:
+            key = self.signing_key(create=True)
+        except signing.SigningKeyError as e:
+            raise RegistryError(str(e)) from None
+        mv.signature = signing.sign(key, self.cfg.name, mv.version, mv.sha256)
+        self._call(self.client.hset, self.key("versions"), mv.version, mv.to_json())
+        return mv
+
     def _set_production(self, mv: ModelVersion, entry: dict[str, Any]) -> None:
+        self._sign(mv)
         key = self.key("production")
         with self.client.pipeline() as pipe:
             while True:
@@ -304,8 +447,13 @@ class ModelRegistry:
     def promote(
         self, ref: str, *, reason: str = "", decision: dict[str, Any] | None = None
     ) -> ModelVersion:
-        """Make ``ref`` the production model and notify the workers."""
+        """Make ``ref`` the production model (signed with the key) and notify the workers.
+
+        Callers own the key: the CLI, the console's admin action and ``vigil retrain``. The file
+        must be in the store with the entry's sha256 (:meth:`fetch`), or nothing is signed.
+        """
         mv = self.require(ref)
+        self.fetch(mv)  # sign only what is in the store with the recorded sha256
         entry = {
             "kind": "promote",
             "version": mv.version,
@@ -336,6 +484,7 @@ class ModelRegistry:
                 "(use `vigil models promote VERSION`)"
             )
         mv = self.require(target)
+        self.fetch(mv)
         self._set_production(
             mv,
             {
@@ -372,18 +521,27 @@ class ModelRegistry:
 
     # -- files -----------------------------------------------------------------------------
     def fetch(self, mv: ModelVersion, dest_dir: Path | None = None) -> Path:
-        """A local, sha256-checked copy of a version's weights (cached)."""
+        """A local, sha256-checked copy of a version's weights (cached).
+
+        The file is read from this registry's store at the version's own place, whatever the
+        entry's ``uri`` says; a different sha256 is :class:`ModelRefused` (``sha256_mismatch``).
+        """
+        check_version(mv.version)
+        if not isinstance(mv.sha256, str) or not _SHA256.match(mv.sha256):
+            raise ModelRefused("bad_entry", f"model {mv.version}: malformed sha256")
+        uri = self.file_uri(mv.version)
         dest_dir = dest_dir or cache_dir().parent / "registry" / self.cfg.name
         dest = dest_dir / f"{mv.version}.pt"
         if dest.is_file() and file_sha256(dest) == mv.sha256:
             return dest
-        store_get(mv.uri, dest)
+        store_get(uri, dest)
         got = file_sha256(dest)
         if got != mv.sha256:
             dest.unlink(missing_ok=True)
-            raise WeightsError(
-                f"model {mv.label}: the stored file {mv.uri} is damaged "
-                f"(sha256 {got[:12]}, expected {mv.version}); re-register it"
+            raise ModelRefused(
+                "sha256_mismatch",
+                f"model {mv.label}: the stored file {uri} does not match the registry "
+                f"(sha256 {got[:12]}, expected {mv.sha256[:12]}); re-register it",
             )
         return dest
 
@@ -408,6 +566,15 @@ class ModelRegistry:
 
     def close(self) -> None:
         self.client.close()
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(where: str, why: str) -> None:
+    if where not in _warned:
+        _warned.add(where)
+        log.warning("model registry: ignoring entry %s (%s)", where, why)
 
 
 def precision_summary(mv: ModelVersion) -> str:

@@ -92,7 +92,7 @@ def run_retrain(
     log(_reviewed_summary(data, promotion.min_reviewed_labels))
     registry = ModelRegistry(redis, models) if use_registry else None
     # reach the registry before training: a missing Redis should not waste an hour of training
-    prod_mv = registry.production() if registry is not None else None
+    prod_mv = registry.production_signed() if registry is not None else None
     if base is None:
         base = str(registry.fetch(prod_mv)) if prod_mv is not None else detector.weights
     legacy = _is_legacy(base)

@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = msub.add_parser(
         "promote",
         help="make a version (or a weights file, registered first) the production model",
+        description="Load-check the weights (torch.load(weights_only=True)), then sign the "
+        "registry entry with models.signing_key_file (created on first use) and make it "
+        "production; ingest workers load only signed entries (docs/retraining.md).",
     )
     p.add_argument("ref", help="version id/prefix, vN, or a weights file")
     p.add_argument("-c", "--config")

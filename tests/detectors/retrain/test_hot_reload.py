@@ -36,6 +36,7 @@ def reload_cfg(kafka_bootstrap, tmp_path, monkeypatch):
         models={
             "registry": True,
             "store": str(tmp_path / "store"),
+            "signing_key_file": str(tmp_path / "model-signing.key"),  # promotions sign with it
             "poll_interval_s": 1.0,
             "drift": {"publish_interval_s": 1.0, "min_frames": 5, "threshold": 0.25},
         },
@@ -67,6 +68,7 @@ def test_promotion_swaps_model_without_gaps_and_bad_model_is_refused(
         profile={"frames": 100, "mean_conf": 0.9, "empty_rate": 0.0, "class_mix": {"car": 1.0}},
     )
     assert v2.version != v1.version
+    assert (tmp_path / "model-signing.key").stat().st_mode & 0o077 == 0, "key readable by others"
 
     sim = camera_sim("people-detection.mp4", "classroom.mp4")
     put_cameras(

@@ -26,6 +26,11 @@ class ConsoleConfig(StrictModel):
     snapshot_base_url: str | None = Field(
         None, description="how other systems reach the console (links in notifications)"
     )
+    allow_file_cameras: bool = Field(
+        False,
+        description="accept local files and file:// URLs as cameras from the API (footage "
+        "replay; off: an operator could make the console and the workers read any file)",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ConsoleConfig:

@@ -149,6 +149,7 @@ class IngestWorker:
         definition starts nothing and leaves the camera's running reader (if any) as it was."""
         with self._lock:
             refused = {cid for cid, spec in owned.items() if self._refuse(spec)}
+            self._refused = {cid: spec for cid, spec in self._refused.items() if cid in owned}
             for cid in list(self._readers):
                 if cid in refused:
                     continue

@@ -10,14 +10,18 @@ local files from the console, and with credentials in a URL's query or path.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import cv2
 import httpx
 import pytest
 import redis
@@ -210,6 +214,31 @@ def test_ffmpeg_refuses_protocols_vigil_does_not_use():
             probe_camera(url, 5.0, 5.0)
         with pytest.raises(ValueError, match="unsupported scheme|no such file"):
             CameraSpec(id="cam1", url=url)
+
+
+def test_network_camera_cannot_make_ffmpeg_read_a_local_file(tmp_path, monkeypatch):
+    """An HTTP "camera" serving an HLS playlist whose segment is a local file: with ``file`` in
+    a network camera's whitelist FFmpeg plays the worker's own files (recorded footage, or any
+    file that demuxes) to whoever added the camera. Network cameras get no ``file`` protocol."""
+    clip = footage("people-detection.mp4")
+    (tmp_path / "cam.m3u8").write_text(
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile://{clip}\n#EXT-X-ENDLIST\n"
+    )
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/cam.m3u8"
+    try:
+        assert CameraSpec(id="cam1", url=url).url == url  # a valid camera URL...
+        with pytest.raises(CameraUnavailable):
+            probe_camera(url, 5.0, 5.0)  # ...that reads no local file
+        # the playlist itself works: with file allowed, FFmpeg plays the local clip through it
+        monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "protocol_whitelist;file,http,tcp")
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+        assert cap.isOpened() and cap.read()[0]
+        cap.release()
+    finally:
+        server.shutdown()
 
 
 def test_rtsp_cameras_still_open_with_the_whitelist(camera_sim):

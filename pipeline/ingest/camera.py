@@ -16,9 +16,9 @@ import unicodedata
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from pipeline.common.config import StrictModel
 from pipeline.common.contracts import validate_camera_id
@@ -55,6 +55,7 @@ FILE_CAMERAS_REFUSED = (
     "configured in the YAML file or with `vigil cameras add`; console.allow_file_cameras: true "
     "allows them in the console)"
 )
+_CONTROL = {"Cc": True, "Cf": True, "Zl": True, "Zp": True}  # Unicode categories
 _NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _V4_COMPATIBLE = ipaddress.ip_network("::/96")
@@ -164,6 +165,13 @@ def check_camera_url(
             f"camera url {mask_url(url)!r}: the user or password contains '/', '?' or '#'; "
             "percent-encode them (%2F, %3F, %23)"
         )
+    if info is not None and any(_CONTROL.get(unicodedata.category(c)) for c in unquote(info[1])):
+        # FFmpeg decodes the userinfo into its Authorization header (Digest quotes it verbatim);
+        # a percent-encoded space is fine there (passwords hold spaces)
+        raise ValueError(
+            f"camera url {mask_url(url)!r}: percent-encoded control character or line break in "
+            "the user or password"
+        )
     if not parts.hostname:
         raise ValueError(f"camera url {mask_url(url)!r}: missing host")
     try:
@@ -191,6 +199,9 @@ def validate_stream_url(url: str) -> str:
 class CameraSpec(StrictModel):
     """One camera. Validate with :meth:`checked` where the caller knows more than the URL:
     Vigil's service endpoints (refused as camera hosts) and whether local files are allowed."""
+
+    # a ValidationError printed as it is (a traceback, a log line) must not quote the URL
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     id: str
     url: str = Field(repr=False)

@@ -18,6 +18,7 @@ from detectors.retrain.collector import start_live_collection
 from detectors.retrain.drift import start_drift_monitor
 from detectors.retrain.hot_reload import start_hot_reload
 from pipeline.common.contracts import FrameDetector
+from pipeline.common.endpoints import service_endpoints
 from pipeline.common.kafka import ensure_topics
 from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
@@ -90,7 +91,11 @@ def build_worker(
         return Detector(cfg.detector)  # loads the weights: after hot reload had its say
 
     worker = IngestWorker(
-        cfg, detector=detector, worker_id=worker_id, detector_factory=make_detector
+        cfg,
+        detector=detector,
+        worker_id=worker_id,
+        detector_factory=make_detector,
+        forbidden_endpoints=service_endpoints(cfg),
     )
     worker.add_callback("before_detector", _hot_reload, "hot_reload")
     worker.add_callback("on_start", _tune_host_threads, "host_threads")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError, field_validator
+from pydantic import ValidationError, field_validator, model_validator
 
 from alerts.config import AlertsConfig, RulesError, parse_alerts_config
 from alerts.notify.config import NotifyConfig
@@ -25,10 +25,11 @@ from pipeline.common.config import (
     expand_env_values,
     format_validation_error,
 )
+from pipeline.common.endpoints import service_endpoints
 from pipeline.common.kafka import KafkaConfig
 from pipeline.common.redis import RedisConfig
 from pipeline.console.config import ConsoleConfig
-from pipeline.ingest.camera import CameraSpec
+from pipeline.ingest.camera import CameraSpec, check_camera_url
 from pipeline.ingest.config import IngestConfig
 
 __all__ = ["ConfigError", "VigilConfig", "expand_env", "load_config", "parse_config"]
@@ -60,6 +61,16 @@ class VigilConfig(StrictModel):
                 raise ValueError(f"duplicate camera id {cam.id!r}")
             seen.add(cam.id)
         return cams
+
+    @model_validator(mode="after")
+    def _cameras_are_not_services(self) -> VigilConfig:
+        forbidden = service_endpoints(self)
+        for i, cam in enumerate(self.cameras):
+            try:
+                check_camera_url(cam.url, forbidden=forbidden)
+            except ValueError as e:
+                raise ValueError(f"cameras.{i} ({cam.id}).url: {e}") from None
+        return self
 
 
 def parse_config(data: Any, source: str = "<config>") -> VigilConfig:

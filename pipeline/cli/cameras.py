@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from pipeline.cli.support import audit, config_args, config_from_args, fail, validation_errors
 from pipeline.common.config import ConfigError, expand_env_values
+from pipeline.common.endpoints import Endpoint, service_endpoints
 from pipeline.common.kafka import ensure_topics
 from pipeline.ingest.camera import CameraSpec, mask_url
 from pipeline.ingest.capture import CameraUnavailable, probe_camera
@@ -66,9 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_apply)
 
 
-def _spec(**kw) -> CameraSpec:
+def _spec(forbidden: Collection[Endpoint], **kw) -> CameraSpec:
+    """A camera from the command line: local files allowed (footage replay), never one of
+    Vigil's own services as its host."""
     try:
-        return CameraSpec(**kw)
+        return CameraSpec.checked(kw, forbidden=forbidden)
     except ValidationError as e:
         raise ConfigError(validation_errors(e)) from None
 
@@ -139,7 +143,7 @@ def with_password(url: str, password: str) -> str:
 
 def cmd_add(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    spec = _spec(id=args.id, url=camera_url(args), fps=args.fps)
+    spec = _spec(service_endpoints(cfg), id=args.id, url=camera_url(args), fps=args.fps)
     if args.check:
         try:
             width, height, fps = probe_camera(spec.url, args.check_timeout, args.check_timeout)
@@ -191,7 +195,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_camera_file(path: str) -> list[CameraSpec]:
+def load_camera_file(path: str, forbidden: Collection[Endpoint] = ()) -> list[CameraSpec]:
     try:
         data = expand_env_values(yaml.safe_load(Path(path).read_text()))
     except FileNotFoundError:
@@ -208,7 +212,7 @@ def load_camera_file(path: str) -> list[CameraSpec]:
         if not isinstance(item, dict):
             raise ConfigError(f"{path}: cameras.{i}: expected a mapping with id and url")
         try:
-            specs.append(CameraSpec(**item))
+            specs.append(CameraSpec.checked(item, forbidden=forbidden))
         except ValidationError as e:
             errs = validation_errors(e)
             raise ConfigError(f"{path}: cameras.{i} ({item.get('id', '?')}): {errs}") from None
@@ -217,7 +221,7 @@ def load_camera_file(path: str) -> list[CameraSpec]:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    specs = load_camera_file(args.file)
+    specs = load_camera_file(args.file, service_endpoints(cfg))
     ensure_topics(cfg.kafka)
     put_cameras(cfg.kafka, specs)
     for s in specs:

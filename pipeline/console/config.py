@@ -68,6 +68,12 @@ class ConsoleConfig(StrictModel):
         1024 * 1024, ge=1024, le=1024**3, description="larger request bodies get 413"
     )
 
+    allow_file_cameras: bool = Field(
+        False,
+        description="accept local files and file:// URLs as cameras from the API (footage "
+        "replay; off: an operator could make the console and the workers read any file)",
+    )
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, v: str | None) -> str | None:

@@ -13,18 +13,41 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import cv2
 
 from pipeline.common.contracts import Frame
-from pipeline.ingest.camera import CameraSpec, mask_url
+from pipeline.ingest.camera import CameraSpec, is_file_url, mask_url, unsafe_character
 
 log = logging.getLogger(__name__)
 
 # FFmpeg options of every capture, unless the user set OPENCV_FFMPEG_CAPTURE_OPTIONS.
 _USER_CAPTURE_OPTIONS = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
 DEFAULT_PROBE_S = 0.5
+# FFmpeg protocols a camera may use (protocol_whitelist). FFmpeg otherwise opens anything it
+# knows from a URL, a playlist or a redirect: concat:, subfile:, data:, pipe:, file: inside a
+# network stream... RTSP runs over tcp/udp/rtp (tls for rtsps, http for RTSP-over-HTTP).
+NETWORK_PROTOCOLS = "rtsp,rtsps,rtp,srtp,udp,tcp,tls,http,https"
+FILE_PROTOCOLS = "file"
+# The process default: what a capture opened outside open_capture() gets (footage readers).
+ANY_CAMERA_PROTOCOLS = f"{FILE_PROTOCOLS},{NETWORK_PROTOCOLS}"
+_probe_s = DEFAULT_PROBE_S
+# OpenCV reads OPENCV_FFMPEG_CAPTURE_OPTIONS at each open: the per-camera whitelist is set and
+# the open made under this lock (OpenCV opens one capture at a time per process anyway).
+_OPEN_LOCK = threading.Lock()
+
+
+def capture_options(protocols: str = ANY_CAMERA_PROTOCOLS) -> str:
+    """The FFmpeg options of a capture limited to ``protocols``: the user's
+    OPENCV_FFMPEG_CAPTURE_OPTIONS when set (the whitelist added unless they set their own), else
+    RTSP over TCP and the ``ingest.probe_s`` probe."""
+    if _USER_CAPTURE_OPTIONS is not None:
+        base = _USER_CAPTURE_OPTIONS
+        if "protocol_whitelist;" in base:
+            return base
+    else:
+        base = f"rtsp_transport;tcp|analyzeduration;{int(_probe_s * 1_000_000)}"
+    return f"{base}|protocol_whitelist;{protocols}" if base else f"protocol_whitelist;{protocols}"
 
 
 def configure_ffmpeg(probe_s: float = DEFAULT_PROBE_S) -> str:
@@ -33,13 +56,34 @@ def configure_ffmpeg(probe_s: float = DEFAULT_PROBE_S) -> str:
     RTSP over TCP: UDP loses packets on busy hosts and shows up as smeared frames. A short probe
     (``analyzeduration``): OpenCV opens one capture at a time per process (a global lock around
     the open), and FFmpeg's default probe of a live stream (up to 5 s, 2-3 s on the demo cameras)
-    made every camera wait for all the cameras before it (``ingest.probe_s``).
+    made every camera wait for all the cameras before it (``ingest.probe_s``). A protocol
+    whitelist: the camera protocols only (:func:`open_capture` narrows it per camera).
     """
-    if _USER_CAPTURE_OPTIONS is not None:
-        return _USER_CAPTURE_OPTIONS
-    options = f"rtsp_transport;tcp|analyzeduration;{int(probe_s * 1_000_000)}"
+    global _probe_s
+    _probe_s = probe_s
+    options = capture_options()
     os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
     return options
+
+
+def open_capture(url: str, params: list[int]) -> cv2.VideoCapture:
+    """``cv2.VideoCapture(url)`` on FFmpeg with the protocols of its kind of camera only: a
+    file camera reads local files and nothing else, a network camera never reads a local file.
+    A URL with a control character or whitespace is never handed to FFmpeg (a closed capture)."""
+    if unsafe_character(url) is not None:  # validated before; the last guard before FFmpeg
+        log.error("refusing to open %r: control character or whitespace", mask_url(url))
+        return cv2.VideoCapture()
+    protocols = FILE_PROTOCOLS if is_file_url(url) else NETWORK_PROTOCOLS
+    with _OPEN_LOCK:
+        default = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = capture_options(protocols)
+        try:
+            return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        finally:
+            if default is None:
+                os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+            else:
+                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = default
 
 
 configure_ffmpeg()
@@ -68,8 +112,7 @@ class ReaderStats:
 
 
 def is_file_source(url: str) -> bool:
-    scheme = urlsplit(url).scheme
-    return scheme in ("", "file") or len(scheme) == 1
+    return is_file_url(url)
 
 
 def backoff_delays(initial: float, maximum: float, jitter: float, rng: random.Random):
@@ -87,9 +130,8 @@ class CameraUnavailable(Exception):
 def probe_camera(url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
     """Open ``url`` once and read one frame: ``(width, height, fps)`` (fps 0.0 when the stream
     does not say), or :class:`CameraUnavailable` saying what failed."""
-    cap = cv2.VideoCapture(
+    cap = open_capture(
         url,
-        cv2.CAP_FFMPEG,
         [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             int(open_timeout_s * 1000),
@@ -184,7 +226,7 @@ class CameraReader:
         ]
         if self.decode_threads > 0:
             params += [cv2.CAP_PROP_N_THREADS, self.decode_threads]
-        cap = cv2.VideoCapture(self.spec.url, cv2.CAP_FFMPEG, params)
+        cap = open_capture(self.spec.url, params)
         if not cap.isOpened():
             cap.release()
             return None

@@ -27,7 +27,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import cv2
 import redis
@@ -35,7 +34,7 @@ import redis
 from pipeline.common.contracts import Detection, Frame
 from pipeline.common.lifecycle import OutageLog
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
-from pipeline.common.urls import mask_url, userinfo
+from pipeline.common.urls import mask_url, url_secrets
 from pipeline.ingest.capture import ReaderStats
 from pipeline.ingest.frame_store import encode_jpeg
 
@@ -82,13 +81,8 @@ def safe_error(error: str | None, url: str) -> str:
     if not url:
         return error
     text = error.replace(url, mask_url(url))
-    info = userinfo(url)
-    if info is not None:
-        user, colon, password = info[1].partition(":")
-        secret = password if colon else user  # a user alone is masked too (mask_url)
-        for s in {secret, unquote(secret)}:
-            if s:
-                text = text.replace(s, "***")
+    for secret in url_secrets(url):  # password, query, credential path tokens (mask_url's)
+        text = text.replace(secret, "***")
     return text
 
 

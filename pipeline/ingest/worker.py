@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from pipeline.common.contracts import Frame, FrameDetector, FrameListener
 from pipeline.common.kafka import make_producer
 from pipeline.common.lifecycle import OutageLog
 from pipeline.ingest import metrics
-from pipeline.ingest.camera import CameraSpec
+from pipeline.ingest.camera import CameraSpec, Endpoint, check_camera_url
 from pipeline.ingest.capture import CameraReader, configure_ffmpeg
 from pipeline.ingest.config import IngestSettings
 from pipeline.ingest.frame_store import FrameStore
@@ -81,8 +81,13 @@ class IngestWorker:
         detector: FrameDetector | None = None,
         worker_id: str | None = None,
         detector_factory: Callable[[], FrameDetector] | None = None,
+        forbidden_endpoints: Collection[Endpoint] = (),
     ) -> None:
         self.cfg = cfg
+        # Vigil's own services (Kafka, Redis, MQTT): a registry record naming one as its camera
+        # host is refused (the composition layer hands them in; ingest imports no other stage)
+        self.forbidden_endpoints = frozenset(forbidden_endpoints)
+        self._refused: dict[str, CameraSpec] = {}  # camera -> the definition refused (logged once)
         self.worker_id = worker_id or cfg.ingest.worker_id or default_worker_id()
         self._detector = detector
         self._detector_factory = detector_factory
@@ -127,10 +132,27 @@ class IngestWorker:
         with self._lock:
             return sorted(self._readers)
 
+    def _refuse(self, spec: CameraSpec) -> bool:
+        """Whether ``spec`` points at one of Vigil's own services (logged once per definition)."""
+        try:
+            check_camera_url(spec.url, forbidden=self.forbidden_endpoints)
+        except ValueError as e:
+            if self._refused.get(spec.id) != spec:
+                log.error("worker %s: camera %s refused: %s", self.worker_id, spec.id, e)
+                self._refused[spec.id] = spec
+            return True
+        self._refused.pop(spec.id, None)
+        return False
+
     def reconcile(self, owned: dict[str, CameraSpec]) -> None:
-        """Start readers for new/changed cameras, stop the ones no longer owned."""
+        """Start readers for new/changed cameras, stop the ones no longer owned. A refused
+        definition starts nothing and leaves the camera's running reader (if any) as it was."""
         with self._lock:
+            refused = {cid for cid, spec in owned.items() if self._refuse(spec)}
+            self._refused = {cid: spec for cid, spec in self._refused.items() if cid in owned}
             for cid in list(self._readers):
+                if cid in refused:
+                    continue
                 reader = self._readers[cid]
                 spec = owned.get(cid)
                 if spec is None or not spec.enabled or spec != reader.spec:
@@ -151,7 +173,7 @@ class IngestWorker:
                         state.pop(cid, None)
                     metrics.CAMERA_UP.labels(cid).set(0)
             for cid, spec in owned.items():
-                if cid in self._readers or not spec.enabled:
+                if cid in self._readers or not spec.enabled or cid in refused:
                     continue
                 log.info("worker %s: starting %s", self.worker_id, spec)
                 self._readers[cid] = self._make_reader(spec).start()

@@ -9,9 +9,10 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from pipeline.common.config import validation_messages
+from pipeline.common.endpoints import service_endpoints
 from pipeline.common.urls import hide_credentials
 from pipeline.console import audit
 from pipeline.console.auth import Principal
@@ -25,6 +26,24 @@ from pipeline.ingest.registry import put_cameras, remove_cameras
 router = APIRouter(prefix="/api/cameras", tags=["cameras"])
 LIVE_BOUNDARY = "vigilframe"
 _NUMBERS = ("offered_fps", "processed_fps", "frame_ts", "updated_at")
+
+
+class CameraIn(CameraSpec):
+    """The body of ``POST /api/cameras``: a camera whose URL the handler checks, with the
+    console's policy (no local files unless ``console.allow_file_cameras``; never Vigil's own
+    services) applied before anything looks at the path, so a refusal tells nothing of it."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return v
+
+
+def _unprocessable(e: ValidationError) -> HTTPException:
+    """422 with one ``{loc, msg}`` per error, like FastAPI's own body errors."""
+    return HTTPException(
+        422, [{"loc": ["body", loc], "msg": msg} for loc, msg in validation_messages(e)]
+    )
 
 
 class CameraPatch(BaseModel):
@@ -98,14 +117,23 @@ def get_camera(
 
 @router.post("", status_code=201)
 def add_camera(
-    spec: CameraSpec,
+    body: CameraIn,
     request: Request,
     check: bool = False,
     _: Principal = Depends(as_operator),
     st: ConsoleState = Depends(state),
 ):
     """Add or update a camera. ``?check=true`` opens the stream once first (10 s at most) and
-    refuses it with the reason when it cannot be read."""
+    refuses it with the reason when it cannot be read. The URL is checked before anything opens
+    it: no control characters or whitespace, no link-local host, none of Vigil's services."""
+    try:
+        spec = CameraSpec.checked(
+            body.model_dump(),
+            allow_files=st.cfg.console.allow_file_cameras,
+            forbidden=service_endpoints(st.cfg),
+        )
+    except ValidationError as e:
+        raise _unprocessable(e) from None
     probe = None
     if check:
         try:
@@ -134,9 +162,7 @@ def edit_camera(
     try:
         new = CameraSpec.model_validate(data)
     except ValidationError as e:
-        raise HTTPException(
-            422, [{"loc": ["body", loc], "msg": msg} for loc, msg in validation_messages(e)]
-        ) from None
+        raise _unprocessable(e) from None
     st.cameras.require_connected()
     put_cameras(st.cfg.kafka, [new])
     audit.record(

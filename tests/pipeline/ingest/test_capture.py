@@ -142,9 +142,16 @@ def test_stream_probe_is_short_and_configurable(monkeypatch):
     from pipeline.ingest import capture  # noqa: PLC0415
 
     monkeypatch.setattr(capture, "_USER_CAPTURE_OPTIONS", None)
+    monkeypatch.setattr(capture, "_probe_s", capture._probe_s)
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
+    whitelist = f"protocol_whitelist;{capture.ANY_CAMERA_PROTOCOLS}"
     assert IngestConfig().probe_s == 0.5
-    assert capture.configure_ffmpeg(0.25) == "rtsp_transport;tcp|analyzeduration;250000"
-    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"].endswith("analyzeduration;250000")
+    assert (
+        capture.configure_ffmpeg(0.25) == f"rtsp_transport;tcp|analyzeduration;250000|{whitelist}"
+    )
+    assert "analyzeduration;250000|" in os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]
     monkeypatch.setattr(capture, "_USER_CAPTURE_OPTIONS", "rtsp_transport;udp")
-    assert capture.configure_ffmpeg(0.25) == "rtsp_transport;udp"  # the user's own choice wins
+    # the user's own choice wins, the protocol whitelist stays (unless they set their own)
+    assert capture.configure_ffmpeg(0.25) == f"rtsp_transport;udp|{whitelist}"
+    monkeypatch.setattr(capture, "_USER_CAPTURE_OPTIONS", "protocol_whitelist;file,tcp")
+    assert capture.configure_ffmpeg(0.25) == "protocol_whitelist;file,tcp"

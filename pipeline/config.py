@@ -20,7 +20,7 @@ from detectors.config import DetectorConfig
 from detectors.retrain.config import CollectionConfig, ModelsConfig
 from pipeline.common.config import ConfigError, StrictModel, expand_env, format_validation_error
 from pipeline.common.kafka import KafkaConfig
-from pipeline.common.redis import RedisConfig
+from pipeline.common.redis import Component, RedisConfig
 from pipeline.console.config import ConsoleConfig
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.config import IngestConfig
@@ -39,6 +39,15 @@ class VigilConfig(StrictModel):
     alerts: AlertsConfig = AlertsConfig()
     console: ConsoleConfig = ConsoleConfig()
     notify: NotifyConfig = NotifyConfig()
+
+    def for_component(self, component: Component) -> VigilConfig:
+        """The config one component runs with: the same, but logging in to Redis as that
+        component's ACL user (``redis.users.<component>``) when one is configured, so e.g. the
+        ingest worker cannot write console users or the model registry's production pointer."""
+        redis_cfg = self.redis.for_component(component)
+        if redis_cfg is self.redis:
+            return self
+        return self.model_copy(update={"redis": redis_cfg})
 
     @field_validator("alerts", mode="before")
     @classmethod

@@ -7,10 +7,12 @@ Keys are built here only, so the alert service, the console and retraining agree
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import redis
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from pipeline.common.config import ConfigError, StrictModel
 from pipeline.common.urls import mask_url
@@ -18,8 +20,45 @@ from pipeline.common.urls import mask_url
 log = logging.getLogger(__name__)
 
 
+# The processes that talk to Redis, each of which may log in as its own ACL user (redis_acl.py).
+Component = Literal["ingest", "alerts", "console", "notifier", "models"]
+COMPONENTS: tuple[str, ...] = ("ingest", "alerts", "console", "notifier", "models")
+
+
+def _password_from_file(password: SecretStr | None, password_file: str | None) -> SecretStr | None:
+    """The password, read once from ``password_file`` when one is named (a mounted secret,
+    services.sh's ``redis/secrets/<user>``), so it never sits in the YAML or on a command line."""
+    if password_file is None:
+        return password
+    if password is not None:
+        raise ValueError("password_file: give password or password_file, not both")
+    try:
+        return SecretStr(Path(password_file).read_text().strip())
+    except OSError as e:
+        raise ValueError(f"password_file: cannot read {password_file}: {e.strerror}") from None
+
+
+class RedisCredentials(StrictModel):
+    """One component's Redis ACL user: ``redis.users.<component>``."""
+
+    username: str = Field(min_length=1)
+    password: SecretStr | None = None
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _read_password(self) -> RedisCredentials:
+        self.password = _password_from_file(self.password, self.password_file)
+        return self
+
+
 class RedisConfig(StrictModel):
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # An ACL user for every component (or none: the URL's user, else ``default``) ...
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: str | None = None
+    # ... and per component, which the composition layer picks (VigilConfig.for_component).
+    users: dict[Component, RedisCredentials] = {}
     key_prefix: str = "vigil:"
     socket_timeout_s: float = Field(5.0, gt=0)
     stream_maxlen: int = Field(100_000, ge=100)
@@ -28,42 +67,94 @@ class RedisConfig(StrictModel):
     frame_ttl_s: int = Field(120, ge=5, description="recent frames kept for snapshots")
     store_frames: bool = True
 
+    @model_validator(mode="after")
+    def _credentials(self) -> RedisConfig:
+        self.password = _password_from_file(self.password, self.password_file)
+        if self.users or self.username is not None or self.password is not None:
+            try:
+                parts = urlsplit(self.url.get_secret_value())
+                in_url = parts.username or parts.password
+            except ValueError:
+                in_url = False  # redis_client names the bad URL
+            if in_url:
+                raise ValueError(
+                    "url: give the user and password in the URL or in username / password_file "
+                    "(and users), not both"
+                )
+        return self
+
+    def for_component(self, component: Component) -> RedisConfig:
+        """This config with ``component``'s own ACL user from ``users`` (unchanged without one),
+        so a process logs in with only what its component may do."""
+        if component not in COMPONENTS:
+            raise ValueError(f"unknown Redis component {component!r}: one of {COMPONENTS}")
+        creds = self.users.get(component)
+        if creds is None:
+            return self
+        return self.model_copy(
+            update={"username": creds.username, "password": creds.password, "users": {}}
+        )
+
+    def password_text(self) -> str | None:
+        """The password in use (URL or ``password``), for scrubbing it from error texts."""
+        if self.password is not None:
+            return self.password.get_secret_value() or None
+        try:
+            return urlsplit(self.url.get_secret_value()).password or None
+        except ValueError:
+            return None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Timeouts and the ACL login shared by the sync and asyncio clients."""
+        kw: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.socket_timeout_s,
+            "health_check_interval": 30,
+        }
+        if self.username is not None:
+            kw["username"] = self.username
+        if self.password is not None:
+            kw["password"] = self.password.get_secret_value()
+        return kw
+
 
 def redis_client(cfg: RedisConfig) -> redis.Redis:
     """Explicit timeouts everywhere; the URL (which may hold a password) is never logged."""
     url = cfg.url.get_secret_value()
     try:
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=cfg.socket_timeout_s,
-            socket_connect_timeout=cfg.socket_timeout_s,
-            health_check_interval=30,
-        )
+        client = redis.Redis.from_url(url, **cfg.client_kwargs())
     except ValueError as e:  # its text may quote a piece of the password
         raise ConfigError(
             f"redis.url {mask_url(url)!r} is not a Redis URL ({type(e).__name__}); "
             "percent-encode '/', '?', '#' and '@' in the password"
         ) from None
-    warn_if_password_unused(client, url)
+    warn_if_password_unused(client, url, cfg.username, cfg.password_text())
     return client
 
 
 _AUTH_CHECKED: set[str] = set()
 
 
-def warn_if_password_unused(client: redis.Redis, url: str) -> bool:
-    """Warn (once per server) when ``url`` carries a password but the server asks for none:
-    redis-py then connects without a word, and whoever reaches the server needs no password.
-    Returns whether it warned. Unreachable servers are left to the caller's own error."""
+def warn_if_password_unused(
+    client: redis.Redis,
+    url: str,
+    username: str | None = None,
+    password: str | None = None,
+) -> bool:
+    """Warn (once per server) when ``url`` (or ``password``) carries a password but the server
+    asks for none: redis-py then connects without a word, and whoever reaches the server needs no
+    password. Returns whether it warned. Unreachable servers are left to the caller's own error."""
     try:
         parts = urlsplit(url)
-        password, where = parts.password, f"{parts.hostname}:{parts.port or 6379}"
+        where = f"{parts.hostname}:{parts.port or 6379}"
+        password = password or parts.password
+        username = username or parts.username
     except ValueError:
         return False
     if not password or where in _AUTH_CHECKED:
         return False
     try:
-        client.execute_command("AUTH", *([parts.username] if parts.username else []), password)
+        client.execute_command("AUTH", *([username] if username else []), password)
     except redis.AuthenticationError as e:
         if "without any password configured" not in str(e):
             return False

@@ -105,8 +105,8 @@ def acl_users(prefix: str = "vigil:") -> dict[str, AclUser]:
                 models,
             ),
             channels=(),
-            # users, sessions (MULTI), tokens, login counters (INCR), previews (SET EX)
-            writes=("hset", "set", "del", "expire", "incr", *_SCRIPTS, *_TRANSACTIONS),
+            # users, sessions (MULTI), tokens, login counters (INCR is INCRBY), previews (SET EX)
+            writes=("hset", "set", "del", "expire", "incrby", *_SCRIPTS, *_TRANSACTIONS),
         ),
         AclUser(
             "notifier",
@@ -120,9 +120,9 @@ def acl_users(prefix: str = "vigil:") -> dict[str, AclUser]:
             read_write=(models,),
             read_only=(),
             channels=(model_events,),
-            # versions (HSET, INCR), production pointer (WATCH/MULTI SET + history LPUSH/LTRIM),
+            # versions (HSET, INCR: redis-py sends INCRBY), production pointer (WATCH/MULTI SET + history LPUSH/LTRIM),
             # decisions, the promote event
-            writes=("hset", "incr", "set", "lpush", "ltrim", "publish", "watch", "unwatch")
+            writes=("hset", "incrby", "set", "lpush", "ltrim", "publish", "watch", "unwatch")
             + _TRANSACTIONS,
         ),
     ]

@@ -60,7 +60,7 @@ def start_console(cfg: VigilConfig, host: str | None = None, port: int | None = 
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "console")
     stop = threading.Event()
     install_signal_handlers(stop)
     server = start_console(cfg, args.host, args.port)
@@ -82,7 +82,7 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "console")
     try:
         UserStore(cfg.redis).add(args.name, _password(args), args.role)
     except AuthError as e:
@@ -92,7 +92,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
-    users = UserStore(config_from_args(args).redis).list()
+    users = UserStore(config_from_args(args, "console").redis).list()
     if not users:
         print("no users (vigil users add NAME --role admin)")
     for u in users:
@@ -101,7 +101,7 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
-    if not UserStore(config_from_args(args).redis).remove(args.name):
+    if not UserStore(config_from_args(args, "console").redis).remove(args.name):
         return fail(f"no user {args.name!r}")
     print(f"removed user {args.name}")
     return 0
@@ -109,7 +109,7 @@ def cmd_users_remove(args: argparse.Namespace) -> int:
 
 def cmd_users_token(args: argparse.Namespace) -> int:
     try:
-        token = UserStore(config_from_args(args).redis).new_token(args.name, args.label)
+        token = UserStore(config_from_args(args, "console").redis).new_token(args.name, args.label)
     except AuthError as e:
         return fail(e)
     print(token)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from pipeline.common.config import validation_messages
+from pipeline.common.redis import Component
 from pipeline.config import VigilConfig, load_config
 
 # What a handler reports as one line on stderr with exit code 2 (fail) rather than a traceback.
@@ -17,11 +18,13 @@ from pipeline.config import VigilConfig, load_config
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 
-def config_from_args(args: argparse.Namespace) -> VigilConfig:
+def config_from_args(args: argparse.Namespace, component: Component | None = None) -> VigilConfig:
+    """The config of ``-c``; with ``component``, as that component runs it (its own Redis ACL
+    user from ``redis.users``, so a command can do only what its component may)."""
     cfg = load_config(args.config) if getattr(args, "config", None) else VigilConfig()
     if getattr(args, "bootstrap", None):
         cfg.kafka.bootstrap_servers = args.bootstrap
-    return cfg
+    return cfg if component is None else cfg.for_component(component)
 
 
 def config_args(p: argparse.ArgumentParser, required: bool = True) -> None:

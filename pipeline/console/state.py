@@ -60,12 +60,8 @@ class ConsoleState:
         self.cfg = cfg
         self.keys = RedisKeys(cfg.redis.key_prefix)
         self.redis: redis.Redis = redis_client(cfg.redis)
-        url = cfg.redis.url.get_secret_value()
         self.aredis: aredis.Redis = aredis.Redis.from_url(
-            url,
-            socket_timeout=cfg.redis.socket_timeout_s,
-            socket_connect_timeout=cfg.redis.socket_timeout_s,
-            health_check_interval=30,
+            cfg.redis.url.get_secret_value(), **cfg.redis.client_kwargs()
         )
         self.users = UserStore(cfg.redis, self.redis)
         self.store = AlertStore(cfg.redis, client=self.redis)

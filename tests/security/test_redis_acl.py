@@ -11,8 +11,11 @@ passwords in files as services.sh keeps them; the shared Redis is not touched.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -437,3 +440,61 @@ def test_config_picks_each_components_user(server: AclServer):
     missing = {"redis": {"users": {"ingest": {"username": "ingest", "password_file": "/nope"}}}}
     with pytest.raises(ConfigError, match="cannot read /nope"):
         parse_config(missing, "t.yaml")
+
+
+# -- the local cluster profile: services.sh starts Redis with these users -----------------------
+
+
+def test_services_sh_cluster_profile_starts_redis_with_acl_users(tmp_path: Path):
+    """`KAFKA_NODES=3 services.sh up` (here only its Redis, VIGIL_REDIS_ACL=1): random passwords
+    in state-dir files (mode 600), an ACL file without them, `default` off, each user limited;
+    the single-node profile refuses to reuse that server instead of silently talking to it."""
+    script = Path(__file__).resolve().parents[2] / "deploy" / "local" / "services.sh"
+    port = free_port()
+    env = {
+        **os.environ,
+        "VIGIL_STATE": str(tmp_path),
+        "VIGIL_REDIS_PORT": str(port),
+        "PYTHON": sys.executable,
+        "VIGIL_START_TIMEOUT": "20",
+    }
+
+    def services(*args: str, acl: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(script), *args],
+            env={**env, "VIGIL_REDIS_ACL": acl},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    up = services("start-redis", acl="1")
+    try:
+        assert up.returncode == 0, up.stderr
+        secrets = tmp_path / "redis" / "secrets"
+        passwords = {u: (secrets / u).read_text().strip() for u in COMPONENTS}
+        assert all(len(pw) >= 24 for pw in passwords.values())
+        assert all(stat.S_IMODE((secrets / u).stat().st_mode) == 0o600 for u in COMPONENTS)
+        shown = up.stdout + up.stderr + (tmp_path / "redis" / "users.acl").read_text()
+        assert not any(pw in shown for pw in passwords.values())
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=5).ping()
+        cfg = RedisConfig(
+            url=f"redis://127.0.0.1:{port}/0",
+            username="ingest",
+            password_file=str(secrets / "ingest"),
+        )
+        ingest = redis_client(cfg)
+        try:
+            ingest.hset("vigil:live:door", "worker", "w1")
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                ingest.hset("vigil:console:user:op", "role", "admin")
+        finally:
+            ingest.close()
+        plain = services("start-redis", acl="0")
+        assert plain.returncode != 0 and "stop-redis" in plain.stderr
+        env_out = services("redis-env", acl="1").stdout
+        assert f"VIGIL_REDIS_INGEST_PASSWORD_FILE={secrets / 'ingest'}" in env_out
+        assert not any(pw in env_out for pw in passwords.values())
+    finally:
+        services("stop-redis", acl="1")

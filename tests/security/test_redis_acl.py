@@ -498,3 +498,64 @@ def test_services_sh_cluster_profile_starts_redis_with_acl_users(tmp_path: Path)
         assert not any(pw in env_out for pw in passwords.values())
     finally:
         services("stop-redis", acl="1")
+
+
+# -- the console, served, under its own user ----------------------------------------------------
+
+
+def test_console_served_with_its_user_reviews_but_cannot_promote(
+    server: AclServer, kafka_bootstrap, tmp_path: Path
+):
+    """The real console (uvicorn, Kafka views) logged in to Redis as `console`: sign-in, the
+    alert list, a snapshot and a review work; the Models page lists the registry, and a rollback
+    there is answered 422 saying Redis refused it, the production model unchanged."""
+    import httpx
+
+    from detectors.retrain.config import ModelsConfig
+    from detectors.retrain.registry import ModelRegistry
+    from pipeline.common.kafka import ensure_topics
+    from pipeline.console.server import ConsoleServer
+    from tests.conftest import make_config_dict
+
+    data = make_config_dict(
+        kafka_bootstrap,
+        console={"port": free_port()},
+        collection={"dir": str(tmp_path / "dataset")},
+        redis={
+            "url": server.url,
+            "key_prefix": PREFIX,
+            "users": {
+                u: {"username": u, "password_file": str(server.secrets / u)} for u in COMPONENTS
+            },
+        },
+        models={"name": MODEL},
+    )
+    cfg = parse_config(data, "t.yaml")
+    ensure_topics(cfg.kafka)
+    users = UserStore(cfg.for_component("console").redis)
+    users.add("boss", OPERATOR_PASSWORD, "admin")
+    users.client.close()
+    models = ModelRegistry(cfg.for_component("models").redis, ModelsConfig(name=MODEL))
+    models.client.hset(models.key("versions"), "bbbb", _version("bbbb", 2))
+    models.promote("bbbb", reason="so that the console has something to roll back")
+    console = ConsoleServer(cfg.for_component("console")).start()
+    base = console.url.rstrip("/")
+    try:
+        assert wait_for(lambda: httpx.get(f"{base}/readyz", timeout=10).status_code == 200, 60)
+        c = httpx.Client(base_url=base, timeout=30)
+        r = c.post("/api/login", json={"username": "boss", "password": OPERATOR_PASSWORD})
+        assert r.status_code == 200, r.text
+        c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+        assert ALERT_ID in [a["id"] for a in c.get("/api/alerts").json()["items"]]
+        assert c.get(f"/api/alerts/{ALERT_ID}/snapshot.jpg").status_code == 200
+        r = c.post(f"/api/alerts/{ALERT_ID}/review", json={"verdict": "false_positive"})
+        assert r.status_code == 200, r.text
+        assert c.get(f"/api/alerts/{ALERT_ID}").json()["review"] == "false_positive"
+        assert c.get("/api/models").json()["production"] == "bbbb"
+        r = c.post("/api/models/rollback", json={})
+        assert r.status_code == 422 and "refused by Redis" in r.json()["detail"], r.text
+        assert _production(server) == b"bbbb"
+    finally:
+        console.stop()
+        models.rollback(reason="back to the module's production model")
+        models.close()

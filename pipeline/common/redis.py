@@ -12,7 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import redis
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from pipeline.common.config import ConfigError, StrictModel
 from pipeline.common.urls import mask_url
@@ -25,39 +25,47 @@ Component = Literal["ingest", "alerts", "console", "notifier", "models"]
 COMPONENTS: tuple[str, ...] = ("ingest", "alerts", "console", "notifier", "models")
 
 
-def _password_from_file(password: SecretStr | None, password_file: str | None) -> SecretStr | None:
-    """The password, read once from ``password_file`` when one is named (a mounted secret,
-    services.sh's ``redis/secrets/<user>``), so it never sits in the YAML or on a command line."""
-    if password_file is None:
-        return password
-    if password is not None:
-        raise ValueError("password_file: give password or password_file, not both")
-    try:
-        return SecretStr(Path(password_file).read_text().strip())
-    except OSError as e:
-        raise ValueError(f"password_file: cannot read {password_file}: {e.strerror}") from None
+class _Login(StrictModel):
+    """A Redis ACL login: user name and password, or a file holding the password (a mounted
+    secret, services.sh's ``redis/secrets/<user>``) so it sits in neither the YAML nor a command
+    line. The file is read once, when the config is loaded, and kept out of ``model_dump``:
+    a dumped config names the file, never its content."""
 
-
-class RedisCredentials(StrictModel):
-    """One component's Redis ACL user: ``redis.users.<component>``."""
-
-    username: str = Field(min_length=1)
-    password: SecretStr | None = None
-    password_file: str | None = None
-
-    @model_validator(mode="after")
-    def _read_password(self) -> RedisCredentials:
-        self.password = _password_from_file(self.password, self.password_file)
-        return self
-
-
-class RedisConfig(StrictModel):
-    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    # An ACL user for every component (or none: the URL's user, else ``default``) ...
     username: str | None = None
     password: SecretStr | None = None
     password_file: str | None = None
-    # ... and per component, which the composition layer picks (VigilConfig.for_component).
+    _file_password: SecretStr | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _read_password_file(self) -> _Login:
+        if self.password_file is not None:
+            if self.password is not None:
+                raise ValueError("password_file: give password or password_file, not both")
+            try:
+                text = Path(self.password_file).read_text().strip()
+            except OSError as e:
+                raise ValueError(
+                    f"password_file: cannot read {self.password_file}: {e.strerror}"
+                ) from None
+            self._file_password = SecretStr(text)
+        return self
+
+    def secret(self) -> SecretStr | None:
+        """The password: ``password``, or what ``password_file`` held."""
+        return self.password if self.password is not None else self._file_password
+
+
+class RedisCredentials(_Login):
+    """One component's Redis ACL user: ``redis.users.<component>``."""
+
+    username: str = Field(min_length=1)
+
+
+class RedisConfig(_Login):
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # username / password / password_file (from _Login): an ACL user for every component (or
+    # none: the URL's user, else ``default``); ``users``: one per component, which the
+    # composition layer picks (VigilConfig.for_component).
     users: dict[Component, RedisCredentials] = {}
     key_prefix: str = "vigil:"
     socket_timeout_s: float = Field(5.0, gt=0)
@@ -68,9 +76,8 @@ class RedisConfig(StrictModel):
     store_frames: bool = True
 
     @model_validator(mode="after")
-    def _credentials(self) -> RedisConfig:
-        self.password = _password_from_file(self.password, self.password_file)
-        if self.users or self.username is not None or self.password is not None:
+    def _one_place_for_the_login(self) -> RedisConfig:
+        if self.users or self.username is not None or self.secret() is not None:
             try:
                 parts = urlsplit(self.url.get_secret_value())
                 in_url = parts.username or parts.password
@@ -91,14 +98,17 @@ class RedisConfig(StrictModel):
         creds = self.users.get(component)
         if creds is None:
             return self
-        return self.model_copy(
-            update={"username": creds.username, "password": creds.password, "users": {}}
-        )
+        login = {k: getattr(creds, k) for k in ("username", "password", "password_file")}
+        out = self.model_copy(update={**login, "users": {}})
+        out._file_password = creds._file_password
+        return out
 
     def password_text(self) -> str | None:
-        """The password in use (URL or ``password``), for scrubbing it from error texts."""
-        if self.password is not None:
-            return self.password.get_secret_value() or None
+        """The password in use (``password``, its file, or the URL's), for scrubbing it from
+        error texts."""
+        secret = self.secret()
+        if secret is not None:
+            return secret.get_secret_value() or None
         try:
             return urlsplit(self.url.get_secret_value()).password or None
         except ValueError:
@@ -113,8 +123,9 @@ class RedisConfig(StrictModel):
         }
         if self.username is not None:
             kw["username"] = self.username
-        if self.password is not None:
-            kw["password"] = self.password.get_secret_value()
+        secret = self.secret()
+        if secret is not None:
+            kw["password"] = secret.get_secret_value()
         return kw
 
 

@@ -10,6 +10,7 @@ passwords in files as services.sh keeps them; the shared Redis is not touched.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -562,3 +563,57 @@ def test_console_served_with_its_user_reviews_but_cannot_promote(
         console.stop()
         models.rollback(reason="back to the module's production model")
         models.close()
+
+
+def test_vigil_run_gives_each_service_its_own_user(server: AclServer, tmp_path: Path, monkeypatch):
+    """`vigil run` starts ingest, the alert service, the console and the notifier in one process
+    from one YAML: each gets its own Redis login, not the first one configured."""
+    import pipeline.app
+    import pipeline.cli.run as run
+
+    data = {
+        "redis": {
+            "url": server.url,
+            "key_prefix": PREFIX,
+            "users": {
+                u: {"username": u, "password_file": str(server.secrets / u)} for u in COMPONENTS
+            },
+        },
+        "alerts": {
+            "rules": [
+                {"id": "door", "type": "zone_intrusion", "zone": [[0, 0], [1, 0], [1, 1]]},
+            ]
+        },
+        "console": {"enabled": True},
+        "notify": {
+            "sinks": [
+                {"id": "ops", "type": "webhook", "url": "http://127.0.0.1:9/x", "secret": "x" * 16}
+            ]
+        },
+    }
+    (tmp_path / "vigil.yaml").write_text(json.dumps(data))
+    got: dict[str, str | None] = {}
+
+    def record(name: str, result: object = None):
+        def fake(cfg, *args, **kwargs):
+            got[name] = cfg.redis.username
+            return result if result is not None else (lambda stop: None)
+
+        return fake
+
+    class Console:
+        run_until_stopped = staticmethod(lambda stop: None)
+
+    monkeypatch.setattr(run, "alert_service_runner", record("alerts"))
+    monkeypatch.setattr(run, "start_console", record("console", Console()))
+    monkeypatch.setattr(run, "notifier_runner", record("notifier"))
+    monkeypatch.setattr(pipeline.app, "run_ingest", record("ingest", 0))
+    args = argparse.Namespace(
+        config=str(tmp_path / "vigil.yaml"),
+        bootstrap=None,
+        no_alerts=False,
+        max_seconds=1,
+        metrics_port=None,
+    )
+    assert run.cmd_run(args) == 0
+    assert got == {u: u for u in ("alerts", "console", "notifier", "ingest")}

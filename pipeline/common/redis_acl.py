@@ -64,6 +64,13 @@ def glob_escape(text: str) -> str:
 
 def acl_users(prefix: str = "vigil:") -> dict[str, AclUser]:
     """The ACL of every component for keys under ``prefix`` (``redis.key_prefix``)."""
+    if not prefix or any(c.isspace() or c in "\"'" for c in prefix):
+        # an empty prefix would give patterns like `*` that match every component's keys;
+        # blanks and quotes would split or quote the ACL file's tokens
+        raise ValueError(
+            f"redis.key_prefix {prefix!r}: ACL users need a non-empty prefix "
+            "without blanks or quotes"
+        )
     k = RedisKeys(glob_escape(prefix))
     frames = k.frame(ANY, ANY, ANY)  # type: ignore[arg-type]  # a pattern: '*' for the numbers
     checkpoints = k.checkpoint(ANY, ANY, ANY)  # type: ignore[arg-type]

@@ -617,3 +617,33 @@ def test_vigil_run_gives_each_service_its_own_user(server: AclServer, tmp_path: 
     )
     assert run.cmd_run(args) == 0
     assert got == {u: u for u in ("alerts", "console", "notifier", "ingest")}
+
+
+def test_acl_follows_an_unusual_key_prefix(tmp_path: Path):
+    """Glob characters in redis.key_prefix are taken literally: `a*b:` guards `a*b:console:...`,
+    not every `a...b:console:...`; a prefix the ACL cannot express is refused up front."""
+    srv = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(tmp_path / "s"), "--save", ""]
+        + ["--dir", str(tmp_path), "--aclfile", str(_acl(tmp_path, "a*b:"))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    c = redis.Redis(unix_socket_path=str(tmp_path / "s"), username="console", password="pw-console")
+    try:
+        assert wait_for(lambda: (tmp_path / "s").exists(), 10)
+        assert c.set("a*b:console:x", 1)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            c.set("aXb:console:x", 1)
+    finally:
+        c.close()
+        srv.terminate()
+        srv.wait(10)
+    for bad in ("", "my site:", 'q"'):
+        with pytest.raises(ValueError, match="key_prefix"):
+            acl_file({u: "pw" for u in COMPONENTS}, bad)
+
+
+def _acl(tmp: Path, prefix: str) -> Path:
+    path = tmp / "users.acl"
+    path.write_text(acl_file({u: f"pw-{u}" for u in COMPONENTS}, prefix))
+    return path

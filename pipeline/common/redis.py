@@ -176,8 +176,9 @@ def warn_if_password_unused(
         return False
     _AUTH_CHECKED.add(where)
     log.warning(
-        "Redis at %s has no password set but redis.url carries one: the password is not used "
-        "and anyone who reaches the server needs none; set requirepass (or an ACL user) there",
+        "Redis at %s has no password set but the config gives one (redis.url, password or "
+        "password_file): the password is not used and anyone who reaches the server needs "
+        "none; set requirepass (or ACL users: docs/redis.md) there",
         where,
     )
     return True

@@ -647,3 +647,44 @@ def _acl(tmp: Path, prefix: str) -> Path:
     path = tmp / "users.acl"
     path.write_text(acl_file({u: f"pw-{u}" for u in COMPONENTS}, prefix))
     return path
+
+
+def test_password_file_for_a_redis_without_auth_is_warned(tmp_path: Path, caplog):
+    """A password from redis.password_file, sent to a Redis that asks for none, is as unused as
+    one in the URL: the operator is warned (once), the password is not in the warning."""
+    import logging
+
+    from pipeline.common import redis as common_redis
+
+    port = free_port()
+    srv = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        + ["--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    (tmp_path / "pw").write_text("n0t-used-fi1e-secret\n")
+    cfg = RedisConfig(url=f"redis://127.0.0.1:{port}/0", password_file=str(tmp_path / "pw"))
+    try:
+        probe = redis.Redis(port=port)
+        assert wait_for(lambda: _pings(probe), 10)
+        probe.close()
+        common_redis._AUTH_CHECKED.clear()
+        with caplog.at_level(logging.WARNING, logger="pipeline.common.redis"):
+            for _ in range(2):
+                client = redis_client(cfg)
+                assert client.ping()
+                client.close()
+    finally:
+        srv.terminate()
+        srv.wait(10)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pipeline.common.redis"]
+    assert len(warnings) == 1 and "has no password set" in warnings[0]
+    assert "n0t-used" not in warnings[0]
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

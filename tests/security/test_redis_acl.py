@@ -438,9 +438,10 @@ def test_config_picks_each_components_user(server: AclServer):
     finally:
         ingest.close()
         console.close()
-    bad = dict(data["redis"], url=f"redis://:pw@127.0.0.1:{server.port}/0")
-    with pytest.raises(ConfigError, match="not both"):
+    bad = dict(data["redis"], url=f"redis://:url-s3cret@127.0.0.1:{server.port}/0")
+    with pytest.raises(ConfigError, match="not both") as err:
         parse_config({"redis": bad}, "t.yaml")
+    assert "url-s3cret" not in str(err.value)
     missing = {"redis": {"users": {"ingest": {"username": "ingest", "password_file": "/nope"}}}}
     with pytest.raises(ConfigError, match="cannot read /nope"):
         parse_config(missing, "t.yaml")

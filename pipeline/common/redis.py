@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import redis
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # The processes that talk to Redis, each of which may log in as its own ACL user (redis_acl.py).
 Component = Literal["ingest", "alerts", "console", "notifier", "models"]
-COMPONENTS: tuple[str, ...] = ("ingest", "alerts", "console", "notifier", "models")
+COMPONENTS: tuple[str, ...] = get_args(Component)
 
 
 class _Login(StrictModel):

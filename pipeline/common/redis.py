@@ -139,7 +139,10 @@ def redis_client(cfg: RedisConfig) -> redis.Redis:
             f"redis.url {mask_url(url)!r} is not a Redis URL ({type(e).__name__}); "
             "percent-encode '/', '?', '#' and '@' in the password"
         ) from None
-    warn_if_password_unused(client, url, cfg.username, cfg.password_text())
+    secret = cfg.secret()
+    warn_if_password_unused(
+        client, url, cfg.username, secret.get_secret_value() if secret is not None else None
+    )
     return client
 
 
@@ -152,9 +155,11 @@ def warn_if_password_unused(
     username: str | None = None,
     password: str | None = None,
 ) -> bool:
-    """Warn (once per server) when ``url`` (or ``password``) carries a password but the server
-    asks for none: redis-py then connects without a word, and whoever reaches the server needs no
-    password. Returns whether it warned. Unreachable servers are left to the caller's own error."""
+    """Warn (once per server) when ``url`` (or ``password``: the config's, from ``password`` or
+    ``password_file``) carries a password but the server asks for none: redis-py then connects
+    without a word, and whoever reaches the server needs no password. Returns whether it warned.
+    Unreachable servers are left to the caller's own error."""
+    given = "redis.password_file (or password) gives one" if password else "redis.url carries one"
     try:
         parts = urlsplit(url)
         where = f"{parts.hostname}:{parts.port or 6379}"
@@ -176,10 +181,10 @@ def warn_if_password_unused(
         return False
     _AUTH_CHECKED.add(where)
     log.warning(
-        "Redis at %s has no password set but the config gives one (redis.url, password or "
-        "password_file): the password is not used and anyone who reaches the server needs "
-        "none; set requirepass (or ACL users: docs/redis.md) there",
+        "Redis at %s has no password set but %s: the password is not used and anyone who "
+        "reaches the server needs none; set requirepass (or an ACL user) there",
         where,
+        given,
     )
     return True
 

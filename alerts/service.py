@@ -64,7 +64,7 @@ from alerts.engine import RuleEngine
 from alerts.envelope import check_envelope
 from alerts.events import AlertEvent, FrameEvent
 from alerts.publish import publish
-from alerts.retry import Retrier, Stopped, url_password
+from alerts.retry import Retrier, Stopped
 from alerts.rules import RuleConfig
 from alerts.rules_registry import RulesWatcher, read_rules, seed_rules
 from alerts.snapshots import render_snapshot
@@ -158,7 +158,7 @@ class AlertService(PartitionCheckpoints):
         self.retrier = Retrier(
             self.scfg.retry_initial_s,
             self.scfg.retry_max_s,
-            url_password(cfg.redis.url.get_secret_value()),
+            cfg.redis.password_text(),
         )
         self._messages_ok = m.MESSAGES.labels("ok")
         self.stats = {

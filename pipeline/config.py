@@ -27,7 +27,7 @@ from pipeline.common.config import (
 )
 from pipeline.common.endpoints import service_endpoints
 from pipeline.common.kafka import KafkaConfig
-from pipeline.common.redis import RedisConfig
+from pipeline.common.redis import Component, RedisConfig
 from pipeline.console.config import ConsoleConfig
 from pipeline.ingest.camera import CameraSpec, check_camera_url
 from pipeline.ingest.config import IngestConfig
@@ -46,6 +46,15 @@ class VigilConfig(StrictModel):
     alerts: AlertsConfig = AlertsConfig()
     console: ConsoleConfig = ConsoleConfig()
     notify: NotifyConfig = NotifyConfig()
+
+    def for_component(self, component: Component) -> VigilConfig:
+        """The config one component runs with: the same, but logging in to Redis as that
+        component's ACL user (``redis.users.<component>``) when one is configured, so e.g. the
+        ingest worker cannot write console users or the model registry's production pointer."""
+        redis_cfg = self.redis.for_component(component)
+        if redis_cfg is self.redis:
+            return self
+        return self.model_copy(update={"redis": redis_cfg})
 
     @field_validator("alerts", mode="before")
     @classmethod

@@ -2,7 +2,9 @@
 # Local Kafka (KRaft, single node), Redis and an MQTT broker (mosquitto) for development and tests.
 #   services.sh up | down | status | start-redis | stop-redis | start-kafka | stop-kafka
 #               | start-mqtt | stop-mqtt
-#   KAFKA_NODES=3 services.sh up: a 3-broker cluster with SASL/SCRAM and ACLs (kafka_cluster.sh)
+#   KAFKA_NODES=3 services.sh up: a 3-broker cluster with SASL/SCRAM and ACLs (kafka_cluster.sh),
+#     and Redis with one ACL user per component (redis_acl.py), `default` off
+#   services.sh redis-env: where the Redis users' passwords are (VIGIL_REDIS_* exports)
 # Everything lives in the throw-away state dir ${VIGIL_STATE:-<repo>/.vigil}; both services bind
 # to 127.0.0.1 only. `up` is idempotent: healthy running services are left alone.
 set -euo pipefail
@@ -19,7 +21,7 @@ KAFKA_LIBS="${VIGIL_CACHE:-$HOME/.cache/vigil}/kafka-$KAFKA_VERSION/libs"
 KAFKA_HEAP="${VIGIL_KAFKA_HEAP:--Xms256m -Xmx512m}"
 START_TIMEOUT="${VIGIL_START_TIMEOUT:-90}"   # seconds per service
 
-R="$STATE/redis"    # redis.pid, redis.log, data/
+R="$STATE/redis"    # redis.pid, redis.log, data/; ACL profile: users.acl, acl.on, secrets/<user>
 K="$STATE/kafka"    # kafka.pid, cluster.id, server.properties, data/, logs/
 M="$STATE/mqtt"     # mosquitto.pid, mosquitto.conf, mosquitto.log
 
@@ -53,28 +55,75 @@ stop_pid() {  # pidfile pattern name: SIGTERM, wait, then SIGKILL
 }
 
 # --- Redis --------------------------------------------------------------------------------------
-redis_ok() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+# The cluster profile (KAFKA_NODES=3, or VIGIL_REDIS_ACL=1) starts Redis with an ACL file: one user
+# per component with only its keys and commands, `default` off (redis_acl.py). Passwords: random,
+# once per state dir, in $R/secrets/<user> (mode 600), like the Kafka cluster's SCRAM passwords.
+REDIS_USERS=(ingest alerts console notifier models)
+
+# Health: PING answered; with ACLs as the notifier (read-only), password from its file via the
+# environment (never the command line). acl.on says which way the running server was started.
+redis_ok() {
+  if [ -f "$R/acl.on" ]; then
+    [ "$(REDISCLI_AUTH="$(cat "$R/secrets/notifier" 2>/dev/null)" redis-cli --no-auth-warning \
+      --user notifier -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+  else
+    [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+  fi
+}
+
+redis_secrets() {  # random passwords, once per state dir
+  mkdir -p "$R/secrets"; chmod 700 "$R/secrets"
+  local u
+  for u in "${REDIS_USERS[@]}"; do
+    [ -s "$R/secrets/$u" ] || (umask 077; "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(24))' >"$R/secrets/$u")
+  done
+}
 
 start_redis() {
-  if live_pid "$R/redis.pid" redis-server >/dev/null && redis_ok; then
-    say "redis already running on 127.0.0.1:$REDIS_PORT"; return 0
+  local want=0 running=0 pid
+  [ "$REDIS_ACL" = 1 ] && want=1
+  [ -f "$R/acl.on" ] && running=1
+  if pid="$(live_pid "$R/redis.pid" redis-server)"; then
+    if [ "$want" != "$running" ]; then
+      die "redis (pid $pid) runs $([ "$running" = 1 ] && echo with || echo without) ACL users, this profile wants $([ "$want" = 1 ] && echo them || echo none); run \`$0 stop-redis\` first"
+    fi
+    redis_ok && { say "redis already running on 127.0.0.1:$REDIS_PORT"; return 0; }
   fi
   command -v redis-server >/dev/null || die "redis-server not installed (run deploy/local/setup.sh)"
   port_open "$REDIS_PORT" && ! live_pid "$R/redis.pid" redis-server >/dev/null \
     && die "port $REDIS_PORT is taken by another process; stop it or set VIGIL_REDIS_PORT"
   mkdir -p "$R/data"
+  local acl=()
+  rm -f "$R/acl.on"
+  if [ "$want" = 1 ]; then
+    redis_secrets
+    "$PYTHON" "$REPO/deploy/local/redis_acl.py" --secrets "$R/secrets" --out "$R/users.acl" \
+      --prefix "${VIGIL_REDIS_KEY_PREFIX:-vigil:}" || die "could not write the Redis ACL file"
+    acl=(--aclfile "$R/users.acl")
+    touch "$R/acl.on"
+  fi
   # No persistence: the data is throw-away. Daemonized, so redis writes its own pidfile.
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
     --daemonize yes --pidfile "$R/redis.pid" --logfile "$R/redis.log" --dir "$R/data" \
-    --save "" --appendonly no >/dev/null || { show_log "$R/redis.log"; die "redis-server failed to start"; }
+    --save "" --appendonly no "${acl[@]}" >/dev/null || { show_log "$R/redis.log"; die "redis-server failed to start"; }
   local i
   for ((i = 0; i < START_TIMEOUT * 10; i++)); do
-    redis_ok && { say "redis up on 127.0.0.1:$REDIS_PORT"; return 0; }
+    redis_ok && { say "redis up on 127.0.0.1:$REDIS_PORT$([ "$want" = 1 ] && echo " (ACL users ${REDIS_USERS[*]}; default off)")"; return 0; }
     sleep 0.1
   done
   show_log "$R/redis.log"; die "redis did not answer PING within ${START_TIMEOUT}s"
 }
-stop_redis() { stop_pid "$R/redis.pid" redis-server redis; }
+stop_redis() { stop_pid "$R/redis.pid" redis-server redis; rm -f "$R/acl.on"; }
+
+redis_env() {  # the Redis users' password files, for a config's redis.users (docs/redis.md)
+  redis_secrets
+  local u up
+  echo "export VIGIL_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+  for u in "${REDIS_USERS[@]}"; do
+    up="$(echo "$u" | tr '[:lower:]' '[:upper:]')"
+    echo "export VIGIL_REDIS_${up}_PASSWORD_FILE=$R/secrets/$u"
+  done
+}
 
 # --- MQTT (mosquitto) ---------------------------------------------------------------------------
 # Healthy = a QoS 1 publish acknowledged by the broker (mosquitto_pub), else the port answering.
@@ -206,7 +255,7 @@ stop_kafka() { stop_pid "$K/kafka.pid" kafka.Kafka kafka; }
 status() {
   local pid rc=0
   if pid="$(live_pid "$R/redis.pid" redis-server)"; then
-    if redis_ok; then say "redis: running (pid $pid) on 127.0.0.1:$REDIS_PORT"
+    if redis_ok; then say "redis: running (pid $pid) on 127.0.0.1:$REDIS_PORT$([ -f "$R/acl.on" ] && echo ", ACL users")"
     else say "redis: pid $pid not answering PING"; rc=1; fi
   else say "redis: stopped"; rc=1; fi
   if pid="$(live_pid "$K/kafka.pid" kafka.Kafka)"; then
@@ -221,9 +270,11 @@ status() {
   return "$rc"
 }
 
-# KAFKA_NODES=3: the 3-broker SASL/ACL cluster of kafka_cluster.sh instead of the single broker.
+# KAFKA_NODES=3: the 3-broker SASL/ACL cluster of kafka_cluster.sh instead of the single broker,
+# and Redis with ACL users (VIGIL_REDIS_ACL=1 asks for those alone, =0 keeps them off).
 KAFKA_NODES="${KAFKA_NODES:-${VIGIL_KAFKA_NODES:-1}}"
 CLUSTER="$REPO/deploy/local/kafka_cluster.sh"
+if [ "$KAFKA_NODES" = 3 ]; then REDIS_ACL="${VIGIL_REDIS_ACL:-1}"; else REDIS_ACL="${VIGIL_REDIS_ACL:-0}"; fi
 
 case "${1:-}" in
   up)
@@ -247,5 +298,6 @@ case "${1:-}" in
   stop-kafka) stop_kafka ;;
   start-mqtt) start_mqtt ;;
   stop-mqtt) stop_mqtt ;;
-  *) echo "usage: $0 up|down|status|start-redis|stop-redis|start-kafka|stop-kafka|start-mqtt|stop-mqtt" >&2; exit 2 ;;
+  redis-env) redis_env ;;
+  *) echo "usage: $0 up|down|status|start-redis|stop-redis|start-kafka|stop-kafka|start-mqtt|stop-mqtt|redis-env" >&2; exit 2 ;;
 esac

@@ -81,6 +81,14 @@ def check_version(version: object) -> str:
     return version
 
 
+def _refused(e: redis.RedisError) -> RegistryError:
+    """Redis's ACL said no: not an outage, so say who may (docs/redis.md, ACL users)."""
+    return RegistryError(
+        f"model registry: refused by Redis ({e}); only the retraining CLI's Redis user "
+        "(redis.users.models) writes the registry"
+    )
+
+
 @dataclass
 class ModelVersion:
     version: str
@@ -258,6 +266,8 @@ class ModelRegistry:
     def _call(self, fn, *args):
         try:
             return fn(*args)
+        except redis.exceptions.NoPermissionError as e:
+            raise _refused(e) from None
         except redis.RedisError as e:
             raise RegistryError(f"model registry (Redis) unavailable: {e}") from None
 
@@ -441,6 +451,8 @@ class ModelRegistry:
                     return
                 except redis.WatchError:
                     continue
+                except redis.exceptions.NoPermissionError as e:
+                    raise _refused(e) from None
                 except redis.RedisError as e:
                     raise RegistryError(f"model registry (Redis) unavailable: {e}") from None
 

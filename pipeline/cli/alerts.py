@@ -9,7 +9,6 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 
@@ -78,7 +77,7 @@ def _common(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "alerts")
     try:
         acfg = parse_alerts_config(cfg.alerts)
     except RulesError as e:
@@ -117,14 +116,14 @@ def _redis_guard(fn):
 def _scrub(args: argparse.Namespace, e: Exception) -> str:
     text = str(e)
     try:
-        pw = urlsplit(config_from_args(args).redis.url.get_secret_value()).password
+        pw = config_from_args(args, "notifier").redis.password_text()
     except Exception:
         pw = None
     return text.replace(pw, "***") if pw else text
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "notifier")  # reads alerts only: the notifier's Redis user
     source = cfg.kafka.topics.alerts if args.backend == "kafka" else "Redis"
 
     def ready() -> None:
@@ -197,7 +196,7 @@ def format_alert(a: dict[str, Any]) -> str:
 
 @_redis_guard
 def cmd_list(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "notifier")
     items = _store(cfg).recent(args.camera, count=max(1, args.max))
     for a in reversed(items):
         print(json.dumps(a, ensure_ascii=False) if args.json else format_alert(a))
@@ -208,7 +207,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @_redis_guard
 def cmd_show(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "notifier")
     alert = _store(cfg).get_alert(args.id)
     if alert is None:
         return fail(f"no alert with id {args.id!r} in Redis (prefix {cfg.redis.key_prefix!r})")
@@ -232,7 +231,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 @_redis_guard
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "notifier")
     store = _store(cfg)
     jpeg = store.get_snapshot(args.id)
     if jpeg is None:

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    log = AuditLog(config_from_args(args).redis)
+    log = AuditLog(config_from_args(args, "console").redis)
 
     def show(e: dict) -> None:
         print(json.dumps(e, sort_keys=True) if args.json else format_entry(e), flush=True)

@@ -71,7 +71,7 @@ def start_console(cfg: VigilConfig, host: str | None = None, port: int | None = 
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "console")
     stop = threading.Event()
     install_signal_handlers(stop)
     server = start_console(cfg, args.host, args.port)
@@ -93,7 +93,7 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "console")
     try:
         UserStore(cfg.redis).add(args.name, _password(args), args.role)
     except AuthError as e:
@@ -104,7 +104,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
-    users = UserStore(config_from_args(args).redis).list()
+    users = UserStore(config_from_args(args, "console").redis).list()
     if not users:
         print("no users (vigil users add NAME --role admin)")
     for u in users:
@@ -113,7 +113,7 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "console")
     try:
         removed = UserStore(cfg.redis).remove(args.name)
     except AuthError as e:
@@ -126,7 +126,7 @@ def cmd_users_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_users_token(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "console")
     try:
         token, info = UserStore(cfg.redis).new_token(args.name, args.label, cfg.console.token_ttl_s)
     except AuthError as e:
@@ -147,7 +147,7 @@ def _when(ts: object) -> str:
 
 def cmd_users_tokens(args: argparse.Namespace) -> int:
     try:
-        tokens = UserStore(config_from_args(args).redis).tokens(args.name)
+        tokens = UserStore(config_from_args(args, "console").redis).tokens(args.name)
     except AuthError as e:
         return fail(e)
     if not tokens:
@@ -163,7 +163,7 @@ def cmd_users_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_users_revoke_token(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "console")
     try:
         found = UserStore(cfg.redis).revoke_token(args.name, args.token_id)
     except AuthError as e:

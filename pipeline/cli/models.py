@@ -112,7 +112,7 @@ def _registry(args: argparse.Namespace):
     """The config and its model registry."""
     from detectors.retrain.registry import ModelRegistry  # noqa: PLC0415 (imports torch)
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "models")
     return cfg, ModelRegistry(cfg.redis, cfg.models)
 
 
@@ -206,7 +206,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         from pipeline.bench.footage import CAMERA_FILES  # noqa: PLC0415 (the bench's camera clips)
         from pipeline.common.assets import footage  # noqa: PLC0415 (only for this verb)
 
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, "models")
         if args.images < 1:
             raise ValueError(f"--images must be at least 1, got {args.images}")
         weights = args.weights or cfg.detector.weights

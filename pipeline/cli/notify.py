@@ -46,7 +46,7 @@ def notifier_runner(cfg: VigilConfig) -> Callable[[threading.Event], None]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "notifier")
     if not cfg.notify.active_sinks:
         return fail(f"no sink configured (notify.sinks in {args.config}): nothing to deliver to")
     if args.instance_id:
@@ -60,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "notifier")
     try:
         ok, text = send_test(cfg, args.sink, cfg.console.links_base)
     except ValueError as e:

@@ -128,7 +128,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     try:
         from detectors.retrain.workflow import run_retrain  # noqa: PLC0415 (imports torch)
 
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, "models")
         r = run_retrain(
             args.data,
             _train_options(args),

@@ -178,7 +178,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     rule = _rule_or_fail(args.rule)
     if isinstance(rule, int):
         return rule
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "console")  # reads frames, as the console's preview does
     end = time.time()
     start = end - args.since
     try:

@@ -29,15 +29,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     services = []
+    # each service with its own Redis ACL user (redis.users), as if it ran on its own
     if not args.no_alerts and cfg.alerts.configured:
-        services.append(alert_service_runner(cfg))
+        services.append(alert_service_runner(cfg.for_component("alerts")))
     if cfg.console.enabled:
         # started before the worker: a port in use is one clear error, not a thread's traceback
-        services.append(start_console(cfg).run_until_stopped)
+        services.append(start_console(cfg.for_component("console")).run_until_stopped)
     if cfg.notify.active_sinks:  # webhooks / MQTT: docs/notify.md
-        services.append(notifier_runner(cfg))
+        services.append(notifier_runner(cfg.for_component("notifier")))
     return run_ingest(
-        cfg,
+        cfg.for_component("ingest"),
         max_seconds=args.max_seconds,
         metrics_port=args.metrics_port,
         sync_cameras=True,
@@ -48,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from pipeline.app import run_ingest  # noqa: PLC0415 (imports torch)
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "ingest")
     if args.worker_id:
         cfg.ingest.worker_id = args.worker_id
     return run_ingest(cfg, max_seconds=args.max_seconds, metrics_port=args.metrics_port)

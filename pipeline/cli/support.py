@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from pipeline.common.audit import AuditLog
 from pipeline.common.config import validation_messages
+from pipeline.common.redis import Component
 from pipeline.config import VigilConfig, load_config
 
 # What a handler reports as one line on stderr with exit code 2 (fail) rather than a traceback.
@@ -23,11 +24,13 @@ from pipeline.config import VigilConfig, load_config
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 
-def config_from_args(args: argparse.Namespace) -> VigilConfig:
+def config_from_args(args: argparse.Namespace, component: Component | None = None) -> VigilConfig:
+    """The config of ``-c``; with ``component``, as that component runs it (its own Redis ACL
+    user from ``redis.users``, so a command can do only what its component may)."""
     cfg = load_config(args.config) if getattr(args, "config", None) else VigilConfig()
     if getattr(args, "bootstrap", None):
         cfg.kafka.bootstrap_servers = args.bootstrap
-    return cfg
+    return cfg if component is None else cfg.for_component(component)
 
 
 def config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -80,7 +83,8 @@ def audit(
     """Record a change made from the command line in the audit trail (who: the OS user, from:
     this host). After the change: Redis away is one warning line, not a failed command."""
     try:
-        AuditLog(cfg.redis).record(
+        # the trail is the console's: its Redis user writes it (redis.users.console)
+        AuditLog(cfg.for_component("console").redis).record(
             who=os_user(),
             via="cli",
             address=socket.gethostname(),

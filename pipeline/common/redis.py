@@ -7,10 +7,12 @@ Keys are built here only, so the alert service, the console and retraining agree
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import redis
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from pipeline.common.config import ConfigError, StrictModel
 from pipeline.common.urls import mask_url
@@ -18,8 +20,53 @@ from pipeline.common.urls import mask_url
 log = logging.getLogger(__name__)
 
 
-class RedisConfig(StrictModel):
+# The processes that talk to Redis, each of which may log in as its own ACL user (redis_acl.py).
+Component = Literal["ingest", "alerts", "console", "notifier", "models"]
+COMPONENTS: tuple[str, ...] = get_args(Component)
+
+
+class _Login(StrictModel):
+    """A Redis ACL login: user name and password, or a file holding the password (a mounted
+    secret, services.sh's ``redis/secrets/<user>``) so it sits in neither the YAML nor a command
+    line. The file is read once, when the config is loaded, and kept out of ``model_dump``:
+    a dumped config names the file, never its content."""
+
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: str | None = None
+    _file_password: SecretStr | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _read_password_file(self) -> _Login:
+        if self.password_file is not None:
+            if self.password is not None:
+                raise ValueError("password_file: give password or password_file, not both")
+            try:
+                text = Path(self.password_file).read_text().strip()
+            except OSError as e:
+                raise ValueError(
+                    f"password_file: cannot read {self.password_file}: {e.strerror}"
+                ) from None
+            self._file_password = SecretStr(text)
+        return self
+
+    def secret(self) -> SecretStr | None:
+        """The password: ``password``, or what ``password_file`` held."""
+        return self.password if self.password is not None else self._file_password
+
+
+class RedisCredentials(_Login):
+    """One component's Redis ACL user: ``redis.users.<component>``."""
+
+    username: str = Field(min_length=1)
+
+
+class RedisConfig(_Login):
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # username / password / password_file (from _Login): an ACL user for every component (or
+    # none: the URL's user, else ``default``); ``users``: one per component, which the
+    # composition layer picks (VigilConfig.for_component).
+    users: dict[Component, RedisCredentials] = {}
     key_prefix: str = "vigil:"
     socket_timeout_s: float = Field(5.0, gt=0)
     stream_maxlen: int = Field(100_000, ge=100)
@@ -30,23 +77,74 @@ class RedisConfig(StrictModel):
     frame_ttl_s: int = Field(120, ge=5, description="recent frames kept for snapshots")
     store_frames: bool = True
 
+    @model_validator(mode="after")
+    def _one_place_for_the_login(self) -> RedisConfig:
+        if self.users or self.username is not None or self.secret() is not None:
+            try:
+                parts = urlsplit(self.url.get_secret_value())
+                in_url = parts.username or parts.password
+            except ValueError:
+                in_url = False  # redis_client names the bad URL
+            if in_url:
+                raise ValueError(
+                    "url: give the user and password in the URL or in username / password_file "
+                    "(and users), not both"
+                )
+        return self
+
+    def for_component(self, component: Component) -> RedisConfig:
+        """This config with ``component``'s own ACL user from ``users`` (unchanged without one),
+        so a process logs in with only what its component may do."""
+        if component not in COMPONENTS:
+            raise ValueError(f"unknown Redis component {component!r}: one of {COMPONENTS}")
+        creds = self.users.get(component)
+        if creds is None:
+            return self
+        login = {k: getattr(creds, k) for k in ("username", "password", "password_file")}
+        out = self.model_copy(update={**login, "users": {}})
+        out._file_password = creds._file_password
+        return out
+
+    def password_text(self) -> str | None:
+        """The password in use (``password``, its file, or the URL's), for scrubbing it from
+        error texts."""
+        secret = self.secret()
+        if secret is not None:
+            return secret.get_secret_value() or None
+        try:
+            return urlsplit(self.url.get_secret_value()).password or None
+        except ValueError:
+            return None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Timeouts and the ACL login shared by the sync and asyncio clients."""
+        kw: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.socket_timeout_s,
+            "health_check_interval": 30,
+        }
+        if self.username is not None:
+            kw["username"] = self.username
+        secret = self.secret()
+        if secret is not None:
+            kw["password"] = secret.get_secret_value()
+        return kw
+
 
 def redis_client(cfg: RedisConfig) -> redis.Redis:
     """Explicit timeouts everywhere; the URL (which may hold a password) is never logged."""
     url = cfg.url.get_secret_value()
     try:
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=cfg.socket_timeout_s,
-            socket_connect_timeout=cfg.socket_timeout_s,
-            health_check_interval=30,
-        )
+        client = redis.Redis.from_url(url, **cfg.client_kwargs())
     except ValueError as e:  # its text may quote a piece of the password
         raise ConfigError(
             f"redis.url {mask_url(url)!r} is not a Redis URL ({type(e).__name__}); "
             "percent-encode '/', '?', '#' and '@' in the password"
         ) from None
-    warn_if_password_unused(client, url)
+    secret = cfg.secret()
+    warn_if_password_unused(
+        client, url, cfg.username, secret.get_secret_value() if secret is not None else None
+    )
     warn_if_insecure_transport(url)
     return client
 
@@ -82,19 +180,28 @@ def warn_if_insecure_transport(url: str) -> bool:
 _AUTH_CHECKED: set[str] = set()
 
 
-def warn_if_password_unused(client: redis.Redis, url: str) -> bool:
-    """Warn (once per server) when ``url`` carries a password but the server asks for none:
-    redis-py then connects without a word, and whoever reaches the server needs no password.
-    Returns whether it warned. Unreachable servers are left to the caller's own error."""
+def warn_if_password_unused(
+    client: redis.Redis,
+    url: str,
+    username: str | None = None,
+    password: str | None = None,
+) -> bool:
+    """Warn (once per server) when ``url`` (or ``password``: the config's, from ``password`` or
+    ``password_file``) carries a password but the server asks for none: redis-py then connects
+    without a word, and whoever reaches the server needs no password. Returns whether it warned.
+    Unreachable servers are left to the caller's own error."""
+    given = "redis.password_file (or password) gives one" if password else "redis.url carries one"
     try:
         parts = urlsplit(url)
-        password, where = parts.password, f"{parts.hostname}:{parts.port or 6379}"
+        where = f"{parts.hostname}:{parts.port or 6379}"
+        password = password or parts.password
+        username = username or parts.username
     except ValueError:
         return False
     if not password or where in _AUTH_CHECKED:
         return False
     try:
-        client.execute_command("AUTH", *([parts.username] if parts.username else []), password)
+        client.execute_command("AUTH", *([username] if username else []), password)
     except redis.AuthenticationError as e:
         if "without any password configured" not in str(e):
             return False
@@ -105,9 +212,10 @@ def warn_if_password_unused(client: redis.Redis, url: str) -> bool:
         return False
     _AUTH_CHECKED.add(where)
     log.warning(
-        "Redis at %s has no password set but redis.url carries one: the password is not used "
-        "and anyone who reaches the server needs none; set requirepass (or an ACL user) there",
+        "Redis at %s has no password set but %s: the password is not used and anyone who "
+        "reaches the server needs none; set requirepass (or an ACL user) there",
         where,
+        given,
     )
     return True
 

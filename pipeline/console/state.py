@@ -66,11 +66,9 @@ def _bounded_clients(cfg: VigilConfig) -> tuple[redis.Redis, aredis.Redis]:
     rc, cc = cfg.redis, cfg.console
     url = rc.url.get_secret_value()
     kwargs: dict[str, Any] = {
+        **rc.client_kwargs(),  # timeouts and the console's ACL login
         "max_connections": cc.redis_max_connections,
         "timeout": cc.redis_pool_timeout_s,
-        "socket_timeout": rc.socket_timeout_s,
-        "socket_connect_timeout": rc.socket_timeout_s,
-        "health_check_interval": 30,
         "client_name": console_client_name(rc.key_prefix),
     }
     try:
@@ -81,7 +79,10 @@ def _bounded_clients(cfg: VigilConfig) -> tuple[redis.Redis, aredis.Redis]:
             f"redis.url {mask_url(url)!r} is not a Redis URL ({type(e).__name__}); "
             "percent-encode '/', '?', '#' and '@' in the password"
         ) from None
-    warn_if_password_unused(sync, url)
+    secret = rc.secret()
+    warn_if_password_unused(
+        sync, url, rc.username, secret.get_secret_value() if secret is not None else None
+    )
     return sync, async_
 
 

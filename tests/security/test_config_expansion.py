@@ -75,8 +75,11 @@ def test_keys_are_not_expanded_values_in_lists_are(monkeypatch):
 
 
 def test_camera_file_password_with_yaml_syntax(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIGIL_TEST_CAM_URL", "rtsp://admin:p@ss: w %231@10.0.0.5:554/s")
+    # A camera URL holds no whitespace (tests/security/test_camera_urls.py), so the YAML syntax a
+    # password can carry here is a quote: expanded as text, it would end the quoted scalar early.
+    url = "rtsp://admin:p\"ss'%231@10.0.0.5:554/s"
+    monkeypatch.setenv("VIGIL_TEST_CAM_URL", url)
     p = tmp_path / "cams.yaml"
-    p.write_text("cameras:\n  - id: door\n    url: ${VIGIL_TEST_CAM_URL}\n")
+    p.write_text('cameras:\n  - id: door\n    url: "${VIGIL_TEST_CAM_URL}"\n')
     (spec,) = load_camera_file(str(p))
-    assert spec.url == "rtsp://admin:p@ss: w %231@10.0.0.5:554/s"
+    assert spec.url == url

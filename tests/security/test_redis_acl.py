@@ -11,6 +11,7 @@ passwords in files as services.sh keeps them; the shared Redis is not touched.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -156,8 +157,29 @@ def _alert(status: str = "started") -> dict:
 def _version(v: str, number: int) -> str:
     """A model registry entry (ModelVersion JSON) for version ``v``."""
     return json.dumps(
-        {"version": v, "number": number, "name": MODEL, "uri": "-", "sha256": v, "created_at": 1}
+        {
+            "version": v,
+            "number": number,
+            "name": MODEL,
+            "uri": "-",
+            "sha256": hashlib.sha256(v.encode()).hexdigest(),
+            "created_at": 1,
+        }
     )
+
+
+def _models_config(tmp_path: Path) -> dict[str, str]:
+    """A ``models:`` section whose store holds versions aaaa and bbbb (bytes whose sha256 the
+    entries of :func:`_version` record) and a signing key: a promotion gets as far as Redis."""
+    store = tmp_path / "store"
+    for v in ("aaaa", "bbbb"):
+        (store / MODEL / v).mkdir(parents=True)
+        (store / MODEL / v / "model.pt").write_bytes(v.encode())
+    return {
+        "name": MODEL,
+        "store": str(store),
+        "signing_key_file": str(tmp_path / "model-signing.key"),
+    }
 
 
 def _seed(srv: AclServer) -> None:
@@ -223,7 +245,9 @@ def test_console_user_cannot_be_written_by(user: str, server: AclServer, clients
 
 
 @pytest.mark.parametrize("user", NOT_MODELS)
-def test_production_model_cannot_be_swapped_by(user: str, server: AclServer, clients):
+def test_production_model_cannot_be_swapped_by(
+    user: str, server: AclServer, clients, tmp_path: Path
+):
     """Writing `<prefix>models:<name>:production` with ingest's, alerts', the console's or the
     notifier's login is refused (NOPERM), and so is a promotion through the registry's code."""
     from detectors.retrain.config import ModelsConfig
@@ -235,7 +259,8 @@ def test_production_model_cannot_be_swapped_by(user: str, server: AclServer, cli
         c.set(key, "evil")
     with pytest.raises(redis.exceptions.NoPermissionError):
         c.hset(KEYS.models(MODEL) + "versions", "evil", _version("evil", 9))
-    reg = ModelRegistry(server.cfg(user), ModelsConfig(name=MODEL))
+    # the store's file and a signing key at hand: the registry signs, and Redis still refuses
+    reg = ModelRegistry(server.cfg(user), ModelsConfig(**_models_config(tmp_path)))
     try:
         if user in ("ingest", "console"):  # hot reload and the Models page read it
             assert reg.production_version() == "aaaa"
@@ -246,13 +271,13 @@ def test_production_model_cannot_be_swapped_by(user: str, server: AclServer, cli
     assert _production(server) == b"aaaa"
 
 
-def test_models_user_promotes_and_ingest_hears_it(server: AclServer, clients):
+def test_models_user_promotes_and_ingest_hears_it(server: AclServer, clients, tmp_path: Path):
     """The retraining CLI's user moves the pointer (WATCH/MULTI, history, the promote event);
     the ingest worker's user reads it, gets the event and reports what it runs."""
     from detectors.retrain.config import ModelsConfig
     from detectors.retrain.registry import ModelRegistry
 
-    mcfg = ModelsConfig(name=MODEL)
+    mcfg = ModelsConfig(**_models_config(tmp_path))
     ingest = ModelRegistry(server.cfg("ingest"), mcfg)
     sub = ingest.client.pubsub(ignore_subscribe_messages=True)
     sub.subscribe(ingest.channel)
@@ -328,10 +353,15 @@ def test_console_logs_in_reviews_and_reads(server: AclServer, clients):
         assert users.authenticate("op", OPERATOR_PASSWORD) == "viewer"
         sid, _ = users.new_session("op", "viewer", 60)
         assert users.session(sid, 60).user == "op"
-        token = users.new_token("op", "ci")
+        token = users.new_token("op", "ci", 3600)[0]
         assert users.token(token).user == "op"
-        users.login_failed("op", "127.0.0.1")
-        assert not users.login_blocked("op", "127.0.0.1", 5)
+        # the login-attempt windows (a script) and their clean-up, the token listing and revoke
+        attempt = users.login_attempt("op", "127.0.0.1", 5)
+        assert attempt is not None
+        users.login_succeeded("op", "127.0.0.1", attempt)
+        (listed,) = users.tokens("op")
+        assert users.revoke_token("op", str(listed["id"])) and users.token(token) is None
+        users.client.xadd(KEYS.audit(), {"action": "test"})  # the audit trail (CLI and console)
         assert store_review(store, ALERT_ID, "true_positive", "ok", "op", 1001.0, None)
         assert store.get_alert(ALERT_ID)["review"] == "true_positive"
         assert store.recent(CAMERA)[0]["id"] == ALERT_ID
@@ -516,7 +546,6 @@ def test_console_served_with_its_user_reviews_but_cannot_promote(
     there is answered 422 saying Redis refused it, the production model unchanged."""
     import httpx
 
-    from detectors.retrain.config import ModelsConfig
     from detectors.retrain.registry import ModelRegistry
     from pipeline.common.kafka import ensure_topics
     from pipeline.console.server import ConsoleServer
@@ -533,14 +562,14 @@ def test_console_served_with_its_user_reviews_but_cannot_promote(
                 u: {"username": u, "password_file": str(server.secrets / u)} for u in COMPONENTS
             },
         },
-        models={"name": MODEL},
+        models=_models_config(tmp_path),
     )
     cfg = parse_config(data, "t.yaml")
     ensure_topics(cfg.kafka)
     users = UserStore(cfg.for_component("console").redis)
     users.add("boss", OPERATOR_PASSWORD, "admin")
     users.client.close()
-    models = ModelRegistry(cfg.for_component("models").redis, ModelsConfig(name=MODEL))
+    models = ModelRegistry(cfg.for_component("models").redis, cfg.models)
     models.client.hset(models.key("versions"), "bbbb", _version("bbbb", 2))
     models.promote("bbbb", reason="so that the console has something to roll back")
     console = ConsoleServer(cfg.for_component("console")).start()

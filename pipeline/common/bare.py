@@ -43,7 +43,6 @@ NOT_FOR_THE_BENCH = (
     "orjson",
     "hiredis",
     "crc32c",
-    "httpx",
     "openvino",
 )
 

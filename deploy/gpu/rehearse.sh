@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 REPO="$PWD"
 R="$REPO/.gpu-rehearsal"
-PY312="${PYTHON312:-python3.12}"
+PY312="${PYTHON312:-python3.12}"  # e.g. PYTHON312=~/.pyenv/versions/3.12.1/bin/python3.12
 PY="${PYTHON:-python3}"
 T0=$(date +%s)
 log() { echo "gpu-rehearsal: $*" >&2; }

@@ -225,11 +225,10 @@ def step_onnxruntime(a, run: Run, state: dict) -> None:
         so,
         providers=list(dict.fromkeys([provider, "CPUExecutionProvider"])),
     )
-    run.write(
-        "onnxruntime",
-        providers=det.backend.session.get_providers(),
-        export_and_load_s=round(time.monotonic() - t, 1),
-    )
+    got = det.backend.session.get_providers()
+    run.write("onnxruntime", providers=got, export_and_load_s=round(time.monotonic() - t, 1))
+    if got[0] != provider:  # ONNX Runtime falls back to the CPU when CUDA cannot load
+        raise Skip(f"{provider} did not load (session providers {got})")
     if "ref" in state:
         run.write("onnxruntime", accuracy=bench.score(det, state["frames"], state["ref"]))
     bench.threads_for(det)

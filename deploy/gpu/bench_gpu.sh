@@ -51,6 +51,10 @@ if [ "$DEVICE" != cpu ]; then
     || { log "no NVIDIA GPU here (use --device cpu to rehearse)"; exit 2; }
 fi
 
+# the carried wheels are for CPython 3.12 (pydantic-core is compiled)
+PYVER="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+[ "$PYVER" = 3.12 ] || log "warning: $PY is Python $PYVER; the carried wheels are for 3.12"
+
 # 1. the carried wheels, without an index and without resolving dependencies
 rm -rf "$SITE" && mkdir -p "$SITE"
 if "$PY" -m pip --version >/dev/null 2>&1; then
@@ -72,7 +76,7 @@ export PYTHONPATH="$SITE:$REPO"
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 SETUP_S=$(($(date +%s) - T0))
 printf '{"step": "setup", "took_s": %d, "python": "%s", "carry": "%s"}\n' \
-  "$SETUP_S" "$("$PY" -c 'import platform; print(platform.python_version())')" "$CARRY" \
+  "$SETUP_S" "$PYVER" "$CARRY" \
   | tee -a "$JSONL"
 
 # 3. the steps, in what is left of the budget

@@ -100,6 +100,9 @@ class Bench(
         self._pools: dict[int, list[np.ndarray]] = {}
 
         self._stock_threads = host_threads.current()  # what the naive baseline runs with
+        whole = {"pipeline", "gating", "alerts"} - set(args.skip)
+        if whole or getattr(args, "precisions", None) or getattr(args, "capacity", False):
+            _ = self.base  # sections that need the whole config: check it before anything runs
 
     @functools.cached_property
     def base(self) -> VigilConfig:

@@ -64,3 +64,53 @@ def _takes_verbose(fn) -> bool:
         return "verbose" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+class CudaGraphs:
+    """The network replayed as CUDA graphs, one captured per input shape and dtype: a replay
+    launches the whole forward pass at once, without a kernel launch per layer from Python (the
+    cost that dominates small batches on a fast GPU). Wraps ``TorchBackend.net`` (measured by
+    deploy/gpu/bench_gpu.py; not a config option yet).
+
+    Each graph reads fixed addresses: its input buffer (each batch is copied in), and every
+    tensor the modules held when it was captured (e.g. the head's anchors, which the head
+    replaces when the input shape changes), which are kept alive here for that reason. The output
+    is a copy, so a caller may keep it while the next batch runs.
+    """
+
+    def __init__(self, net: torch.nn.Module, warmup: int = 3) -> None:
+        self.net = net
+        self.warmup = warmup
+        self.graphs: dict[tuple, tuple] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), x.dtype)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(x)
+        graph, static_in, static_out, _kept = self.graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out.clone()
+
+    def _capture(self, x: torch.Tensor) -> tuple:
+        static_in = x.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(self.warmup):  # lazily built state (anchors) is made here, not captured
+                self.net(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            static_out = as_output(self.net(static_in))
+        return graph, static_in, static_out, _module_tensors(self.net)
+
+
+def _module_tensors(net: torch.nn.Module) -> list[torch.Tensor]:
+    """The plain tensor attributes of ``net``'s modules, also those in lists (YOLOv5's grids)."""
+    out = []
+    for m in net.modules():
+        for v in vars(m).values():
+            items = v if isinstance(v, (list, tuple)) else [v]
+            out += [t for t in items if isinstance(t, torch.Tensor)]
+    return out

@@ -10,13 +10,16 @@ from pipeline.bench.matching import match_detections, merge_matches
 class AccuracySection:
     """``accuracy``: each backend against the PyTorch reference, frame by frame."""
 
-    def accuracy(self) -> None:
+    def accuracy_frames(self) -> list:
+        return [
+            f for path in self.files[:7] for f in sample_frames(path, self.args.accuracy_frames)
+        ]
+
+    def reference(self, frames: list) -> list[list[Detection]]:
+        """ultralytics ``predict`` (PyTorch, fp32) on each frame: the accuracy reference."""
         from detectors.loading import load_model, select_device  # noqa: PLC0415 (imports torch: loaded only when needed)
 
         device = select_device(self.det_dict["device"])
-        frames = [
-            f for path in self.files[:7] for f in sample_frames(path, self.args.accuracy_frames)
-        ]
         ref_model = load_model(self.det_dict["weights"], device)
         ref_det = self.detector("torch", tracker="none")  # for names and class ids
         ref = []
@@ -42,6 +45,20 @@ class AccuracySection:
                     )
                 ]
             )
+        return ref
+
+    def score(self, det, frames: list, ref: list[list[Detection]]) -> dict:
+        """``det``'s detections on ``frames`` against ``ref`` (tolerances of the backend tests)."""
+        got: list = []
+        for k in range(0, len(frames), 4):  # mixed cameras in one batch, like the worker
+            got += det.detect(frames[k : k + 4])
+        return merge_matches(
+            [match_detections(r, g, self.det_dict["conf"]) for r, g in zip(ref, got, strict=True)]
+        )
+
+    def accuracy(self) -> None:
+        frames = self.accuracy_frames()
+        ref = self.reference(frames)
         out = {}
         self.emit(f"\n## Accuracy vs ultralytics predict (PyTorch), {len(frames)} footage frames")
         self.emit(
@@ -49,16 +66,7 @@ class AccuracySection:
         )
         self.emit("|---|---|---|---|---|---|---|---|---|")
         for name in self.backends():
-            det = self.detector(name, tracker="none")
-            got: list = []
-            for k in range(0, len(frames), 4):  # mixed cameras in one batch, like the worker
-                got += det.detect(frames[k : k + 4])
-            stats = merge_matches(
-                [
-                    match_detections(r, g, self.det_dict["conf"])
-                    for r, g in zip(ref, got, strict=True)
-                ]
-            )
+            stats = self.score(self.detector(name, tracker="none"), frames, ref)
             out[name] = stats
             self.emit(
                 f"| {name} | {stats['ref']} | {stats['matched']} | {stats['missing']} | "

@@ -5,15 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from alerts.config import parse_alerts_config
-from alerts.service import AlertService
-from alerts.store import AlertStore
 from pipeline.bench.measure import percentile, rounded
 from pipeline.camera_sim import CameraSim
-from pipeline.common.kafka import ensure_topics, make_producer
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.frame_store import FrameStore
-from pipeline.ingest.worker import IngestWorker
 
 
 class AlertLatencySection:
@@ -22,6 +15,13 @@ class AlertLatencySection:
     def alert_latency(self) -> None:
         """Capture-to-Redis latency of alert events while the detector runs at
         ``--alert-load`` (default 80 %) of its capacity: the whole chain, snapshots included."""
+        from alerts.config import parse_alerts_config  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+        from alerts.service import AlertService  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+        from alerts.store import AlertStore  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+        from pipeline.common.kafka import ensure_topics, make_producer  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+        from pipeline.ingest.camera import CameraSpec  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+        from pipeline.ingest.frame_store import FrameStore  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+        from pipeline.ingest.worker import IngestWorker  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
 
         n = self.args.alert_cameras
         det = self.detector(self.args.pipeline_backend)

@@ -6,11 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from alerts.engine import RuleEngine
 from pipeline.bench.footage import replay_frames
 from pipeline.common.assets import footage
 from pipeline.common.contracts import Frame
-from pipeline.ingest.messages import detection_message
 from pipeline.ingest.motion import MotionDetector
 
 
@@ -72,7 +70,9 @@ def gating_replay(
     has its own trackers and rule engine and, with gating, re-feeds the last detector output to
     the tracker for skipped frames exactly as the ingest worker does.
     """
+    from alerts.engine import RuleEngine  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
     from detectors.tracking import StreamTrackers  # noqa: PLC0415 (imports torch: loaded only when needed)
+    from pipeline.ingest.messages import detection_message  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
 
     raw: list[np.ndarray] = []
     for k in range(0, len(frames), 4):

@@ -20,12 +20,6 @@ from pipeline.bench.footage import retimed
 from pipeline.bench.measure import AckTimer, hist_state, percentile, reader_counts, rss_mb, to_ms
 from pipeline.bench.report import cores_text
 from pipeline.camera_sim import CameraSim
-from pipeline.common.kafka import ensure_topics, make_producer
-from pipeline.config import parse_config
-from pipeline.ingest import metrics
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.frame_store import FrameStore
-from pipeline.ingest.worker import IngestWorker
 
 NAIVE_RESULT = "naive-result: "
 # imported, not run as __main__: the child then shows the same warnings as the bench itself
@@ -78,9 +72,16 @@ class PipelineSection:
         }
         if alerts is not None:
             data["alerts"] = alerts
+        from pipeline.config import parse_config  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+
         return parse_config(data, "bench")
 
     def pipeline_run(self, det, n: int, gating: bool, seconds: float) -> dict[str, Any]:
+        from pipeline.common.kafka import ensure_topics, make_producer  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+        from pipeline.ingest import metrics  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+        from pipeline.ingest.camera import CameraSpec  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+        from pipeline.ingest.frame_store import FrameStore  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+        from pipeline.ingest.worker import IngestWorker  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
 
         cfg = self._config(gating)
         ensure_topics(cfg.kafka)
@@ -218,8 +219,8 @@ class PipelineSection:
 
     def naive_loop(self, n: int, seconds: float) -> dict[str, Any]:
         """Per camera: own YOLO, cap.read() -> predict(frame) -> producer.send, in a thread."""
-
         from detectors.loading import load_model, select_device  # noqa: PLC0415 (imports torch: loaded only when needed)
+        from pipeline.common.kafka import ensure_topics, make_producer  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
 
         cfg = self._config(False)
         ensure_topics(cfg.kafka)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import os
 import sys
 import time
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import yaml
+from pydantic import ValidationError
 
 from detectors import host_threads
 from detectors.config import DetectorConfig
@@ -25,9 +29,31 @@ from pipeline.bench.pipeline_runs import PipelineSection
 from pipeline.bench.precision import PrecisionSection
 from pipeline.bench.report import ratios
 from pipeline.common.assets import footage
-from pipeline.config import VigilConfig, load_config
+from pipeline.common.config import ConfigError, expand_env, format_validation_error
+
+if TYPE_CHECKING:
+    from pipeline.config import VigilConfig
 
 log = logging.getLogger(__name__)
+
+
+def detector_settings(path: str | None) -> dict[str, Any]:
+    """The config's ``detector`` section alone, validated: the detector sections need nothing
+    else, so they run without the Kafka, Redis and console packages the whole config imports
+    (a bare GPU machine, deploy/gpu/bench_gpu.sh). :attr:`Bench.base` loads the whole file."""
+    data: Any = {}
+    if path:
+        try:
+            data = yaml.safe_load(expand_env(Path(path).read_text())) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"malformed YAML in {path}: {e}") from None
+    section = data.get("detector") if isinstance(data, dict) else None
+    try:
+        return DetectorConfig.model_validate(section or {}).model_dump()
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, f"{path} (detector)")) from None
 
 
 class Bench(
@@ -43,9 +69,7 @@ class Bench(
     def __init__(self, args: argparse.Namespace) -> None:
 
         self.args = args
-        base = load_config(args.config) if args.config else VigilConfig()
-        self.base = base
-        det = base.detector.model_dump()
+        det = detector_settings(args.config)
         det.update(imgsz=args.imgsz)
         if args.weights:
             det["weights"] = args.weights
@@ -76,6 +100,16 @@ class Bench(
         self._pools: dict[int, list[np.ndarray]] = {}
 
         self._stock_threads = host_threads.current()  # what the naive baseline runs with
+        whole = {"pipeline", "gating", "alerts"} - set(args.skip)
+        if whole or getattr(args, "precisions", None) or getattr(args, "capacity", False):
+            _ = self.base  # sections that need the whole config: check it before anything runs
+
+    @functools.cached_property
+    def base(self) -> VigilConfig:
+        """The whole config (Kafka, Redis, rules, ...), loaded by the sections that need it."""
+        from pipeline.config import VigilConfig, load_config  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+
+        return load_config(self.args.config) if self.args.config else VigilConfig()
 
     # -- helpers --
     def detector(self, backend: str, **over):

@@ -12,12 +12,13 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from pipeline.common.kafka import KafkaConfig
-from pipeline.common.redis import RedisConfig
+if TYPE_CHECKING:  # type hints only: importing them loads the Kafka and Redis clients
+    from pipeline.common.kafka import KafkaConfig
+    from pipeline.common.redis import RedisConfig
 
 # Camera, rule and model ids: safe in Redis keys, Kafka keys, file names and URLs.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

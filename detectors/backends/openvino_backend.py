@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from detectors.backends.base import Backend, BackendError, as_output
+from detectors.precision_record import resolve
 from detectors.preprocess import Letterboxer
-from detectors.quantize import resolve
 
 
 class _Running:

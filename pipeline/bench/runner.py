@@ -22,13 +22,12 @@ from detectors.config import DetectorConfig
 from pipeline.bench.accuracy import AccuracySection
 from pipeline.bench.alert_latency import AlertLatencySection
 from pipeline.bench.detector_only import DetectorSection
-from pipeline.bench.footage import CAMERA_FILES
 from pipeline.bench.gating import GatingSection
 from pipeline.bench.measure import cpu_has_bf16, machine
 from pipeline.bench.pipeline_runs import PipelineSection
 from pipeline.bench.precision import PrecisionSection
 from pipeline.bench.report import ratios
-from pipeline.common.assets import footage
+from pipeline.common.assets import CAMERA_FILES, footage
 from pipeline.common.config import ConfigError, expand_env, format_validation_error
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ Offline only: the backend never imports this module (NNCF, OpenCV). What it read
 the gate's verdicts and which model a precision runs, is :mod:`detectors.precision_record`.
 
 The INT8 IR goes in the weights' export root (``<stem>.exports/``, see
-:func:`detectors.backends.export_root`), next to the f32 export it was made from::
+:func:`detectors.backends.export.export_root`), next to the f32 export it was made from::
 
     openvino-640-int8-<key>/                      INT8 IR; key = sha256 of (weights sha256,
         model.xml, model.bin, vigil-quantize.json   calibration-set hash, settings)[:12]
@@ -309,7 +309,7 @@ def head_ignored_scope(model) -> list[str]:
 
 
 def _export_imgsz(f32_export: Path) -> int:
-    """The export's input size, from the sidecar :func:`detectors.backends.exported_model`
+    """The export's input size, from the sidecar :func:`detectors.backends.export.exported_model`
     writes (``openvino-<imgsz>-...`` folder name as a fallback)."""
     sidecar = Path(f32_export).parent / "vigil-export.json"
     try:

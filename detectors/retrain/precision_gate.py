@@ -134,7 +134,7 @@ def _detector(weights: str, imgsz: int, precision: str, *, conf: float = 0.001, 
 
 def _use_model(det, folder: Path) -> None:
     """Run ``det`` on the OpenVINO model in ``folder`` (an INT8 IR) instead of its export."""
-    from detectors.backends import OpenVinoBackend  # noqa: PLC0415 (imports torch)
+    from detectors.backends.openvino_backend import OpenVinoBackend  # noqa: PLC0415 (openvino)
 
     det.backend = OpenVinoBackend(folder, max_batch=1, precision="f32", min_score=det.config.conf)
 
@@ -221,7 +221,7 @@ def run_gate(
 ) -> GateResult:
     """Quantize ``weights`` to INT8 (if asked), score f32 / bf16 / int8 on held-out labelled
     frames, and record which passed. Nothing here replaces the f32 export."""
-    from detectors.backends import export_root, exported_model  # noqa: PLC0415 (imports torch)
+    from detectors.backends.export import export_root, exported_model  # noqa: PLC0415 (imports torch)
     from detectors.loading import file_sha256, load_model  # noqa: PLC0415 (imports torch)
 
     path = Path(weights).expanduser()

@@ -25,7 +25,7 @@ import numpy as np
 
 from detectors import precision_record as pr
 from detectors import quantize as q
-from detectors.backends import export_root, exported_model
+from detectors.backends.export import export_root, exported_model
 from pipeline.common.assets import assets_dir, model
 
 Run = Callable[[np.ndarray], object]

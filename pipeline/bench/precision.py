@@ -25,7 +25,7 @@ class PrecisionSection:
     # -- detectors at a precision --
     def gate_for(self, weights: str, imgsz: int) -> pr.GateRecord:
         """The gate's record for ``weights`` at ``imgsz`` here, made now if missing."""
-        from detectors.backends import export_root  # noqa: PLC0415 (imports torch)
+        from detectors.backends.export import export_root  # noqa: PLC0415 (imports torch)
         from detectors.loading import load_model  # noqa: PLC0415 (imports torch)
         from detectors.retrain.precision_gate import run_gate  # noqa: PLC0415 (imports torch)
 

@@ -116,11 +116,16 @@ class Bench(
 
         if backend == "openvino-int8":  # the gate's INT8 model (pipeline.bench.precision)
             return self.precision_detector("int8", **over)[0]
+        from detectors.backends import backend_classes  # noqa: PLC0415 (with the detector)
+
         d = dict(self.det_dict, backend=backend)
         if backend == "openvino":  # plain openvino is f32, whatever the config asks
             d.update(precision="f32")
         if backend == "openvino-bf16":  # precision: bf16 (not the default)
             d.update(backend="openvino", precision="bf16")
+        cls = backend_classes().get(d["backend"])
+        if cls is not None and not cls.supports(d.get("precision")):
+            d.update(precision=None)  # the config's precision is another backend's: its default
         d.update(over)
         return Detector(DetectorConfig.model_validate(d))
 

@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from detectors.backends import Backend, choose_backend, create_backend
+from detectors.backends import (
+    ULTRALYTICS_PRECISIONS,
+    Backend,
+    check_precision,
+    choose_backend,
+    create_backend,
+)
 from detectors.config import DetectorConfig
 from detectors.loading import (
     WeightsError,
@@ -90,14 +96,19 @@ class Detector:
             self.version = f"ultralytics-{ultralytics.__version__}"
         self.names: dict[int, str] = {int(k): str(v) for k, v in dict(self.model.names).items()}
         self.classes = resolve_classes(self.config.classes, self.names)
-        self.half = bool(self.config.half and self.device.startswith("cuda"))
-        self._precision = precision_kwargs(self.half)
         self._lock = threading.Lock()
         native = isinstance(getattr(self.model, "model", None), torch.nn.Module)
-        self.backend_name = choose_backend(self.config.backend, self.device, native)
+        precision = self.config.precision
+        self.backend_name = choose_backend(self.config.backend, self.device, native, precision)
         self.backend: Backend | None = None
-        if self.backend_name != "ultralytics":
+        if self.backend_name == "ultralytics":
+            runs = check_precision("ultralytics", ULTRALYTICS_PRECISIONS, precision, self.device)
+            self.half = runs == "f16"
+        else:
             self.backend = create_backend(self.backend_name, self.model, self.config, self.device)
+            self.half = self.backend.half
+        self._precision = precision_kwargs(self.half)
+        if self.backend is not None:
             stride = int(max(getattr(self.model.model, "stride", torch.tensor([32.0])).tolist()))
             # two: a batch can be letterboxed while the previous one still runs (submit/collect)
             self._boxers = [

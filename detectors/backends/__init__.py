@@ -8,81 +8,101 @@ footage).
 * ``torch``: the ultralytics ``nn.Module`` itself (conv+bn fused). On CUDA: half precision, a
   pinned host buffer for the uint8 canvas, colour/scale on the GPU, one synchronisation per batch
   (when the detections are copied back).
-* ``onnxruntime`` / ``openvino`` (CPU): exported with ultralytics' own exporter (dynamic shapes),
-  cached next to the weights in ``<stem>.exports/<format>-<imgsz>-<precision>-b<batch>/`` with a
-  ``vigil-export.json`` that records the weights' sha256; a different sha256 (new weights), a
-  different ultralytics version or exporter settings trigger a fresh export. OpenVINO compiles
-  one static-shape model per input shape it sees (about 0.1 s each, kept in a small LRU): static
-  shapes run about 10 % faster than the dynamic model on CPU.
+* ``onnxruntime`` / ``openvino`` (CPU): exported with ultralytics' own exporter and cached next
+  to the weights (:mod:`detectors.backends.export`). OpenVINO compiles one static-shape model
+  per input shape it sees (about 0.1 s each, kept in a small LRU): static shapes run about 10 %
+  faster than the dynamic model on CPU.
 * ``tensorrt`` (NVIDIA): an fp16 engine with a dynamic batch up to ``max_batch``, run through
   ultralytics' ``AutoBackend``.
 
-``backend: auto`` takes the first available of ``tensorrt, torch`` on CUDA and
-``openvino, onnxruntime, torch`` on CPU, the order measured by ``vigil bench`` (BENCHMARKS.md).
-Weights that are already an exported file (``.onnx``, ``*_openvino_model/``, ``.engine``) run
-through ultralytics' ``predict`` (backend ``ultralytics``).
+Each backend is a :class:`Backend` subclass in ``detectors/backends/<name>_backend.py`` that
+declares its key, the devices and precisions it runs, its export format and its rank for
+``auto``; defining it registers it (:mod:`detectors.backends.base`). This package finds the
+modules, chooses (:func:`choose_backend`) and builds (:func:`create_backend`); nothing here
+names a backend. ``backend: auto`` takes the first available by rank that runs the device and
+the precision: ``tensorrt, torch`` on CUDA and ``openvino, onnxruntime, torch`` on CPU, the order
+measured by ``vigil bench`` (BENCHMARKS.md). Weights that are already an exported file
+(``.onnx``, ``*_openvino_model/``, ``.engine``) run through ultralytics' ``predict`` (backend
+``ultralytics``).
 
-The chooser, the export cache and :func:`create_backend` are here; :class:`Backend` in
-:mod:`detectors.backends.base`, each backend in its own module (``torch_backend``, ...).
+Importing this package is cheap (no torch, no runtime library): the config validates
+``detector.backend`` against :func:`backend_choices`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib
 import importlib.util
-import json
-import logging
-import os
-import shutil
-import tempfile
-import warnings
+import pkgutil
 from pathlib import Path
-from typing import Any
 
-from detectors.backends.base import Backend, BackendError, as_output
-from detectors.backends.onnxruntime_backend import OnnxRuntimeBackend
-from detectors.backends.openvino_backend import OpenVinoBackend, anchors_last
-from detectors.backends.openvino_backend import _stack_candidates as _stack_candidates
-from detectors.backends.tensorrt_backend import TensorRTBackend
-from detectors.backends.torch_backend import TorchBackend
-from detectors.loading import _open, cache_dir, file_sha256, precision_kwargs
-
-log = logging.getLogger(__name__)
+from detectors.backends import base
+from detectors.backends.base import (
+    SPECIAL,
+    Backend,
+    BackendError,
+    Precision,
+    as_output,
+    check_precision,
+    describe_precisions,
+    device_kind,
+)
 
 __all__ = [
-    "AUTO_ORDER",
-    "BACKENDS",
-    "CHOICES",
-    "EXPORT_FORMATS",
-    "EXPORT_VERSION",
+    "ULTRALYTICS_PRECISIONS",
     "Backend",
     "BackendError",
-    "OnnxRuntimeBackend",
-    "OpenVinoBackend",
-    "TensorRTBackend",
-    "TorchBackend",
-    "anchors_last",
+    "Precision",
     "as_output",
     "available_backends",
+    "backend_choices",
+    "backend_class",
+    "backend_classes",
     "backend_unavailable",
+    "check_precision",
     "choose_backend",
     "create_backend",
-    "export_root",
-    "exported_model",
+    "describe_precisions",
+    "device_kind",
 ]
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-CHOICES = ("auto", *BACKENDS, "ultralytics")
-AUTO_ORDER = {"cuda": ("tensorrt", "torch"), "cpu": ("openvino", "onnxruntime", "torch")}
-#: Bump when the export settings below change, so cached exports are rebuilt.
-EXPORT_VERSION = 1
-EXPORT_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "engine"}
-_INSTALL_HINT = {
-    "onnxruntime": "pip install onnxruntime",
-    "openvino": "pip install openvino",
-    "tensorrt": "install TensorRT for your CUDA version (pip install tensorrt)",
-}
-_MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+#: What the ``ultralytics`` path (already exported weights) runs: fp16 on CUDA like torch.
+ULTRALYTICS_PRECISIONS = {"cuda": ("f16", "f32"), "cpu": ("f32",), "mps": ("f32",)}
+
+_found = False
+
+
+def _find_modules() -> None:
+    """Import every ``*_backend`` module of this package once (each registers its class)."""
+    global _found  # noqa: PLW0603 (a once-only import flag)
+    if _found:
+        return
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.endswith("_backend"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    _found = True
+
+
+def backend_classes() -> dict[str, type[Backend]]:
+    """Every registered backend, ``key -> class``, in ``auto`` order (unranked last)."""
+    _find_modules()
+    classes = sorted(
+        base._REGISTRY.values(),
+        key=lambda c: (c.auto_rank is None, c.auto_rank or 0, c.key),
+    )
+    return {c.key: c for c in classes}
+
+
+def backend_choices() -> tuple[str, ...]:
+    """The valid ``detector.backend`` values."""
+    return ("auto", *backend_classes(), "ultralytics")
+
+
+def backend_class(name: str) -> type[Backend]:
+    cls = backend_classes().get(name)
+    if cls is None:
+        raise BackendError(f"unknown backend {name!r}; use one of {', '.join(backend_choices())}")
+    return cls
 
 
 # -- choosing ------------------------------------------------------------------------------------
@@ -90,175 +110,88 @@ _MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "te
 
 def backend_unavailable(name: str, device: str) -> str | None:
     """Why ``name`` cannot run on ``device`` (None when it can)."""
-    cuda = device.startswith("cuda")
-    if name == "torch":
-        return None
-    if name == "tensorrt" and not cuda:
-        return "TensorRT needs an NVIDIA GPU (device cuda)"
-    if name in ("onnxruntime", "openvino") and device != "cpu":
-        return f"Vigil runs {name} on the CPU only; use device: cpu (or backend: torch/tensorrt)"
-    if importlib.util.find_spec(_MODULE[name]) is None:
-        return f"{name} is not installed ({_INSTALL_HINT[name]})"
+    cls = backend_class(name)
+    kind = device_kind(device)
+    if kind not in cls.precisions:
+        needs = " or ".join(base.DEVICE_NAMES.get(k, f"device {k}") for k in cls.precisions)
+        return f"{name} needs {needs}; this device is {device}"
+    if cls.requires and importlib.util.find_spec(cls.requires) is None:
+        return f"{name} is not installed ({cls.install_hint or f'pip install {cls.requires}'})"
     return None
 
 
 def available_backends(device: str) -> list[str]:
-    return [b for b in BACKENDS if backend_unavailable(b, device) is None]
+    return [b for b in backend_classes() if backend_unavailable(b, device) is None]
 
 
-def choose_backend(requested: str, device: str, native_weights: bool) -> str:
+def choose_backend(
+    requested: str, device: str, native_weights: bool, precision: str | None = None
+) -> str:
     """The backend to use for ``requested`` (``auto`` or a name); ``BackendError`` if impossible.
 
     ``native_weights``: the weights are a PyTorch checkpoint (not an already exported file).
+    ``precision``: ``detector.precision``; ``auto`` skips backends that cannot run it here, an
+    explicit backend that cannot is refused with what it runs.
     """
     requested = (requested or "auto").lower()
-    if requested not in CHOICES:
-        raise BackendError(f"unknown backend {requested!r}; use one of {', '.join(CHOICES)}")
+    classes = backend_classes()
+    if requested not in classes and requested not in SPECIAL:
+        raise BackendError(
+            f"unknown backend {requested!r}; use one of {', '.join(backend_choices())}"
+        )
     if requested == "ultralytics":
+        check_precision(requested, ULTRALYTICS_PRECISIONS, precision, device)
         return requested
     if not native_weights:
         if requested == "auto":
+            check_precision("ultralytics", ULTRALYTICS_PRECISIONS, precision, device)
             return "ultralytics"
         raise BackendError(
             f"backend {requested!r} needs PyTorch (.pt) weights; these are already exported, "
             "use backend: auto (runs them through ultralytics) or give the .pt file"
         )
     if requested == "auto":
-        kind = "cuda" if device.startswith("cuda") else "cpu"
-        for name in AUTO_ORDER[kind]:
-            if backend_unavailable(name, device) is None:
-                return name
-        return "torch"
+        ranked = [c for c in classes.values() if c.auto_rank is not None]
+        for cls in ranked:
+            if backend_unavailable(cls.key, device) is None and cls.supports(precision, device):
+                return cls.key
+        here = [c for c in ranked if backend_unavailable(c.key, device) is None]
+        runs = "; ".join(
+            f"{c.key} runs {', '.join(c.precisions[device_kind(device)])}" for c in here
+        )
+        raise BackendError(
+            f"no backend available here runs precision {precision!r} on {device}"
+            + (f" ({runs})" if runs else "")
+        )
     why = backend_unavailable(requested, device)
     if why:
         raise BackendError(f"backend {requested!r} cannot be used: {why}")
+    classes[requested].runs(precision, device)  # refused here, before anything is exported
     return requested
-
-
-# -- export cache --------------------------------------------------------------------------------
-
-
-def _writable(folder: Path) -> bool:
-    """Whether exports may go next to the weights. A folder whose mode grants no write at all
-    (a read-only assets mount) counts as read-only even for root, whom ``os.access`` lets write
-    anywhere."""
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        return False
-    return bool(folder.stat().st_mode & 0o222)
-
-
-def export_root(weights: Path) -> Path:
-    """``<weights dir>/<stem>.exports``, or a per-sha256 folder in the cache when read-only."""
-    if _writable(weights.parent):
-        return weights.parent / f"{weights.stem}.exports"
-    return cache_dir() / "exports" / file_sha256(weights)[:16]
-
-
-def _export_meta(weights: Path, fmt: str, imgsz: int, half: bool, batch: int) -> dict[str, Any]:
-    import ultralytics  # noqa: PLC0415 (heavy: only when exporting)
-
-    return {
-        "vigil_export": EXPORT_VERSION,
-        "weights_sha256": file_sha256(weights),
-        "format": fmt,
-        "imgsz": imgsz,
-        "half": half,
-        "batch": batch,
-        "dynamic": True,
-        "ultralytics": ultralytics.__version__,
-    }
-
-
-def _artifact(folder: Path, stem: str, fmt: str) -> Path:
-    if fmt == "openvino":
-        return folder / f"{stem}_openvino_model"
-    return folder / f"{stem}.{'engine' if fmt == 'engine' else 'onnx'}"
-
-
-def exported_model(
-    weights: Path, fmt: str, *, imgsz: int, half: bool = False, batch: int = 1, device: str = "cpu"
-) -> Path:
-    """The exported model for ``weights`` (exporting it now if the cache is missing or stale)."""
-    weights = Path(weights)
-    if fmt != "engine":
-        batch = 1  # ONNX / OpenVINO exports have a dynamic batch: one file serves every size
-    meta = _export_meta(weights, fmt, imgsz, half, batch)
-    folder = export_root(weights) / f"{fmt}-{imgsz}-{'fp16' if half else 'fp32'}-b{batch}"
-    artifact = _artifact(folder, weights.stem, fmt)
-    sidecar = folder / "vigil-export.json"
-    with contextlib.suppress(OSError, ValueError):
-        if artifact.exists() and json.loads(sidecar.read_text()) == meta:
-            return artifact
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    log.info("exporting %s to %s (imgsz %d, batch %d) -> %s", weights, fmt, imgsz, batch, folder)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        src = tmp / weights.name
-        shutil.copy2(weights, src)  # ultralytics writes its output next to the file it loads
-        _run_export(src, fmt, imgsz=imgsz, half=half, batch=batch, device=device)
-        src.unlink()
-        (tmp / "vigil-export.json").write_text(json.dumps(meta, indent=1))
-        old = folder.with_name(folder.name + f".old-{os.getpid()}")
-        if folder.exists():
-            folder.rename(old)
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process finished the same export first: use theirs
-            if not folder.exists():
-                raise
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not artifact.exists():
-        raise BackendError(f"export to {fmt} produced no {artifact.name} in {folder}")
-    return artifact
-
-
-def _run_export(src: Path, fmt: str, *, imgsz: int, half: bool, batch: int, device: str) -> None:
-    model = _open(src, str(src))
-    kw: dict[str, Any] = dict(format=fmt, imgsz=imgsz, dynamic=True, batch=batch, verbose=False)
-    kw["device"] = "cpu" if fmt in ("onnx", "openvino") else device
-    if fmt == "onnx":
-        kw["simplify"] = False  # onnxslim is optional; ONNX Runtime optimises the graph itself
-    kw.update(precision_kwargs(half))
-    from ultralytics.utils import LOGGER  # noqa: PLC0415 (heavy: ultralytics)
-
-    level = LOGGER.level
-    LOGGER.setLevel(logging.WARNING)  # the exporter prints a banner and usage hints
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace deprecation
-            model.export(**kw)
-    except Exception as e:  # the exporter raises anything from its toolchains
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BackendError(f"cannot export {src.name} to {fmt}: {msg}") from None
-    finally:
-        LOGGER.setLevel(level)
 
 
 # -- building ------------------------------------------------------------------------------------
 
 
 def create_backend(name: str, model, config, device: str) -> Backend:
-    """Build backend ``name`` (already chosen) for an ultralytics ``model`` loaded from a .pt."""
-    if name == "torch":
-        return TorchBackend(model, device, config.half)
+    """Build backend ``name`` (already chosen) for an ultralytics ``model`` loaded from a .pt,
+    at ``config.precision`` as the backend runs it on ``device``; exporting backends get their
+    export (made now if the cache has none)."""
+    cls = backend_class(name)
+    precision = cls.runs(getattr(config, "precision", None), device)
+    if cls.export_format is None:
+        return cls.load(model, config, device, precision)
     weights = getattr(model, "ckpt_path", None)
     if not weights or not Path(weights).is_file():
         raise BackendError(f"backend {name!r} needs the weights file to export from")
-    fmt = EXPORT_FORMATS[name]
-    half = name == "tensorrt"
-    batch = config.max_batch
+    from detectors.backends.export import exported_model  # noqa: PLC0415 (torch, ultralytics)
+
     path = exported_model(
-        Path(weights), fmt, imgsz=config.imgsz, half=half, batch=batch, device=device
+        Path(weights),
+        cls.export_format,
+        imgsz=config.imgsz,
+        half=precision == "f16",
+        batch=config.max_batch,
+        device=device,
     )
-    if name == "onnxruntime":
-        return OnnxRuntimeBackend(path)
-    if name == "openvino":
-        return OpenVinoBackend(
-            path,
-            max_batch=config.max_batch,
-            precision=getattr(config, "cpu_precision", "f32"),
-            min_score=config.conf,
-        )
-    return TensorRTBackend(path, device)
+    return cls.load(path, config, device, precision)

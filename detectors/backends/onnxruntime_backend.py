@@ -10,7 +10,16 @@ from detectors.backends.base import Backend
 
 
 class OnnxRuntimeBackend(Backend):
-    name = "onnxruntime"
+    key = "onnxruntime"
+    precisions = {"cpu": ("f32",)}
+    export_format = "onnx"
+    auto_rank = 30  # after openvino on CPU, before torch (vigil bench, BENCHMARKS.md)
+    requires = "onnxruntime"
+    install_hint = "pip install onnxruntime"
+
+    @classmethod
+    def load(cls, source: Path, config, device: str, precision: str) -> OnnxRuntimeBackend:
+        return cls(source)
 
     def __init__(self, path: Path, threads: int = 0) -> None:
         super().__init__("cpu")

@@ -7,14 +7,17 @@ from __future__ import annotations
 import collections
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from detectors.backends.base import Backend, BackendError, as_output
-from detectors.preprocess import Letterboxer
-from detectors.quantize import resolve
+from detectors.backends.base import Backend, BackendError, as_output, check_precision
+from detectors.precision_record import resolve
+
+if TYPE_CHECKING:
+    import torch
+
+    from detectors.preprocess import Letterboxer
 
 
 class _Running:
@@ -63,9 +66,29 @@ class OpenVinoBackend(Backend):
     latency mode (all cores on one request). :meth:`start` only queues the requests (enough of
     them for two batches), so the next batch runs while the worker finishes the previous one."""
 
-    name = "openvino"
+    key = "openvino"
+    # f32 gives PyTorch's detections; bf16 (opt-in) moves boxes by about a pixel; int8 runs the
+    # model `vigil models quantize` made, once it passed the accuracy gate (else f32)
+    precisions = {"cpu": ("f32", "bf16", "int8")}
+    export_format = "openvino"
+    auto_rank = 20  # first on CPU when installed (vigil bench, BENCHMARKS.md)
+    requires = "openvino"
+    install_hint = "pip install openvino"
     MAX_SHAPES = 8
     FINISH_TIMEOUT_S = 60.0
+
+    @classmethod
+    def runs(cls, requested: str | None, device: str) -> str:
+        """``auto`` stays ``auto``: the fastest precision the accuracy gate passed for these
+        weights on this CPU, looked up when the model loads (:func:`resolve`); unset is f32."""
+        if requested == "auto":
+            check_precision(cls.key, cls.precisions, None, device)  # the device, at least
+            return "auto"
+        return check_precision(cls.key, cls.precisions, requested, device)
+
+    @classmethod
+    def load(cls, source: Path, config, device: str, precision: str) -> OpenVinoBackend:
+        return cls(source, max_batch=config.max_batch, precision=precision, min_score=config.conf)
 
     def __init__(
         self,

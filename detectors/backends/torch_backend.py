@@ -1,22 +1,38 @@
 """The ``torch`` backend: the ultralytics ``nn.Module`` itself (conv+bn fused). On CUDA: half
 precision, a pinned host buffer for the uint8 canvas, colour/scale on the GPU, one
-synchronisation per batch (when the detections are copied back)."""
+synchronisation per batch (when the detections are copied back).
+
+torch is imported in the methods, not here: the registry imports every backend module to list
+them (:mod:`detectors.backends.base`), also where only the config is checked."""
 
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from detectors.backends.base import Backend, BackendError, as_output
-from detectors.preprocess import Allocator, Letterboxer
+
+if TYPE_CHECKING:
+    import torch
+
+    from detectors.preprocess import Allocator, Letterboxer
 
 
 class TorchBackend(Backend):
-    name = "torch"
+    key = "torch"
+    # f16 on CUDA unless asked for f32 (half precision: ~2x the throughput on a GPU)
+    precisions = {"cuda": ("f16", "f32"), "cpu": ("f32",), "mps": ("f32",)}
+    auto_rank = 100  # always there: the last resort of auto
+
+    @classmethod
+    def load(cls, source, config, device: str, precision: str) -> TorchBackend:
+        return cls(source, device, precision == "f16")
 
     def __init__(self, model, device: str, half: bool = False) -> None:
+        import torch  # noqa: PLC0415 (heavy: only when this backend is built)
+
         super().__init__(device, half and device.startswith("cuda"))
         net = model.model
         if not isinstance(net, torch.nn.Module):
@@ -35,6 +51,8 @@ class TorchBackend(Backend):
         if not self._cuda:
             return None
 
+        import torch  # noqa: PLC0415 (loaded by then)
+
         def pinned(n: int) -> np.ndarray:
             buf = torch.empty(n, dtype=torch.uint8, pin_memory=True)
             self._pinned[buf.data_ptr()] = buf
@@ -43,6 +61,8 @@ class TorchBackend(Backend):
         return pinned
 
     def prepare(self, canvas: np.ndarray, boxer: Letterboxer) -> torch.Tensor:
+        import torch  # noqa: PLC0415 (loaded by then)
+
         if not self._cuda:
             return torch.from_numpy(boxer.to_input(canvas))
         # uint8 upload from pinned memory (4x fewer bytes than float), then colour/scale on GPU
@@ -55,6 +75,8 @@ class TorchBackend(Backend):
         return (x.half() if self.half else x.float()).mul_(1.0 / 255.0)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
+        import torch  # noqa: PLC0415 (loaded by then)
+
         with torch.inference_mode():
             return as_output(self.net(x))
 
@@ -93,6 +115,8 @@ class CudaGraphs:
         return static_out.clone()
 
     def _capture(self, x: torch.Tensor) -> tuple:
+        import torch  # noqa: PLC0415 (loaded by then)
+
         static_in = x.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -108,6 +132,8 @@ class CudaGraphs:
 
 def _module_tensors(net: torch.nn.Module) -> list[torch.Tensor]:
     """The plain tensor attributes of ``net``'s modules, also those in lists (YOLOv5's grids)."""
+    import torch  # noqa: PLC0415 (loaded by then)
+
     out = []
     for m in net.modules():
         for v in vars(m).values():

@@ -8,7 +8,7 @@ reviewed ones where an operator gave them) when the deployment has one, else foo
 f32 model labels itself (never the frames calibration used). Scoring reuses
 :mod:`detectors.retrain.evaluate` (its COCO-style matching and ``ap_per_class``) on detectors that
 run exactly as they will serve. The verdicts go to ``precision-<imgsz>.json`` next to the export
-(:mod:`detectors.quantize`), which ``precision: int8 | auto`` reads.
+(:mod:`detectors.precision_record`), which ``precision: int8 | auto`` reads.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors import precision_record as pr
 from detectors import quantize as q
 from detectors.backends.base import Backend, as_output
 from detectors.config import DetectorConfig
@@ -133,7 +134,7 @@ def _detector(weights: str, imgsz: int, precision: str, *, conf: float = 0.001, 
 
 def _use_model(det, folder: Path) -> None:
     """Run ``det`` on the OpenVINO model in ``folder`` (an INT8 IR) instead of its export."""
-    from detectors.backends import OpenVinoBackend  # noqa: PLC0415 (imports torch)
+    from detectors.backends.openvino_backend import OpenVinoBackend  # noqa: PLC0415 (openvino)
 
     det.backend = OpenVinoBackend(folder, max_batch=1, precision="f32", min_score=det.config.conf)
 
@@ -199,7 +200,7 @@ def verdict(f32: dict[str, Any], cand: dict[str, Any], tolerance: float) -> dict
 
 @dataclass
 class GateResult:
-    record: q.GateRecord
+    record: pr.GateRecord
     path: Path
     quantized: q.Quantized | None
 
@@ -220,7 +221,7 @@ def run_gate(
 ) -> GateResult:
     """Quantize ``weights`` to INT8 (if asked), score f32 / bf16 / int8 on held-out labelled
     frames, and record which passed. Nothing here replaces the f32 export."""
-    from detectors.backends import export_root, exported_model  # noqa: PLC0415 (imports torch)
+    from detectors.backends.export import export_root, exported_model  # noqa: PLC0415 (imports torch)
     from detectors.loading import file_sha256, load_model  # noqa: PLC0415 (imports torch)
 
     path = Path(weights).expanduser()
@@ -287,19 +288,19 @@ def run_gate(
         results["int8"].update(
             calibration_sha256=calib.sha256, calibration_images=len(calib), key=quantized.key
         )
-    record = q.GateRecord(
+    record = pr.GateRecord(
         weights_sha256=file_sha256(src),
         imgsz=imgsz,
-        machine=q.machine_id(),
+        machine=pr.machine_id(),
         tolerance=tolerance,
         heldout=held.source,
         f32=f32,
         results=results,
         int8_dir=str(quantized.folder) if quantized is not None else None,
     )
-    out = q.record_path(export_root(src), imgsz)
+    out = pr.record_path(export_root(src), imgsz)
     # a refused INT8 stays on disk for inspection but is never chosen (resolve() reads passed)
-    q.write_record(out, record)
+    pr.write_record(out, record)
     return GateResult(record, out, quantized)
 
 

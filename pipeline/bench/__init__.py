@@ -26,11 +26,12 @@ footage, the detection matching, the process figures and the ratios have their o
 """
 
 from pipeline.bench.cli import cmd_bench, naive_child, register
-from pipeline.bench.footage import CAMERA_FILES, replay_frames, sample_frames
+from pipeline.bench.footage import replay_frames, sample_frames
 from pipeline.bench.gating import compare_alerts, gating_replay
 from pipeline.bench.matching import match_detections, merge_matches
 from pipeline.bench.report import ratios
 from pipeline.bench.runner import Bench
+from pipeline.common.assets import CAMERA_FILES
 
 __all__ = [
     "CAMERA_FILES",

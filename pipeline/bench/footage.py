@@ -14,18 +14,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-CAMERA_FILES = (
-    "one-by-one-person-detection.mp4",  # 768x432
-    "people-detection.mp4",  # 480x270
-    "bottle-detection.mp4",  # 640x360
-    "classroom.mp4",  # 480x270
-    "person-bicycle-car-detection.mp4",
-    "face-demographics-walking.mp4",
-    "car-detection.mp4",  # 768x432
-    "one-by-one-person-detection.mp4",
-)
-
-
 def sample_frames(path: str | Path, count: int) -> list[np.ndarray]:
     """``count`` frames spread over the whole file."""
 

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from detectors import precision_record as pr
 from detectors import quantize as q
-from detectors.backends import export_root, exported_model
+from detectors.backends.export import export_root, exported_model
 from pipeline.common.assets import assets_dir, model
 
 Run = Callable[[np.ndarray], object]
@@ -96,7 +97,7 @@ def _ort_static_int8(onnx_f32: Path, calib: list[np.ndarray], out: Path) -> None
 
 
 def _openvino_int8(weights: Path, ov_f32: Path, imgsz: int, clips: list[Path]) -> Path:
-    rec = q.read_record(q.record_path(export_root(weights), imgsz))
+    rec = pr.read_record(pr.record_path(export_root(weights), imgsz))
     if rec and rec.int8_dir and Path(rec.int8_dir, "model.xml").is_file():
         return Path(rec.int8_dir) / "model.xml"
     calib = q.calibration_from_frames(
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 totals[k][2] += len(frames)
     base = totals["onnxruntime f32"][0] / totals["onnxruntime f32"][2]
     print(
-        f"\nimgsz {imgsz}, batch 1, {args.rounds} rounds x {args.frames} frames, {q.machine_id()}"
+        f"\nimgsz {imgsz}, batch 1, {args.rounds} rounds x {args.frames} frames, {pr.machine_id()}"
     )
     print("| runtime | wall ms/frame | CPU ms/frame | frames/s | vs ONNX Runtime f32 |")
     print("|---|---|---|---|---|")

@@ -3,8 +3,8 @@
 precision.
 
 The INT8 model is the one ``vigil models quantize`` made for these weights on this machine (the
-gate's record, :mod:`detectors.quantize`); when there is none yet the bench makes it first, with
-the same gate, and shows the gate's mAP figures next to the speed. The bench measures the INT8
+gate's record, :mod:`detectors.precision_record`); when there is none yet the bench makes it
+first, with the same gate, and shows the gate's mAP figures next to the speed. The bench measures the INT8
 model even when the gate refused it (marked so): the speed is what a better calibration set
 would buy.
 """
@@ -15,7 +15,7 @@ import gc
 from pathlib import Path
 from typing import Any
 
-from detectors import quantize as q
+from detectors import precision_record as pr
 from detectors.errors import WeightsError
 
 
@@ -23,15 +23,15 @@ class PrecisionSection:
     """``precision`` and ``capacity``: both build OpenVINO detectors at a chosen precision."""
 
     # -- detectors at a precision --
-    def gate_for(self, weights: str, imgsz: int) -> q.GateRecord:
+    def gate_for(self, weights: str, imgsz: int) -> pr.GateRecord:
         """The gate's record for ``weights`` at ``imgsz`` here, made now if missing."""
-        from detectors.backends import export_root  # noqa: PLC0415 (imports torch)
+        from detectors.backends.export import export_root  # noqa: PLC0415 (imports torch)
         from detectors.loading import load_model  # noqa: PLC0415 (imports torch)
         from detectors.retrain.precision_gate import run_gate  # noqa: PLC0415 (imports torch)
 
         src = Path(load_model(weights, device="cpu").ckpt_path)
-        rec = q.read_record(q.record_path(export_root(src), imgsz))
-        fresh = rec is not None and rec.machine == q.machine_id() and rec.int8_dir
+        rec = pr.read_record(pr.record_path(export_root(src), imgsz))
+        fresh = rec is not None and rec.machine == pr.machine_id() and rec.int8_dir
         if fresh and Path(rec.int8_dir, "model.xml").is_file():
             return rec
         self.emit(f"\n(no INT8 gate record for {weights} at {imgsz} here: quantizing first)")
@@ -63,7 +63,7 @@ class PrecisionSection:
         return det, rec
 
     def precision(self) -> None:
-        precisions = [p for p in self.args.precisions if p in q.PRECISIONS]
+        precisions = [p for p in self.args.precisions if p in pr.PRECISIONS]
         if not precisions:
             return
         cams = self.args.precision_cameras  # 0: detector-only
@@ -78,7 +78,7 @@ class PrecisionSection:
         )
         self.emit("|---|---|---|---|---|---|---|---|---|")
         rows = []
-        gate: q.GateRecord | None = None
+        gate: pr.GateRecord | None = None
         for p in precisions:
             det, rec = self.precision_detector(p, tracker="none", max_batch=max(bs, cams))
             gate = rec or gate

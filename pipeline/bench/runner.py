@@ -22,13 +22,12 @@ from detectors.config import DetectorConfig
 from pipeline.bench.accuracy import AccuracySection
 from pipeline.bench.alert_latency import AlertLatencySection
 from pipeline.bench.detector_only import DetectorSection
-from pipeline.bench.footage import CAMERA_FILES
 from pipeline.bench.gating import GatingSection
 from pipeline.bench.measure import cpu_has_bf16, machine
 from pipeline.bench.pipeline_runs import PipelineSection
 from pipeline.bench.precision import PrecisionSection
 from pipeline.bench.report import ratios
-from pipeline.common.assets import footage
+from pipeline.common.assets import CAMERA_FILES, footage
 from pipeline.common.config import ConfigError, expand_env, format_validation_error
 
 if TYPE_CHECKING:
@@ -117,11 +116,16 @@ class Bench(
 
         if backend == "openvino-int8":  # the gate's INT8 model (pipeline.bench.precision)
             return self.precision_detector("int8", **over)[0]
+        from detectors.backends import backend_classes  # noqa: PLC0415 (with the detector)
+
         d = dict(self.det_dict, backend=backend)
         if backend == "openvino":  # plain openvino is f32, whatever the config asks
             d.update(precision="f32")
         if backend == "openvino-bf16":  # precision: bf16 (not the default)
             d.update(backend="openvino", precision="bf16")
+        cls = backend_classes().get(d["backend"])
+        if cls is not None and not cls.supports(d.get("precision")):
+            d.update(precision=None)  # the config's precision is another backend's: its default
         d.update(over)
         return Detector(DetectorConfig.model_validate(d))
 

@@ -203,8 +203,7 @@ def _record_gate_in_registry(cfg, gate: dict) -> str:
 def cmd_quantize(args: argparse.Namespace) -> int:
     try:
         from detectors.retrain.precision_gate import run_gate  # noqa: PLC0415 (imports torch, nncf)
-        from pipeline.bench.footage import CAMERA_FILES  # noqa: PLC0415 (the bench's camera clips)
-        from pipeline.common.assets import footage  # noqa: PLC0415 (only for this verb)
+        from pipeline.common.assets import CAMERA_FILES, footage  # noqa: PLC0415 (only for this verb)
 
         cfg = config_from_args(args, "models")
         if args.images < 1:

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from detectors import backends
-from detectors.backends import BackendError, choose_backend, exported_model
+from detectors.backends import BackendError, choose_backend, export, openvino_backend
+from detectors.backends.export import exported_model
 from detectors.config import DetectorConfig
 from detectors.engine import Detector
 from detectors.preprocess import Letterboxer, canvas_shape, scale_boxes
@@ -216,7 +217,7 @@ def _cpu_has_bf16() -> bool:
 @pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
 def test_openvino_runs_f32_unless_bf16_is_asked_for(frames):
     """f32 by default (PyTorch's detections), on every CPU: OpenVINO itself would pick bf16 on
-    CPUs with bf16 units. ``cpu_precision: bf16`` is the user's opt-in: the compiled models run
+    CPUs with bf16 units. ``precision: bf16`` is the user's opt-in: the compiled models run
     bfloat16, and boxes move within what docs/performance.md and BENCHMARKS.md promise ("boxes
     move by about a pixel", 1-2 boxes in 100 beyond the IoU 0.9 / conf 0.05 tolerance)."""
     batch = frames[6:]  # 9 frames, 60-odd boxes, two sizes: batched and single-frame models
@@ -228,9 +229,9 @@ def test_openvino_runs_f32_unless_bf16_is_asked_for(frames):
     if not _cpu_has_bf16():
         pytest.skip(
             "this CPU has no bf16 support (OpenVINO CPU OPTIMIZATION_CAPABILITIES lacks BF16): "
-            "cpu_precision: bf16 cannot be checked here, only that f32 is the default"
+            "precision: bf16 cannot be checked here, only that f32 is the default"
         )
-    bf16 = Detector(_config(backend="openvino", max_batch=8, cpu_precision="bf16"))
+    bf16 = Detector(_config(backend="openvino", max_batch=8, precision="bf16"))
     got = bf16.detect(batch)
     bf16.detect(batch[:1])
     assert _compiled_precisions(bf16) == {"bf16"}
@@ -283,14 +284,14 @@ def test_candidate_filter_only_on_a_raw_detection_head():
         const = ops.constant(np.zeros(shape, np.float32))
         return ov.Model([ops.add(const, ops.reduce_sum(x, [1, 2, 3], False))], [x])
 
-    assert backends.anchors_last(model_with_output([1, 84, 5040]))
-    assert backends.anchors_last(model_with_output([1, 5, 5040]))  # one class
-    assert not backends.anchors_last(model_with_output([1, 300, 6]))
+    assert openvino_backend.anchors_last(model_with_output([1, 84, 5040]))
+    assert openvino_backend.anchors_last(model_with_output([1, 5, 5040]))  # one class
+    assert not openvino_backend.anchors_last(model_with_output([1, 300, 6]))
 
 
 def test_candidates_of_different_counts_are_padded_with_zero_scores():
     a, b = np.ones((84, 3), np.float32), np.ones((84, 1), np.float32)
-    batch = backends._stack_candidates([a, b])
+    batch = openvino_backend._stack_candidates([a, b])
     assert batch.shape == (2, 84, 3)
     assert (batch[1, :, 1:] == 0).all() and (batch[1, :, :1] == 1).all()
 
@@ -324,10 +325,10 @@ def test_export_is_cached_next_to_the_weights_and_redone_when_they_change(tmp_pa
 
 
 def test_read_only_weights_folder_exports_to_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(backends, "_writable", lambda folder: False)
+    monkeypatch.setattr(export, "_writable", lambda folder: False)
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"not really weights")
-    root = backends.export_root(weights)
+    root = export.export_root(weights)
     assert root.parent.name == "exports" and str(root).startswith(os.environ["VIGIL_CACHE"])
 
 
@@ -338,11 +339,11 @@ def test_a_folder_without_write_bits_is_read_only_even_for_root(tmp_path):
     folder.mkdir()
     weights = folder / "w.pt"
     weights.write_bytes(b"not really weights")
-    assert backends._writable(folder)
+    assert export._writable(folder)
     folder.chmod(0o555)
     try:
-        assert not backends._writable(folder)
-        assert backends.export_root(weights).parent.name == "exports"
+        assert not export._writable(folder)
+        assert export.export_root(weights).parent.name == "exports"
     finally:
         folder.chmod(0o755)
 

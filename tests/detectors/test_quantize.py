@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from detectors import precision_record as pr
 from detectors import quantize as q
 from detectors.config import DetectorConfig
 from detectors.errors import WeightsError
@@ -22,13 +23,15 @@ YOLOV5N = model("yolov5n.pt")
 
 
 def test_precision_and_its_old_name_are_one_setting() -> None:
-    assert DetectorConfig().precision == DetectorConfig().cpu_precision == "f32"
-    assert DetectorConfig(cpu_precision="bf16").precision == "bf16"
-    assert DetectorConfig(precision="int8").cpu_precision == "int8"
+    """``cpu_precision`` is read into ``precision`` (tests/detectors/test_backend_registry.py
+    has the other old key, ``half``)."""
+    assert DetectorConfig().precision is None  # the backend's default (f32 on OpenVINO)
+    with pytest.warns(FutureWarning, match="cpu_precision is deprecated"):
+        assert DetectorConfig(cpu_precision="bf16").precision == "bf16"
     dumped = DetectorConfig(precision="auto").model_dump()
-    assert "cpu_precision" not in dumped
-    assert DetectorConfig.model_validate(dumped).cpu_precision == "auto"
-    with pytest.raises(ValueError, match="disagree"):
+    assert "cpu_precision" not in dumped and "half" not in dumped
+    assert DetectorConfig.model_validate(dumped).precision == "auto"
+    with pytest.raises(ValueError, match="disagree"), pytest.warns(FutureWarning):
         DetectorConfig(precision="int8", cpu_precision="bf16")
     with pytest.raises(ValueError):
         DetectorConfig(precision="fp8")
@@ -132,10 +135,10 @@ def _fake_export(tmp_path: Path, sha: str = "abc") -> Path:
 
 def _record(tmp_path: Path, passed: dict[str, bool], **over) -> None:
     ms = {"bf16": 50.0, "int8": 40.0}
-    rec = q.GateRecord(
+    rec = pr.GateRecord(
         weights_sha256=over.get("sha", "abc"),
         imgsz=640,
-        machine=over.get("machine", q.machine_id()),
+        machine=over.get("machine", pr.machine_id()),
         tolerance=1.0,
         heldout="test",
         f32={"map50": 0.9, "map50_95": 0.7, "ms_per_frame": 60.0},
@@ -145,48 +148,48 @@ def _record(tmp_path: Path, passed: dict[str, bool], **over) -> None:
         },
         int8_dir=str(tmp_path / "openvino-640-int8-k"),
     )
-    q.write_record(q.record_path(tmp_path, 640), rec)
+    pr.write_record(pr.record_path(tmp_path, 640), rec)
 
 
 def test_int8_without_a_gate_runs_f32(tmp_path: Path, caplog) -> None:
     f32 = _fake_export(tmp_path)
-    assert q.resolve(f32, "int8") == (f32, "f32", "f32")
+    assert pr.resolve(f32, "int8") == (f32, "f32", "f32")
     assert "no accuracy gate passed" in caplog.text
-    assert q.resolve(f32, "auto") == (f32, "f32", "f32")
-    assert q.resolve(f32, "bf16") == (f32, "bf16", "bf16")  # the user's explicit opt-in
+    assert pr.resolve(f32, "auto") == (f32, "f32", "f32")
+    assert pr.resolve(f32, "bf16") == (f32, "bf16", "bf16")  # the user's explicit opt-in
 
 
 def test_a_refused_gate_keeps_f32(tmp_path: Path, caplog) -> None:
     f32 = _fake_export(tmp_path)
     _record(tmp_path, {"bf16": False, "int8": False})
-    assert q.resolve(f32, "int8") == (f32, "f32", "f32")
+    assert pr.resolve(f32, "int8") == (f32, "f32", "f32")
     assert "refused by the accuracy gate (int8 figures)" in caplog.text
-    assert q.resolve(f32, "auto") == (f32, "f32", "f32")
+    assert pr.resolve(f32, "auto") == (f32, "f32", "f32")
 
 
 def test_passed_gate_and_auto_picks_the_fastest(tmp_path: Path) -> None:
     f32 = _fake_export(tmp_path)
     int8 = tmp_path / "openvino-640-int8-k"
     _record(tmp_path, {"bf16": True, "int8": True})
-    assert q.resolve(f32, "int8") == (int8, "f32", "int8")
-    assert q.resolve(f32, "auto") == (int8, "f32", "int8")
+    assert pr.resolve(f32, "int8") == (int8, "f32", "int8")
+    assert pr.resolve(f32, "auto") == (int8, "f32", "int8")
     _record(tmp_path, {"bf16": True, "int8": False})
-    assert q.resolve(f32, "auto") == (f32, "bf16", "bf16")
+    assert pr.resolve(f32, "auto") == (f32, "bf16", "bf16")
 
 
 def test_record_of_other_weights_or_machine_is_ignored(tmp_path: Path) -> None:
     f32 = _fake_export(tmp_path)
     _record(tmp_path, {"int8": True}, sha="other")
-    assert q.resolve(f32, "int8")[2] == "f32"
+    assert pr.resolve(f32, "int8")[2] == "f32"
     _record(tmp_path, {"int8": True}, machine="another CPU")
-    assert q.resolve(f32, "auto")[2] == "f32"
+    assert pr.resolve(f32, "auto")[2] == "f32"
 
 
 def test_a_deleted_int8_model_is_not_used(tmp_path: Path) -> None:
     f32 = _fake_export(tmp_path)
     _record(tmp_path, {"int8": True})
     (tmp_path / "openvino-640-int8-k" / "model.xml").unlink()
-    assert q.resolve(f32, "int8")[2] == "f32"
+    assert pr.resolve(f32, "int8")[2] == "f32"
 
 
 # -- the whole run (NNCF on footage) ----------------------------------------------------------
@@ -261,7 +264,7 @@ def test_gate_figures_go_onto_the_registered_version(tmp_path: Path) -> None:
     reg = ModelRegistry(cfg.redis, cfg.models)
     try:
         mv = reg.register(weights, metrics={"map50": 0.91}, verify=False)
-        gate = q.GateRecord(
+        gate = pr.GateRecord(
             weights_sha256=file_sha256(weights),
             imgsz=320,
             machine="cpu-x",

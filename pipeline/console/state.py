@@ -17,7 +17,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from alerts.rules.config import RuleConfig
-from alerts.rules_registry import rule_from_record
+from alerts.rules_registry import RULES
 from alerts.store import AlertStore
 from pipeline.common.config import ConfigError
 from pipeline.common.kafka import ensure_topics, make_producer
@@ -26,7 +26,7 @@ from pipeline.common.urls import mask_url
 from pipeline.console.auth import Principal, Role, UserStore
 from pipeline.console.topic_view import TopicView
 from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.registry import spec_from_record
+from pipeline.ingest.registry import CAMERAS
 
 if TYPE_CHECKING:  # the root config imports this package's config section
     from pipeline.config import VigilConfig
@@ -36,20 +36,6 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = "vigil_session"
 CSRF_HEADER = "X-CSRF-Token"
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-
-
-def _parse_camera(key: bytes | None, value: bytes) -> CameraSpec:
-    spec = spec_from_record(key, value)
-    if spec is None:  # not reached: tombstones are handled by the view
-        raise ValueError("tombstone")
-    return spec
-
-
-def _parse_rule(key: bytes | None, value: bytes) -> RuleConfig:
-    rule = rule_from_record(key, value)  # the alert service's own parse (bounded decode)
-    if rule is None:  # not reached: tombstones are handled by the view
-        raise ValueError("tombstone")
-    return rule
 
 
 def console_client_name(key_prefix: str) -> str:
@@ -95,12 +81,8 @@ class ConsoleState:
         self.redis, self.aredis = _bounded_clients(cfg)
         self.users = UserStore(cfg.redis, self.redis, max_verifying=cfg.console.login_concurrency)
         self.store = AlertStore(cfg.redis, client=self.redis)
-        self.cameras: TopicView[CameraSpec] = TopicView(
-            cfg.kafka, cfg.kafka.topics.cameras, _parse_camera, "cameras"
-        )
-        self.rules: TopicView[RuleConfig] = TopicView(
-            cfg.kafka, cfg.kafka.topics.rules, _parse_rule, "rules"
-        )
+        self.cameras: TopicView[CameraSpec] = TopicView(cfg.kafka, CAMERAS, "cameras")
+        self.rules: TopicView[RuleConfig] = TopicView(cfg.kafka, RULES, "rules")
         self._producer = None
         self._producer_lock = threading.Lock()
         self._started = False

@@ -2,146 +2,77 @@
 
 Ingest workers form one consumer group on it, so Kafka's partition assignment decides which
 worker owns which camera, and moves cameras when a worker dies or joins. No home-made coordinator.
+The topic is the table :data:`CAMERAS` (``pipeline/common/compacted_table.py``, like the live
+rules): parsing, validation and the handling of unusable records are the table's.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
+from pipeline.common.compacted_table import CompactedTable, TableRecordError
 from pipeline.common.config import format_validation_error
 from pipeline.common.contracts import validate_camera_id
-from pipeline.common.jsoncodec import decode_record
-from pipeline.common.kafka import KafkaConfig, make_consumer, make_producer
-from pipeline.common.records import SkippedRecords, reason_of
+from pipeline.common.kafka import KafkaConfig, make_consumer
 from pipeline.ingest.camera import CameraSpec
 
 log = logging.getLogger(__name__)
 
 
-def _skipped() -> SkippedRecords:
-    """Each reader of the registry (a read, a watcher) has its own log lines to spend, so a
-    flood read by one cannot hide another's; all count in vigil_records_skipped_total."""
-    return SkippedRecords(log, "cameras")
-
-
-class CameraRegistryError(ValueError):
+class CameraRegistryError(TableRecordError):
     """A record of the camera registry topic that is not a usable camera definition."""
 
-    reason = "invalid"
+
+def _parse_camera(raw: Any) -> CameraSpec:
+    try:
+        return CameraSpec.model_validate(raw)
+    except ValidationError as e:
+        raise ValueError(format_validation_error(e, "camera", one_line=True)) from None
+
+
+# The registry as a table. Writing does not create Vigil's topics (`vigil setup` does): a
+# registry writer needs no admin rights on the cluster.
+CAMERAS: CompactedTable[CameraSpec] = CompactedTable(
+    topic_of=lambda cfg: cfg.topics.cameras,
+    parse=_parse_camera,
+    key_of=lambda spec: spec.id,
+    encode=lambda spec: spec.model_dump(mode="json"),
+    check_key=validate_camera_id,
+    reader="cameras",
+    noun="camera",
+    client="registry",
+    logger=log,
+    error=CameraRegistryError,
+    create_topic=False,
+)
 
 
 def spec_from_record(key: bytes | None, value: bytes | None) -> CameraSpec | None:
     """Parse one registry record; None for a tombstone. Raises CameraRegistryError when malformed."""
-    if value is None:
-        return None
-    try:
-        raw = decode_record(value)
-    except ValueError as e:  # too large, nested too deeply, not UTF-8, not JSON
-        err = CameraRegistryError(f"malformed camera definition for key {key!r}: {e}")
-        err.reason = reason_of(e)
-        raise err from None
-    try:
-        spec = CameraSpec.model_validate(raw)
-    except ValidationError as e:
-        detail = format_validation_error(e, "camera", one_line=True)
-        raise CameraRegistryError(
-            f"malformed camera definition for key {key!r}: {detail}"
-        ) from None
-    except ValueError as e:
-        raise CameraRegistryError(f"malformed camera definition for key {key!r}: {e}") from None
-    if key is not None and key.decode(errors="replace") != spec.id:
-        raise CameraRegistryError(
-            f"camera definition key {key!r} does not match its id {spec.id!r}"
-        )
-    return spec
+    return CAMERAS.parse_record(key, value)
 
 
 # -- management (``vigil cameras ...``) ------------------------------------------------------
 
 
 def put_cameras(cfg: KafkaConfig, specs: list[CameraSpec], timeout_s: float = 15.0) -> None:
-    producer = make_producer(cfg, "registry")
-    try:
-        futures = [
-            producer.send(cfg.topics.cameras, key=s.id, value=s.model_dump(mode="json"))
-            for s in specs
-        ]
-        for f in futures:
-            f.get(timeout=timeout_s)
-    finally:
-        producer.close(timeout=timeout_s)
+    CAMERAS.put(cfg, specs, timeout_s)
 
 
 def remove_cameras(cfg: KafkaConfig, camera_ids: list[str], timeout_s: float = 15.0) -> None:
-    for cid in camera_ids:
-        validate_camera_id(cid)
-    producer = make_producer(cfg, "registry")
-    try:
-        futures = [producer.send(cfg.topics.cameras, key=cid, value=None) for cid in camera_ids]
-        for f in futures:
-            f.get(timeout=timeout_s)
-    finally:
-        producer.close(timeout=timeout_s)
+    CAMERAS.delete(cfg, camera_ids, timeout_s)
 
 
 def read_registry(cfg: KafkaConfig, timeout_s: float = 15.0) -> dict[str, CameraSpec]:
-    """The current cameras: read the compacted topic from the beginning to its end offsets."""
-    consumer = make_consumer(
-        cfg, "registry-reader", enable_auto_commit=False, consumer_timeout_ms=1000
-    )
-    try:
-        parts = consumer.partitions_for_topic(cfg.topics.cameras) or set()
-        tps = [TopicPartition(cfg.topics.cameras, p) for p in parts]
-        if not tps:
-            return {}
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        cameras: dict[str, CameraSpec] = {}
-        skipped = _skipped()
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {cfg.topics.cameras} did not finish in {timeout_s}s")
-            for records in consumer.poll(timeout_ms=500).values():
-                for rec in records:
-                    _apply(cameras, rec.key, rec.value, skipped)
-        return cameras
-    finally:
-        consumer.close()
-
-
-def _apply(
-    cameras: dict[str, CameraSpec],
-    key: bytes | None,
-    value: bytes | None,
-    skipped: SkippedRecords,
-) -> str | None:
-    """Apply one record; the camera id it changed, or None. An unusable record is skipped,
-    counted and logged: it must not stop the reader (every worker taking the partition over
-    would read it again), and the cameras already read stay as they are."""
-    try:
-        spec = spec_from_record(key, value)
-    except CameraRegistryError as e:
-        skipped.skip(repr(key), e.reason, str(e))
-        return None
-    except Exception as e:  # noqa: BLE001 - whatever a parser raises, the record is skipped
-        skipped.skip(repr(key), "error", f"{type(e).__name__}: {e}")
-        return None
-    if spec is None:
-        if key is not None:
-            cid = key.decode(errors="replace")
-            cameras.pop(cid, None)
-            return cid
-        return None
-    cameras[spec.id] = spec
-    return spec.id
+    """The current cameras (in id order): the compacted topic read from the beginning to its
+    end offsets; unusable records are skipped, a camera keeps its last valid definition."""
+    return CAMERAS.read(cfg, timeout_s)
 
 
 # -- ownership (ingest workers) ---------------------------------------------------------------
@@ -168,7 +99,7 @@ class RegistryWatcher:
         self._catch_up: dict[TopicPartition, int] | None = None
         self._new_assignment: list[TopicPartition] | None = None
         self._stop = threading.Event()
-        self._skipped = _skipped()
+        self._skipped = CAMERAS.skipped()
         self.consumer = make_consumer(
             cfg,
             client_suffix,
@@ -226,7 +157,7 @@ class RegistryWatcher:
                 for tp, records in batches.items():
                     cams = self._by_partition.setdefault(tp.partition, {})
                     for rec in records:
-                        changed |= _apply(cams, rec.key, rec.value, self._skipped) is not None
+                        changed |= CAMERAS.apply(cams, rec.key, rec.value, self._skipped, tp.topic)
                 if self._new_assignment is not None:
                     parts, self._new_assignment = self._new_assignment, None
                     self._catch_up = self.consumer.end_offsets(parts) if parts else {}

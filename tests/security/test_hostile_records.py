@@ -18,14 +18,13 @@ import pytest
 from kafka.errors import KafkaError
 from prometheus_client import REGISTRY
 
-from alerts.rules_registry import RulesWatcher, read_rules
+from alerts.rules_registry import RULES, RulesWatcher, read_rules
 from alerts.store import AlertStore
 from alerts.subscribe import subscribe
 from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.config import VigilConfig, parse_config
-from pipeline.console.state import _parse_camera, _parse_rule
 from pipeline.console.topic_view import TopicView
-from pipeline.ingest.registry import RegistryWatcher, read_registry
+from pipeline.ingest.registry import CAMERAS, RegistryWatcher, read_registry
 from tests.alerts.test_service import (
     IN_BOX,
     ZONE,
@@ -159,15 +158,15 @@ def test_camera_registry_reader_survives_hostile_records(cfg: VigilConfig) -> No
 @pytest.mark.parametrize("which", ["cameras", "rules"])
 def test_console_topic_views_survive_hostile_records(cfg: VigilConfig, which: str) -> None:
     if which == "cameras":
-        topic, parse, good = cfg.kafka.topics.cameras, _parse_camera, camera
+        topic, table, good = cfg.kafka.topics.cameras, CAMERAS, camera
         wrong = b'{"id": "h-types", "url": "rtsp://127.0.0.1/x", "fps": "ten"}'
     else:
-        topic, parse, good = cfg.kafka.topics.rules, _parse_rule, rule
+        topic, table, good = cfg.kafka.topics.rules, RULES, rule
         wrong = json.dumps({**RULE, "id": "h-types", "min_frames": "three"}).encode()
     send(cfg, topic, [(b"a", good("a")), *hostile(b"a", wrong)])
     send_without_key(cfg, topic, good("nokey"), compacted=True)
     send(cfg, topic, [(b"b", good("b"))])
-    view = TopicView(cfg.kafka, topic, parse, which).start()
+    view = TopicView(cfg.kafka, table, which).start()
     try:
         # a view that restarts its read on every bad record never becomes ready (edits: 503)
         assert set(view.snapshot(timeout_s=30)) == {"a", "b"}, view.error

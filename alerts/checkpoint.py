@@ -31,8 +31,8 @@ from kafka.structs import OffsetAndMetadata
 from alerts import metrics as m
 from alerts.config import AlertsConfig, AlertServiceConfig, AlertsSettings
 from alerts.engine import RuleEngine
-from alerts.retry import Retrier
 from alerts.store import AlertStore
+from pipeline.common.retry import Retrier
 
 log = logging.getLogger(__name__)
 

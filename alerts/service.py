@@ -35,7 +35,7 @@ fingerprint, so a restore after a crash in the middle of a change ends the same 
 
 The consumer loop and a batch's processing are here; the partitions' state, checkpoints and
 rebalances in :mod:`alerts.checkpoint`, the Kafka publish in :mod:`alerts.publish`, dead letters
-in :mod:`alerts.dlq`, retrying with backoff in :mod:`alerts.retry`.
+in :mod:`alerts.dlq`, retrying with backoff in :mod:`pipeline.common.retry`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ from alerts.engine import RuleEngine
 from alerts.envelope import check_envelope
 from alerts.events import AlertEvent, FrameEvent
 from alerts.publish import publish
-from alerts.retry import Retrier, Stopped
 from alerts.rules import RuleConfig
 from alerts.rules_registry import RulesWatcher, read_rules, seed_rules
 from alerts.snapshots import render_snapshot
@@ -78,6 +77,7 @@ from pipeline.common.kafka import (
     make_producer,
 )
 from pipeline.common.lifecycle import OutageLog
+from pipeline.common.retry import Retrier, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ class AlertService(PartitionCheckpoints):
             self.scfg.retry_initial_s,
             self.scfg.retry_max_s,
             cfg.redis.password_text(),
+            on_retry=lambda op: m.RETRIES.labels(op).inc(),
         )
         self._messages_ok = m.MESSAGES.labels("ok")
         self.stats = {

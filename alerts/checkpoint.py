@@ -6,8 +6,9 @@ and offset commits (docs/redis.md).
   asynchronously, in order (``close`` waits for the last commits: :meth:`_commit_sync`);
 * load: on assignment a partition's engine is rebuilt from its checkpoint and the consumer seeks
   to the checkpoint's offset (:meth:`_restore`); without one, from the committed offset;
-* rebalances: the consumer's callbacks (:class:`RebalanceListener`, on the Kafka IO loop) only
-  record the event; :meth:`_handle_rebalance` applies it in the main loop between batches.
+* rebalances: :class:`~pipeline.common.consumer_loop.ConsumerLoop` records the consumer's
+  callbacks and calls :meth:`on_revoked` / :meth:`on_assigned` in the main loop between
+  batches; :meth:`start_partitions` restores the partitions assigned.
 
 :class:`PartitionCheckpoints` is a part of :class:`alerts.service.AlertService`, which sets the
 attributes it declares.
@@ -24,37 +25,24 @@ from typing import Any
 
 import redis
 from kafka import TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from alerts import metrics as m
 from alerts.config import AlertsConfig, AlertServiceConfig, AlertsSettings
 from alerts.engine import RuleEngine
-from alerts.retry import Retrier
 from alerts.store import AlertStore
+from pipeline.common.consumer_loop import fmt_partitions, tp_order
+from pipeline.common.retry import Retrier
 
 log = logging.getLogger(__name__)
-
-
-class RebalanceListener(ConsumerRebalanceListener):
-    """Runs on the consumer's IO loop: record the event, do nothing blocking."""
-
-    def __init__(self, service: PartitionCheckpoints) -> None:
-        self.service = service
-
-    def on_partitions_revoked(self, revoked) -> None:
-        self.service._rebalance_event("revoked", revoked)
-
-    def on_partitions_assigned(self, assigned) -> None:
-        self.service._rebalance_event("assigned", assigned)
 
 
 class PartitionCheckpoints:
     """The partition state of :class:`~alerts.service.AlertService` and how it is saved,
     restored and handed over in a rebalance."""
 
-    # set by AlertService.__init__ (and consumer by its _connect)
+    # set by AlertService.__init__ (consumer: its ConsumerLoop's)
     cfg: AlertsSettings
     acfg: AlertsConfig
     scfg: AlertServiceConfig
@@ -65,8 +53,6 @@ class PartitionCheckpoints:
     stats: dict[str, int]
     _stop: threading.Event
     _crash_point: Callable[[str], None]
-    _lock: threading.Lock
-    _events: list[tuple[str, set[TopicPartition]]]
     _pending: set[TopicPartition]
     _engines: dict[TopicPartition, RuleEngine]
     _next_offset: dict[TopicPartition, int | None]
@@ -139,29 +125,25 @@ class PartitionCheckpoints:
 
     # -- rebalances ---------------------------------------------------------------------------------
 
-    def _rebalance_event(self, kind: str, tps) -> None:
-        with self._lock:
-            self._events.append((kind, set(tps)))
+    def on_revoked(self, tps: set[TopicPartition]) -> None:
+        """Checkpoint what the partitions hold back (best effort), then drop their state."""
+        dirty = [tp for tp in tps if tp in self._dirty]
+        if dirty and self._consistent:
+            # best effort: the next owner replays from the older one otherwise
+            with contextlib.suppress(redis.RedisError):
+                self._checkpoint(sorted(dirty, key=tp_order), retry=False)
+        for tp in tps:
+            self._forget(tp)
+            self._pending.discard(tp)
+        if tps:
+            log.info("partitions revoked: %s", fmt_partitions(tps))
 
-    def _handle_rebalance(self, records) -> set[TopicPartition]:
-        """Apply rebalance events recorded during ``poll``; returns the partitions restored now
-        (their records in this poll predate the seek and are dropped)."""
-        with self._lock:
-            events, self._events = self._events, []
-        for kind, tps in events:
-            if kind == "revoked":
-                dirty = [tp for tp in tps if tp in self._dirty]
-                if dirty and self._consistent:
-                    # best effort: the next owner replays from the older one otherwise
-                    with contextlib.suppress(redis.RedisError):
-                        self._checkpoint(sorted(dirty, key=tp_order), retry=False)
-                for tp in tps:
-                    self._forget(tp)
-                    self._pending.discard(tp)
-                if tps:
-                    log.info("partitions revoked: %s", fmt_partitions(tps))
-            else:
-                self._pending |= tps
+    def on_assigned(self, tps: set[TopicPartition]) -> None:
+        self._pending |= tps
+
+    def start_partitions(self, records) -> set[TopicPartition]:
+        """Restore the partitions assigned (and those a resync dropped); returns them (their
+        records in this poll predate the seek and are dropped)."""
         fresh = set(self._pending)
         if fresh:
             self._restore(records)
@@ -238,11 +220,3 @@ class PartitionCheckpoints:
                 self._pending = set(self.consumer.assignment())
             except Exception:
                 self._pending = set()
-
-
-def tp_order(tp: TopicPartition) -> tuple[str, int]:
-    return (tp.topic, tp.partition)
-
-
-def fmt_partitions(tps) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps, key=tp_order))

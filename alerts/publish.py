@@ -1,7 +1,7 @@
 """Publishing a batch's alert events and dead letters to Kafka, waiting for every acknowledgement.
 
 What fails is sent again, with the service's backoff, until the broker has acknowledged all of
-it (or the service is stopped: :class:`~alerts.retry.Stopped`).
+it (or the service is stopped: :class:`~pipeline.common.retry.Stopped`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from alerts.retry import Retrier, Stopped
+from pipeline.common.retry import Retrier, Stopped
 
 
 def publish(

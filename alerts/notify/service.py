@@ -17,9 +17,11 @@ down dead-letters at once (:mod:`alerts.notify.delivery`). The consumer also pau
 ``max_in_flight`` events are unsettled. A new group starts at ``auto_offset_reset`` and
 commits that position at once, so even a crash before the first delivery loses nothing.
 
-Rebalance callbacks run on the Kafka IO loop and only record the event; the main loop applies it
-between batches. A revoked partition's settled offsets are committed (best effort); events still
-in flight there are delivered by the new owner again.
+The notifier is the :class:`~pipeline.common.consumer_loop.ConsumerHandler` of a
+:class:`~pipeline.common.consumer_loop.ConsumerLoop` (connect, poll, rebalance events, close).
+Rebalance events are applied between batches, all those of a poll together: a revoked
+partition's settled offsets are committed (best effort); events still in flight there are
+delivered by the new owner again.
 """
 
 from __future__ import annotations
@@ -30,74 +32,30 @@ import os
 import socket
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from alerts.notify import metrics as m
 from alerts.notify.config import NotifyConfig, NotifySettings
 from alerts.notify.delivery import DeadLetters, SinkRunner
+from alerts.notify.offsets import Partition, PartitionOffsets, Record
 from alerts.notify.sinks import Delivery, SinkContext, SinkError, build_sink, idempotency_key
 from alerts.notify.sinks.base import synthetic_alert
 from alerts.rules import RuleConfig
 from alerts.store import AlertStore
+from pipeline.common.consumer_loop import ConsumerHandler, ConsumerLoop, Records
 from pipeline.common.contracts import CAMERA_ID
 from pipeline.common.jsoncodec import decode_record
-from pipeline.common.kafka import (
-    KafkaUnavailable,
-    connection_count,
-    ensure_topics,
-    group_consumer,
-    make_producer,
-)
-from pipeline.common.lifecycle import OutageLog
 
 log = logging.getLogger(__name__)
 
 DEDUP_WINDOW = 100_000
 SOLE_SINK_HOLD_S = 60.0
-LIMBO_S = 30.0  # longest the loop waits for room in the queue of the only sink
 STATS_LOG_INTERVAL_S = 60.0
 _STATUSES = {"started", "ended", "reviewed"}
-
-
-class _Record:
-    """One consumed alert event: settled when ``remaining`` (sinks still at it) reaches 0."""
-
-    __slots__ = ("origin", "remaining")
-
-    def __init__(self, topic: str, partition: int, offset: int) -> None:
-        self.origin = (topic, partition, offset)
-        self.remaining = 0
-
-
-class _Partition:
-    __slots__ = ("committed", "next_offset", "pending")
-
-    def __init__(self, start: int | None) -> None:
-        self.pending: deque[_Record] = deque()
-        self.next_offset = start  # after the longest run of settled records
-        self.committed = start
-
-
-class _Listener(ConsumerRebalanceListener):
-    """On the consumer's IO loop: record the event only."""
-
-    def __init__(self, service: NotifyService) -> None:
-        self.service = service
-
-    def on_partitions_revoked(self, revoked) -> None:
-        with self.service._lock:
-            self.service._events.append(("revoked", set(revoked)))
-
-    def on_partitions_assigned(self, assigned) -> None:
-        with self.service._lock:
-            self.service._events.append(("assigned", set(assigned)))
 
 
 def check_alert(alert: Any) -> dict[str, Any]:
@@ -121,7 +79,7 @@ def known_pairs(cameras: Iterable[str], rules: Iterable[RuleConfig]) -> tuple[tu
     return tuple((c, r.id) for r in rules if r.enabled for c in cams if r.applies_to(c))
 
 
-class NotifyService:
+class NotifyService(PartitionOffsets, ConsumerHandler):
     def __init__(
         self,
         cfg: NotifySettings,
@@ -140,29 +98,44 @@ class NotifyService:
         self.topic = cfg.kafka.topics.alerts
         self.store = AlertStore(cfg.redis)
         self.ctx = SinkContext(self.store, snapshot_base_url, known, self.name)
-        self._stop = threading.Event()
         self._halt = threading.Event()  # workers end their current attempt and exit
-        self._lock = threading.Lock()
         self._settle_lock = threading.Lock()
+        # rebalance events of the last poll, applied together by start_partitions
         self._events: list[tuple[str, set[TopicPartition]]] = []
-        self._parts: dict[TopicPartition, _Partition] = {}
-        # revoked partitions, kept LIMBO_S in case the rebalance gives them back
-        self._limbo: dict[TopicPartition, tuple[_Partition, float]] = {}
+        self._parts: dict[TopicPartition, Partition] = {}
+        # revoked partitions, kept a while (LIMBO_S) in case the rebalance gives them back
+        self._limbo: dict[TopicPartition, tuple[Partition, float]] = {}
         self._seen: OrderedDict[str, tuple[str, int, int]] = OrderedDict()
         self._unsettled = 0
         self._tracked = 0
         self._paused = False
         self._commit_at = 0.0
-        self._kafka_checked_at = 0.0
         self._stats_at = time.monotonic()
-        self.consumer: Any = None
-        self.producer: Any = None
         self.dead = DeadLetters(None, cfg.kafka.topics.notify_dlq, self.group, self._settle)
         self.runners = [
             SinkRunner(build_sink(s, self.ctx), self.dead, self._settle, self._halt)
             for s in self.ncfg.active_sinks
         ]
-        self.kafka_state = OutageLog(log, f"Kafka at {cfg.kafka.bootstrap_servers} (notifier)")
+        n = self.ncfg
+        self.loop = ConsumerLoop(
+            self,
+            cfg.kafka,
+            self.topic,
+            client=f"notify-{self.name}",
+            group_id=n.group_id,
+            session_timeout_ms=n.session_timeout_ms,
+            max_records=n.max_poll_records,
+            logger=log,
+            name="notifier",
+            backoff=(0.2, 10.0),
+            consumer_kw=dict(
+                group_instance_id=n.instance_id, auto_offset_reset=n.auto_offset_reset
+            ),
+            producer_close_s=5,
+            unexpected_error="unexpected error in the notifier loop",
+            learn_partitions=True,
+        )
+        self.kafka_state = self.loop.kafka_state
         self._dispatched = m.RECORDS.labels("dispatched")
         self._duplicates = m.RECORDS.labels("duplicate")
         self._malformed = m.RECORDS.labels("malformed")
@@ -172,116 +145,47 @@ class NotifyService:
 
     def run(self, stop: threading.Event, max_seconds: float | None = None) -> None:
         """Consume until ``stop`` is set (or ``max_seconds`` passed), then drain and close."""
-        self._stop = stop
-        deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        try:
-            if not self._connect():
-                return
-            for r in self.runners:
-                r.start()
-            self.dead.start()
-            log.info(
-                "notifier %s: group %s on %s, sinks: %s",
-                self.name,
-                self.group,
-                self.topic,
-                ", ".join(r.sink.describe() for r in self.runners),
-            )
-            backoff = 0.2
-            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                try:
-                    self.step()
-                    backoff = 0.2
-                except KafkaError as e:
-                    self.kafka_state.down(f"{type(e).__name__}: {e}")
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
-                except Exception:
-                    log.exception("unexpected error in the notifier loop")
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
-        finally:
-            self.close()
-
-    def _connect(self) -> bool:
-        """Topics, producer, consumer; retried with backoff until it works or ``stop``."""
-        delay = 0.2
-        while not self._stop.is_set():
-            try:
-                ensure_topics(self.cfg.kafka)
-                if self.producer is None:
-                    self.producer = make_producer(
-                        self.cfg.kafka, f"notify-{self.name}", max_block_ms=10_000
-                    )
-                    self.dead.producer = self.producer
-                if self.consumer is None:
-                    n = self.ncfg
-                    consumer = group_consumer(
-                        self.cfg.kafka,
-                        f"notify-{self.name}",
-                        group_id=n.group_id,
-                        group_instance_id=n.instance_id,
-                        auto_offset_reset=n.auto_offset_reset,
-                        max_poll_records=n.max_poll_records,
-                        session_timeout_ms=n.session_timeout_ms,
-                    )
-                    # a group joined before the member knows the topic's partitions gets
-                    # none until the next metadata refresh (minutes): learn them first
-                    deadline = time.monotonic() + self.cfg.kafka.bootstrap_timeout_ms / 1000
-                    while not consumer.partitions_for_topic(self.topic):
-                        if time.monotonic() > deadline or self._stop.wait(0.2):
-                            break
-                    consumer.subscribe([self.topic], listener=_Listener(self))
-                    self.consumer = consumer
-                self.kafka_state.up()
-                return True
-            except (KafkaUnavailable, KafkaError) as e:
-                self.kafka_state.down(str(e))
-                self._stop.wait(delay)
-                delay = min(delay * 2, 10.0)
-        return False
+        self.loop.run(stop, max_seconds)
 
     def close(self) -> None:
         """Let deliveries in progress finish (``drain_timeout_s``), stop the workers, write the
         queued dead letters, commit what is settled, close everything."""
-        deadline = time.monotonic() + self.ncfg.drain_timeout_s
-        while self._unsettled > 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self._halt.set()
-        for r in self.runners:
-            timeout = getattr(r.cfg, "timeout_s", 10.0) + 1.0
-            r.join(timeout)
-        self.dead.close(5.0)
-        if self.consumer is not None:
-            self._advance()
-            self._commit(force=True)
-        self._log_stats(force=True)
-        for r in self.runners:
-            r.close()
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                self.consumer.close(autocommit=False, timeout_ms=5000)
-            self.consumer = None
-        if self.producer is not None:
-            with contextlib.suppress(Exception):
-                self.producer.close(timeout=5)
-            self.producer = None
-        with contextlib.suppress(Exception):
-            self.store.client.close()
-
-    # -- the loop -------------------------------------------------------------------------------
+        self.loop.close()
 
     def step(self) -> int:
         """Poll one batch and hand it to the sinks; returns the number of records read."""
-        records = self.consumer.poll(
-            timeout_ms=50 if self._paused else self.ncfg.poll_timeout_ms,
-            max_records=self.ncfg.max_poll_records,
+        return self.loop.step()
+
+    @property
+    def consumer(self) -> Any:
+        return self.loop.consumer
+
+    @property
+    def producer(self) -> Any:
+        return self.loop.producer
+
+    # -- the loop's callbacks -------------------------------------------------------------------
+
+    def on_started(self) -> None:
+        self.dead.producer = self.producer
+        for r in self.runners:
+            r.start()
+        self.dead.start()
+        log.info(
+            "notifier %s: group %s on %s, sinks: %s",
+            self.name,
+            self.group,
+            self.topic,
+            ", ".join(r.sink.describe() for r in self.runners),
         )
-        fresh = self._rebalance(records)
+
+    def poll_timeout_ms(self) -> int:
+        return 50 if self._paused else self.ncfg.poll_timeout_ms
+
+    def handle_batch(self, batch: Records, fresh: set[TopicPartition]) -> int:
+        """Hand the records to the sinks; returns the number of records read."""
         batches = []
-        for tp, recs in records.items():
-            if tp in fresh or not recs:
-                continue  # fetched before the seek to its start: fetched again after it
+        for tp, recs in batch.items():
             part = self._parts.get(tp)
             if part is None:
                 # records before the assignment callback: take it now (seek), read them again
@@ -297,15 +201,45 @@ class NotifyService:
                 if i < len(recs):
                     self._dispatch(part, recs[i])
                     n += 1
-        self._advance()
-        self._commit()
-        self._flow_control()
-        self._check_kafka()
-        self._log_stats()
         return n
 
-    def _dispatch(self, part: _Partition, rec: Any) -> None:
-        r = _Record(rec.topic, rec.partition, rec.offset)
+    def commit(self) -> None:
+        self._advance()
+        self._commit()
+
+    def on_tick(self) -> None:
+        m.PENDING.set(self._unsettled)
+        for r in self.runners:
+            m.QUEUED.labels(r.id).set(r.queued())
+
+    def after_step(self) -> None:
+        self._flow_control()
+        self._log_stats()
+
+    def on_close(self) -> None:
+        deadline = time.monotonic() + self.ncfg.drain_timeout_s
+        while self._unsettled > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._halt.set()
+        for r in self.runners:
+            timeout = getattr(r.cfg, "timeout_s", 10.0) + 1.0
+            r.join(timeout)
+        self.dead.close(5.0)
+        if self.consumer is not None:
+            self._advance()
+            self._commit(force=True)
+        self._log_stats(force=True)
+        for r in self.runners:
+            r.close()
+
+    def after_close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.store.client.close()
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    def _dispatch(self, part: Partition, rec: Any) -> None:
+        r = Record(rec.topic, rec.partition, rec.offset)
         part.pending.append(r)
         self._tracked += 1
         self.stats["records"] += 1
@@ -373,36 +307,6 @@ class NotifyService:
             if r.remaining == 0:
                 self._unsettled -= 1
 
-    def _advance(self) -> None:
-        for part in self._parts.values():
-            pending = part.pending
-            while pending and pending[0].remaining <= 0:
-                part.next_offset = pending.popleft().origin[2] + 1
-                self._tracked -= 1
-
-    def _commit(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._commit_at < self.ncfg.commit_interval_s:
-            return
-        self._commit_at = now
-        offsets = {
-            tp: OffsetAndMetadata(p.next_offset, "", -1)
-            for tp, p in self._parts.items()
-            if p.next_offset is not None and p.next_offset != p.committed
-        }
-        if not offsets:
-            return
-        try:
-            self.consumer.commit(offsets, timeout_ms=min(5000, self.cfg.kafka.request_timeout_ms))
-        except KafkaError as e:  # settled offsets are committed with the next try
-            self.kafka_state.down(f"commit failed: {type(e).__name__}: {e}")
-            return
-        self.stats["commits"] += 1
-        for tp, om in offsets.items():
-            part = self._parts.get(tp)
-            if part is not None:
-                part.committed = om.offset
-
     def _flow_control(self) -> None:
         """Pause the consumer while a sink's queues are half full (it catches up; a sink that
         takes longer than ``max_hold_s`` sheds instead, delivery.py), while ``max_in_flight``
@@ -431,113 +335,6 @@ class NotifyService:
             if fresh:
                 self.consumer.pause(*fresh)
 
-    # -- rebalances -----------------------------------------------------------------------------
-
-    def _rebalance(self, records: dict[TopicPartition, list[Any]]) -> set[TopicPartition]:
-        """Apply the rebalance events recorded during ``poll``; returns the partitions taken
-        now (their records of this poll came before the seek and are read again)."""
-        with self._lock:
-            events, self._events = self._events, []
-        net: dict[TopicPartition, str] = {}  # the last event of each partition
-        ever_revoked: set[TopicPartition] = set()
-        for kind, tps in events:
-            for tp in tps:
-                net[tp] = kind
-                if kind == "revoked":
-                    ever_revoked.add(tp)
-        offsets = {
-            tp: OffsetAndMetadata(p.next_offset, "", -1)
-            for tp in ever_revoked
-            if (p := self._parts.get(tp)) is not None
-            and p.next_offset is not None
-            and p.next_offset != p.committed
-        }
-        if offsets:  # best effort: the partition may already have a new owner
-            with contextlib.suppress(KafkaError):
-                self.consumer.commit(offsets, timeout_ms=5000)
-                for tp, om in offsets.items():
-                    self._parts[tp].committed = om.offset
-        now = time.monotonic()
-        revoked = sorted((tp for tp, k in net.items() if k == "revoked"), key=_tp_order)
-        for tp in revoked:
-            part = self._parts.pop(tp, None)
-            if part is not None:  # kept a while: a rebalance often gives it back at once
-                self._limbo[tp] = (part, now)
-        if revoked:
-            log.info("partitions revoked: %s", _fmt(revoked))
-        fresh: set[TopicPartition] = set()
-        for tp in sorted((tp for tp, k in net.items() if k == "assigned"), key=_tp_order):
-            if tp in self._parts:
-                continue
-            back = self._limbo.pop(tp, None)
-            if back is not None:
-                # given back: go on where this process was. kafka-python kept the partition's
-                # position if it never left the assignment; if it did, the consumer starts at
-                # the committed offset and reads events again (delivered again, same keys)
-                self._parts[tp] = back[0]
-                log.info("partition %s assigned again: going on", _fmt([tp]))
-                continue
-            recs = records.get(tp)
-            self._part_for(tp, recs[0].offset if recs else None)
-            fresh.add(tp)
-        for tp, (part, since) in list(self._limbo.items()):
-            if now - since > LIMBO_S:  # another member has it: forget its events in flight
-                del self._limbo[tp]
-                self._tracked -= len(part.pending)
-                with self._settle_lock:
-                    self._unsettled -= sum(1 for r in part.pending if r.remaining > 0)
-                    for r in part.pending:
-                        r.remaining = -(10**9)
-        return fresh
-
-    def _part_for(self, tp: TopicPartition, first_offset: int | None) -> _Partition:
-        """Take partition ``tp``: from its committed offset, or (a new group) from where the
-        consumer starts, which is committed at once so that a crash before the first commit
-        cannot skip anything. The consumer seeks there: events that were in flight before a
-        rebalance are read and delivered again (same Idempotency-Key), never skipped."""
-        timeout_ms = self.cfg.kafka.request_timeout_ms
-        committed = self.consumer.committed(tp, timeout_ms=timeout_ms)
-        if committed is not None:
-            start: int | None = int(committed)
-            part = _Partition(start)
-            how = f"from committed offset {committed}"
-        else:
-            start = (
-                first_offset
-                if first_offset is not None
-                else self.consumer.position(tp, timeout_ms=timeout_ms)
-            )
-            part = _Partition(None)
-            part.next_offset = start
-            how = f"new group, from offset {start} ({self.ncfg.auto_offset_reset})"
-            if start is not None:
-                try:
-                    self.consumer.commit({tp: OffsetAndMetadata(start, "", -1)}, timeout_ms=5000)
-                    part.committed = start
-                except KafkaError as e:
-                    log.warning("could not commit the start offset of %s: %s", _fmt([tp]), e)
-        if start is not None:
-            self.consumer.seek(tp, start)
-        self._parts[tp] = part
-        log.info("partition %s assigned: %s", _fmt([tp]), how)
-        return part
-
-    # -- health ---------------------------------------------------------------------------------
-
-    def _check_kafka(self) -> None:
-        now = time.monotonic()
-        if now - self._kafka_checked_at < 1.0 or self.consumer is None:
-            return
-        self._kafka_checked_at = now
-        count = connection_count(self.consumer)
-        if count == 0:
-            self.kafka_state.down("no broker connection", failed_operation=False)
-        elif count:
-            self.kafka_state.up()
-        m.PENDING.set(self._unsettled)
-        for r in self.runners:
-            m.QUEUED.labels(r.id).set(r.queued())
-
     def _log_stats(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._stats_at < STATS_LOG_INTERVAL_S:
@@ -556,16 +353,6 @@ class NotifyService:
                 for r in self.runners
             ),
         )
-
-
-def _tp_order(tp: TopicPartition) -> tuple[str, int]:
-    return (tp.topic, tp.partition)
-
-
-def _fmt(tps: Iterable[TopicPartition]) -> str:
-    return ", ".join(
-        f"{tp.topic}[{tp.partition}]" for tp in sorted(tps, key=lambda t: (t.topic, t.partition))
-    )
 
 
 def notify_runner(

@@ -108,14 +108,14 @@ def cmd_import_yolov5(args: argparse.Namespace) -> int:
 
 def _registry(args: argparse.Namespace):
     """The config and its model registry."""
-    from detectors.retrain.registry import ModelRegistry  # noqa: PLC0415 (imports torch)
+    from detectors.retrain.model_registry import ModelRegistry  # noqa: PLC0415 (imports torch)
 
     cfg = config_from_args(args, "models")
     return cfg, ModelRegistry(cfg.redis, cfg.models)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from detectors.retrain.registry import format_versions  # noqa: PLC0415 (imports torch)
+    from detectors.retrain.model_registry import format_versions  # noqa: PLC0415 (imports torch)
 
     _, reg = _registry(args)
     if args.json:
@@ -169,7 +169,7 @@ def _record_gate_in_registry(cfg, gate: dict) -> str:
     The JSON next to the export is what the detector reads; the registry copy is the report, so
     a registry that cannot be reached is said, not fatal.
     """
-    from detectors.retrain.registry import ModelRegistry, RegistryError  # noqa: PLC0415
+    from detectors.retrain.model_registry import ModelRegistry, RegistryError  # noqa: PLC0415
 
     try:
         reg = ModelRegistry(cfg.redis, cfg.models)

@@ -21,14 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
-from detectors.config import DetectorConfig
 from detectors.errors import WeightsError
 from detectors.retrain import dataset as ds
-from detectors.retrain.config import PromotionConfig
-from pipeline.common.config import validation_messages
-from pipeline.common.errors import UsageError
+from detectors.retrain.config import PromotionConfig, detector_settings
 from pipeline.common.geometry import box_iou_matrix
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -130,21 +126,16 @@ def evaluate(
         from detectors.loading import load_model  # noqa: PLC0415 (imports torch)
 
         imgsz = _model_imgsz(load_model(weights, device="cpu"))
-    try:
-        dcfg = DetectorConfig(
-            weights=weights,
-            device=device,
-            imgsz=imgsz,
-            conf=conf,
-            iou=iou,
-            tracker="none",
-            max_batch=batch,
-        )
-    except ValidationError as e:  # --imgsz 300, --conf 2...
-        raise UsageError(
-            "invalid evaluation settings: "
-            + "; ".join(f"{loc}: {msg}" for loc, msg in validation_messages(e))
-        ) from None
+    dcfg = detector_settings(
+        "evaluation",
+        weights=weights,
+        device=device,
+        imgsz=imgsz,
+        conf=conf,
+        iou=iou,
+        tracker="none",
+        max_batch=batch,
+    )
     det = Detector(dcfg, warmup=False)
     by_name = {v.lower(): k for k, v in names.items()}
     to_ds = {mid: by_name[n.lower()] for mid, n in det.names.items() if n.lower() in by_name}

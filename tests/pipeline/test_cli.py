@@ -201,3 +201,31 @@ def test_user_mistakes_are_one_line_naming_the_input(tmp_path, capsys):
         code, err = run(capsys, *argv)
         assert code == 2 and err.startswith("vigil: ") and len(err.splitlines()) == 1, err
         assert expected in err, err
+
+
+def test_the_errors_users_see_are_user_errors():
+    """What the CLI reports as one line: every such class is a UserError (a plain ValueError or
+    OSError is a bug and keeps its traceback)."""
+    from alerts.errors import RulesError
+    from alerts.subscribe import SubscribeError
+    from detectors.backends.base import BackendError
+    from detectors.errors import WeightsError
+    from detectors.quantize import QuantizeError
+    from detectors.retrain.dataset import DatasetError
+    from detectors.retrain.model_registry import ModelRefused, RegistryError
+    from detectors.retrain.signing import SigningKeyError
+    from detectors.retrain.train_options import TrainingError
+    from pipeline.camera_sim import CameraSimError
+    from pipeline.common import errors
+    from pipeline.common.kafka import KafkaUnavailable
+    from pipeline.console.auth import AuthError
+    from pipeline.ingest.capture import CameraUnavailable
+
+    for cls in (
+        errors.ConfigError, errors.UsageError, errors.InputError, errors.InputNotFound,
+        RulesError, SubscribeError, BackendError, WeightsError, QuantizeError, DatasetError,
+        RegistryError, ModelRefused, SigningKeyError, TrainingError, CameraSimError,
+        KafkaUnavailable, AuthError, CameraUnavailable,
+    ):  # fmt: skip
+        assert issubclass(cls, errors.UserError), cls
+    assert issubclass(errors.InputNotFound, FileNotFoundError)  # what callers caught before

@@ -184,6 +184,8 @@ def test_user_mistakes_are_one_line_naming_the_input(tmp_path, capsys):
     a_file.write_text("")
     (tmp_path / "ds").mkdir()
     ds.write_data_yaml(tmp_path / "ds", {0: "person"})
+    rule = tmp_path / "rule.yaml"
+    rule.write_text("id: door\ntype: zone_intrusion\nzone: [[0, 0], [1, 0], [1, 1]]\n")
     for argv, expected in (
         (["dataset", "stats", str(tmp_path / "missing")], f"{tmp_path / 'missing'} not found"),
         (["dataset", "collect", str(tmp_path / "no.mp4"), "-o", str(tmp_path / "o"),
@@ -197,6 +199,8 @@ def test_user_mistakes_are_one_line_naming_the_input(tmp_path, capsys):
         (["dataset", "collect", str(not_a_video), "-o", str(tmp_path / "o"), "--no-detect",
           "--camera", "a", "--camera", "b"], "2 camera id(s) (--camera) for 1 video(s)"),
         (["dataset", "split", str(tmp_path / "ds"), "--val", "2"], "must be fractions"),
+        (["rules", "preview", "--rule", str(rule), "--camera", "bad id!", *UNREACHABLE_KAFKA],
+         "preview of rule door failed: 'bad id!' is not a camera id"),
     ):  # fmt: skip
         code, err = run(capsys, *argv)
         assert code == 2 and err.startswith("vigil: ") and len(err.splitlines()) == 1, err

@@ -199,6 +199,8 @@ def test_user_mistakes_are_one_line_naming_the_input(tmp_path, capsys):
         (["dataset", "collect", str(not_a_video), "-o", str(tmp_path / "o"), "--no-detect",
           "--camera", "a", "--camera", "b"], "2 camera id(s) (--camera) for 1 video(s)"),
         (["dataset", "split", str(tmp_path / "ds"), "--val", "2"], "must be fractions"),
+        (["retrain", "--data", str(tmp_path / "ds"), "--no-registry", "--project", str(a_file)],
+         f"cannot create the run folder {a_file}/"),
         (["rules", "preview", "--rule", str(rule), "--camera", "bad id!", *UNREACHABLE_KAFKA],
          "preview of rule door failed: 'bad id!' is not a camera id"),
     ):  # fmt: skip

@@ -17,9 +17,9 @@ from typing import Any
 from alerts import metrics as m
 from alerts.config import AlertsConfig, RuleConfig, parse_alerts_config
 from alerts.events import AlertEvent, FrameEvent
+from alerts.iou_tracker import IouTracker
 from alerts.rules import RULE_TYPES, Rule
 from alerts.schedule import Schedule
-from alerts.tracking import IouTracker
 
 SNAPSHOT_VERSION = 1
 _LOGGED_EPOCHS = 8  # refused older epochs logged per camera (one line each, not one per frame)

@@ -32,6 +32,7 @@ from alerts.envelope import check_envelope, check_epoch
 from alerts.events import AlertEvent
 from alerts.snapshots import render_snapshot
 from pipeline.common.contracts import CAMERA_ID
+from pipeline.common.errors import UsageError
 from pipeline.common.jsoncodec import decode_record
 from pipeline.common.kafka import KafkaConfig, make_consumer
 from pipeline.common.redis import RedisKeys, redis_client
@@ -125,25 +126,26 @@ def preview_rule(
 
     ``cameras``: the cameras to try the rule on (``"*"`` for all); None means the rule's own
     ``cameras``. The rule runs even when it is disabled (trying it before turning it on is the
-    point). ``timeout_s`` bounds the whole preview: ``TimeoutError`` past it.
+    point). ``timeout_s`` bounds the whole preview: ``TimeoutError`` past it. Arguments that
+    cannot be used: ``UsageError`` (a ``ValueError``).
     ``KafkaUnavailable`` when Kafka cannot be reached; Redis unreachable only costs the
     snapshots."""
     t0 = time.monotonic()
     deadline = t0 + timeout_s
     if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
-        raise ValueError(f"start and end must be epoch seconds, got {start!r}, {end!r}")
+        raise UsageError(f"start and end must be epoch seconds, got {start!r}, {end!r}")
     if end < start:
-        raise ValueError(f"end ({end}) is before start ({start})")
+        raise UsageError(f"end ({end}) is before start ({start})")
     if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        raise UsageError(f"timeout_s must be positive, got {timeout_s!r}")
     if max_alerts < 0:
-        raise ValueError(f"max_alerts must be >= 0, got {max_alerts!r}")
+        raise UsageError(f"max_alerts must be >= 0, got {max_alerts!r}")
     cams = list(rule.cameras) if cameras is None else list(cameras)
     for c in cams:
         if c != "*" and not CAMERA_ID.match(c):
-            raise ValueError(f"{c!r} is not a camera id")
+            raise UsageError(f"{c!r} is not a camera id")
     if not cams:
-        raise ValueError('cameras: give at least one camera id, or "*" for all cameras')
+        raise UsageError('cameras: give at least one camera id, or "*" for all cameras')
     acfg = cfg.alerts if isinstance(cfg.alerts, AlertsConfig) else parse_alerts_config(cfg.alerts)
     candidate = rule.model_copy(update={"enabled": True, "cameras": cams})
     # The service's tracker and envelope settings, the candidate as the only rule.

@@ -29,6 +29,7 @@ from kafka import TopicPartition
 
 from alerts.store import AlertStore, parse_entry
 from pipeline.common.contracts import Connections
+from pipeline.common.errors import UserError
 from pipeline.common.jsoncodec import decode_record
 from pipeline.common.kafka import make_consumer
 from pipeline.common.records import SkippedRecords, reason_of
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 DEDUP_WINDOW = 100_000
 
 
-class SubscribeError(RuntimeError):
+class SubscribeError(UserError, RuntimeError):
     """The alert source cannot be read (missing topic, unreachable service)."""
 
 

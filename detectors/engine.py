@@ -28,7 +28,7 @@ from detectors.loading import (
     select_device,
 )
 from detectors.preprocess import Letterboxer, Placement, scale_boxes
-from detectors.tracking import StreamTrackers
+from detectors.stream_trackers import StreamTrackers
 from detectors.types import Detection
 
 MAX_DET = 300  # ultralytics' default per image

@@ -156,6 +156,8 @@ def import_yolov5(src: str | Path, out: str | Path) -> Path:
         raise WeightsError(f"cannot convert {src}: {e}") from None
     except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise _corrupt(src, f"{type(e).__name__}: {e}") from None
+    except OSError as e:  # mostly the output: a read-only folder, a full disk...
+        raise WeightsError(f"cannot convert {src} to {out}: {e}") from None
 
 
 def precision_kwargs(half: bool) -> dict:

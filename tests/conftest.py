@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pipeline.cli import build_parser
+from pipeline.cli import main
 from pipeline.common.assets import footage
 from pipeline.config import VigilConfig, parse_config
 
@@ -62,9 +62,9 @@ def model_test_env(cache_dir, threads: int = 2, **env: str) -> Iterator[None]:
 
 
 def run_detector_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``vigil <detector command> ...`` in-process: (exit code, stdout, stderr)."""
-    args = build_parser().parse_args(argv)
-    code = args.func(args)
+    """``vigil <detector command> ...`` in-process, as ``vigil`` runs it (a user error is one
+    line and exit code 2): (exit code, stdout, stderr)."""
+    code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 

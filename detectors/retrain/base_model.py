@@ -29,7 +29,10 @@ def _legacy_source(path: Path) -> tuple[dict[str, Any], dict, int] | None:
     from detectors import yolov5_legacy  # noqa: PLC0415 (imports torch)
 
     if yolov5_legacy.is_legacy_yolov5(path):
-        legacy = yolov5_legacy.read_legacy_checkpoint(path)
+        try:
+            legacy = yolov5_legacy.read_legacy_checkpoint(path)
+        except yolov5_legacy.LegacyCheckpointError as e:
+            raise WeightsError(f"cannot read {path}: {e}") from None
         return legacy.state, yolov5_legacy._ultralytics_cfg(legacy), legacy.head_index
     model = _loading().load_model(str(path), device="cpu").model
     head = model.model[-1]

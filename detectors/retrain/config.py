@@ -7,8 +7,16 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from pipeline.common.config import StrictModel, deep_merge, expand_env, format_validation_error
+from detectors.config import DetectorConfig
+from pipeline.common.config import (
+    StrictModel,
+    deep_merge,
+    expand_env,
+    format_validation_error,
+    validation_messages,
+)
 from pipeline.common.contracts import ID_PATTERN
+from pipeline.common.errors import UsageError
 
 
 class UncertainPolicy(StrictModel):
@@ -150,3 +158,13 @@ class ModelsConfig(StrictModel):
     @classmethod
     def _expand_key_file(cls, v: str | None) -> str | None:
         return expand_env(v) if v else None
+
+
+def detector_settings(what: str, **settings: Any) -> DetectorConfig:
+    """The detector a retraining tool runs (a teacher, a model under evaluation) from the
+    settings its user gave; :class:`UsageError` naming them when they cannot be used."""
+    try:
+        return DetectorConfig(**settings)
+    except ValidationError as e:  # an imgsz that is not a multiple of 32, a conf above 1...
+        parts = [f"{loc}: {msg}" for loc, msg in validation_messages(e)]
+        raise UsageError(f"invalid {what} settings: " + "; ".join(parts)) from None

@@ -30,7 +30,7 @@ from typing import Any
 from prometheus_client import Gauge
 
 from detectors.retrain.config import DriftConfig, ModelsConfig
-from detectors.retrain.registry import ModelRegistry
+from detectors.retrain.model_registry import ModelRegistry
 from pipeline.common.redis import RedisConfig
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from detectors.config import DetectorConfig
 from detectors.errors import WeightsError
 from detectors.retrain import dataset as ds
-from detectors.retrain.config import PromotionConfig
+from detectors.retrain.config import PromotionConfig, detector_settings
 from pipeline.common.geometry import box_iou_matrix
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -127,18 +126,17 @@ def evaluate(
         from detectors.loading import load_model  # noqa: PLC0415 (imports torch)
 
         imgsz = _model_imgsz(load_model(weights, device="cpu"))
-    det = Detector(
-        DetectorConfig(
-            weights=weights,
-            device=device,
-            imgsz=imgsz,
-            conf=conf,
-            iou=iou,
-            tracker="none",
-            max_batch=batch,
-        ),
-        warmup=False,
+    dcfg = detector_settings(
+        "evaluation",
+        weights=weights,
+        device=device,
+        imgsz=imgsz,
+        conf=conf,
+        iou=iou,
+        tracker="none",
+        max_batch=batch,
     )
+    det = Detector(dcfg, warmup=False)
     by_name = {v.lower(): k for k, v in names.items()}
     to_ds = {mid: by_name[n.lower()] for mid, n in det.names.items() if n.lower() in by_name}
     if not to_ds:

@@ -32,7 +32,7 @@ from detectors.config import DetectorConfig
 from detectors.engine import Detector
 from detectors.loading import safe_loading
 from detectors.retrain.config import ModelsConfig
-from detectors.retrain.registry import ModelRefused, ModelRegistry, shown
+from detectors.retrain.model_registry import ModelRefused, ModelRegistry, shown
 from detectors.retrain.signing import SigningKeyError
 from pipeline.common.redis import RedisConfig
 

@@ -16,6 +16,7 @@ import numpy as np
 from detectors.retrain.config import CollectionPolicy
 from detectors.retrain.dataset import safe_name
 from detectors.retrain.sampling import Collector
+from pipeline.common.errors import InputError, InputNotFound, UsageError
 
 
 @dataclass
@@ -52,13 +53,16 @@ def collect_videos(
     motion alone qualifies a frame.
     """
     if camera_ids is not None and len(camera_ids) != len(videos):
-        raise ValueError(f"{len(camera_ids)} camera id(s) for {len(videos)} video(s)")
+        raise UsageError(f"{len(camera_ids)} camera id(s) (--camera) for {len(videos)} video(s)")
     for v in videos:
         if not Path(v).is_file():
-            raise FileNotFoundError(f"video {v} not found")
-    collector = Collector(
-        out, policy, disk_budget_mb=disk_budget_mb, jpeg_quality=jpeg_quality, source="offline"
-    )
+            raise InputNotFound(f"video {v} not found")
+    try:
+        collector = Collector(
+            out, policy, disk_budget_mb=disk_budget_mb, jpeg_quality=jpeg_quality, source="offline"
+        )
+    except OSError as e:
+        raise InputError(f"cannot create the dataset folder {out}: {e.strerror or e}") from None
     reports = []
     batch = getattr(getattr(detector, "config", None), "max_batch", 8)
     try:
@@ -67,7 +71,7 @@ def collect_videos(
             cam = camera_ids[k] if camera_ids is not None else safe_name(path.stem)
             cap = cv2.VideoCapture(str(path))
             if not cap.isOpened():
-                raise ValueError(f"cannot open {path} as a video (unsupported or corrupt)")
+                raise InputError(f"cannot open {path} as a video (unsupported or corrupt)")
             fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
             fps = fps if 0 < fps < 240 else 25.0
             total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -112,7 +116,7 @@ def collect_videos(
                 cap.release()
             rep.frames_read = idx + 1
             if rep.frames_read == 0:
-                raise ValueError(f"no frames could be read from {path}")
+                raise InputError(f"no frames could be read from {path}")
             reports.append(rep)
     finally:
         collector.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detectors.loading import load_model, safe_loading
-from detectors.retrain.registry import ModelRegistry, ModelVersion, RegistryError
+from detectors.retrain.model_registry import ModelRegistry, ModelVersion, RegistryError
 
 
 def promote_checked(

@@ -143,7 +143,10 @@ def train(
     device = select_device(opts.device)
     run_name = name or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = (Path(project).expanduser() / run_name).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # --project in a read-only place, or a file
+        raise TrainingError(f"cannot create the run folder {run_dir}: {e.strerror or e}") from None
     data_yaml, data_info, problems = prepare_data(data, run_dir / "data")
     for p in problems:
         log.warning("dataset: %s (skipped)", p)

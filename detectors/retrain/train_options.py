@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.common.errors import UserError
+
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
 #: Named freeze points for YOLOv5-style models (backbone = layers 0-9, neck 10-23, head 24).
 FREEZE_NAMES = {"none": 0, "backbone": 10, "head": -1}
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """Training cannot start or produced nothing usable; the message says why."""
 
 

@@ -30,7 +30,7 @@ from detectors.loading import resolve_weights
 from detectors.retrain import dataset as ds
 from detectors.retrain.config import ModelsConfig, PromotionConfig
 from detectors.retrain.evaluate import Decision, Evaluation, format_evaluation, propose
-from detectors.retrain.registry import ModelRegistry
+from detectors.retrain.model_registry import ModelRegistry
 from detectors.retrain.train import TrainOptions, TrainResult, train, write_model_card
 from pipeline.common.redis import RedisConfig
 

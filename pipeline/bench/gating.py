@@ -71,7 +71,7 @@ def gating_replay(
     the tracker for skipped frames exactly as the ingest worker does.
     """
     from alerts.engine import RuleEngine  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
-    from detectors.tracking import StreamTrackers  # noqa: PLC0415 (imports torch: loaded only when needed)
+    from detectors.stream_trackers import StreamTrackers  # noqa: PLC0415 (imports torch: loaded only when needed)
     from pipeline.ingest.messages import detection_message  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
 
     raw: list[np.ndarray] = []

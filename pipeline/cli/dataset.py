@@ -16,14 +16,8 @@ from pydantic import ValidationError
 from detectors.retrain import dataset as ds
 from detectors.retrain.collector import collect_videos
 from detectors.retrain.config import CollectionPolicy
-from pipeline.cli.support import (
-    USER_ERRORS,
-    comma_list,
-    config_from_args,
-    fail,
-    progress,
-    validation_errors,
-)
+from pipeline.cli.support import comma_list, config_from_args, progress, validation_errors
+from pipeline.common.errors import UsageError
 from pipeline.config import VigilConfig
 
 
@@ -120,9 +114,9 @@ def _floats(text: str, n: int, name: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",")]
     except ValueError:
-        raise ValueError(f"{name} expects {n} comma-separated numbers, got {text!r}") from None
+        raise UsageError(f"{name} expects {n} comma-separated numbers, got {text!r}") from None
     if len(values) != n:
-        raise ValueError(f"{name} expects {n} comma-separated numbers, got {text!r}")
+        raise UsageError(f"{name} expects {n} comma-separated numbers, got {text!r}")
     return values
 
 
@@ -152,146 +146,125 @@ def _policy(args: argparse.Namespace, cfg: VigilConfig) -> CollectionPolicy:
     try:
         return CollectionPolicy.model_validate(data)
     except ValidationError as e:
-        raise ValueError(f"invalid collection options: {validation_errors(e)}") from None
+        raise UsageError(f"invalid collection options: {validation_errors(e)}") from None
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(args)
-        policy = _policy(args, cfg)
-        detector = None
-        if not args.no_detect:
-            from detectors.engine import Detector  # noqa: PLC0415 (imports torch)
+    cfg = config_from_args(args)
+    policy = _policy(args, cfg)
+    detector = None
+    if not args.no_detect:
+        from detectors.engine import Detector  # noqa: PLC0415 (imports torch)
 
-            dcfg = cfg.detector.model_copy(update={"tracker": "none"})
-            updates = {
-                k: v
-                for k, v in (
-                    ("weights", args.weights),
-                    ("imgsz", args.imgsz),
-                    ("device", args.device),
-                )
-                if v is not None
-            }
-            detector = Detector(dcfg.model_copy(update=updates))
-        collector, reports = collect_videos(
-            args.videos,
-            args.output,
-            policy,
-            detector=detector,
-            analyze_fps=args.analyze_fps,
-            camera_ids=args.camera,
-            start_ts=args.start,
-            disk_budget_mb=args.disk_budget_mb or cfg.collection.disk_budget_mb,
-            jpeg_quality=cfg.collection.jpeg_quality,
-        )
-        for r in reports:
-            print(
-                f"{r.camera}: {r.frames_read} frame(s) read, {r.frames_analyzed} analysed, "
-                f"{r.saved} kept"
+        dcfg = cfg.detector.model_copy(update={"tracker": "none"})
+        updates = {
+            k: v
+            for k, v in (
+                ("weights", args.weights),
+                ("imgsz", args.imgsz),
+                ("device", args.device),
             )
-        s = collector.stats
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.by_reason.items())) or "none"
+            if v is not None
+        }
+        detector = Detector(dcfg.model_copy(update=updates))
+    collector, reports = collect_videos(
+        args.videos,
+        args.output,
+        policy,
+        detector=detector,
+        analyze_fps=args.analyze_fps,
+        camera_ids=args.camera,
+        start_ts=args.start,
+        disk_budget_mb=args.disk_budget_mb or cfg.collection.disk_budget_mb,
+        jpeg_quality=cfg.collection.jpeg_quality,
+    )
+    for r in reports:
         print(
-            f"{s.saved} frame(s) kept in {collector.root} ({reasons}); {s.duplicates} "
-            f"near-duplicate(s) skipped, {s.evicted} dropped for quota/budget; "
-            f"{collector.count()} image(s), {collector.bytes_used / 1e6:.1f} MB in the folder"
+            f"{r.camera}: {r.frames_read} frame(s) read, {r.frames_analyzed} analysed, "
+            f"{r.saved} kept"
         )
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    s = collector.stats
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.by_reason.items())) or "none"
+    print(
+        f"{s.saved} frame(s) kept in {collector.root} ({reasons}); {s.duplicates} "
+        f"near-duplicate(s) skipped, {s.evicted} dropped for quota/budget; "
+        f"{collector.count()} image(s), {collector.bytes_used / 1e6:.1f} MB in the folder"
+    )
+    return 0
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    try:
-        classes = comma_list(args.classes) if args.classes else None
-        r = ds.label(
-            args.dir,
-            args.teacher,
-            classes=classes,
-            conf=args.conf,
-            iou=args.iou,
-            imgsz=args.imgsz,
-            device=args.device,
-            overwrite=args.overwrite,
-            progress=progress("labelling"),
-        )
-        for p in r.problems:
-            print(f"skipped {p}", file=sys.stderr)
-        print(
-            f"labelled {r.labeled} image(s) with {r.boxes} box(es) "
-            f"(classes: {', '.join(r.names.values())}); kept {r.skipped_human} human-labelled "
-            f"and {r.skipped_existing} already labelled; {len(r.problems)} problem(s)"
-        )
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    classes = comma_list(args.classes) if args.classes else None
+    r = ds.label(
+        args.dir,
+        args.teacher,
+        classes=classes,
+        conf=args.conf,
+        iou=args.iou,
+        imgsz=args.imgsz,
+        device=args.device,
+        overwrite=args.overwrite,
+        progress=progress("labelling"),
+    )
+    for p in r.problems:
+        print(f"skipped {p}", file=sys.stderr)
+    print(
+        f"labelled {r.labeled} image(s) with {r.boxes} box(es) "
+        f"(classes: {', '.join(r.names.values())}); kept {r.skipped_human} human-labelled "
+        f"and {r.skipped_existing} already labelled; {len(r.problems)} problem(s)"
+    )
+    return 0
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    try:
-        r = ds.split(
-            args.dir,
-            val=args.val,
-            test=args.test,
-            by=args.by,
-            segment_s=args.segment,
-            gap_s=args.gap,
-            holdout_cameras=[c.strip() for c in args.holdout_cameras.split(",")]
-            if args.holdout_cameras
-            else None,
-            dedup_distance=args.dedup,
-            seed=args.seed,
-        )
-        print(
-            "split: "
-            + ", ".join(f"{k} {v}" for k, v in r.counts.items())
-            + f"; {r.excluded} excluded (split boundaries, near-duplicates of training frames)"
-        )
-        for cam, c in sorted(r.per_camera.items()):
-            print(f"  {cam}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    r = ds.split(
+        args.dir,
+        val=args.val,
+        test=args.test,
+        by=args.by,
+        segment_s=args.segment,
+        gap_s=args.gap,
+        holdout_cameras=[c.strip() for c in args.holdout_cameras.split(",")]
+        if args.holdout_cameras
+        else None,
+        dedup_distance=args.dedup,
+        seed=args.seed,
+    )
+    print(
+        "split: "
+        + ", ".join(f"{k} {v}" for k, v in r.counts.items())
+        + f"; {r.excluded} excluded (split boundaries, near-duplicates of training frames)"
+    )
+    for cam, c in sorted(r.per_camera.items()):
+        print(f"  {cam}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    try:
-        s = ds.stats(args.dir)
-        print(json.dumps(s, indent=2, default=str) if args.json else ds.format_stats(s))
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    s = ds.stats(args.dir)
+    print(json.dumps(s, indent=2, default=str) if args.json else ds.format_stats(s))
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    try:
-        r = ds.validate(args.dir, require_labels=False)
-        for p in r.problems:
-            print(p)
-        print(r.summary())
-        return 1 if r.problems else 0
-    except USER_ERRORS as e:
-        return fail(e)
+    r = ds.validate(args.dir, require_labels=False)
+    for p in r.problems:
+        print(p)
+    print(r.summary())
+    return 1 if r.problems else 0
 
 
 def cmd_export_coco(args: argparse.Namespace) -> int:
-    try:
-        r = ds.export_coco(args.dir, args.output, split_name=args.split)
-        for p in r["problems"]:
-            print(f"skipped {p}", file=sys.stderr)
-        print(f"wrote {args.output}: {r['images']} image(s), {r['annotations']} annotation(s)")
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    r = ds.export_coco(args.dir, args.output, split_name=args.split)
+    for p in r["problems"]:
+        print(f"skipped {p}", file=sys.stderr)
+    print(f"wrote {args.output}: {r['images']} image(s), {r['annotations']} annotation(s)")
+    return 0
 
 
 def cmd_import_coco(args: argparse.Namespace) -> int:
-    try:
-        r = ds.import_coco(args.dir, args.file, add_classes=args.add_classes)
-        for p in r["problems"]:
-            print(f"skipped {p}", file=sys.stderr)
-        print(f"imported labels for {r['images']} image(s), {r['boxes']} box(es)")
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    r = ds.import_coco(args.dir, args.file, add_classes=args.add_classes)
+    for p in r["problems"]:
+        print(f"skipped {p}", file=sys.stderr)
+    print(f"imported labels for {r['images']} image(s), {r['boxes']} box(es)")
+    return 0

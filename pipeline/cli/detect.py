@@ -17,13 +17,8 @@ import cv2
 from pydantic import ValidationError
 
 from detectors.config import DetectorConfig
-from pipeline.cli.support import (
-    USER_ERRORS,
-    comma_list,
-    config_from_args,
-    fail,
-    validation_errors,
-)
+from pipeline.cli.support import comma_list, config_from_args, validation_errors
+from pipeline.common.errors import InputError, InputNotFound, UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -61,13 +56,13 @@ def _detector_config(args: argparse.Namespace) -> DetectorConfig:
     try:
         return DetectorConfig.model_validate(data)
     except ValidationError as e:
-        raise ValueError(f"invalid detector options: {validation_errors(e, '--')}") from None
+        raise UsageError(f"invalid detector options: {validation_errors(e, '--')}") from None
 
 
 def _check_source(path: str) -> None:
     """Fail before loading the model when the input obviously does not exist."""
     if "://" not in path and not Path(path).exists():
-        raise FileNotFoundError(f"{path} not found; give an image, a video file or a stream URL")
+        raise InputNotFound(f"{path} not found; give an image, a video file or a stream URL")
 
 
 def _frames(path: str, limit: int) -> Iterator[Any]:
@@ -76,13 +71,13 @@ def _frames(path: str, limit: int) -> Iterator[Any]:
     if not is_url and Path(path).suffix.lower() in IMAGE_SUFFIXES:
         img = cv2.imread(path)
         if img is None:
-            raise ValueError(f"cannot read image {path} (unsupported or corrupt file)")
+            raise InputError(f"cannot read image {path} (unsupported or corrupt file)")
         yield img
         return
     cap = cv2.VideoCapture(path)
     try:
         if not cap.isOpened():
-            raise ValueError(
+            raise InputError(
                 f"cannot open {path} as a video or stream (unsupported, corrupt or unreachable)"
             )
         n = 0
@@ -93,54 +88,51 @@ def _frames(path: str, limit: int) -> Iterator[Any]:
             n += 1
             yield frame
         if n == 0:
-            raise ValueError(f"no frames could be read from {path}")
+            raise InputError(f"no frames could be read from {path}")
     finally:
         cap.release()
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    try:
-        from detectors.engine import Detector  # noqa: PLC0415 (imports torch)
+    from detectors.engine import Detector  # noqa: PLC0415 (imports torch)
 
-        if args.max_frames < 0:
-            raise ValueError("--max-frames must be >= 0")
-        _check_source(args.path)
-        cfg = _detector_config(args)
-        detector = Detector(cfg)
-        count = total = 0
-        elapsed = 0.0
-        for i, frame in enumerate(_frames(args.path, args.max_frames)):
-            t0 = time.perf_counter()
-            dets = detector.detect([frame])[0]
-            elapsed += time.perf_counter() - t0
-            count, total = count + 1, total + len(dets)
-            h, w = frame.shape[:2]
-            if args.json:
-                print(
-                    json.dumps(
-                        {
-                            "frame": i,
-                            "source": args.path,
-                            "width": w,
-                            "height": h,
-                            "model": detector.name,
-                            "model_version": detector.version,
-                            "detections": [d.to_dict() for d in dets],
-                        }
-                    ),
-                    flush=True,
-                )
-                continue
-            print(f"frame {i} ({w}x{h}): {len(dets)} detection(s)", flush=True)
-            for d in dets:
-                box = ", ".join(f"{v:.3f}" for v in d.box)
-                print(f"  {d.label:<14} {d.confidence:.2f}  [{box}]")
-        if not args.json:
-            ms = 1000 * elapsed / max(count, 1)
+    if args.max_frames < 0:
+        raise UsageError(f"--max-frames must be >= 0, got {args.max_frames}")
+    _check_source(args.path)
+    cfg = _detector_config(args)
+    detector = Detector(cfg)
+    count = total = 0
+    elapsed = 0.0
+    for i, frame in enumerate(_frames(args.path, args.max_frames)):
+        t0 = time.perf_counter()
+        dets = detector.detect([frame])[0]
+        elapsed += time.perf_counter() - t0
+        count, total = count + 1, total + len(dets)
+        h, w = frame.shape[:2]
+        if args.json:
             print(
-                f"{count} frame(s), {total} detection(s); model {detector.name} "
-                f"({detector.version}) on {detector.device}, {ms:.0f} ms/frame"
+                json.dumps(
+                    {
+                        "frame": i,
+                        "source": args.path,
+                        "width": w,
+                        "height": h,
+                        "model": detector.name,
+                        "model_version": detector.version,
+                        "detections": [d.to_dict() for d in dets],
+                    }
+                ),
+                flush=True,
             )
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+            continue
+        print(f"frame {i} ({w}x{h}): {len(dets)} detection(s)", flush=True)
+        for d in dets:
+            box = ", ".join(f"{v:.3f}" for v in d.box)
+            print(f"  {d.label:<14} {d.confidence:.2f}  [{box}]")
+    if not args.json:
+        ms = 1000 * elapsed / max(count, 1)
+        print(
+            f"{count} frame(s), {total} detection(s); model {detector.name} "
+            f"({detector.version}) on {detector.device}, {ms:.0f} ms/frame"
+        )
+    return 0

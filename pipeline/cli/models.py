@@ -13,7 +13,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.cli.support import USER_ERRORS, audit, config_from_args, fail
+from pipeline.cli.support import audit, config_from_args
+from pipeline.common.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,89 +95,72 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import_yolov5(args: argparse.Namespace) -> int:
-    try:
-        from detectors.loading import import_yolov5  # noqa: PLC0415 (imports torch)
+    from detectors.loading import import_yolov5  # noqa: PLC0415 (imports torch)
 
-        src, out = Path(args.src).expanduser(), Path(args.output).expanduser()
-        if src.exists() and out.exists() and src.resolve() == out.resolve():
-            raise ValueError("the output must differ from the source (-o OUT.pt)")
-        t0 = time.perf_counter()
-        import_yolov5(src, out)
-        print(f"converted {src} -> {out} in {time.perf_counter() - t0:.1f} s")
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    src, out = Path(args.src).expanduser(), Path(args.output).expanduser()
+    if src.exists() and out.exists() and src.resolve() == out.resolve():
+        raise UsageError(f"-o {out}: the output must differ from the source {src}")
+    t0 = time.perf_counter()
+    import_yolov5(src, out)
+    print(f"converted {src} -> {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
 
 
 def _registry(args: argparse.Namespace):
     """The config and its model registry."""
-    from detectors.retrain.registry import ModelRegistry  # noqa: PLC0415 (imports torch)
+    from detectors.retrain.model_registry import ModelRegistry  # noqa: PLC0415 (imports torch)
 
     cfg = config_from_args(args, "models")
     return cfg, ModelRegistry(cfg.redis, cfg.models)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    try:
-        from detectors.retrain.registry import format_versions  # noqa: PLC0415 (imports torch)
+    from detectors.retrain.model_registry import format_versions  # noqa: PLC0415 (imports torch)
 
-        _, reg = _registry(args)
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "production": reg.production_version(),
-                        "versions": [asdict(v) for v in reg.list()],
-                        "history": reg.history(20),
-                        "workers": reg.workers(),
-                    },
-                    indent=2,
-                )
+    _, reg = _registry(args)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "production": reg.production_version(),
+                    "versions": [asdict(v) for v in reg.list()],
+                    "history": reg.history(20),
+                    "workers": reg.workers(),
+                },
+                indent=2,
             )
-        else:
-            print(format_versions(reg))
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+        )
+    else:
+        print(format_versions(reg))
+    return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    try:
-        from detectors.retrain.promotion import promote_checked  # noqa: PLC0415 (imports torch)
+    from detectors.retrain.promotion import promote_checked  # noqa: PLC0415 (imports torch)
 
-        cfg, reg = _registry(args)
-        t0 = time.time()
-        mv = promote_checked(reg, args.ref, reason=args.reason, verify=not args.no_verify)
-        print(
-            f"promoted {mv.label} to production at {time.strftime('%H:%M:%S', time.localtime(t0))}"
-        )
-        audit(cfg, "model.promote", mv.label, {"ref": args.ref, "reason": args.reason})
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    cfg, reg = _registry(args)
+    t0 = time.time()
+    mv = promote_checked(reg, args.ref, reason=args.reason, verify=not args.no_verify)
+    print(f"promoted {mv.label} to production at {time.strftime('%H:%M:%S', time.localtime(t0))}")
+    audit(cfg, "model.promote", mv.label, {"ref": args.ref, "reason": args.reason})
+    return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    try:
-        cfg, reg = _registry(args)
-        mv = reg.rollback(reason=args.reason)
-        print(f"rolled back: production is {mv.label} again")
-        audit(cfg, "model.rollback", mv.label, {"reason": args.reason})
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    cfg, reg = _registry(args)
+    mv = reg.rollback(reason=args.reason)
+    print(f"rolled back: production is {mv.label} again")
+    audit(cfg, "model.rollback", mv.label, {"reason": args.reason})
+    return 0
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    try:
-        from detectors.retrain import drift  # noqa: PLC0415 (imports torch)
+    from detectors.retrain import drift  # noqa: PLC0415 (imports torch)
 
-        cfg, reg = _registry(args)
-        rows = drift.report(reg, cfg.models.drift.threshold, cfg.models.drift.min_frames)
-        print(drift.dumps(rows) if args.json else drift.format_report(rows))
-        return 1 if args.exit_code and any(r.due for r in rows) else 0
-    except USER_ERRORS as e:
-        return fail(e)
+    cfg, reg = _registry(args)
+    rows = drift.report(reg, cfg.models.drift.threshold, cfg.models.drift.min_frames)
+    print(drift.dumps(rows) if args.json else drift.format_report(rows))
+    return 1 if args.exit_code and any(r.due for r in rows) else 0
 
 
 def _record_gate_in_registry(cfg, gate: dict) -> str:
@@ -185,7 +169,7 @@ def _record_gate_in_registry(cfg, gate: dict) -> str:
     The JSON next to the export is what the detector reads; the registry copy is the report, so
     a registry that cannot be reached is said, not fatal.
     """
-    from detectors.retrain.registry import ModelRegistry, RegistryError  # noqa: PLC0415
+    from detectors.retrain.model_registry import ModelRegistry, RegistryError  # noqa: PLC0415
 
     try:
         reg = ModelRegistry(cfg.redis, cfg.models)
@@ -201,49 +185,48 @@ def _record_gate_in_registry(cfg, gate: dict) -> str:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    try:
-        from detectors.retrain.precision_gate import run_gate  # noqa: PLC0415 (imports torch, nncf)
-        from pipeline.common.assets import CAMERA_FILES, footage  # noqa: PLC0415 (only for this verb)
+    from detectors.retrain.precision_gate import run_gate  # noqa: PLC0415 (imports torch, nncf)
+    from pipeline.common.assets import CAMERA_FILES, footage  # noqa: PLC0415 (only for this verb)
 
-        cfg = config_from_args(args, "models")
-        if args.images < 1:
-            raise ValueError(f"--images must be at least 1, got {args.images}")
-        weights = args.weights or cfg.detector.weights
-        imgsz = args.imgsz or cfg.detector.imgsz
-        collection = Path(cfg.collection.dir).expanduser()
-        say = (lambda _m: None) if args.json else print
-        result = run_gate(
-            weights,
-            imgsz,
-            calibration=args.calibration,
-            collection_dir=collection if collection.is_dir() else None,
-            footage_files=[footage(n) for n in dict.fromkeys(CAMERA_FILES)],
-            images=args.images,
-            tolerance=args.tolerance,
-            precisions=("int8",) if args.skip_bf16 else ("bf16", "int8"),
-            accuracy_control=not args.no_accuracy_control,
-            heldout_frames=args.heldout_frames,
-            say=say,
-        )
-        rec = result.record
-        registered = _record_gate_in_registry(cfg, rec.to_dict())
-        if args.json:
-            print(
-                json.dumps(
-                    {**rec.to_dict(), "record": str(result.path), "registry": registered},
-                    indent=1,
-                )
-            )
-            return 0
-        print(f"gate record: {result.path}")
-        print(f"model registry: {registered}")
-        for name, r in rec.results.items():
-            print(f"  {name}: {'passed' if r['passed'] else 'REFUSED'}: {r['reason']}")
-        passed = rec.passed()
+    cfg = config_from_args(args, "models")
+    if args.images < 1:
+        raise UsageError(f"--images must be at least 1, got {args.images}")
+    if args.imgsz is not None and (args.imgsz < 32 or args.imgsz % 32):
+        raise UsageError(f"--imgsz must be a multiple of 32 (the model stride), got {args.imgsz}")
+    weights = args.weights or cfg.detector.weights
+    imgsz = args.imgsz or cfg.detector.imgsz
+    collection = Path(cfg.collection.dir).expanduser()
+    say = (lambda _m: None) if args.json else print
+    result = run_gate(
+        weights,
+        imgsz,
+        calibration=args.calibration,
+        collection_dir=collection if collection.is_dir() else None,
+        footage_files=[footage(n) for n in dict.fromkeys(CAMERA_FILES)],
+        images=args.images,
+        tolerance=args.tolerance,
+        precisions=("int8",) if args.skip_bf16 else ("bf16", "int8"),
+        accuracy_control=not args.no_accuracy_control,
+        heldout_frames=args.heldout_frames,
+        say=say,
+    )
+    rec = result.record
+    registered = _record_gate_in_registry(cfg, rec.to_dict())
+    if args.json:
         print(
-            "detector.precision: int8 | auto may now use: "
-            + (", ".join(passed) if passed else "nothing (f32 stays)")
+            json.dumps(
+                {**rec.to_dict(), "record": str(result.path), "registry": registered},
+                indent=1,
+            )
         )
         return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    print(f"gate record: {result.path}")
+    print(f"model registry: {registered}")
+    for name, r in rec.results.items():
+        print(f"  {name}: {'passed' if r['passed'] else 'REFUSED'}: {r['reason']}")
+    passed = rec.passed()
+    print(
+        "detector.precision: int8 | auto may now use: "
+        + (", ".join(passed) if passed else "nothing (f32 stays)")
+    )
+    return 0

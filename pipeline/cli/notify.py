@@ -61,11 +61,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, "notifier")
-    try:
-        ok, text = send_test(cfg, args.sink, cfg.console.links_base)
-    except ValueError as e:
-        return fail(e)
     sink = cfg.notify.sink(args.sink)
+    if sink is None:
+        known = ", ".join(s.id for s in cfg.notify.sinks) or "none configured"
+        return fail(f"no sink {args.sink!r} in notify.sinks ({known})")
+    ok, text = send_test(cfg, args.sink, cfg.console.links_base)
     print(f"{sink.type} sink {args.sink!r}: {'delivered' if ok else 'FAILED'}: {text}")
     if not ok:
         print("vigil: the test alert was not delivered", file=sys.stderr)

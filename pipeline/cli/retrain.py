@@ -14,7 +14,7 @@ import os
 from detectors.retrain.config import PromotionConfig
 from detectors.retrain.evaluate import evaluate, format_evaluation
 from detectors.retrain.train import TrainOptions
-from pipeline.cli.support import USER_ERRORS, comma_list, config_from_args, fail, progress
+from pipeline.cli.support import comma_list, config_from_args, progress
 from pipeline.config import VigilConfig
 
 
@@ -106,63 +106,57 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    try:
-        e = evaluate(
-            args.weights,
-            args.data,
-            split=args.split,
-            imgsz=args.imgsz,
-            conf=args.conf,
-            iou=args.iou,
-            device=args.device,
-            progress=progress("evaluating"),
-        )
-        print(json.dumps(e.to_dict(), indent=2) if args.json else format_evaluation(e))
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    e = evaluate(
+        args.weights,
+        args.data,
+        split=args.split,
+        imgsz=args.imgsz,
+        conf=args.conf,
+        iou=args.iou,
+        device=args.device,
+        progress=progress("evaluating"),
+    )
+    print(json.dumps(e.to_dict(), indent=2) if args.json else format_evaluation(e))
+    return 0
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    try:
-        from detectors.retrain.workflow import run_retrain  # noqa: PLC0415 (imports torch)
+    from detectors.retrain.workflow import run_retrain  # noqa: PLC0415 (imports torch)
 
-        cfg = config_from_args(args, "models")
-        r = run_retrain(
-            args.data,
-            _train_options(args),
-            detector=cfg.detector,
-            models=cfg.models,
-            redis=cfg.redis,
-            promotion=_promotion(args, cfg),
-            base=args.base,
-            head_epochs=args.head_epochs,
-            eval_imgsz=args.eval_imgsz or (cfg.detector.imgsz if args.config else None),
-            production_weights=args.production,
-            use_registry=not args.no_registry,
-            dry_run=args.dry_run,
-            project=args.project,
-            name=args.name,
-            log=print,
-        )
-        if r.promoted:
-            verdict = "PROMOTED"
-        elif r.decision.promote:
-            verdict = "better, not promoted (--dry-run/--no-registry)"
-        else:
-            verdict = "production kept"
-        print(f"decision: {verdict}")
-        for reason in r.decision.reasons:
-            print(f"  {reason}")
-        t = r.training
-        print(
-            f"run: {t.run_dir} ({t.epochs_run} epoch(s), {t.seconds_per_epoch:.1f} "
-            f"s/epoch); model card {r.card}"
-        )
-        return 0
-    except USER_ERRORS as e:
-        return fail(e)
+    cfg = config_from_args(args, "models")
+    r = run_retrain(
+        args.data,
+        _train_options(args),
+        detector=cfg.detector,
+        models=cfg.models,
+        redis=cfg.redis,
+        promotion=_promotion(args, cfg),
+        base=args.base,
+        head_epochs=args.head_epochs,
+        eval_imgsz=args.eval_imgsz or (cfg.detector.imgsz if args.config else None),
+        production_weights=args.production,
+        use_registry=not args.no_registry,
+        dry_run=args.dry_run,
+        project=args.project,
+        name=args.name,
+        log=print,
+    )
+    if r.promoted:
+        verdict = "PROMOTED"
+    elif r.decision.promote:
+        verdict = "better, not promoted (--dry-run/--no-registry)"
+    else:
+        verdict = "production kept"
+    print(f"decision: {verdict}")
+    for reason in r.decision.reasons:
+        print(f"  {reason}")
+    t = r.training
+    print(
+        f"run: {t.run_dir} ({t.epochs_run} epoch(s), {t.seconds_per_epoch:.1f} "
+        f"s/epoch); model card {r.card}"
+    )
+    return 0
 
 
 def _promotion(args: argparse.Namespace, cfg: VigilConfig) -> PromotionConfig:

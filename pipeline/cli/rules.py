@@ -24,6 +24,7 @@ from alerts.rules import RuleConfig
 from alerts.rules_registry import delete_rule, put_rule, read_rules, rule_value, validate_rule
 from pipeline.cli.support import audit, config_args, config_from_args, fail
 from pipeline.common.config import ConfigError, expand_env_values
+from pipeline.common.errors import UsageError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -183,7 +184,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     start = end - args.since
     try:
         result = preview_rule(cfg, rule, start, end, args.cameras, timeout_s=args.timeout)
-    except (ValueError, TimeoutError, KafkaError) as e:
+    except (UsageError, TimeoutError, KafkaError) as e:
         return fail(f"preview of rule {rule.id} failed: {one_line(e)}")
     alerts = [{k: v for k, v in a.items() if k != "snapshot"} for a in result.alerts]
     if args.json:

@@ -19,10 +19,6 @@ from pipeline.common.config import validation_messages
 from pipeline.common.redis import Component
 from pipeline.config import VigilConfig, load_config
 
-# What a handler reports as one line on stderr with exit code 2 (fail) rather than a traceback.
-# WeightsError, ConfigError, RegistryError and TrainingError are all ValueErrors.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
-
 
 def config_from_args(args: argparse.Namespace, component: Component | None = None) -> VigilConfig:
     """The config of ``-c``; with ``component``, as that component runs it (its own Redis ACL

@@ -27,6 +27,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from prometheus_client import Counter
 
+from pipeline.common.errors import UserError
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
 
 Role = Literal["viewer", "operator", "admin"]
@@ -74,7 +75,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'last_use
 """
 
 
-class AuthError(ValueError):
+class AuthError(UserError, ValueError):
     """A user, password or role that cannot be used; the message names it."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import cv2
 
 from pipeline.common.contracts import Frame
+from pipeline.common.errors import UserError
 from pipeline.ingest.camera import CameraSpec, is_file_url, mask_url, unsafe_character
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def backoff_delays(initial: float, maximum: float, jitter: float, rng: random.Ra
         delay = min(delay * 2, maximum)
 
 
-class CameraUnavailable(Exception):
+class CameraUnavailable(UserError):
     """A camera URL that could not be opened or read; the message masks the password."""
 
 

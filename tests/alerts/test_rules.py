@@ -16,9 +16,9 @@ from alerts.config import RULE_CONFIGS, RuleConfig, RulesError, parse_alerts_con
 from alerts.engine import RuleEngine
 from alerts.events import FrameEvent
 from alerts.geometry import Polygon, segments_intersect
+from alerts.iou_tracker import IouTracker
 from alerts.rules import RULE_TYPES, Rule, register_rule
 from alerts.schedule import Schedule, Window
-from alerts.tracking import IouTracker
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "alerts/schemas/alert.v1.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

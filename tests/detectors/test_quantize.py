@@ -247,7 +247,7 @@ def test_gate_figures_go_onto_the_registered_version(tmp_path: Path) -> None:
     import uuid
 
     from detectors.loading import file_sha256
-    from detectors.retrain.registry import ModelRegistry, format_versions
+    from detectors.retrain.model_registry import ModelRegistry, format_versions
     from pipeline.cli.models import _record_gate_in_registry
     from pipeline.config import parse_config
 

@@ -575,7 +575,7 @@ def test_models_page_rollback_and_promote(stack, new_page, tmp_path):
     """Two registered versions (the shared weights and a re-saved copy: another sha, same
     model), v2 in production after v1: the admin rolls back, then promotes v2 again."""
     from detectors.loading import load_model
-    from detectors.retrain.registry import ModelRegistry
+    from detectors.retrain.model_registry import ModelRegistry
     from pipeline.common.assets import model
 
     weights = model("yolov5n.pt")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import io
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -141,3 +143,95 @@ def test_camera_check_reports_the_stream_or_the_error(capsys):
     out, err = capsys.readouterr()
     assert "checked camera hall" in out and "480x270, 12 fps" in out
     assert code == 2 and "cannot reach Kafka" in err  # checked first, then registered
+
+
+# -- a bug is a traceback, a user mistake one line --------------------------------------------
+
+
+@pytest.mark.parametrize("error", [ValueError, OSError])
+def test_a_bug_in_a_handler_is_not_a_user_error(error, monkeypatch, tmp_path, capsys):
+    from detectors.retrain import dataset as ds
+
+    def bug(*_args, **_kwargs):
+        raise error("a bug, not the user's input")
+
+    monkeypatch.setattr(ds, "stats", bug)
+    with pytest.raises(error, match="a bug"):
+        main(["dataset", "stats", str(tmp_path)])
+    assert "vigil:" not in capsys.readouterr().err
+
+
+def test_a_bug_exits_with_a_traceback_not_vigil_colon(tmp_path):
+    script = (
+        "import sys\n"
+        "from detectors.retrain import dataset as ds\n"
+        "ds.stats = lambda *a, **k: int('not a number')\n"  # the ValueError of a bug
+        "from pipeline.cli import main\n"
+        f"sys.exit(main(['dataset', 'stats', {str(tmp_path)!r}]))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" in res.stderr and "ValueError: invalid literal" in res.stderr
+    assert "vigil:" not in res.stderr
+
+
+def test_user_mistakes_are_one_line_naming_the_input(tmp_path, capsys):
+    from detectors.retrain import dataset as ds
+
+    not_a_video = tmp_path / "x.mp4"
+    not_a_video.write_text("not a video")
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    (tmp_path / "ds").mkdir()
+    ds.write_data_yaml(tmp_path / "ds", {0: "person"})
+    rule = tmp_path / "rule.yaml"
+    rule.write_text("id: door\ntype: zone_intrusion\nzone: [[0, 0], [1, 0], [1, 1]]\n")
+    for argv, expected in (
+        (["dataset", "stats", str(tmp_path / "missing")], f"{tmp_path / 'missing'} not found"),
+        (["dataset", "collect", str(tmp_path / "no.mp4"), "-o", str(tmp_path / "o"),
+          "--no-detect"], f"video {tmp_path / 'no.mp4'} not found"),
+        (["dataset", "collect", str(not_a_video), "-o", str(tmp_path / "o"), "--no-detect"],
+         f"cannot open {not_a_video} as a video"),
+        (["dataset", "collect", str(not_a_video), "-o", str(a_file / "o"), "--no-detect"],
+         f"cannot create the dataset folder {a_file / 'o'}"),
+        (["dataset", "collect", str(not_a_video), "-o", str(tmp_path / "o"), "--no-detect",
+          "--uncertain", "0.3"], "--uncertain expects 2 comma-separated numbers, got '0.3'"),
+        (["dataset", "collect", str(not_a_video), "-o", str(tmp_path / "o"), "--no-detect",
+          "--camera", "a", "--camera", "b"], "2 camera id(s) (--camera) for 1 video(s)"),
+        (["dataset", "split", str(tmp_path / "ds"), "--val", "2"], "must be fractions"),
+        (["retrain", "--data", str(tmp_path / "ds"), "--no-registry", "--project", str(a_file)],
+         f"cannot create the run folder {a_file}/"),
+        (["rules", "preview", "--rule", str(rule), "--camera", "bad id!", *UNREACHABLE_KAFKA],
+         "preview of rule door failed: 'bad id!' is not a camera id"),
+    ):  # fmt: skip
+        code, err = run(capsys, *argv)
+        assert code == 2 and err.startswith("vigil: ") and len(err.splitlines()) == 1, err
+        assert expected in err, err
+
+
+def test_the_errors_users_see_are_user_errors():
+    """What the CLI reports as one line: every such class is a UserError (a plain ValueError or
+    OSError is a bug and keeps its traceback)."""
+    from alerts.errors import RulesError
+    from alerts.subscribe import SubscribeError
+    from detectors.backends.base import BackendError
+    from detectors.errors import WeightsError
+    from detectors.quantize import QuantizeError
+    from detectors.retrain.dataset import DatasetError
+    from detectors.retrain.model_registry import ModelRefused, RegistryError
+    from detectors.retrain.signing import SigningKeyError
+    from detectors.retrain.train_options import TrainingError
+    from pipeline.camera_sim import CameraSimError
+    from pipeline.common import errors
+    from pipeline.common.kafka import KafkaUnavailable
+    from pipeline.console.auth import AuthError
+    from pipeline.ingest.capture import CameraUnavailable
+
+    for cls in (
+        errors.ConfigError, errors.UsageError, errors.InputError, errors.InputNotFound,
+        RulesError, SubscribeError, BackendError, WeightsError, QuantizeError, DatasetError,
+        RegistryError, ModelRefused, SigningKeyError, TrainingError, CameraSimError,
+        KafkaUnavailable, AuthError, CameraUnavailable,
+    ):  # fmt: skip
+        assert issubclass(cls, errors.UserError), cls
+    assert issubclass(errors.InputNotFound, FileNotFoundError)  # what callers caught before

@@ -33,8 +33,8 @@ from prometheus_client import REGISTRY
 from detectors.errors import WeightsError
 from detectors.loading import cache_dir, file_sha256
 from detectors.retrain.hot_reload import HotReloader
+from detectors.retrain.model_registry import ModelRegistry, ModelVersion
 from detectors.retrain.promotion import promote_checked
-from detectors.retrain.registry import ModelRegistry, ModelVersion
 from pipeline.common.assets import model
 from pipeline.console.routes.models import list_models
 from tests.conftest import KAFKA, make_config, make_config_dict, model_test_env, run_detector_cli

@@ -9,7 +9,7 @@ import pytest
 
 from detectors.retrain import signing
 from detectors.retrain.config import ModelsConfig
-from detectors.retrain.registry import ModelRefused, ModelVersion, check_version
+from detectors.retrain.model_registry import ModelRefused, ModelVersion, check_version
 
 SHA = "ab" * 32
 

@@ -251,7 +251,7 @@ def test_production_model_cannot_be_swapped_by(
     """Writing `<prefix>models:<name>:production` with ingest's, alerts', the console's or the
     notifier's login is refused (NOPERM), and so is a promotion through the registry's code."""
     from detectors.retrain.config import ModelsConfig
-    from detectors.retrain.registry import ModelRegistry, RegistryError
+    from detectors.retrain.model_registry import ModelRegistry, RegistryError
 
     c = clients[user]
     key = KEYS.models(MODEL) + "production"
@@ -275,7 +275,7 @@ def test_models_user_promotes_and_ingest_hears_it(server: AclServer, clients, tm
     """The retraining CLI's user moves the pointer (WATCH/MULTI, history, the promote event);
     the ingest worker's user reads it, gets the event and reports what it runs."""
     from detectors.retrain.config import ModelsConfig
-    from detectors.retrain.registry import ModelRegistry
+    from detectors.retrain.model_registry import ModelRegistry
 
     mcfg = ModelsConfig(**_models_config(tmp_path))
     ingest = ModelRegistry(server.cfg("ingest"), mcfg)
@@ -546,7 +546,7 @@ def test_console_served_with_its_user_reviews_but_cannot_promote(
     there is answered 422 saying Redis refused it, the production model unchanged."""
     import httpx
 
-    from detectors.retrain.registry import ModelRegistry
+    from detectors.retrain.model_registry import ModelRegistry
     from pipeline.common.kafka import ensure_topics
     from pipeline.console.server import ConsoleServer
     from tests.conftest import make_config_dict

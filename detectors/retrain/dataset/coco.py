@@ -89,8 +89,11 @@ def export_coco(root: str | Path, out: str | Path, *, split_name: str | None = N
         ],
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, json.dumps(coco, indent=1))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, json.dumps(coco, indent=1))
+    except OSError as e:  # a read-only folder, a path that is a folder...
+        raise DatasetError(f"cannot write {out}: {e.strerror or e}") from None
     return {"images": len(images), "annotations": len(annotations), "problems": problems}
 
 

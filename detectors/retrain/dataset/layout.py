@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.common.errors import UserError
+
 DATA_YAML = "data.yaml"
 MANIFEST = "manifest.jsonl"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -31,7 +33,7 @@ SPLITS = ("train", "val", "test")
 HUMAN = "human"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be used; the message names the folder or file and how to fix it."""
 
 

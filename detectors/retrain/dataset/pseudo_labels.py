@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detectors.config import DetectorConfig
+from detectors.retrain.config import detector_settings
 from detectors.retrain.dataset.folder import Dataset
 from detectors.retrain.dataset.labels import Box, check_image, write_labels
 from detectors.retrain.dataset.layout import (
@@ -95,18 +95,17 @@ def label(
     existing = None
     if (ds.root / DATA_YAML).is_file():
         existing = class_names(ds.root)
-    det = Detector(
-        DetectorConfig(
-            weights=teacher,
-            device=device,
-            imgsz=imgsz,
-            conf=conf,
-            iou=iou,
-            tracker="none",
-            max_batch=batch,
-        ),
-        warmup=False,
+    dcfg = detector_settings(
+        "teacher",
+        weights=teacher,
+        device=device,
+        imgsz=imgsz,
+        conf=conf,
+        iou=iou,
+        tracker="none",
+        max_batch=batch,
     )
+    det = Detector(dcfg, warmup=False)
     names, mapping = _class_mapping(det.names, existing, classes)
     write_data_yaml(ds.root, names)
     report = LabelReport(names=names)

@@ -29,13 +29,13 @@ class Rollback(BaseModel):
 
 def _registry(st: ConsoleState):
     # imports torch (weights checks): loaded on the first Models request, not at start-up
-    from detectors.retrain.registry import ModelRegistry  # noqa: PLC0415
+    from detectors.retrain.model_registry import ModelRegistry  # noqa: PLC0415
 
     return ModelRegistry(st.cfg.redis, st.cfg.models)
 
 
 def _version(mv) -> dict[str, Any]:
-    from detectors.retrain.registry import precision_summary  # noqa: PLC0415 (as _registry)
+    from detectors.retrain.model_registry import precision_summary  # noqa: PLC0415 (as _registry)
 
     out = asdict(mv)
     out["label"] = mv.label

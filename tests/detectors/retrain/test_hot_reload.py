@@ -15,7 +15,7 @@ from collections import defaultdict
 import pytest
 
 from detectors.retrain import drift
-from detectors.retrain.registry import ModelRegistry
+from detectors.retrain.model_registry import ModelRegistry
 from pipeline.app import build_worker
 from pipeline.common.assets import model
 from pipeline.common.kafka import ensure_topics

@@ -90,7 +90,7 @@ def registry_config(tmp_path_factory):
 
 
 def _registry(config_path):
-    from detectors.retrain.registry import ModelRegistry
+    from detectors.retrain.model_registry import ModelRegistry
     from pipeline.config import load_config
 
     cfg = load_config(config_path)

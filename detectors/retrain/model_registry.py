@@ -41,6 +41,7 @@ import redis
 from detectors.loading import cache_dir, file_sha256, load_model, safe_loading
 from detectors.retrain import signing
 from detectors.retrain.config import ModelsConfig
+from pipeline.common.errors import UserError
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ _VERSION = re.compile(VERSION_PATTERN)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError, ValueError):
     """A registry operation that cannot be done; the message says why."""
 
 
@@ -153,6 +154,14 @@ def _local(location: str) -> Path:
 
 
 def store_put(src: Path, uri: str) -> None:
+    """Copy ``src`` to the store; :class:`RegistryError` naming the store when it cannot."""
+    try:
+        _store_put(src, uri)
+    except OSError as e:  # a read-only or full store, a path that is a file...
+        raise RegistryError(f"cannot copy {src} to the model store ({uri}): {e}") from None
+
+
+def _store_put(src: Path, uri: str) -> None:
     if _is_url(uri):
         try:
             import fsspec  # noqa: PLC0415 (fsspec: optional, only for remote stores)

@@ -84,6 +84,21 @@ class Connections(Protocol):
     redis: RedisConfig
 
 
+class StreamTracks(Protocol):
+    """A detector's tracks, one set per camera (``detectors.tracking.StreamTrackers``): the
+    worker drops a camera's when it leaves, and hands them to the next model on hot reload."""
+
+    def drop(self, stream: str) -> None: ...
+
+
+class BatchLimits(Protocol):
+    """The detector's batching keys (``detector.max_batch``, ``detector.max_wait_ms``): how
+    many frames one detector call takes, and how long a batch waits for more cameras."""
+
+    max_batch: int
+    max_wait_ms: float
+
+
 class FrameDetector(Protocol):
     """What the ingest worker needs of a detector: one call path for every backend.
 
@@ -99,8 +114,8 @@ class FrameDetector(Protocol):
     name: str
     version: str
     names: dict[int, str]
-    trackers: Any
-    config: Any
+    trackers: StreamTracks | None  # None: tracking off (``detector.tracker: none``)
+    config: BatchLimits
 
     @property
     def overlaps(self) -> bool: ...

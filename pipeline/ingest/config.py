@@ -3,12 +3,12 @@ console's live view."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from pydantic import Field
 
 from pipeline.common.config import StrictModel
-from pipeline.common.contracts import Connections
+from pipeline.common.contracts import BatchLimits, Connections
 from pipeline.ingest.motion import MotionConfig
 
 
@@ -50,4 +50,4 @@ class IngestSettings(Connections, Protocol):
     Kafka, Redis, this section, and the detector's batching keys (``max_batch``, ``max_wait_ms``)."""
 
     ingest: IngestConfig
-    detector: Any
+    detector: BatchLimits

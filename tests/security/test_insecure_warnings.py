@@ -7,10 +7,9 @@ import logging
 
 import pytest
 
-from alerts.notify.config import MqttSinkConfig, WebhookSinkConfig
 from alerts.notify.sinks.base import SinkContext
-from alerts.notify.sinks.mqtt import MqttSink
-from alerts.notify.sinks.webhook import WebhookSink
+from alerts.notify.sinks.mqtt import MqttSink, MqttSinkConfig
+from alerts.notify.sinks.webhook import WebhookSink, WebhookSinkConfig
 from pipeline.common.kafka import KafkaConfig
 from pipeline.common.redis import RedisConfig, redis_client
 

@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from alerts.notify.config import WebhookSinkConfig
 from alerts.notify.sinks import webhook as webhook_mod
 from alerts.notify.sinks.base import Delivery, SinkContext, idempotency_key, synthetic_alert
-from alerts.notify.sinks.webhook import WebhookSink
+from alerts.notify.sinks.webhook import WebhookSink, WebhookSinkConfig
 
 SECRET = "replay-test-secret-0123456789"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "notify.md"

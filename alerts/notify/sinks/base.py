@@ -5,9 +5,22 @@ bounded queue and the dead-letter topic are the same for every sink and live in
 :mod:`alerts.notify.delivery`; a sink reports what went wrong by raising :class:`SinkError`
 (``permanent`` when trying again cannot help, ``retry_after`` when the far side said when).
 
-A new sink type: a config model with ``type: Literal["<type>"]`` in :mod:`alerts.notify.config`
-(added to ``SinkConfig``) and a :class:`Sink` subclass registered in
-:mod:`alerts.notify.sinks` (``SINK_TYPES``).
+A new sink type is one module in this package: its config model and its class, which plugs in
+with::
+
+    class MySinkConfig(SinkConfig):  # alerts.notify.sinks.config
+        type: Literal["my_sink"]
+        url: str
+
+    @register_sink
+    class MySink(Sink):
+        kind = "my_sink"
+        config_model = MySinkConfig
+
+        def send(self, d): ...
+        def where(self): ...
+
+Importing :mod:`alerts.notify.sinks` imports every module in it, so nothing else is edited.
 """
 
 from __future__ import annotations
@@ -17,22 +30,25 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 from urllib.parse import quote
 
 import redis
 
+from alerts.notify.sinks.config import SINK_CONFIGS, SinkConfig
 from alerts.store import AlertStore
 from pipeline.common.lifecycle import OutageLog
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "SINK_TYPES",
     "Delivery",
     "Sink",
     "SinkContext",
     "SinkError",
     "idempotency_key",
+    "register_sink",
     "snapshot_url",
     "synthetic_alert",
 ]
@@ -110,7 +126,8 @@ class Sink(ABC):
     (``workers`` of them, each camera always on the same one), so it must be thread-safe when
     ``workers`` > 1."""
 
-    kind: ClassVar[str]
+    kind: ClassVar[str] = ""  # the config's ``type``
+    config_model: ClassVar[type[SinkConfig]] = SinkConfig
 
     def __init__(self, cfg: Any, ctx: SinkContext) -> None:
         self.cfg = cfg
@@ -171,6 +188,32 @@ class Sink(ABC):
             if s:
                 text = text.replace(s, "***")
         return text
+
+
+SINK_TYPES: dict[str, type[Sink]] = {}
+
+
+def register_sink(cls: type[Sink]) -> type[Sink]:
+    """Make a sink type available to the config (its ``config_model``, chosen by ``type``) and
+    to the notifier. The model's ``type`` must be ``Literal[cls.kind]``: the key in the YAML and
+    the class that delivers are one name."""
+    if not cls.kind:
+        raise ValueError(f"{cls.__name__} has no 'kind' (its config's type)")
+    field = cls.config_model.model_fields.get("type")
+    if field is None or get_args(field.annotation) != (cls.kind,):
+        raise ValueError(
+            f"{cls.__name__}.config_model {cls.config_model.__name__} needs "
+            f'type: Literal["{cls.kind}"]'
+        )
+    known = SINK_TYPES.get(cls.kind)
+    if known is not None and (known.__module__, known.__qualname__) != (
+        cls.__module__,
+        cls.__qualname__,
+    ):
+        raise ValueError(f"sink type {cls.kind!r} is taken by {known.__module__}.{known.__name__}")
+    SINK_TYPES[cls.kind] = cls
+    SINK_CONFIGS[cls.kind] = cls.config_model
+    return cls
 
 
 def synthetic_alert(camera_id: str = "vigil-test", rule_id: str = "notify-test") -> dict[str, Any]:

@@ -26,20 +26,94 @@ import re
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
-import paho.mqtt.client as mqtt
 import redis
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from alerts.notify.config import MqttSinkConfig
-from alerts.notify.sinks.base import Delivery, Sink, SinkContext, SinkError
+from alerts.notify.sinks.base import Delivery, Sink, SinkContext, SinkError, register_sink
+from alerts.notify.sinks.config import SinkConfig, bad, check_url
+from pipeline.common.config import StrictModel
 from pipeline.common.jsoncodec import dumps_text
 from pipeline.common.lifecycle import OutageLog
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
+# paho is imported where the sink runs, not here: every `vigil` command reads the config, and so
+# this module's config model, and most never publish to MQTT
 
 log = logging.getLogger(__name__)
 
 _OBJECT_ID = re.compile(r"[^A-Za-z0-9_-]")
+_TOPIC_BAD = re.compile(r"[+#\x00]")
+
+
+class MqttTls(StrictModel):
+    """TLS to the broker (``mqtts://`` turns it on with the system's CAs)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = Field(False, description="skip the host name check (self-signed test rigs)")
+
+
+class MqttSinkConfig(SinkConfig):
+    type: Literal["mqtt"]
+    url: str = Field(description="mqtt://host[:1883] or mqtts://host[:8883]")
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = Field(None, description="default vigil-notify-<host>-<pid>")
+    prefix: str = Field("vigil/", description="topic prefix: <prefix>alerts, <prefix><camera>/...")
+    qos: Literal[0, 1, 2] = 1
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    timeout_s: float = Field(10.0, gt=0, le=300, description="connect and acknowledgements")
+    tls: MqttTls | None = None
+    discovery: bool = Field(True, description="Home Assistant MQTT discovery messages")
+    discovery_prefix: str = "homeassistant"
+    availability_interval_s: float = Field(
+        10.0, ge=1, le=3600, description="how often camera availability is read from Redis"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        check_url(v, ("mqtt", "mqtts"))
+        if "@" in urlsplit(v).netloc:
+            raise bad("bad_url", "put the user and password in username / password, not the URL")
+        return v
+
+    @field_validator("prefix", "discovery_prefix")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if _TOPIC_BAD.search(v) or v.startswith("/"):
+            raise bad("bad_prefix", f"{v!r}: no '+', '#' or leading '/' in a topic prefix")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _slash(cls, v: str) -> str:
+        return v if not v or v.endswith("/") else v + "/"
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttSinkConfig:
+        if self.password is not None and self.username is None:
+            raise ValueError("password: give username too")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme.lower() == "mqtts" else 1883)
+
+    @property
+    def use_tls(self) -> bool:
+        return self.tls is not None or urlsplit(self.url).scheme.lower() == "mqtts"
 
 
 def object_id(text: str) -> str:
@@ -47,8 +121,10 @@ def object_id(text: str) -> str:
     return _OBJECT_ID.sub("_", text)
 
 
+@register_sink
 class MqttSink(Sink):
     kind = "mqtt"
+    config_model = MqttSinkConfig
     cfg: MqttSinkConfig
 
     def __init__(self, cfg: MqttSinkConfig, ctx: SinkContext) -> None:
@@ -154,6 +230,9 @@ class MqttSink(Sink):
         if self._client is not None:
             return
         self.warn_if_insecure()
+        import paho.mqtt.client as mqtt  # noqa: PLC0415 (see the imports)
+        from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
         cfg = self.cfg
         cid = cfg.client_id or f"vigil-notify-{socket.gethostname()}-{os.getpid()}-{self.id}"
         c = mqtt.Client(
@@ -274,6 +353,9 @@ class MqttSink(Sink):
         return self._client
 
     def _wait(self, infos: list[Any], t0: float) -> None:
+        import paho.mqtt.client as mqtt  # noqa: PLC0415 (see the imports)
+        from paho.mqtt.enums import MQTTErrorCode  # noqa: PLC0415
+
         for info in infos:
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
                 raise SinkError(f"publish failed: {mqtt.error_string(info.rc)}")

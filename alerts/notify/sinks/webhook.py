@@ -24,24 +24,28 @@ import base64
 import hashlib
 import hmac
 import http.client
+import re
 import ssl
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from alerts.notify.config import WebhookSinkConfig
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+
 from alerts.notify.sinks.base import (
     Delivery,
     Sink,
     SinkContext,
     SinkError,
     idempotency_key,
+    register_sink,
     snapshot_url,
 )
+from alerts.notify.sinks.config import SinkConfig, bad, check_url
 from pipeline.common.jsoncodec import dumps_text
 
 USER_AGENT = "vigil-notify/1"
@@ -55,6 +59,70 @@ _SLACK_ICON = {
     "high": ":red_circle:",
     "critical": ":rotating_light:",
 }
+
+
+class WebhookSinkConfig(SinkConfig):
+    type: Literal["webhook"]
+    # repr=False: a webhook URL may be a secret itself (Slack's); it is never logged whole
+    url: str = Field(repr=False, description="http(s) URL the alert is sent to")
+    method: Literal["POST", "PUT"] = "POST"
+    format: Literal["json", "slack"] = "json"
+    # HMAC-SHA256 key of X-Vigil-Signature: required for format json, optional for slack (Slack
+    # does not check signatures; its URL is the secret)
+    secret: SecretStr | None = None
+    headers: dict[str, SecretStr] = Field(
+        {}, description="extra request headers (Authorization: ...); values are secrets"
+    )
+    # url: `snapshot_url` in the body when console.snapshot_base_url is set; base64: the JPEG
+    # itself (`snapshot_jpeg_base64`, started events); none: neither
+    include_snapshot: Literal["url", "base64", "none"] = "url"
+    timeout_s: float = Field(5.0, gt=0, le=300, description="connect, send and read, each")
+    concurrency: int = Field(
+        4, ge=1, le=64, description="parallel requests (one camera's events stay in order)"
+    )
+    verify_tls: bool = True
+    ca_file: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_url(v, ("http", "https"))
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if v is None:
+            if info.data.get("format", "json") == "json":
+                raise bad(
+                    "missing_secret",
+                    "required for a json webhook: the receiver checks X-Vigil-Signature "
+                    "with it (put it in an environment variable: secret: ${MY_SECRET})",
+                )
+            return v
+        if len(v.get_secret_value()) < 16:
+            raise bad(
+                "short_secret", "at least 16 characters (an HMAC key that can be guessed is none)"
+            )
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        reserved = {
+            "content-type",
+            "idempotency-key",
+            "x-vigil-signature",
+            "x-vigil-timestamp",
+            "content-length",
+        }
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"{name!r} is not a header name")
+            if name.lower() in reserved:
+                raise ValueError(f"{name!r} is set by the notifier")
+            if any(c in v[name].get_secret_value() for c in "\r\n\x00"):
+                raise ValueError(f"{name!r}: a header value cannot hold a line break")
+        return v
 
 
 SIGNATURE_VERSION = "v1"  # the scheme's name in X-Vigil-Signature; a new scheme gets a new one
@@ -135,8 +203,10 @@ class Response:
         return self.body.decode("utf-8", "replace")
 
 
+@register_sink
 class WebhookSink(Sink):
     kind = "webhook"
+    config_model = WebhookSinkConfig
     cfg: WebhookSinkConfig
 
     def __init__(self, cfg: WebhookSinkConfig, ctx: SinkContext) -> None:

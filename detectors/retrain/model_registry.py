@@ -28,11 +28,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import shutil
 import socket
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,45 +38,35 @@ import redis
 from detectors.loading import cache_dir, file_sha256, load_model, safe_loading
 from detectors.retrain import signing
 from detectors.retrain.config import ModelsConfig
-from pipeline.common.errors import UserError
+from detectors.retrain.model_store import is_url, join_uri, local_path, store_get, store_put
+from detectors.retrain.model_version import (
+    SHA256,
+    VERSION_PATTERN,
+    ModelRefused,
+    ModelVersion,
+    RegistryError,
+    check_version,
+    precision_summary,
+    shown,
+)
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
 
+# The entry and the file store are in their own modules; their names are imported from here too.
+__all__ = [
+    "VERSION_PATTERN",
+    "ModelRefused",
+    "ModelRegistry",
+    "ModelVersion",
+    "RegistryError",
+    "check_version",
+    "format_versions",
+    "precision_summary",
+    "shown",
+    "store_get",
+    "store_put",
+]
+
 log = logging.getLogger(__name__)
-
-
-#: What a version may look like: it becomes a file name, so no ``/``, no ``..``, no ``${``.
-VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_VERSION = re.compile(VERSION_PATTERN)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class RegistryError(UserError, ValueError):
-    """A registry operation that cannot be done; the message says why."""
-
-
-class ModelRefused(RegistryError):
-    """A registry entry that must not be loaded; ``reason`` is a short label for metrics."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-def shown(value: object, limit: int = 40) -> str:
-    """A value read from Redis, quoted and cut short, for messages (never expanded)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def check_version(version: object) -> str:
-    """``version`` if it is a well-formed version string, else :class:`ModelRefused`."""
-    if not isinstance(version, str) or not _VERSION.match(version) or ".." in version:
-        raise ModelRefused(
-            "bad_version",
-            f"invalid model version {shown(version)}: expected letters, digits, '.', '_', '-' "
-            "(at most 64, no '..')",
-        )
-    return version
 
 
 def _refused(e: redis.RedisError) -> RegistryError:
@@ -88,126 +75,6 @@ def _refused(e: redis.RedisError) -> RegistryError:
         f"model registry: refused by Redis ({e}); only the retraining CLI's Redis user "
         "(redis.users.models) writes the registry"
     )
-
-
-@dataclass
-class ModelVersion:
-    version: str
-    number: int
-    name: str
-    uri: str
-    sha256: str
-    created_at: float
-    source: str = ""
-    classes: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    profile: dict[str, Any] = field(default_factory=dict)  # drift reference
-    card_uri: str | None = None
-    train: dict[str, Any] = field(default_factory=dict)
-    notes: str = ""
-    # reduced-precision accuracy gates (``vigil models quantize``): "<imgsz>@<machine>" -> record
-    precision: dict[str, Any] = field(default_factory=dict)
-    # HMAC of (name, version, sha256) by whoever promoted it (detectors.retrain.signing)
-    signature: str = ""
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> ModelVersion:
-        """An entry read from Redis: :class:`ModelRefused` unless its identity fields are sound."""
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise ModelRefused("bad_entry", "model registry entry is not JSON") from None
-        if not isinstance(data, dict):
-            raise ModelRefused("bad_entry", "model registry entry is not a JSON object")
-        known = {f for f in cls.__dataclass_fields__}
-        try:
-            mv = cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as e:
-            raise ModelRefused("bad_entry", f"model registry entry is incomplete ({e})") from None
-        check_version(mv.version)
-        if not isinstance(mv.sha256, str) or not _SHA256.match(mv.sha256):
-            raise ModelRefused(
-                "bad_entry", f"model {mv.version}: sha256 {shown(mv.sha256)} is not 64 hex digits"
-            )
-        if not isinstance(mv.number, int):
-            raise ModelRefused("bad_entry", f"model {mv.version}: number is not an integer")
-        return mv
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), default=str)
-
-    @property
-    def label(self) -> str:
-        return f"v{self.number} ({self.version})"
-
-
-# --------------------------------------------------------------------------------------------
-# File store: a local folder or an fsspec URL (s3://, gs://, memory://...)
-
-
-def _is_url(location: str) -> bool:
-    return "://" in location and not location.startswith("file://")
-
-
-def _local(location: str) -> Path:
-    return Path(location.removeprefix("file://")).expanduser()
-
-
-def store_put(src: Path, uri: str) -> None:
-    """Copy ``src`` to the store; :class:`RegistryError` naming the store when it cannot."""
-    try:
-        _store_put(src, uri)
-    except OSError as e:  # a read-only or full store, a path that is a file...
-        raise RegistryError(f"cannot copy {src} to the model store ({uri}): {e}") from None
-
-
-def _store_put(src: Path, uri: str) -> None:
-    if _is_url(uri):
-        try:
-            import fsspec  # noqa: PLC0415 (fsspec: optional, only for remote stores)
-        except ImportError:
-            raise RegistryError(
-                f"model store {uri} needs fsspec (pip install fsspec and the filesystem's "
-                "package, e.g. s3fs)"
-            ) from None
-        with open(src, "rb") as f, fsspec.open(uri, "wb") as out:
-            shutil.copyfileobj(f, out, 1 << 20)
-        return
-    dest = _local(uri)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def store_get(uri: str, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        if _is_url(uri):
-            try:
-                import fsspec  # noqa: PLC0415 (fsspec: optional, only for remote stores)
-            except ImportError:
-                raise RegistryError(f"model store {uri} needs fsspec") from None
-            with fsspec.open(uri, "rb") as f, open(tmp, "wb") as out:
-                shutil.copyfileobj(f, out, 1 << 20)
-        else:
-            src = _local(uri)
-            if not src.is_file():
-                raise RegistryError(f"model file {src} is missing from the store")
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except FileNotFoundError:
-        raise RegistryError(f"model file {uri} is missing from the store") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,10 +95,10 @@ class ModelRegistry:
 
     def file_uri(self, version: str, filename: str = "model.pt") -> str:
         """Where a version's file lives in this registry's store (never an entry's ``uri``)."""
-        uri = _join(self.store, self.cfg.name, check_version(version), filename)
-        if not _is_url(self.store):
-            root = _local(self.store).resolve()
-            if not _local(uri).resolve().is_relative_to(root):  # a symlink leading out
+        uri = join_uri(self.store, self.cfg.name, check_version(version), filename)
+        if not is_url(self.store):
+            root = local_path(self.store).resolve()
+            if not local_path(uri).resolve().is_relative_to(root):  # a symlink leading out
                 raise ModelRefused(
                     "outside_store", f"model {version}: its file resolves outside the store {root}"
                 )
@@ -548,7 +415,7 @@ class ModelRegistry:
         entry's ``uri`` says; a different sha256 is :class:`ModelRefused` (``sha256_mismatch``).
         """
         check_version(mv.version)
-        if not isinstance(mv.sha256, str) or not _SHA256.match(mv.sha256):
+        if not isinstance(mv.sha256, str) or not SHA256.match(mv.sha256):
             raise ModelRefused("bad_entry", f"model {mv.version}: malformed sha256")
         uri = self.file_uri(mv.version)
         dest_dir = dest_dir or cache_dir().parent / "registry" / self.cfg.name
@@ -596,17 +463,6 @@ def _warn_once(where: str, why: str) -> None:
     if where not in _warned:
         _warned.add(where)
         log.warning("model registry: ignoring entry %s (%s)", where, why)
-
-
-def precision_summary(mv: ModelVersion) -> str:
-    """``int8@640 refused, bf16@640 passed``: the gates' verdicts (any machine), newest last."""
-    gates = sorted(mv.precision.values(), key=lambda g: g.get("at") or 0)
-    verdicts = {
-        f"{name}@{g.get('imgsz')}": "passed" if r.get("passed") else "refused"
-        for g in gates
-        for name, r in (g.get("results") or {}).items()
-    }
-    return ", ".join(f"{k} {v}" for k, v in verdicts.items())
 
 
 def format_versions(reg: ModelRegistry) -> str:

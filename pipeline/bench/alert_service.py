@@ -1,6 +1,6 @@
 """``vigil alerts bench``: the alert service's throughput through real Kafka and Redis.
 
-The rule engine alone is measured by ``alerts.bench``; this one adds what a deployment pays:
+The rule engine alone is measured by ``pipeline.bench.rule_engine``; this one adds what a deployment pays:
 consuming and JSON-decoding from Kafka, writing alerts to Redis, publishing them, checkpointing
 and committing. Messages are produced first, then one service instance drains them; the clock
 runs from its first processed message to its last, so group join time is not counted.
@@ -14,9 +14,9 @@ import threading
 import time
 import uuid
 
-from alerts.bench import bench_rules, make_messages, make_rules
 from alerts.config import parse_alerts_config
 from alerts.service import AlertService
+from pipeline.bench.rule_engine import bench_rules, make_messages, make_rules
 from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.config import VigilConfig, load_config, parse_config
 
@@ -32,7 +32,7 @@ def bench_service(
         data["kafka"]["password"] = cfg.kafka.password.get_secret_value()
     data["kafka"]["topics"] = {k: f"bench{tag}.{v}" for k, v in data["kafka"]["topics"].items()}
     data["redis"]["key_prefix"] = f"bench{tag}:"
-    # synthetic messages from 2023 (alerts.bench: fixed times, deterministic schedules): no age bound
+    # synthetic messages from 2023 (rule_engine: fixed times, deterministic schedules): no age bound
     data["alerts"] = {
         "rules": make_rules(n_rules),
         "service": {"group_id": f"bench{tag}", "max_age_s": None},

@@ -1,8 +1,14 @@
-"""``vigil alerts serve | tail | list | show | snapshot``."""
+"""``vigil alerts serve | tail | list | show | snapshot | bench | bench-preview``.
+
+The two benches are the bench's own modules (:data:`BENCHES`), loaded by name like the groups of
+``pipeline/cli/__init__.py``: no production module imports ``pipeline.bench`` (an import
+contract in pyproject.toml); the CLI is the one place that reaches the bench.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import threading
@@ -16,18 +22,21 @@ from alerts.config import RulesError, parse_alerts_config
 from alerts.service import AlertService
 from alerts.store import AlertStore
 from alerts.subscribe import SubscribeError, subscribe
-from pipeline.bench import alert_service as bench_service
 from pipeline.cli.support import config_from_args, fail
 from pipeline.common.config import ConfigError
 from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
 from pipeline.ingest import metrics
 
+# The modules registering ``vigil alerts bench`` and ``vigil alerts bench-preview``.
+BENCHES = ("pipeline.bench.alert_service", "pipeline.bench.rule_preview")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     alerts = sub.add_parser("alerts", help="the alert service and alert subscribers")
     asub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
-    bench_service.register(asub)
+    for name in BENCHES:
+        importlib.import_module(name).register(asub)
 
     p = asub.add_parser("serve", help="run the alert service (joins its consumer group)")
     _common(p, required=True)

@@ -792,6 +792,6 @@ def test_plugin_rule_type() -> None:
 
 
 def test_bench_runs() -> None:
-    from alerts.bench import bench_rules
+    from pipeline.bench.rule_engine import bench_rules
 
     assert bench_rules(n_messages=500, n_cameras=5, n_rules=10) > 0

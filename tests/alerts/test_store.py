@@ -176,8 +176,8 @@ def test_checkpoints(store: AlertStore):
 def test_checkpoint_from_engine_json_is_the_same_bytes(store: AlertStore):
     """The service passes RuleEngine.snapshot_json() (encoded once); what lands in Redis is what
     the dict form stores, and reads back as the engine's snapshot()."""
-    from alerts.bench import make_messages, make_rules
     from alerts.engine import RuleEngine
+    from pipeline.bench.rule_engine import make_messages, make_rules
 
     engine = RuleEngine({"rules": make_rules(10)})
     for m in make_messages(2000, 5):

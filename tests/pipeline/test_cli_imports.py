@@ -100,3 +100,14 @@ def test_help_and_a_command_parse_with_the_whole_cli(capsys):
     assert set(full._subparsers._group_actions[0].choices) >= {"bench", "console", "alerts"}
     assert list(one._subparsers._group_actions[0].choices) == ["bench"]
     assert Path(REPO_ROOT, "pipeline", "cli", "__init__.py").is_file()
+
+
+def test_alert_benches_are_subcommands_of_vigil_alerts():
+    """The rule-preview bench is ``vigil alerts bench-preview`` (no argparse of its own)."""
+    from pipeline.bench.rule_preview import cmd_bench_preview
+    from pipeline.cli import build_parser
+
+    args = build_parser(["alerts"]).parse_args(["alerts", "bench-preview", "--minutes", "2"])
+    assert args.func is cmd_bench_preview and args.minutes == 2.0 and args.cameras == 4
+    args = build_parser(["alerts"]).parse_args(["alerts", "bench", "--messages", "10"])
+    assert args.func.__module__ == "pipeline.bench.alert_service" and args.messages == 10

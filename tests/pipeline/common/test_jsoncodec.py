@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from alerts.bench import make_messages
+from pipeline.bench.rule_engine import make_messages
 from pipeline.common.jsoncodec import dumps, loads
 
 

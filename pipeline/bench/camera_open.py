@@ -1,7 +1,7 @@
 """Time until each of N camera-sim cameras delivers its first frame, all opened at once from
 threads of one process (as an ingest worker does at start). BENCHMARKS.md, "Camera start-up".
 
-    python3 deploy/local/bench_camera_open.py [--probe-s 0.5]
+    python3 -m pipeline.bench.camera_open [--probe-s 0.5]
 """
 
 from __future__ import annotations

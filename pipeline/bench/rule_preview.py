@@ -6,8 +6,8 @@ capture time), then times ``preview_rule`` over that hour with a zone rule, on a
 one. The topic is deleted afterwards (``--keep`` keeps it); nothing else on the broker or in Redis
 is touched (Redis is only read, under a key prefix of this run).
 
-    python3 -m alerts.bench_preview                        # broker at 127.0.0.1:9092
-    python3 -m alerts.bench_preview --bootstrap host:9092 --cameras 8 --minutes 30
+    vigil alerts bench-preview                        # broker at 127.0.0.1:9092
+    vigil alerts bench-preview --bootstrap host:9092 --cameras 8 --minutes 30
 
 The scene is shaped like a lobby: people arrive now and then (about four a minute per camera),
 walk across the picture in 10 to 30 s and some pass through the zone; a parked car and a bench
@@ -154,18 +154,22 @@ def _line(what: str, res: PreviewResult) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bootstrap", default="127.0.0.1:9092")
-    ap.add_argument("--redis", default="redis://127.0.0.1:6379/15")
-    ap.add_argument("--cameras", type=int, default=4)
-    ap.add_argument("--fps", type=float, default=5.0)
-    ap.add_argument("--minutes", type=float, default=60.0)
-    ap.add_argument("--partitions", type=int, default=6)
-    ap.add_argument("--runs", type=int, default=3, help="timed previews of the whole range")
-    ap.add_argument("--keep", action="store_true", help="keep the topic afterwards")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def register(sub: argparse._SubParsersAction) -> None:
+    """``vigil alerts bench-preview`` (registered by ``pipeline.cli.alerts``, by name)."""
+    p = sub.add_parser("bench-preview", help="rule preview over an hour of detections in Kafka")
+    p.add_argument("--bootstrap", default="127.0.0.1:9092")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/15")
+    p.add_argument("--cameras", type=int, default=4)
+    p.add_argument("--fps", type=float, default=5.0)
+    p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument("--runs", type=int, default=3, help="timed previews of the whole range")
+    p.add_argument("--keep", action="store_true", help="keep the topic afterwards")
+    p.set_defaults(func=cmd_bench_preview)
+
+
+def cmd_bench_preview(args: argparse.Namespace) -> int:
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.WARNING)
 
     tag = uuid.uuid4().hex[:8]
     kcfg = KafkaConfig(
@@ -208,7 +212,3 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"could not delete {topic}: {e}")
         admin.close()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,7 +20,8 @@ from pipeline.common.kafka import ensure_topics
 from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.console.server import ConsoleServer
-from tests.conftest import free_port, make_config_dict
+from tests.support.config import make_config_dict
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -40,7 +40,8 @@ from pipeline.ingest.capture import CameraReader, CameraUnavailable, probe_camer
 from pipeline.ingest.live import safe_error
 from pipeline.ingest.registry import CameraRegistryError, spec_from_record
 from pipeline.ingest.worker import IngestWorker
-from tests.conftest import KAFKA, REDIS_URL, free_port, make_config, make_config_dict
+from tests.support.config import KAFKA, REDIS_URL, make_config, make_config_dict
+from tests.support.net import free_port
 
 PASSWORD = "correct horse battery"
 REDIS = urlsplit(REDIS_URL)

@@ -23,7 +23,9 @@ from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.console.server import ConsoleServer
-from tests.conftest import TopicReader, free_port, make_config_dict
+from tests.support.config import make_config_dict
+from tests.support.kafka import TopicReader
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 

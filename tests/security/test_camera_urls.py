@@ -243,6 +243,7 @@ def test_network_camera_cannot_make_ffmpeg_read_a_local_file(tmp_path, monkeypat
         server.shutdown()
 
 
+@pytest.mark.integration  # the RTSP camera simulator
 def test_rtsp_cameras_still_open_with_the_whitelist(camera_sim):
     sim = camera_sim("people-detection.mp4")
     width, height, _ = probe_camera(sim.urls["people-detection"], 10.0, 10.0)

@@ -542,15 +542,3 @@ def test_tls_when_given_a_certificate_and_key(kafka_bootstrap, tmp_path):
     finally:
         server.stop()
         UserStore(cfg.redis).remove("tls-user")
-
-
-def test_tls_config_needs_both_files(tmp_path):
-    from pipeline.common.config import ConfigError
-
-    with pytest.raises(ConfigError, match="tls_cert and tls_key"):
-        parse_config({"console": {"tls_cert": str(tmp_path / "c.pem")}}, "vigil.yaml")
-    with pytest.raises(ConfigError, match="not found"):
-        parse_config(
-            {"console": {"tls_cert": str(tmp_path / "c.pem"), "tls_key": str(tmp_path / "k.pem")}},
-            "vigil.yaml",
-        )

@@ -15,17 +15,7 @@ from alerts.rules import parse_rule
 from alerts.rules_registry import RuleRecordError, rule_from_record, rule_value, validate_rule
 from pipeline.cli import main
 from pipeline.cli.rules import duration_s
-from tests.alerts.test_rules import (
-    BOX_ZONE,
-    INTRUSION,
-    LOITER,
-    T0,
-    VALIDATOR,
-    empty,
-    msg,
-    run,
-    visit,
-)
+from tests.support.rules import BOX_ZONE, INTRUSION, LOITER, T0, VALIDATOR, empty, msg, run, visit
 
 TWO = {"rules": [INTRUSION, LOITER]}
 

@@ -30,8 +30,9 @@ from alerts.rules import parse_rule
 from pipeline.common.jsoncodec import dumps
 from pipeline.common.kafka import KafkaConfig, KafkaTopics, admin_client, make_producer
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
-from tests.alerts.test_service import det_message
-from tests.conftest import REDIS_URL, free_port
+from tests.support.config import REDIS_URL
+from tests.support.messages import det_message
+from tests.support.net import free_port
 
 ZONE = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]
 IN_BOX = [0.1, 0.2, 0.3, 0.8]  # bottom centre (0.2, 0.8): inside ZONE

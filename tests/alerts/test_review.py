@@ -19,7 +19,7 @@ from alerts.review import review_message, store_review
 from alerts.store import AlertStore, AlertWrite
 from alerts.subscribe import _filtered
 from pipeline.common.redis import RedisConfig
-from tests.conftest import REDIS_URL
+from tests.support.config import REDIS_URL
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "alerts/schemas/alert.v1.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import jsonschema
 import pytest
 
 from alerts.config import RULE_CONFIGS, RuleConfig, RulesError, parse_alerts_config
@@ -19,57 +17,24 @@ from alerts.geometry import Polygon, segments_intersect
 from alerts.iou_tracker import IouTracker
 from alerts.rules import RULE_TYPES, Rule, register_rule
 from alerts.schedule import Schedule, Window
-
-SCHEMA = json.loads((Path(__file__).parents[2] / "alerts/schemas/alert.v1.json").read_text())
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
-T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
-BOX_ZONE = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]]
-
+from tests.support.rules import (
+    BOX_ZONE,
+    INTRUSION,
+    LOITER,
+    T0,
+    det,
+    empty,
+    msg,
+    person,
+    run,
+    visit,
+)
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def det(label: str, box: list[float], conf: float = 0.9, tid: int | None = None) -> dict:
-    d: dict[str, Any] = {"class_id": 0, "label": label, "confidence": conf, "box": box}
-    if tid is not None:
-        d["track_id"] = tid
-    return d
-
-
-def person(
-    x: float, y: float, tid: int | None = None, conf: float = 0.9, label: str = "person"
-) -> dict:
-    """A person box whose bottom-centre (feet) is at (x, y)."""
-    return det(label, [max(x - 0.03, 0.0), max(y - 0.2, 0.0), min(x + 0.03, 1.0), y], conf, tid)
-
-
-def msg(ts: float, dets: list[dict], seq: int, cam: str = "lobby", epoch: int = 1) -> dict:
-    return {
-        "schema_version": 1,
-        "camera_id": cam,
-        "seq": seq,
-        "epoch": epoch,
-        "capture_ts": ts,
-        "frame": {"width": 640, "height": 480},
-        "model": {"name": "test", "version": "1"},
-        "detections": dets,
-    }
-
-
 def script(frames: list[tuple[float, list[dict]]], cam: str = "lobby") -> list[dict]:
     return [msg(ts, dets, i, cam) for i, (ts, dets) in enumerate(frames)]
-
-
-def run(engine: RuleEngine, messages: list[dict]) -> list[dict]:
-    """Feed messages; every emitted alert must match alert.v1.json."""
-    out = []
-    for m in messages:
-        for a in engine.process(m):
-            d = a.to_dict()
-            VALIDATOR.validate(d)
-            json.dumps(d)
-            out.append(d)
-    return out
 
 
 def engine_for(*rules: dict, **top: Any) -> RuleEngine:
@@ -78,29 +43,6 @@ def engine_for(*rules: dict, **top: Any) -> RuleEngine:
 
 def statuses(alerts: list[dict]) -> list[tuple[str, str]]:
     return [(a["rule_id"], a["status"]) for a in alerts]
-
-
-INTRUSION = {
-    "id": "lobby-intrusion",
-    "type": "zone_intrusion",
-    "cameras": ["lobby"],
-    "zone": BOX_ZONE,
-    "classes": ["person"],
-    "min_confidence": 0.4,
-    "min_frames": 3,
-    "severity": "high",
-    "cooldown_s": 30,
-}
-
-
-def visit(
-    t_start: float, n: int, x: float = 0.5, y: float = 0.5, tid: int | None = 1, dt: float = 1.0
-):
-    return [(t_start + i * dt, [person(x, y, tid)]) for i in range(n)]
-
-
-def empty(t_start: float, n: int, dt: float = 1.0):
-    return [(t_start + i * dt, []) for i in range(n)]
 
 
 # -- config -------------------------------------------------------------------------------------
@@ -320,14 +262,6 @@ def test_schedule_arms_rule_on_object_already_present() -> None:
 
 
 # -- loitering ----------------------------------------------------------------------------------
-
-LOITER = {
-    "id": "loiter",
-    "type": "loitering",
-    "zone": BOX_ZONE,
-    "classes": ["person"],
-    "dwell_s": 10,
-}
 
 
 def test_loitering_after_dwell_and_ends_when_gone() -> None:

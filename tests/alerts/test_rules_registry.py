@@ -30,20 +30,11 @@ from alerts.store import AlertStore
 from pipeline.cli import main
 from pipeline.common.kafka import ensure_topics, make_consumer, make_producer
 from pipeline.config import VigilConfig, parse_config
-from tests.alerts.test_service import (
-    ALERT_SCHEMA,
-    IN_BOX,
-    OUT_BOX,
-    ZONE,
-    Running,
-    base_dict,
-    cleanup,
-    det_message,
-    frame_jpeg,
-    produce,
-    read_topic,
-)
-from tests.conftest import wait_for
+from tests.support.alert_service import ALERT_SCHEMA, Running, base_dict
+from tests.support.kafka import produce, read_topic
+from tests.support.messages import IN_BOX, OUT_BOX, ZONE, det_message, frame_jpeg
+from tests.support.redis import cleanup
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -24,114 +24,40 @@ import pytest
 import redis
 import yaml
 from kafka import TopicPartition
-from kafka.partitioner.default import murmur2
 from prometheus_client import REGISTRY
 
 from alerts.engine import RuleEngine
-from alerts.service import CRASH_ENV, AlertService
+from alerts.service import CRASH_ENV
 from alerts.store import AlertStore
 from alerts.subscribe import subscribe
 from pipeline.common.kafka import ensure_topics, make_consumer, make_producer
 from pipeline.config import VigilConfig, parse_config
 from pipeline.ingest.messages import validate_detection_message
-from tests.conftest import free_port, make_config_dict, wait_for
+from tests.support.alert_service import ALERT_SCHEMA, RULES, Running, base_dict
+from tests.support.kafka import produce, read_topic
+from tests.support.messages import (
+    CAMERAS,
+    IN_BOX,
+    OUT_BOX,
+    ZONE,
+    det_message,
+    frame_jpeg,
+    scripted,
+)
+from tests.support.messages import cameras as _cameras
+from tests.support.net import free_port
+from tests.support.redis import cleanup, stream_events
 from tests.support.snapshot_oracle import assert_snapshot
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-ALERT_SCHEMA = json.loads((REPO / "alerts" / "schemas" / "alert.v1.json").read_text())
-ZONE = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]
-IN_BOX = [0.1, 0.2, 0.3, 0.8]
-OUT_BOX = [0.7, 0.2, 0.9, 0.8]
-RULES = [
-    {
-        "id": "intrusion",
-        "type": "zone_intrusion",
-        "zone": ZONE,
-        "classes": ["person"],
-        "min_frames": 3,
-        "clear_after_s": 1.0,
-        "cooldown_s": 0,
-        "severity": "high",
-    },
-    {
-        "id": "loiter",
-        "type": "loitering",
-        "zone": ZONE,
-        "classes": ["person"],
-        "dwell_s": 1.5,
-        "clear_after_s": 1.0,
-        "cooldown_s": 0,
-    },
-]
 FRAMES = 1000  # per camera: 4 cameras x 1000 = 4000 messages, 800 alert events
-
-
-def _cameras(n_partitions: int = 4) -> list[str]:
-    """One camera per partition of a 4-partition topic (two per partition of a 2-partition one),
-    chosen with Kafka's default partitioner, so every consumer of a group gets cameras."""
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < n_partitions:
-        name = f"cam-{i}"
-        found.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % n_partitions, name)
-        i += 1
-    return [found[p] for p in range(n_partitions)]
-
-
-CAMERAS = _cameras()
-
-
-def det_message(camera: str, epoch: int, seq: int, ts: float, dets: list[dict]) -> dict:
-    return {
-        "schema_version": 1,
-        "camera_id": camera,
-        "seq": seq,
-        "epoch": epoch,
-        "capture_ts": round(ts, 6),
-        "publish_ts": round(ts + 0.05, 6),
-        "frame": {"width": 160, "height": 90},
-        "model": {"name": "yolov5n", "version": "0123456789ab"},
-        "worker_id": "test",
-        "inference_ms": 5.0,
-        "detections": dets,
-    }
-
-
-def scripted(
-    cameras: list[str],
-    frames: int,
-    t0: float,
-    fps: float = 5.0,
-    period: int = 20,
-    inside: int = 12,
-) -> list[tuple[str, dict]]:
-    """A person walks into the zone, stays ``inside`` frames, walks out, and a new one comes every
-    ``period`` frames. Even cameras send ingest track ids, odd ones none (the alert service's
-    own IoU tracker numbers them). Cameras interleaved frame by frame, like live ones."""
-    out = []
-    for seq in range(frames):
-        for ci, cam in enumerate(cameras):
-            epoch = int(t0 * 1000) + ci
-            phase = seq % period
-            jitter = 0.002 * (seq % 3)
-            box = [v + jitter for v in (IN_BOX if phase < inside else OUT_BOX)]
-            det = {"class_id": 0, "label": "person", "confidence": 0.9, "box": box}
-            if ci % 2 == 0:
-                det["track_id"] = 1 + seq // period
-            out.append((cam, det_message(cam, epoch, seq, t0 + seq / fps, [det])))
-    return out
 
 
 def decode(jpeg: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-
-
-def frame_jpeg(value: int = 100) -> bytes:
-    img = np.full((90, 160, 3), value, np.uint8)
-    cv2.putText(img, "cam", (5, 80), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (200, 200, 200), 1)
-    return cv2.imencode(".jpg", img)[1].tobytes()
 
 
 def put_frames(store: AlertStore, msgs: list[tuple[str, dict]], jpeg: bytes) -> None:
@@ -141,16 +67,6 @@ def put_frames(store: AlertStore, msgs: list[tuple[str, dict]], jpeg: bytes) -> 
         if m["detections"]:
             pipe.set(store.frame_key(cam, m["epoch"], m["seq"]), jpeg, ex=900)
     pipe.execute()
-
-
-def produce(cfg: VigilConfig, msgs: list[tuple[str, object]]) -> None:
-    producer = make_producer(cfg.kafka, "test-detections", linger_ms=20)
-    try:
-        for key, value in msgs:
-            producer.send(cfg.kafka.topics.detections, key=key, value=value)
-        producer.flush(timeout=60)
-    finally:
-        producer.close(timeout=10)
 
 
 def variant(base: dict, tag: str, **service) -> dict:
@@ -210,60 +126,6 @@ def parse_alerts_group(cfg: VigilConfig) -> str:
     return cfg.alerts.service.group_id
 
 
-def stream_events(store: AlertStore, camera: str | None = None) -> list[tuple[str, str]]:
-    entries = store.client.xrange(store.stream_key(camera), "-", "+")
-    return [(f[b"id"].decode(), f[b"status"].decode()) for _, f in entries]
-
-
-def read_topic(cfg: VigilConfig, topic: str, min_count: int, timeout: float = 30) -> list:
-    c = make_consumer(
-        cfg.kafka,
-        "test-read",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    try:
-        parts = wait_for(lambda: c.partitions_for_topic(topic), 15)
-        tps = [TopicPartition(topic, p) for p in parts]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        out: list = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=500).values():
-                out.extend(recs)
-            if len(out) >= min_count:
-                # drain what else is there (duplicates after a crash)
-                for recs in c.poll(timeout_ms=500).values():
-                    out.extend(recs)
-                break
-        return out
-    finally:
-        c.close()
-
-
-def cleanup(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}*", count=2000))
-    for i in range(0, len(keys), 1000):
-        client.unlink(*keys[i : i + 1000])
-
-
-class Running:
-    """An AlertService in a thread of this process."""
-
-    def __init__(self, cfg: VigilConfig) -> None:
-        self.service = AlertService(cfg)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.service.run, args=(self.stop,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "alert service did not stop"
-
-
 @pytest.fixture
 def services():
     running: list[Running] = []
@@ -277,24 +139,6 @@ def services():
     for r in running:
         if r.thread.is_alive():
             r.close()
-
-
-def base_dict(bootstrap: str, rules=RULES, **service) -> dict:
-    d = make_config_dict(bootstrap)
-    tag = d["redis"]["key_prefix"].rstrip(":")
-    d["alerts"] = {
-        "rules": rules,
-        "service": {
-            "group_id": f"{tag}-alerts",
-            "max_batch": 100,
-            "poll_timeout_ms": 200,
-            "session_timeout_ms": 6000,
-            "retry_initial_s": 0.1,
-            "retry_max_s": 1.0,
-            **service,
-        },
-    }
-    return d
 
 
 # -- the reference run: one uninterrupted service over the scripted detections -----------------------

@@ -21,7 +21,7 @@ from alerts.engine import RuleEngine
 from alerts.service import AlertService
 from pipeline.config import parse_config
 from pipeline.ingest.messages import load_schema, validate_detection_message
-from tests.alerts.test_service import CAMERAS, scripted
+from tests.support.messages import CAMERAS, scripted
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 
 from alerts.snapshots import alert_label, draw_alert, render_snapshot
-from tests.alerts.test_store import _event, _jpeg
+from tests.support.alert_events import alert_event as _event
+from tests.support.alert_events import plain_jpeg as _jpeg
 from tests.support.snapshot_oracle import assert_snapshot
 
 

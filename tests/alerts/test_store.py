@@ -12,15 +12,15 @@ import time
 import uuid
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import redis
 
-from alerts.events import AlertEvent
 from alerts.store import AlertStore, AlertWrite
 from pipeline.common.redis import RedisConfig
-from tests.conftest import REDIS_URL, free_port
+from tests.support.alert_events import alert_event as _event
+from tests.support.alert_events import plain_jpeg as _jpeg
+from tests.support.config import REDIS_URL
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -45,36 +45,6 @@ def store():
         pytest.fail(f"Redis is not reachable at {REDIS_URL}: run `make infra-up` ({e})")
     yield s
     _cleanup(s)
-
-
-def _event(
-    status: str = "started", aid: str = "0123456789abcdef0123", camera: str = "cam-a", **kw
-) -> dict:
-    ev = AlertEvent(
-        id=aid,
-        camera_id=camera,
-        rule_id="lobby",
-        rule_type="zone_intrusion",
-        status=status,  # type: ignore[arg-type]
-        severity="high",
-        started_at=1000.0,
-        updated_at=1002.5 if status == "ended" else 1000.0,
-        ended_at=1002.0 if status == "ended" else None,
-        frame_seq=7,
-        epoch=123,
-        label="person",
-        track_id=4,
-        box=(0.1, 0.2, 0.3, 0.9),
-        confidence=0.87,
-        zone=[[0.0, 0.0], [0.5, 0.0], [0.5, 1.0]],
-        details={"reason": "cleared"} if status == "ended" else {"frames": 3},
-        **kw,
-    )
-    return ev.to_dict()
-
-
-def _jpeg(w: int = 160, h: int = 90, value: int = 128) -> bytes:
-    return cv2.imencode(".jpg", np.full((h, w, 3), value, np.uint8))[1].tobytes()
 
 
 def test_write_is_idempotent_per_id_and_status(store: AlertStore):

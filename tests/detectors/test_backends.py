@@ -26,7 +26,7 @@ from detectors.preprocess import Letterboxer, canvas_shape, scale_boxes
 from detectors.types import Detection
 from pipeline.bench import match_detections, merge_matches, replay_frames, sample_frames
 from pipeline.common.assets import footage, model
-from tests.conftest import model_test_env
+from tests.support.cli import model_test_env
 
 YOLOV5N = model("yolov5n.pt")
 pytestmark = pytest.mark.skipif(

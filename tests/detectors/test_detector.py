@@ -24,7 +24,7 @@ from detectors.config import DetectorConfig
 from detectors.engine import Detector, resolve_classes
 from detectors.loading import WeightsError, cache_dir, load_model, select_device
 from pipeline.common.assets import footage, model
-from tests.conftest import model_test_env, run_detector_cli
+from tests.support.cli import model_test_env, run_detector_cli
 
 YOLOV5N = model("yolov5n.pt")
 pytestmark = pytest.mark.skipif(

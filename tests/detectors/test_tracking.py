@@ -7,7 +7,7 @@ import pytest
 
 from detectors.config import DetectorConfig
 from detectors.engine import Detector
-from tests.conftest import footage_path
+from tests.support.assets import footage_path
 
 
 @pytest.fixture(scope="module")

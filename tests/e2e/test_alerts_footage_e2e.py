@@ -23,7 +23,7 @@ from pipeline.common.kafka import ensure_topics
 from pipeline.config import parse_config
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.registry import put_cameras
-from tests.conftest import make_config_dict
+from tests.support.config import make_config_dict
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

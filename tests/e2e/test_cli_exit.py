@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import make_config_dict, wait_for
+from tests.support.config import make_config_dict
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

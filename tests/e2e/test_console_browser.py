@@ -23,7 +23,9 @@ import pytest
 import redis
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.conftest import REDIS_URL, footage_path, free_port, make_config_dict
+from tests.support.assets import footage_path
+from tests.support.config import REDIS_URL, make_config_dict
+from tests.support.net import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -18,7 +18,8 @@ from pipeline.app import build_worker
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.messages import load_schema
 from pipeline.ingest.registry import put_cameras, read_registry, remove_cameras
-from tests.conftest import make_config_dict, wait_for
+from tests.support.config import make_config_dict
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

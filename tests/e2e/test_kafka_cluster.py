@@ -33,7 +33,8 @@ from pipeline.common.kafka import ensure_topics
 from pipeline.config import parse_config
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.registry import put_cameras
-from tests.conftest import REDIS_URL, wait_for
+from tests.support.config import REDIS_URL
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

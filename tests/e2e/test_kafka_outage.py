@@ -32,7 +32,8 @@ from pipeline.common.kafka import ensure_topics, quiet_library_logs
 from pipeline.config import parse_config
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.registry import put_cameras
-from tests.conftest import make_config_dict, wait_for
+from tests.support.config import make_config_dict
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

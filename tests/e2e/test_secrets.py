@@ -33,7 +33,9 @@ from alerts.config import parse_alerts_config
 from alerts.service import AlertService
 from pipeline.common.kafka import ensure_topics
 from pipeline.config import parse_config
-from tests.conftest import free_port, make_config_dict, wait_for
+from tests.support.config import make_config_dict
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -40,7 +40,8 @@ from pipeline.ingest.capture import CameraReader, CameraUnavailable, probe_camer
 from pipeline.ingest.live import safe_error
 from pipeline.ingest.registry import CameraRegistryError, spec_from_record
 from pipeline.ingest.worker import IngestWorker
-from tests.conftest import KAFKA, REDIS_URL, free_port, make_config, make_config_dict
+from tests.support.config import KAFKA, REDIS_URL, make_config, make_config_dict
+from tests.support.net import free_port
 
 PASSWORD = "correct horse battery"
 REDIS = urlsplit(REDIS_URL)
@@ -242,6 +243,7 @@ def test_network_camera_cannot_make_ffmpeg_read_a_local_file(tmp_path, monkeypat
         server.shutdown()
 
 
+@pytest.mark.integration  # the RTSP camera simulator
 def test_rtsp_cameras_still_open_with_the_whitelist(camera_sim):
     sim = camera_sim("people-detection.mp4")
     width, height, _ = probe_camera(sim.urls["people-detection"], 10.0, 10.0)

@@ -17,7 +17,9 @@ import pipeline.console.auth as auth
 from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.console.server import ConsoleServer
-from tests.conftest import free_port, make_config_dict, run_detector_cli
+from tests.support.cli import run_detector_cli
+from tests.support.config import make_config_dict
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 

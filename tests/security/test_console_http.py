@@ -28,7 +28,8 @@ from pipeline.common.redis import RedisKeys
 from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.console.server import ConsoleServer
-from tests.conftest import free_port, make_config_dict
+from tests.support.config import make_config_dict
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -442,19 +443,3 @@ def test_redis_client_names_are_accepted(stack):
 
     name = console_client_name("my site:")
     assert redis.Redis.from_url(stack["cfg"].redis.url.get_secret_value()).client_setname(name)
-
-
-@pytest.mark.parametrize(
-    ("console", "names"),
-    [
-        ({"public_url": "vigil.example.org"}, "public_url"),
-        ({"trusted_proxies": ["proxy.internal"]}, "trusted_proxies"),
-        ({"stream_recheck_s": 60}, "stream_recheck_s"),
-        ({"max_body_bytes": "lots"}, "max_body_bytes"),
-    ],
-)
-def test_hardening_settings_are_checked(console, names):
-    from pipeline.common.config import ConfigError
-
-    with pytest.raises(ConfigError, match=names):
-        parse_config({"console": console}, "vigil.yaml")

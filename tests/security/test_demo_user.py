@@ -13,7 +13,7 @@ import pytest
 import pipeline.demo as demo
 from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
-from tests.conftest import REDIS_URL
+from tests.support.config import REDIS_URL
 
 pytestmark = pytest.mark.integration
 

@@ -15,18 +15,11 @@ import pytest
 from alerts.store import AlertStore
 from pipeline.common.kafka import ensure_topics
 from pipeline.config import parse_config
-from tests.alerts.test_service import (
-    IN_BOX,
-    OUT_BOX,
-    Running,
-    base_dict,
-    cleanup,
-    det_message,
-    produce,
-    read_topic,
-    stream_events,
-)
-from tests.conftest import wait_for
+from tests.support.alert_service import Running, base_dict
+from tests.support.kafka import produce, read_topic
+from tests.support.messages import IN_BOX, OUT_BOX, det_message
+from tests.support.redis import cleanup, stream_events
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -25,16 +25,12 @@ from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.config import VigilConfig, parse_config
 from pipeline.console.topic_view import TopicView
 from pipeline.ingest.registry import CAMERAS, RegistryWatcher, read_registry
-from tests.alerts.test_service import (
-    IN_BOX,
-    ZONE,
-    base_dict,
-    cleanup,
-    det_message,
-    read_topic,
-    stream_events,
-)
-from tests.conftest import make_config, wait_for
+from tests.support.alert_service import base_dict
+from tests.support.config import make_config
+from tests.support.kafka import read_topic
+from tests.support.messages import IN_BOX, ZONE, det_message
+from tests.support.redis import cleanup, stream_events
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -291,7 +287,7 @@ def test_alert_subscriber_survives_hostile_records(cfg: VigilConfig) -> None:
 
 
 def test_notifier_survives_hostile_records(kafka_bootstrap) -> None:
-    from tests.alerts.notify.notify_helpers import Receiver, alert, make_cfg, running, webhook
+    from tests.support.notify import Receiver, alert, make_cfg, running, webhook
 
     with Receiver() as rx:
         ncfg = make_cfg(kafka_bootstrap, [webhook(rx.url)])

@@ -37,7 +37,8 @@ from detectors.retrain.model_registry import ModelRegistry, ModelVersion
 from detectors.retrain.promotion import promote_checked
 from pipeline.common.assets import model
 from pipeline.console.routes.models import list_models
-from tests.conftest import KAFKA, make_config, make_config_dict, model_test_env, run_detector_cli
+from tests.support.cli import model_test_env, run_detector_cli
+from tests.support.config import KAFKA, make_config, make_config_dict
 
 pytestmark = pytest.mark.integration
 YOLOV5N = model("yolov5n.pt")

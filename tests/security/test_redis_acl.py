@@ -38,7 +38,8 @@ from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.ingest.frame_store import FrameStore
 from pipeline.ingest.live import LiveView
-from tests.conftest import free_port, wait_for
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -549,7 +550,7 @@ def test_console_served_with_its_user_reviews_but_cannot_promote(
     from detectors.retrain.model_registry import ModelRegistry
     from pipeline.common.kafka import ensure_topics
     from pipeline.console.server import ConsoleServer
-    from tests.conftest import make_config_dict
+    from tests.support.config import make_config_dict
 
     data = make_config_dict(
         kafka_bootstrap,

@@ -21,17 +21,11 @@ from alerts.rules_registry import validate_rule
 from alerts.store import AlertStore
 from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.config import parse_config
-from tests.alerts.test_service import (
-    IN_BOX,
-    ZONE,
-    Running,
-    base_dict,
-    cleanup,
-    det_message,
-    produce,
-    stream_events,
-)
-from tests.conftest import wait_for
+from tests.support.alert_service import Running, base_dict
+from tests.support.kafka import produce
+from tests.support.messages import IN_BOX, ZONE, det_message
+from tests.support.redis import cleanup, stream_events
+from tests.support.waiting import wait_for
 
 INTRUSION = {
     "id": "intrusion",

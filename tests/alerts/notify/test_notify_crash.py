@@ -14,7 +14,7 @@ import sys
 import pytest
 import yaml
 
-from tests.alerts.notify.notify_helpers import (
+from tests.support.notify import (
     REPO,
     Receiver,
     alert,
@@ -26,7 +26,7 @@ from tests.alerts.notify.notify_helpers import (
     signature_ok,
     webhook,
 )
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,8 @@ import pytest
 from alerts.service import AlertService
 from alerts.store import AlertStore
 from pipeline.common.kafka import make_producer
-from tests.alerts.notify.notify_helpers import (
+from tests.support.messages import det_message
+from tests.support.notify import (
     MqttRecorder,
     Receiver,
     cfg_from,
@@ -29,8 +30,7 @@ from tests.alerts.notify.notify_helpers import (
     running,
     webhook,
 )
-from tests.alerts.test_service import det_message
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

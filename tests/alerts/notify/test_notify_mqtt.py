@@ -11,7 +11,8 @@ import uuid
 import pytest
 
 from alerts.store import AlertStore
-from tests.alerts.notify.notify_helpers import (
+from tests.support.kafka import TopicReader
+from tests.support.notify import (
     MqttRecorder,
     alert,
     clear_retained,
@@ -22,7 +23,7 @@ from tests.alerts.notify.notify_helpers import (
     produce,
     running,
 )
-from tests.conftest import TopicReader, wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +163,7 @@ def test_notify_test_command_mqtt(kafka_bootstrap, tmp_path, capsys):
     import yaml
 
     from pipeline.cli import build_parser
-    from tests.alerts.notify.notify_helpers import config_dict
+    from tests.support.notify import config_dict
 
     host, port = mqtt_address()
     tag = f"t{uuid.uuid4().hex[:8]}"

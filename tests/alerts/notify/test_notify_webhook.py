@@ -13,7 +13,8 @@ from prometheus_client import REGISTRY, generate_latest
 
 from alerts.store import AlertStore
 from pipeline.cli import build_parser
-from tests.alerts.notify.notify_helpers import (
+from tests.support.kafka import TopicReader
+from tests.support.notify import (
     SECRET,
     Receiver,
     alert,
@@ -28,7 +29,7 @@ from tests.alerts.notify.notify_helpers import (
     signature_ok,
     webhook,
 )
-from tests.conftest import TopicReader, wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -17,29 +17,12 @@ import yaml
 from detectors.retrain import dataset as ds
 from detectors.retrain.config import CollectionPolicy
 from detectors.retrain.sampling import Collector, Sampler, near_duplicate, phash, thumbnail
-from pipeline.common.assets import footage
 from pipeline.common.config import ConfigError
 from pipeline.config import parse_config
-from tests.conftest import run_detector_cli
+from tests.support.cli import run_detector_cli
+from tests.support.datasets import CLASSROOM, HALL, frames, make_dataset
 
-HALL = footage("one-by-one-person-detection.mp4")
-CLASSROOM = footage("classroom.mp4")
 pytestmark = pytest.mark.skipif(not HALL.is_file(), reason="footage missing (set VIGIL_ASSETS)")
-
-
-def frames(path, n: int, step: int = 1) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    i = 0
-    while len(out) < n:
-        ok, img = cap.read()
-        if not ok:
-            break
-        if i % step == 0:
-            out.append(img)
-        i += 1
-    cap.release()
-    return out
 
 
 def det(conf: float, label: str = "person"):
@@ -173,18 +156,6 @@ def test_offline_collect_two_clips_without_detector(tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------------
 # A small labelled dataset built by hand
-
-
-def make_dataset(root, n_per_cam: int = 24) -> None:
-    """Two cameras, one frame per 2 s, a box per frame; data.yaml with one class."""
-    c = Collector(root, CollectionPolicy(dedup_distance=0))
-    for cam, path, step in (("hall", HALL, 20), ("room", CLASSROOM, 1)):
-        for i, img in enumerate(frames(path, n_per_cam, step)):
-            rel = c.offer(cam, img, 1_000_000.0 + 2.0 * i, ["periodic"])
-            ds.write_labels(ds.label_path(root, rel), [ds.Box(0, 0.5, 0.5, 0.2, 0.4)])
-            c.manifest.update(rel, label_source="human")
-    c.close()
-    ds.write_data_yaml(root, {0: "person"})
 
 
 def test_split_by_time_keeps_near_identical_frames_apart(tmp_path):

@@ -21,7 +21,8 @@ from pipeline.common.assets import model
 from pipeline.common.kafka import ensure_topics
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.registry import put_cameras
-from tests.conftest import make_config, wait_for
+from tests.support.config import make_config
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 YOLOV5N = model("yolov5n.pt")

@@ -20,7 +20,8 @@ from detectors.config import DetectorConfig
 from detectors.retrain import dataset as ds
 from detectors.retrain.config import CollectionPolicy
 from pipeline.common.assets import footage, model
-from tests.conftest import REDIS_URL, model_test_env, run_detector_cli
+from tests.support.cli import model_test_env, run_detector_cli
+from tests.support.config import REDIS_URL
 
 YOLOV5N = model("yolov5n.pt")
 HALL = footage("one-by-one-person-detection.mp4")
@@ -221,7 +222,7 @@ def test_worse_model_refused_then_rollback(trained, dataset_dir, better_in_produ
 def test_weights_of_the_wrong_task_are_refused(tmp_path, capsys, registry_config):
     from ultralytics import YOLO
 
-    from tests.detectors.retrain.test_dataset import make_dataset
+    from tests.support.datasets import make_dataset
 
     make_dataset(tmp_path / "ds", n_per_cam=4)
     ds.split(tmp_path / "ds", val=0.25, segment_s=4, gap_s=0, dedup_distance=0)
@@ -244,7 +245,7 @@ def test_weights_of_the_wrong_task_are_refused(tmp_path, capsys, registry_config
 
 
 def test_teacher_never_overwrites_human_labels(tmp_path):
-    from tests.detectors.retrain.test_dataset import make_dataset
+    from tests.support.datasets import make_dataset
 
     make_dataset(tmp_path, n_per_cam=3)  # hand labels, label_source "human"
     before = {p: p.read_text() for p in (tmp_path / "labels").rglob("*.txt")}

@@ -23,7 +23,9 @@ from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.console.server import ConsoleServer
-from tests.conftest import TopicReader, free_port, make_config_dict
+from tests.support.config import make_config_dict
+from tests.support.kafka import TopicReader
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -540,15 +542,3 @@ def test_tls_when_given_a_certificate_and_key(kafka_bootstrap, tmp_path):
     finally:
         server.stop()
         UserStore(cfg.redis).remove("tls-user")
-
-
-def test_tls_config_needs_both_files(tmp_path):
-    from pipeline.common.config import ConfigError
-
-    with pytest.raises(ConfigError, match="tls_cert and tls_key"):
-        parse_config({"console": {"tls_cert": str(tmp_path / "c.pem")}}, "vigil.yaml")
-    with pytest.raises(ConfigError, match="not found"):
-        parse_config(
-            {"console": {"tls_cert": str(tmp_path / "c.pem"), "tls_key": str(tmp_path / "k.pem")}},
-            "vigil.yaml",
-        )

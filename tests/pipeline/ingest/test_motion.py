@@ -15,7 +15,7 @@ from pipeline.config import parse_config
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.capture import ReaderStats
 from pipeline.ingest.motion import MotionConfig, MotionDetector, MotionOverride
-from tests.conftest import model_test_env
+from tests.support.cli import model_test_env
 
 YOLOV5N = model("yolov5n.pt")
 # The office camera's rules of examples/demo.yaml: someone at the standing table, and staying.

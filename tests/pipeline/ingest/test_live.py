@@ -34,7 +34,9 @@ from pipeline.ingest.live import (
     safe_error,
 )
 from pipeline.ingest.worker import IngestWorker
-from tests.conftest import footage_path, free_port, wait_for
+from tests.support.assets import footage_path
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 T0 = 1_700_000_000.0
 REDIS_DB13 = "redis://127.0.0.1:6379/13"

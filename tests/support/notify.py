@@ -26,9 +26,10 @@ from kafka import TopicPartition
 from alerts.notify.service import NotifyService
 from pipeline.common.kafka import ensure_topics, make_consumer, make_producer
 from pipeline.config import VigilConfig, parse_config
-from tests.conftest import make_config_dict, wait_for
+from tests.support.config import make_config_dict
+from tests.support.waiting import wait_for
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 ALERT_SCHEMA = json.loads((REPO / "alerts" / "schemas" / "alert.v1.json").read_text())
 MQTT = os.environ.get("VIGIL_TEST_MQTT", "127.0.0.1:1883")
 SECRET = "s3cret-webhook-key-0123456789"

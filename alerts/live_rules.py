@@ -27,7 +27,7 @@ from alerts.batch import BatchAlert
 from alerts.config import AlertsConfig, AlertServiceConfig, AlertsSettings
 from alerts.engine import RuleEngine
 from alerts.rules import RuleConfig
-from alerts.rules_registry import RulesWatcher, read_rules, seed_rules
+from alerts.rules_topic import RulesWatcher, read_rules, seed_rules
 from pipeline.common.consumer_loop import tp_order
 from pipeline.common.kafka import KafkaUnavailable
 from pipeline.common.retry import Retrier

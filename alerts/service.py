@@ -62,7 +62,7 @@ from alerts.events import FrameEvent
 from alerts.live_rules import LiveRules
 from alerts.publish import publish
 from alerts.rules import RuleConfig
-from alerts.rules_registry import RulesWatcher
+from alerts.rules_topic import RulesWatcher
 from alerts.store import AlertStore
 from pipeline.common.consumer_loop import ConsumerHandler, ConsumerLoop, Records, tp_order
 from pipeline.common.jsoncodec import decode_record

@@ -23,8 +23,8 @@ from pipeline.common.kafka import ensure_topics
 from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
 from pipeline.ingest import metrics
+from pipeline.ingest.camera_registry import put_cameras
 from pipeline.ingest.live import LiveView
-from pipeline.ingest.registry import put_cameras
 from pipeline.ingest.worker import IngestWorker
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from pipeline.common.assets import footage
 from pipeline.common.kafka import ensure_topics
 from pipeline.config import parse_config
 from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.registry import put_cameras
+from pipeline.ingest.camera_registry import put_cameras
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "deploy" / "local" / "kafka_cluster.sh"

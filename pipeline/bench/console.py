@@ -36,7 +36,7 @@ from pipeline.common.redis import RedisKeys, redis_client
 from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.registry import put_cameras
+from pipeline.ingest.camera_registry import put_cameras
 
 CAMERAS = ["cam-a", "cam-b", "cam-c", "cam-d"]
 RULES = ["zone-a", "loiter-b", "crowd-c"]

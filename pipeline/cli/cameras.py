@@ -18,8 +18,8 @@ from pipeline.common.config import ConfigError, expand_env_values
 from pipeline.common.endpoints import Endpoint, service_endpoints
 from pipeline.common.kafka import ensure_topics
 from pipeline.ingest.camera import CameraSpec, mask_url
+from pipeline.ingest.camera_registry import put_cameras, read_registry, remove_cameras
 from pipeline.ingest.capture import CameraUnavailable, probe_camera
-from pipeline.ingest.registry import put_cameras, read_registry, remove_cameras
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,7 +21,7 @@ from kafka.errors import KafkaError
 from alerts.errors import RulesError
 from alerts.preview import preview_rule
 from alerts.rules import RuleConfig
-from alerts.rules_registry import delete_rule, put_rule, read_rules, rule_value, validate_rule
+from alerts.rules_topic import delete_rule, put_rule, read_rules, rule_value, validate_rule
 from pipeline.cli.support import audit, config_args, config_from_args, fail
 from pipeline.common.config import ConfigError, expand_env_values
 from pipeline.common.errors import UsageError

@@ -17,7 +17,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from alerts.rules.config import RuleConfig
-from alerts.rules_registry import RULES
+from alerts.rules_topic import RULES
 from alerts.store import AlertStore
 from pipeline.common.config import ConfigError
 from pipeline.common.kafka import ensure_topics, make_producer
@@ -26,7 +26,7 @@ from pipeline.common.urls import mask_url
 from pipeline.console.auth import Principal, Role, UserStore
 from pipeline.console.topic_view import TopicView
 from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.registry import CAMERAS
+from pipeline.ingest.camera_registry import CAMERAS
 
 if TYPE_CHECKING:  # the root config imports this package's config section
     from pipeline.config import VigilConfig

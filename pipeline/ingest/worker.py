@@ -28,6 +28,7 @@ from pipeline.common.kafka import make_producer
 from pipeline.common.lifecycle import OutageLog
 from pipeline.ingest import metrics
 from pipeline.ingest.camera import CameraSpec, Endpoint, check_camera_url
+from pipeline.ingest.camera_registry import RegistryWatcher
 from pipeline.ingest.capture import CameraReader, configure_ffmpeg
 from pipeline.ingest.config import IngestSettings
 from pipeline.ingest.detection import Batch, DetectorSlot
@@ -36,7 +37,6 @@ from pipeline.ingest.gating import MotionGating
 from pipeline.ingest.messages import detection_message
 from pipeline.ingest.motion import MotionConfig
 from pipeline.ingest.publisher import DetectionPublisher
-from pipeline.ingest.registry import RegistryWatcher
 from pipeline.ingest.scheduler import BatchScheduler
 from pipeline.ingest.stats import StatusListener, WorkerStats
 

@@ -1,6 +1,6 @@
 """Live rules without services: ``RuleEngine.replace_rules`` and a restore across a rule change,
 the record format of the rules topic (round trip, validation with the YAML's texts), and
-``vigil rules`` refusing a bad rule file. Kafka itself: test_rules_registry.py."""
+``vigil rules`` refusing a bad rule file. Kafka itself: test_rules_topic.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from alerts.config import RULE_CONFIGS, RulesError, parse_alerts_config
 from alerts.engine import RuleEngine
 from alerts.rules import parse_rule
-from alerts.rules_registry import RuleRecordError, rule_from_record, rule_value, validate_rule
+from alerts.rules_topic import RuleRecordError, rule_from_record, rule_value, validate_rule
 from pipeline.cli import main
 from pipeline.cli.rules import duration_s
 from tests.support.rules import BOX_ZONE, INTRUSION, LOITER, T0, VALIDATOR, empty, msg, run, visit

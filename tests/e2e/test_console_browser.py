@@ -120,7 +120,7 @@ def stack(kafka_bootstrap, detector, tmp_path_factory) -> Iterator[Stack]:
     from pipeline.console.auth import UserStore
     from pipeline.console.server import ConsoleServer
     from pipeline.ingest.camera import CameraSpec
-    from pipeline.ingest.registry import put_cameras
+    from pipeline.ingest.camera_registry import put_cameras
 
     dataset_dir = tmp_path_factory.mktemp("dataset")
     data = make_config_dict(kafka_bootstrap)

@@ -16,8 +16,8 @@ import yaml
 
 from pipeline.app import build_worker
 from pipeline.ingest.camera import CameraSpec
+from pipeline.ingest.camera_registry import put_cameras, read_registry, remove_cameras
 from pipeline.ingest.messages import load_schema
-from pipeline.ingest.registry import put_cameras, read_registry, remove_cameras
 from tests.support.config import make_config_dict
 from tests.support.waiting import wait_for
 

@@ -32,7 +32,7 @@ from alerts.store import AlertStore
 from pipeline.common.kafka import ensure_topics
 from pipeline.config import parse_config
 from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.registry import put_cameras
+from pipeline.ingest.camera_registry import put_cameras
 from tests.support.config import REDIS_URL
 from tests.support.waiting import wait_for
 

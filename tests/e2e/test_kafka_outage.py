@@ -31,7 +31,7 @@ from pipeline.app import build_worker
 from pipeline.common.kafka import ensure_topics, quiet_library_logs
 from pipeline.config import parse_config
 from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.registry import put_cameras
+from pipeline.ingest.camera_registry import put_cameras
 from tests.support.config import make_config_dict
 from tests.support.waiting import wait_for
 

@@ -36,9 +36,9 @@ from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.console.server import ConsoleServer
 from pipeline.ingest.camera import CameraSpec
+from pipeline.ingest.camera_registry import CameraRegistryError, spec_from_record
 from pipeline.ingest.capture import CameraReader, CameraUnavailable, probe_camera
 from pipeline.ingest.live import safe_error
-from pipeline.ingest.registry import CameraRegistryError, spec_from_record
 from pipeline.ingest.worker import IngestWorker
 from tests.support.config import KAFKA, REDIS_URL, make_config, make_config_dict
 from tests.support.net import free_port

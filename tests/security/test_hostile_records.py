@@ -18,13 +18,13 @@ import pytest
 from kafka.errors import KafkaError
 from prometheus_client import REGISTRY
 
-from alerts.rules_registry import RULES, RulesWatcher, read_rules
+from alerts.rules_topic import RULES, RulesWatcher, read_rules
 from alerts.store import AlertStore
 from alerts.subscribe import subscribe
 from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.config import VigilConfig, parse_config
 from pipeline.console.topic_view import TopicView
-from pipeline.ingest.registry import CAMERAS, RegistryWatcher, read_registry
+from pipeline.ingest.camera_registry import CAMERAS, RegistryWatcher, read_registry
 from tests.support.alert_service import base_dict
 from tests.support.config import make_config
 from tests.support.kafka import read_topic

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from alerts.errors import RulesError
 from alerts.geometry import segments_intersect, self_intersects
-from alerts.rules_registry import validate_rule
+from alerts.rules_topic import validate_rule
 from alerts.store import AlertStore
 from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.config import parse_config

@@ -20,8 +20,8 @@ from pipeline.console.drawing import draw_live
 from pipeline.console.state import ConsoleState, as_operator, principal, state
 from pipeline.console.streams import GuardedStream, open_stream
 from pipeline.ingest.camera import CameraSpec, MotionOverride
+from pipeline.ingest.camera_registry import put_cameras, remove_cameras
 from pipeline.ingest.capture import CameraUnavailable, probe_camera
-from pipeline.ingest.registry import put_cameras, remove_cameras
 
 router = APIRouter(prefix="/api/cameras", tags=["cameras"])
 LIVE_BOUNDARY = "vigilframe"

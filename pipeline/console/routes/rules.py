@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, model_validator
 from alerts.errors import RulesError
 from alerts.preview import preview_rule
 from alerts.rules.config import RuleConfig
-from alerts.rules_registry import delete_rule, put_rule, validate_rule
+from alerts.rules_topic import delete_rule, put_rule, validate_rule
 from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.state import ConsoleState, as_operator, jsonable_rule, principal, state

@@ -20,7 +20,7 @@ from pipeline.app import build_worker
 from pipeline.common.assets import model
 from pipeline.common.kafka import ensure_topics
 from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.registry import put_cameras
+from pipeline.ingest.camera_registry import put_cameras
 from tests.support.config import make_config
 from tests.support.waiting import wait_for
 

@@ -17,7 +17,7 @@ from kafka import TopicPartition
 
 from alerts.config import parse_alerts_config
 from alerts.rules import parse_rule
-from alerts.rules_registry import (
+from alerts.rules_topic import (
     RulesWatcher,
     delete_rule,
     put_rule,
@@ -159,7 +159,7 @@ def test_invalid_records_are_logged_and_skipped(cfg: VigilConfig, caplog) -> Non
             (b"intrusion", json.dumps(INTRUSION).encode()),
         ],
     )
-    with caplog.at_level(logging.ERROR, logger="alerts.rules_registry"):
+    with caplog.at_level(logging.ERROR, logger="alerts.rules_topic"):
         got = read_rules(cfg.kafka)
     assert list(got) == ["intrusion"]
     lines = [r.getMessage() for r in caplog.records]

@@ -162,10 +162,12 @@ set_tcp_nodelay true
 CONF
   # setsid: its own session, so Ctrl-C in the terminal that ran `up` leaves it alone.
   setsid mosquitto -c "$M/mosquitto.conf" >>"$M/mosquitto.out" 2>&1 </dev/null &
-  echo $! >"$M/mosquitto.pid"
+  local pid=$!
+  echo "$pid" >"$M/mosquitto.pid"
   local i
   for ((i = 0; i < START_TIMEOUT * 10; i++)); do
-    live_pid "$M/mosquitto.pid" mosquitto >/dev/null || break
+    # alive, not live_pid: until the forked shell has exec'd, its command line is not mosquitto's
+    kill -0 "$pid" 2>/dev/null || break
     mqtt_ok && { say "mqtt up on 127.0.0.1:$MQTT_PORT"; return 0; }
     sleep 0.1
   done

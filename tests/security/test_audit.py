@@ -4,81 +4,43 @@ where, never holds a secret, and only admins read it (``GET /api/audit``, ``vigi
 from __future__ import annotations
 
 import getpass
-import io
 import json
 import socket
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import yaml
 
-from pipeline.cli import main
-from pipeline.common.kafka import ensure_topics
-from pipeline.config import parse_config
-from pipeline.console.auth import UserStore
-from pipeline.console.server import ConsoleServer
-from tests.support.config import make_config_dict
-from tests.support.net import free_port
+from tests.support.cli import run_vigil
+from tests.support.console import PASSWORD, ConsoleStack, console_stack
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct horse battery"
 CAM_PASSWORD = "Cam-S3cret-pw"
 NEW_USER_PASSWORD = "New-user-S3cret"
 SECRETS = (PASSWORD, CAM_PASSWORD, NEW_USER_PASSWORD)
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[dict]:
-    data = make_config_dict(kafka_bootstrap, console={"port": free_port()})
-    cfg = parse_config(data, "test")
-    ensure_topics(cfg.kafka)
-    path = tmp_path_factory.mktemp("audit") / "vigil.yaml"
-    path.write_text(yaml.safe_dump(data))
-    users = UserStore(cfg.redis)
-    for role in ("viewer", "operator", "admin"):
-        users.add(role, PASSWORD, role)
-    server = ConsoleServer(cfg).start()
-    base = server.url.rstrip("/")
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{base}/readyz", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "console not ready"
-        time.sleep(0.2)
-    try:
-        yield {"cfg": cfg, "base": base, "config": str(path), "users": users}
-    finally:
-        server.stop()
-        for key in users.client.scan_iter(match=f"{cfg.redis.key_prefix}*", count=1000):
-            users.client.delete(key)
-
-
-def login(stack, role: str) -> httpx.Client:
-    c = httpx.Client(base_url=stack["base"], timeout=30)
-    r = c.post("/api/login", json={"username": role, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
-    return c
+def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
+    with console_stack(kafka_bootstrap, tmp_path_factory.mktemp("audit")) as s:
+        yield s
 
 
 def raw_stream(stack) -> str:
     """Everything the audit stream holds, as stored in Redis."""
-    key = f"{stack['cfg'].redis.key_prefix}audit"
-    rows = stack["users"].client.xrange(key)
+    key = f"{stack.cfg.redis.key_prefix}audit"
+    rows = stack.users.client.xrange(key)
     return repr(rows)
 
 
 def vigil(capsys, monkeypatch, *argv: str, stdin: str = "") -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_vigil(list(argv), capsys, monkeypatch, stdin)
 
 
 def test_console_changes_are_recorded_with_who_what_when_where(stack):
-    op = login(stack, "operator")
+    op = stack.login("operator")
     t0 = time.time()
     url = f"rtsp://admin:{CAM_PASSWORD}@10.9.8.7:554/door"
     assert op.post("/api/cameras", json={"id": "door", "url": url}).status_code == 201
@@ -89,7 +51,7 @@ def test_console_changes_are_recorded_with_who_what_when_where(stack):
     r = op.put("/api/rules/door-zone", json=rule)
     assert r.status_code == 200, r.text
     assert op.delete("/api/rules/door-zone").status_code == 204
-    admin = login(stack, "admin")
+    admin = stack.login("admin")
     r = admin.post(
         "/api/users", json={"username": "carol", "password": NEW_USER_PASSWORD, "role": "viewer"}
     )
@@ -123,9 +85,7 @@ def test_console_changes_are_recorded_with_who_what_when_where(stack):
             assert secret not in text
 
     # an API token is named as the way in
-    bearer = httpx.Client(
-        base_url=stack["base"], timeout=30, headers={"Authorization": f"Bearer {token}"}
-    )
+    bearer = stack.client(token=token)
     assert bearer.post("/api/cameras", json={"id": "gate", "url": "rtsp://10.9.8.6/g"}).status_code
     last = admin.get("/api/audit", params={"n": 1}).json()[0]
     assert (last["action"], last["who"], last["via"]) == ("camera.add", "admin", "console/token")
@@ -133,15 +93,15 @@ def test_console_changes_are_recorded_with_who_what_when_where(stack):
 
 def test_only_admins_read_the_audit_trail(stack):
     for role in ("viewer", "operator"):
-        r = login(stack, role).get("/api/audit")
+        r = stack.login(role).get("/api/audit")
         assert r.status_code == 403, role
         assert "needs role admin" in r.json()["detail"]
-    assert httpx.get(f"{stack['base']}/api/audit", timeout=10).status_code == 401
-    assert login(stack, "admin").get("/api/audit").status_code == 200
+    assert httpx.get(f"{stack.base}/api/audit", timeout=10).status_code == 401
+    assert stack.login("admin").get("/api/audit").status_code == 200
 
 
 def test_cli_changes_are_recorded_as_the_os_user(stack, capsys, monkeypatch):
-    cfg = stack["config"]
+    cfg = stack.config_file
     t0 = time.time()
     code, _, err = vigil(
         capsys, monkeypatch, "users", "add", "dave", "--role", "operator", "-c", cfg,

@@ -30,20 +30,16 @@ from pipeline.camera_sim import footage
 from pipeline.cli import main as vigil
 from pipeline.cli.cameras import load_camera_file
 from pipeline.common.config import ConfigError
-from pipeline.common.kafka import ensure_topics
 from pipeline.common.urls import hide_credentials, mask_url
 from pipeline.config import parse_config
-from pipeline.console.auth import UserStore
-from pipeline.console.server import ConsoleServer
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.camera_registry import CameraRegistryError, spec_from_record
 from pipeline.ingest.capture import CameraReader, CameraUnavailable, probe_camera
 from pipeline.ingest.live import safe_error
 from pipeline.ingest.worker import IngestWorker
-from tests.support.config import KAFKA, REDIS_URL, make_config, make_config_dict
-from tests.support.net import free_port
+from tests.support.config import KAFKA, REDIS_URL, make_config
+from tests.support.console import ConsoleStack, console_stack
 
-PASSWORD = "correct horse battery"
 REDIS = urlsplit(REDIS_URL)
 REDIS_DB = int(REDIS.path.strip("/") or 0)
 MQTT = "127.0.0.1:1883"
@@ -292,37 +288,17 @@ def test_query_and_path_credentials_never_logged(caplog):
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap) -> Iterator[dict]:
-    data = make_config_dict(
+def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
+    with console_stack(
         kafka_bootstrap,
-        console={"port": free_port()},
+        tmp_path_factory.mktemp("console"),
         notify={"sinks": [{"id": "ha", "type": "mqtt", "url": f"mqtt://{MQTT}"}]},
-    )
-    cfg = parse_config(data, "test")
-    ensure_topics(cfg.kafka)
-    users = UserStore(cfg.redis)
-    for role in ("viewer", "operator", "admin"):
-        users.add(role, PASSWORD, role)
-    server = ConsoleServer(cfg).start()
-    base = server.url.rstrip("/")
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{base}/readyz", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "console not ready"
-        time.sleep(0.2)
-    try:
-        yield {"cfg": cfg, "base": base, "users": users}
-    finally:
-        server.stop()
-        for key in users.client.scan_iter(match=f"{cfg.redis.key_prefix}*", count=1000):
-            users.client.delete(key)
+    ) as s:
+        yield s
 
 
-def login(stack, role: str) -> httpx.Client:
-    c = httpx.Client(base_url=stack["base"], timeout=60)
-    r = c.post("/api/login", json={"username": role, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
-    return c
+def login(stack: ConsoleStack, role: str) -> httpx.Client:
+    return stack.login(role, timeout=60)
 
 
 def _detail(r: httpx.Response) -> str:
@@ -333,14 +309,14 @@ def _detail(r: httpx.Response) -> str:
 def test_operator_cannot_become_admin_through_a_camera_url(stack):
     op = login(stack, "operator")
     assert op.post("/api/cameras", json={"id": "keep", "url": "rtsp://127.0.0.1:9/k"}).is_success
-    role_key = stack["users"].keys.console("user:operator")
+    role_key = stack.users.keys.console("user:operator")
     url = redis_injection(role_key)
     answers = [
         op.post(f"/api/cameras?check={check}", json={"id": "evil", "url": url})
         for check in ("true", "false")
     ]
     time.sleep(0.5)
-    assert stack["users"].client.hget(role_key, "role") == b"operator"
+    assert stack.users.client.hget(role_key, "role") == b"operator"
     for r in answers:
         assert r.status_code == 422, r.text
         assert "control character or whitespace" in _detail(r)
@@ -352,7 +328,7 @@ def test_operator_cannot_become_admin_through_a_camera_url(stack):
 @pytest.mark.integration
 def test_console_refuses_vigils_services_and_link_local_hosts(stack):
     op = login(stack, "operator")
-    kafka = stack["cfg"].kafka.bootstrap_servers.split(",")[0]
+    kafka = stack.cfg.kafka.bootstrap_servers.split(",")[0]
     own = [
         f"rtsp://{kafka}/x",
         f"rtsp://{REDIS.hostname}:{REDIS.port}/x",
@@ -379,14 +355,14 @@ def test_console_refuses_file_cameras_without_telling_whether_they_exist(stack, 
         answers.append(r.json()["detail"][0]["msg"])
     assert len(set(answers)) == 1 and "allow_file_cameras" in answers[0]
     assert str(tmp_path) not in answers[0]
-    stack["cfg"].console.allow_file_cameras = True
+    stack.cfg.console.allow_file_cameras = True
     try:
         r = op.post("/api/cameras", json={"id": "replay", "url": str(existing)})
         assert r.status_code == 201, r.text
         r = op.post("/api/cameras", json={"id": "replay2", "url": str(missing)})
         assert r.status_code == 422 and "no such file" in _detail(r)
     finally:
-        stack["cfg"].console.allow_file_cameras = False
+        stack.cfg.console.allow_file_cameras = False
         op.delete("/api/cameras/replay")
 
 

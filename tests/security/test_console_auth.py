@@ -6,78 +6,31 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import yaml
 
 import pipeline.console.auth as auth
-from pipeline.config import parse_config
-from pipeline.console.auth import UserStore
-from pipeline.console.server import ConsoleServer
 from tests.support.cli import run_detector_cli
-from tests.support.config import make_config_dict
-from tests.support.net import free_port
+from tests.support.console import PASSWORD, ConsoleStack, console_stack
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct horse battery"
 NEW_PASSWORD = "staple battery horse"
 LIMIT = 5  # console.login_attempts_per_minute here
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[dict]:
-    data = make_config_dict(
+def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
+    with console_stack(
         kafka_bootstrap,
-        console={"port": free_port(), "login_attempts_per_minute": LIMIT},  # login_concurrency 2
-    )
-    cfg = parse_config(data, "test")
-    config_file = tmp_path_factory.mktemp("cfg") / "vigil.yaml"
-    config_file.write_text(yaml.safe_dump(data))
-    users = UserStore(cfg.redis)
-    users.add("admin", PASSWORD, "admin")
-    server = ConsoleServer(cfg).start()
-    try:
-        yield {
-            "cfg": cfg,
-            "base": server.url.rstrip("/"),
-            "users": users,
-            "server_users": server.app.state.console.users,
-            "config_file": str(config_file),
-        }
-    finally:
-        server.stop()
-        for key in users.client.scan_iter(match=f"{cfg.redis.key_prefix}*", count=1000):
-            users.client.delete(key)
-
-
-def client(stack, addr: str = "127.0.0.1", token: str | None = None) -> httpx.Client:
-    """A client connecting from ``addr`` (any 127.x address reaches the server on loopback)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(
-        base_url=stack["base"],
-        timeout=30,
-        headers=headers,
-        transport=httpx.HTTPTransport(local_address=addr),
-    )
-
-
-def login(stack, name: str, password: str = PASSWORD, addr: str = "127.0.0.1") -> httpx.Client:
-    """A client logged in as ``name`` that sends its CSRF token."""
-    c = client(stack, addr)
-    r = c.post("/api/login", json={"username": name, "password": password})
-    assert r.status_code == 200, r.text
-    c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
-    return c
-
-
-def new_user(stack, role: str = "viewer") -> str:
-    name = f"u{uuid.uuid4().hex[:8]}"
-    stack["users"].add(name, PASSWORD, role)
-    return name
+        tmp_path_factory.mktemp("cfg"),
+        console={"login_attempts_per_minute": LIMIT},  # login_concurrency 2
+        roles=["admin"],
+        ready=False,
+    ) as s:
+        yield s
 
 
 def mint(session: httpx.Client, **body) -> dict:
@@ -87,7 +40,7 @@ def mint(session: httpx.Client, **body) -> dict:
 
 
 def me(stack, session: httpx.Client | None = None, token: str | None = None) -> int:
-    c = session if session is not None else client(stack, token=token)
+    c = session if session is not None else stack.client(token=token)
     return c.get("/api/me").status_code
 
 
@@ -95,49 +48,49 @@ def me(stack, session: httpx.Client | None = None, token: str | None = None) -> 
 
 
 def test_password_change_ends_old_sessions_and_tokens(stack):
-    name = new_user(stack)
-    session = login(stack, name)
+    name = stack.new_user()
+    session = stack.login(name)
     token = mint(session)["token"]
     assert me(stack, session) == 200 and me(stack, token=token) == 200
-    stack["users"].add(name, NEW_PASSWORD, "viewer")  # `vigil users add` = password reset
+    stack.users.add(name, NEW_PASSWORD, "viewer")  # `vigil users add` = password reset
     assert me(stack, session) == 401
     assert me(stack, token=token) == 401
-    assert me(stack, login(stack, name, NEW_PASSWORD)) == 200  # the new password works
+    assert me(stack, stack.login(name, NEW_PASSWORD)) == 200  # the new password works
 
 
 def test_role_change_ends_old_sessions_and_tokens(stack):
-    name = new_user(stack, "viewer")
-    session = login(stack, name)
+    name = stack.new_user("viewer")
+    session = stack.login(name)
     token = mint(session)["token"]
-    stack["users"].add(name, PASSWORD, "operator")  # same password, new role
+    stack.users.add(name, PASSWORD, "operator")  # same password, new role
     assert me(stack, session) == 401
     assert me(stack, token=token) == 401
-    fresh = login(stack, name)
+    fresh = stack.login(name)
     assert fresh.get("/api/me").json()["role"] == "operator"
 
 
 def test_removal_ends_sessions_and_tokens_and_readding_does_not_revive_them(stack):
-    name = new_user(stack)
-    session = login(stack, name)
+    name = stack.new_user()
+    session = stack.login(name)
     token = mint(session)["token"]
-    stack["users"].remove(name)
+    stack.users.remove(name)
     assert me(stack, session) == 401 and me(stack, token=token) == 401
-    stack["users"].add(name, PASSWORD, "admin")  # the name given to someone else, with more power
+    stack.users.add(name, PASSWORD, "admin")  # the name given to someone else, with more power
     assert me(stack, token=token) == 401
     assert me(stack, session) == 401
-    assert me(stack, login(stack, name)) == 200
+    assert me(stack, stack.login(name)) == 200
 
 
 def test_tokens_expire_and_sessions_have_an_absolute_lifetime(stack, monkeypatch):
-    cc = stack["cfg"].console
+    cc = stack.cfg.console
     assert cc.token_ttl_s == 90 * 86400 and cc.session_max_age_s == 12 * 3600  # the defaults
-    name = new_user(stack)
-    session = login(stack, name)
+    name = stack.new_user()
+    session = stack.login(name)
     minted = mint(session)
     assert minted["expires_at"] - minted["created_at"] == pytest.approx(cc.token_ttl_s)
     start = time.time()
     clock = {"now": start}
-    monkeypatch.setattr(stack["server_users"], "clock", lambda: clock["now"])
+    monkeypatch.setattr(stack.server_users, "clock", lambda: clock["now"])
     # used every 20 minutes (so never idle) the session still ends 12 h after login
     for _ in range(35):
         clock["now"] += 20 * 60
@@ -153,8 +106,8 @@ def test_tokens_expire_and_sessions_have_an_absolute_lifetime(stack, monkeypatch
 
 
 def test_list_and_revoke_tokens_via_the_api(stack):
-    name = new_user(stack)
-    session = login(stack, name)
+    name = stack.new_user()
+    session = stack.login(name)
     first, second = mint(session, name="backup"), mint(session, name="grafana")
     assert me(stack, token=first["token"]) == 200
     r = session.get("/api/tokens")
@@ -176,8 +129,8 @@ def test_list_and_revoke_tokens_via_the_api(stack):
 
 
 def test_list_and_revoke_tokens_via_the_cli(stack, capsys):
-    name = new_user(stack)
-    cfg = ["-c", stack["config_file"]]
+    name = stack.new_user()
+    cfg = ["-c", stack.config_file]
     code, out, made = run_detector_cli(["users", "token", name, "--label", "backup", *cfg], capsys)
     assert code == 0, made
     token = out.strip()
@@ -197,19 +150,19 @@ def test_list_and_revoke_tokens_via_the_cli(stack, capsys):
 
 
 def test_a_token_cannot_mint_tokens_and_only_admins_mint_for_others(stack):
-    viewer = new_user(stack, "viewer")
-    session = login(stack, viewer)
+    viewer = stack.new_user("viewer")
+    session = stack.login(viewer)
     token = mint(session)["token"]
-    r = client(stack, token=token).post("/api/tokens", json={"name": "more"})
+    r = stack.client(token=token).post("/api/tokens", json={"name": "more"})
     assert r.status_code == 403 and "token" in r.json()["detail"]
-    admin_token = mint(login(stack, "admin"))["token"]
-    assert client(stack, token=admin_token).post("/api/tokens", json={}).status_code == 403
+    admin_token = mint(stack.login("admin"))["token"]
+    assert stack.client(token=admin_token).post("/api/tokens", json={}).status_code == 403
     assert session.post("/api/tokens", json={"name": "x", "user": "admin"}).status_code == 403
     assert session.get("/api/tokens", params={"user": "admin"}).status_code == 403
-    admin = login(stack, "admin")
+    admin = stack.login("admin")
     minted = mint(admin, user=viewer)
     assert minted["user"] == viewer and minted["role"] == "viewer"
-    assert client(stack, token=minted["token"]).get("/api/me").json()["user"] == viewer
+    assert stack.client(token=minted["token"]).get("/api/me").json()["user"] == viewer
     listed = admin.get("/api/tokens", params={"user": viewer}).json()
     assert minted["id"] in [t["id"] for t in listed]
     r = admin.delete(f"/api/tokens/{minted['id']}", params={"user": viewer})
@@ -218,8 +171,8 @@ def test_a_token_cannot_mint_tokens_and_only_admins_mint_for_others(stack):
 
 def test_still_valid_follows_logout_revocation_and_role_changes(stack):
     """The check long responses (streams) repeat: what ended the credential ends it too."""
-    users = stack["users"]
-    name = new_user(stack, "operator")
+    users = stack.users
+    name = stack.new_user("operator")
     sid, who = users.new_session(name, "operator", 3600, 3600)
     assert users.still_valid(who, "operator")
     users.end_session(sid)
@@ -265,7 +218,7 @@ def parallel_logins(stack, attempts: list[tuple[str, str]], addr: str) -> list[i
     barrier = threading.Barrier(len(attempts))
 
     def one(i: int) -> None:
-        with client(stack, addr) as c:
+        with stack.client(addr) as c:
             barrier.wait()
             body = {"username": attempts[i][0], "password": attempts[i][1]}
             codes[i] = c.post("/api/login", json=body).status_code
@@ -279,7 +232,7 @@ def parallel_logins(stack, attempts: list[tuple[str, str]], addr: str) -> list[i
 
 
 def test_parallel_wrong_logins_get_at_most_the_limit_of_password_checks(stack, monkeypatch):
-    name = new_user(stack)
+    name = stack.new_user()
     hasher = CountingHasher(auth._hasher, delay_s=0.05)
     monkeypatch.setattr(auth, "_hasher", hasher)
     codes = parallel_logins(stack, [(name, f"guess{i}") for i in range(20)], "127.0.0.5")
@@ -289,15 +242,15 @@ def test_parallel_wrong_logins_get_at_most_the_limit_of_password_checks(stack, m
 
 
 def test_a_stranger_cannot_lock_the_admin_out_from_another_address(stack):
-    stranger = client(stack, "127.0.0.2")
+    stranger = stack.client("127.0.0.2")
     codes = [
         stranger.post("/api/login", json={"username": "admin", "password": "guess"}).status_code
         for _ in range(LIMIT + 2)
     ]
     assert codes == [401] * LIMIT + [429, 429], codes
-    assert me(stack, login(stack, "admin", addr="127.0.0.1")) == 200
+    assert me(stack, stack.login("admin", addr="127.0.0.1")) == 200
     # one address guessing many names is limited too (4x the per-name limit)
-    spray = client(stack, "127.0.0.3")
+    spray = stack.client("127.0.0.3")
     codes = [
         spray.post("/api/login", json={"username": f"n{i}", "password": "guess"}).status_code
         for i in range(4 * LIMIT + 1)
@@ -316,7 +269,7 @@ def test_password_checks_run_at_most_login_concurrency_at_once(stack, monkeypatc
 
 
 def test_login_bodies_are_bounded_and_errors_do_not_echo_passwords(stack):
-    c = client(stack, "127.0.0.6")
+    c = stack.client("127.0.0.6")
     r = c.post("/api/login", content=b'{"username": "admin", "password": "' + b"x" * 100_000)
     assert r.status_code == 413 and "login body" in r.json()["detail"]
     secret = "hunter2-" + "y" * 1100  # longer than a password may be

@@ -10,7 +10,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,17 +22,15 @@ import redis
 
 from alerts.engine import RuleEngine
 from alerts.store import AlertStore, AlertWrite
-from pipeline.common.kafka import ensure_topics
 from pipeline.common.redis import RedisKeys
 from pipeline.config import parse_config
-from pipeline.console.auth import UserStore
 from pipeline.console.server import ConsoleServer
 from tests.support.config import make_config_dict
+from tests.support.console import PASSWORD, ConsoleStack, console_stack
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct horse battery"
 RECHECK_S = 0.5
 ENDS_WITHIN_S = RECHECK_S + 2.5  # the interval, plus slack for a busy 2-core machine
 STREAM_CAP = 3
@@ -47,61 +44,30 @@ def _jpeg(color: int = 90) -> bytes:
     return cv2.imencode(".jpg", img)[1].tobytes()
 
 
-def wait_ready(base: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while httpx.get(f"{base}/readyz", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "console not ready"
-        time.sleep(0.3)
-
-
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap) -> Iterator[dict]:
+def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
     """One console behind a 'proxy' at 127.0.0.1, streams re-checked every 0.5 s, 3 streams
     per user, 4 connections per Redis pool; a camera with a live frame for the MJPEG view."""
-    data = make_config_dict(
+    with console_stack(
         kafka_bootstrap,
+        tmp_path_factory.mktemp("console"),
+        roles=["operator"],
         console={
-            "port": free_port(),
             "trusted_proxies": ["127.0.0.1"],
             "stream_recheck_s": RECHECK_S,
             "max_streams_per_user": STREAM_CAP,
             "redis_max_connections": POOL_MAX,
             "redis_pool_timeout_s": 2,
         },
-    )
-    cfg = parse_config(data, "test")
-    ensure_topics(cfg.kafka)
-    users = UserStore(cfg.redis)
-    users.add("operator", PASSWORD, "operator")
-    server = ConsoleServer(cfg).start()
-    base = server.url.rstrip("/")
-    wait_ready(base)
-    op = login(base, "operator")
-    r = op.post("/api/cameras", json={"id": CAMERA, "url": "rtsp://127.0.0.1:9/hall"})
-    assert r.status_code == 201, r.text
-    users.client.hset(
-        RedisKeys(cfg.redis.key_prefix).live(CAMERA), mapping={"jpeg": _jpeg(), "seq": 1}
-    )
-    try:
-        yield {"cfg": cfg, "base": base, "users": users, "server": server}
-    finally:
-        server.stop()
-        for key in users.client.scan_iter(match=f"{cfg.redis.key_prefix}*", count=1000):
-            users.client.delete(key)
-
-
-def login(base: str, user: str, **client_args) -> httpx.Client:
-    c = httpx.Client(base_url=base, **{"timeout": 30, **client_args})
-    r = c.post("/api/login", json={"username": user, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
-    return c
-
-
-def new_user(stack, role: str = "viewer") -> str:
-    name = f"u{uuid.uuid4().hex[:8]}"
-    stack["users"].add(name, PASSWORD, role)
-    return name
+    ) as s:
+        r = s.login("operator").post(
+            "/api/cameras", json={"id": CAMERA, "url": "rtsp://127.0.0.1:9/hall"}
+        )
+        assert r.status_code == 201, r.text
+        s.users.client.hset(
+            RedisKeys(s.cfg.redis.key_prefix).live(CAMERA), mapping={"jpeg": _jpeg(), "seq": 1}
+        )
+        yield s
 
 
 class Reader:
@@ -143,20 +109,20 @@ STREAMS = {
 @pytest.mark.parametrize("kind", ["sse", "mjpeg"])
 @pytest.mark.parametrize("change", ["logout", "removal", "demotion"])
 def test_stream_ends_soon_after_the_session_no_longer_allows_it(stack, kind, change):
-    user = new_user(stack, "operator")
-    c = login(stack["base"], user, timeout=httpx.Timeout(30, read=30))
+    user = stack.new_user("operator")
+    c = stack.login(user, timeout=httpx.Timeout(30, read=30))
     path, expected = STREAMS[kind]
     with c.stream("GET", path) as r:
         assert r.status_code == 200
         body = Reader(r)
         body.wait_for(expected)
         if change == "logout":
-            other = httpx.Client(base_url=stack["base"], cookies=c.cookies, timeout=30)
+            other = httpx.Client(base_url=stack.base, cookies=c.cookies, timeout=30)
             assert other.post("/api/logout", headers=dict(c.headers)).status_code == 200
         elif change == "removal":
-            stack["users"].remove(user)
+            stack.users.remove(user)
         else:
-            stack["users"].add(user, PASSWORD, "viewer")  # operator -> viewer
+            stack.users.add(user, PASSWORD, "viewer")  # operator -> viewer
         changed = time.monotonic()
         assert body.ended.wait(ENDS_WITHIN_S), f"{kind} stream still open after {change}"
         took = time.monotonic() - changed
@@ -165,7 +131,7 @@ def test_stream_ends_soon_after_the_session_no_longer_allows_it(stack, kind, cha
 
 def test_stream_of_a_still_valid_session_keeps_going(stack):
     """The re-check ends nothing that is still allowed: 3 intervals later the stream is open."""
-    c = login(stack["base"], new_user(stack))
+    c = stack.login(stack.new_user())
     with c.stream("GET", STREAMS["sse"][0]) as r:
         body = Reader(r)
         body.wait_for(b"retry: 2000")
@@ -173,9 +139,9 @@ def test_stream_of_a_still_valid_session_keeps_going(stack):
 
 
 def test_streams_per_user_are_capped(stack):
-    user = new_user(stack)
-    c = login(stack["base"], user)
-    other = login(stack["base"], new_user(stack))
+    user = stack.new_user()
+    c = stack.login(user)
+    other = stack.login(stack.new_user())
     opened = []
     try:
         for _ in range(STREAM_CAP):
@@ -226,13 +192,13 @@ def _console_connections(stack) -> list[dict]:
     """Redis's CLIENT LIST entries whose client socket belongs to this process (the console
     runs in it): the test's own clients are counted before, and subtracted."""
     ours = _own_redis_ports()
-    listed = stack["users"].client.client_list()
+    listed = stack.users.client.client_list()
     return [e for e in listed if int(e["addr"].rsplit(":", 1)[1]) in ours]
 
 
 def test_console_redis_pool_is_bounded_and_its_own(stack):
     before = len(_console_connections(stack))
-    clients = [login(stack["base"], new_user(stack)) for _ in range(4)]
+    clients = [stack.login(stack.new_user()) for _ in range(4)]
     release = threading.Event()
     started = threading.Barrier(len(clients) * STREAM_CAP + 1, timeout=60)
 
@@ -253,7 +219,7 @@ def test_console_redis_pool_is_bounded_and_its_own(stack):
         assert [f.result() for f in futures] == [200] * len(futures)
     # 12 streams, each wanting a connection for its blocking read: at most the two pools' size
     assert during - before <= 2 * POOL_MAX, (before, during)
-    pool = stack["server"].app.state.console.aredis.connection_pool
+    pool = stack.server.app.state.console.aredis.connection_pool
     assert type(pool).__name__ == "BlockingConnectionPool"
     assert pool.max_connections == POOL_MAX
     # CLIENT LIST tells the console's connections from the pipeline's
@@ -265,15 +231,13 @@ def test_console_redis_pool_is_bounded_and_its_own(stack):
 
 
 def test_secure_cookie_only_when_users_reach_the_console_over_https(stack, kafka_bootstrap):
-    r = httpx.post(
-        f"{stack['base']}/api/login", json={"username": "operator", "password": PASSWORD}
-    )
+    r = httpx.post(f"{stack.base}/api/login", json={"username": "operator", "password": PASSWORD})
     assert r.status_code == 200 and "secure" not in r.headers["set-cookie"].lower()
     data = make_config_dict(
         kafka_bootstrap,
         console={"port": free_port(), "public_url": "https://vigil.example.org/"},
     )
-    data["redis"]["key_prefix"] = stack["cfg"].redis.key_prefix
+    data["redis"]["key_prefix"] = stack.cfg.redis.key_prefix
     server = ConsoleServer(parse_config(data, "test")).start()
     try:
         r = httpx.post(
@@ -287,7 +251,7 @@ def test_secure_cookie_only_when_users_reach_the_console_over_https(stack, kafka
 
 
 def test_security_headers_on_pages_and_api(stack):
-    c = httpx.Client(base_url=stack["base"], timeout=30)
+    c = httpx.Client(base_url=stack.base, timeout=30)
     for path in ("/", "/api/me", "/healthz", "/static/app.js"):
         r = c.get(path)
         csp = r.headers.get("content-security-policy", "")
@@ -326,8 +290,8 @@ def _alert_with_snapshot(cfg) -> str:
 
 
 def test_snapshot_is_not_cached(stack):
-    alert_id = _alert_with_snapshot(stack["cfg"])
-    c = login(stack["base"], new_user(stack))
+    alert_id = _alert_with_snapshot(stack.cfg)
+    c = stack.login(stack.new_user())
     r = c.get(f"/api/alerts/{alert_id}/snapshot.jpg")
     assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"
     assert r.headers["cache-control"] == "no-store"
@@ -337,20 +301,20 @@ def test_snapshot_is_not_cached(stack):
 
 
 def test_metrics_anonymous_only_for_a_local_scraper(stack):
-    base = stack["base"]
+    base = stack.base
     far = {"X-Forwarded-For": "203.0.113.9"}  # through the trusted proxy, from elsewhere
     r = httpx.get(f"{base}/metrics", headers=far)
     assert r.status_code == 401 and "vigil_" not in r.text
     assert httpx.get(f"{base}/metrics").status_code == 200  # loopback, direct
-    token = login(base, "operator").post("/api/tokens", json={"name": "prom"}).json()["token"]
+    token = stack.login("operator").post("/api/tokens", json={"name": "prom"}).json()["token"]
     r = httpx.get(f"{base}/metrics", headers={**far, "Authorization": f"Bearer {token}"})
     assert r.status_code == 200 and "vigil_console_requests_total" in r.text
 
 
 def test_api_docs_need_a_login(stack):
     for path in ("/docs", "/openapi.json"):
-        assert httpx.get(stack["base"] + path).status_code == 401, path
-    c = login(stack["base"], "operator")
+        assert httpx.get(stack.base + path).status_code == 401, path
+    c = stack.login("operator")
     assert c.get("/openapi.json").json()["info"]["title"] == "Vigil Console"
     docs = c.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
@@ -389,7 +353,7 @@ def test_anonymous_readyz_and_503_name_no_host(kafka_bootstrap, caplog):
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e300"])
 @pytest.mark.parametrize("param", ["since", "until"])
 def test_non_finite_list_parameters_are_422(stack, param, value):
-    c = login(stack["base"], new_user(stack))
+    c = stack.login(stack.new_user())
     r = c.get("/api/alerts", params={param: value})
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"][-1] == param
@@ -398,7 +362,7 @@ def test_non_finite_list_parameters_are_422(stack, param, value):
 @pytest.mark.parametrize("field", ["since_s", "start", "end"])
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_preview_parameters_are_422(stack, field, value):
-    c = login(stack["base"], "operator")
+    c = stack.login("operator")
     rule = {"id": "p", "type": "zone_intrusion", "zone": ZONE}
     body = f'{{"rule": {json.dumps(rule)}, "{field}": {value}}}'
     r = c.post("/api/rules/preview", content=body, headers={"Content-Type": "application/json"})
@@ -408,7 +372,7 @@ def test_non_finite_preview_parameters_are_422(stack, field, value):
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity"])
 def test_non_finite_rule_values_are_422_and_do_not_break_the_rule_list(stack, value):
-    c = login(stack["base"], "operator")
+    c = stack.login("operator")
     body = f'{{"type": "zone_intrusion", "zone": {json.dumps(ZONE)}, "cooldown_s": {value}}}'
     r = c.put("/api/rules/inf", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 422, r.text
@@ -418,7 +382,7 @@ def test_non_finite_rule_values_are_422_and_do_not_break_the_rule_list(stack, va
 
 
 def test_large_body_is_413_and_the_console_stays_up(stack):
-    c = login(stack["base"], "operator")
+    c = stack.login("operator")
     big = b'{"username": "' + b"x" * (2 * 1024 * 1024) + b'", "password": "p"}'
     r = c.post("/api/login", content=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and "max_body_bytes" in r.json()["detail"]
@@ -429,7 +393,7 @@ def test_large_body_is_413_and_the_console_stays_up(stack):
 
     r = c.put("/api/rules/big", content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and "max_body_bytes" in r.json()["detail"]
-    assert httpx.get(f"{stack['base']}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{stack.base}/healthz", timeout=10).status_code == 200
     assert c.get("/api/me").status_code == 200
     # a body under the bound is still read
     rule = {"type": "zone_intrusion", "zone": ZONE}
@@ -442,4 +406,4 @@ def test_redis_client_names_are_accepted(stack):
     from pipeline.console.state import console_client_name
 
     name = console_client_name("my site:")
-    assert redis.Redis.from_url(stack["cfg"].redis.url.get_secret_value()).client_setname(name)
+    assert redis.Redis.from_url(stack.cfg.redis.url.get_secret_value()).client_setname(name)

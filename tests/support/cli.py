@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -31,6 +33,15 @@ def model_test_env(cache_dir, threads: int = 2, **env: str) -> Iterator[None]:
 def run_detector_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``vigil <detector command> ...`` in-process, as ``vigil`` runs it (a user error is one
     line and exit code 2): (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_vigil(argv: list[str], capsys, monkeypatch, stdin: str = "") -> tuple[int, str, str]:
+    """``vigil ...`` in-process with ``stdin`` as its standard input (a pipe, not a terminal, as
+    a script gives it): (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err

@@ -19,17 +19,17 @@ from alerts.config import RulesError
 from alerts.engine import RuleEngine
 from alerts.store import AlertStore, AlertWrite
 from detectors.retrain.dataset.layout import label_path, write_data_yaml
-from pipeline.common.kafka import ensure_topics, make_producer
+from pipeline.common.kafka import make_producer
 from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.console.server import ConsoleServer
 from tests.support.config import make_config_dict
+from tests.support.console import PASSWORD, ConsoleStack, console_stack
 from tests.support.kafka import TopicReader
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct horse battery"
 ZONE = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
 
 
@@ -53,57 +53,26 @@ def _det_msg(cam: str, ts: float, seq: int, box=(0.4, 0.3, 0.6, 0.9)) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[dict]:
-    data = make_config_dict(
+def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
+    with console_stack(
         kafka_bootstrap,
-        console={"port": free_port(), "login_attempts_per_minute": 5},
+        tmp_path_factory.mktemp("console"),
+        console={"login_attempts_per_minute": 5},
         collection={"dir": str(tmp_path_factory.mktemp("dataset"))},
-    )
-    cfg = parse_config(data, "test")
-    ensure_topics(cfg.kafka)
-    write_data_yaml(cfg.collection.dir, {0: "person", 1: "car"})  # a labelled dataset
-    users = UserStore(cfg.redis)
-    for role in ("viewer", "operator", "admin"):
-        users.add(role, PASSWORD, role)
-    server = ConsoleServer(cfg).start()
-    base = server.url.rstrip("/")
-    wait_ready(base)
-    try:
-        yield {"cfg": cfg, "base": base, "users": users}
-    finally:
-        server.stop()
-        client = users.client
-        for key in client.scan_iter(match=f"{cfg.redis.key_prefix}*", count=1000):
-            client.delete(key)
-
-
-def wait_ready(base: str, timeout_s: float = 60.0) -> None:
-    """Until /readyz says Kafka and Redis are reachable (the console connects in the background)."""
-    deadline = time.monotonic() + timeout_s
-    while httpx.get(f"{base}/readyz", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "console not ready"
-        time.sleep(0.2)
-
-
-def login(stack, role: str) -> httpx.Client:
-    """A client logged in as ``role``, sending the CSRF token on every request."""
-    c = httpx.Client(base_url=stack["base"], timeout=30)
-    r = c.post("/api/login", json={"username": role, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    assert r.json()["role"] == role
-    c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
-    return c
+    ) as s:
+        write_data_yaml(s.cfg.collection.dir, {0: "person", 1: "car"})  # a labelled dataset
+        yield s
 
 
 # -- operations and session ------------------------------------------------------------------------
 
 
 def test_health_ready_metrics_and_docs(stack):
-    c = httpx.Client(base_url=stack["base"], timeout=30)
+    c = stack.client()
     assert c.get("/healthz").json() == {"status": "ok"}
     assert c.get("/readyz").json() == {"status": "ready"}
     assert c.get("/openapi.json").status_code == 401  # the API's map: logged-in callers only
-    assert login(stack, "viewer").get("/openapi.json").json()["info"]["title"] == "Vigil Console"
+    assert stack.login("viewer").get("/openapi.json").json()["info"]["title"] == "Vigil Console"
     c.get("/api/me")
     text = c.get("/metrics").text
     assert 'vigil_console_requests_total{method="GET",route="/api/me",status="401"}' in text
@@ -112,7 +81,7 @@ def test_health_ready_metrics_and_docs(stack):
 
 
 def test_login_cookie_logout_and_wrong_passwords(stack):
-    c = httpx.Client(base_url=stack["base"], timeout=30)
+    c = stack.client()
     assert c.get("/api/me").status_code == 401
     r = c.post("/api/login", json={"username": "viewer", "password": "wrong password"})
     assert r.status_code == 401
@@ -126,15 +95,15 @@ def test_login_cookie_logout_and_wrong_passwords(stack):
     assert c.post("/api/logout", headers={"X-CSRF-Token": me["csrf_token"]}).status_code == 200
     assert c.get("/api/me").status_code == 401
     # the hash in Redis is argon2id, never the password
-    raw = stack["users"].client.hgetall(stack["users"].keys.console("user:viewer"))
+    raw = stack.users.client.hgetall(stack.users.keys.console("user:viewer"))
     assert raw[b"password_hash"].startswith(b"$argon2id$")
     assert PASSWORD.encode() not in b"".join(raw.values())
 
 
 def test_login_rate_limit(stack):
     name = f"victim{uuid.uuid4().hex[:6]}"
-    stack["users"].add(name, PASSWORD, "viewer")
-    c = httpx.Client(base_url=stack["base"], timeout=30)
+    stack.users.add(name, PASSWORD, "viewer")
+    c = stack.client()
     codes = [
         c.post("/api/login", json={"username": name, "password": "guess"}).status_code
         for _ in range(7)
@@ -142,31 +111,29 @@ def test_login_rate_limit(stack):
     assert codes[:5] == [401] * 5 and codes[5:] == [429, 429], codes
     r = c.post("/api/login", json={"username": name, "password": PASSWORD})
     assert r.status_code == 429  # even the right password waits for the window
-    assert login(stack, "viewer").get("/api/me").status_code == 200  # others are not locked out
+    assert stack.login("viewer").get("/api/me").status_code == 200  # others are not locked out
 
 
 def test_csrf_is_required_for_cookie_writes_not_for_tokens(stack):
-    c = login(stack, "operator")
-    bare = httpx.Client(base_url=stack["base"], timeout=30, cookies=c.cookies)
+    c = stack.login("operator")
+    bare = stack.client(cookies=c.cookies)
     body = {"id": "csrfcam", "url": "rtsp://127.0.0.1:9/x"}
     r = bare.post("/api/cameras", json=body)
     assert r.status_code == 403 and "CSRF" in r.json()["detail"]
     r = bare.post("/api/cameras", json=body, headers={"X-CSRF-Token": "forged"})
     assert r.status_code == 403
     token = c.post("/api/tokens", json={"name": "ci"}).json()["token"]
-    api = httpx.Client(
-        base_url=stack["base"], timeout=30, headers={"Authorization": f"Bearer {token}"}
-    )
+    api = stack.client(token=token)
     assert api.get("/api/me").json()["role"] == "operator"
     assert api.post("/api/cameras", json=body).status_code == 201
     assert api.delete("/api/cameras/csrfcam").status_code == 204
-    bad = httpx.Client(base_url=stack["base"], timeout=30, headers={"Authorization": "Bearer x"})
+    bad = stack.client(token="x")
     assert bad.get("/api/me").status_code == 401
 
 
 def test_users_are_admin_only(stack):
-    assert login(stack, "operator").get("/api/users").status_code == 403
-    admin = login(stack, "admin")
+    assert stack.login("operator").get("/api/users").status_code == 403
+    admin = stack.login("admin")
     assert {"user": "viewer", "role": "viewer"} in admin.get("/api/users").json()
     r = admin.post("/api/users", json={"username": "eve", "password": "short", "role": "viewer"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "password"
@@ -178,7 +145,7 @@ def test_users_are_admin_only(stack):
 
 
 def test_cameras_add_edit_remove_masked_and_roles(stack):
-    op, viewer = login(stack, "operator"), login(stack, "viewer")
+    op, viewer = stack.login("operator"), stack.login("viewer")
     secret = "s3cret-Pa55"
     body = {"id": "door", "url": f"rtsp://admin:{secret}@127.0.0.1:8554/door", "fps": 4}
     assert viewer.post("/api/cameras", json=body).status_code == 403
@@ -208,14 +175,14 @@ def test_cameras_add_edit_remove_masked_and_roles(stack):
 
 
 def test_latest_jpg_draws_boxes_and_zones_and_live_status(stack):
-    op = login(stack, "operator")
+    op = stack.login("operator")
     assert (
         op.post("/api/cameras", json={"id": "yard", "url": "rtsp://127.0.0.1:9/y"}).status_code
         == 201
     )
     r = op.get("/api/cameras/yard/latest.jpg")
     assert r.status_code == 503 and "no frame" in r.json()["detail"]
-    keys, client = stack["users"].keys, stack["users"].client
+    keys, client = stack.users.keys, stack.users.client
     raw = _jpeg()
     dets = [{"label": "person", "confidence": 0.8, "box": [0.1, 0.1, 0.5, 0.9], "track_id": 3}]
     client.hset(
@@ -263,7 +230,7 @@ def test_latest_jpg_draws_boxes_and_zones_and_live_status(stack):
 
 
 def test_rules_crud_and_errors_identical_to_the_yaml(stack):
-    op, viewer = login(stack, "operator"), login(stack, "viewer")
+    op, viewer = stack.login("operator"), stack.login("viewer")
     rule = {"type": "zone_intrusion", "zone": ZONE, "classes": ["person"], "cameras": ["door"]}
     assert viewer.put("/api/rules/door-zone", json=rule).status_code == 403
     r = op.put("/api/rules/door-zone", json=rule)
@@ -289,7 +256,7 @@ def test_rules_crud_and_errors_identical_to_the_yaml(stack):
 
 
 def test_preview_finds_would_be_alerts_in_recorded_detections(stack):
-    cfg, op = stack["cfg"], login(stack, "operator")
+    cfg, op = stack.cfg, stack.login("operator")
     now = time.time()
     producer = make_producer(cfg.kafka, "test")
     for i in range(40):  # 8 s at 5 fps, a person in the middle of the frame
@@ -303,7 +270,7 @@ def test_preview_finds_would_be_alerts_in_recorded_detections(stack):
     producer.flush(15)
     producer.close()
     rule = {"id": "lobby-zone", "type": "zone_intrusion", "zone": ZONE, "cameras": ["lobby"]}
-    assert login(stack, "viewer").post("/api/rules/preview", json={"rule": rule}).status_code == 403
+    assert stack.login("viewer").post("/api/rules/preview", json={"rule": rule}).status_code == 403
     r = op.post("/api/rules/preview", json={"rule": rule, "since_s": 600})
     assert r.status_code == 200, r.text
     out = r.json()
@@ -341,7 +308,7 @@ def _write_alerts(cfg, n: int, cam: str = "gate", rule_id: str = "gate-zone") ->
 
 
 def test_alert_list_filters_pages_and_one_alert(stack):
-    cfg, viewer = stack["cfg"], login(stack, "viewer")
+    cfg, viewer = stack.cfg, stack.login("viewer")
     written = _write_alerts(cfg, 7)
     started = [m for m in written if m["status"] == "started"]
     assert len(started) >= 5
@@ -375,12 +342,11 @@ def test_alert_list_filters_pages_and_one_alert(stack):
 
 
 def test_sse_delivers_new_alerts_and_resumes_after_last_event_id(stack):
-    cfg, viewer = stack["cfg"], login(stack, "viewer")
+    cfg, viewer = stack.cfg, stack.login("viewer")
     cam = f"sse{uuid.uuid4().hex[:6]}"
     first = _write_alerts(cfg, 3, cam=cam)
     stream_ids = [
-        sid.decode()
-        for sid, _ in stack["users"].client.xrange(AlertStore(cfg.redis).stream_key(cam))
+        sid.decode() for sid, _ in stack.users.client.xrange(AlertStore(cfg.redis).stream_key(cam))
     ]
     assert len(stream_ids) == len(first)
 
@@ -407,7 +373,7 @@ def test_sse_delivers_new_alerts_and_resumes_after_last_event_id(stack):
 def test_review_marks_the_alert_feeds_the_dataset_and_tells_subscribers(stack):
     from alerts.engine import RuleEngine as Engine
 
-    cfg, op = stack["cfg"], login(stack, "operator")
+    cfg, op = stack.cfg, stack.login("operator")
     cam = f"rev{uuid.uuid4().hex[:6]}"
     engine = Engine({"rules": [{"id": "rev-zone", "type": "zone_intrusion", "zone": ZONE}]})
     msg = _det_msg(cam, time.time() - 5, 1, (0.2, 0.2, 0.5, 0.9))
@@ -417,7 +383,7 @@ def test_review_marks_the_alert_feeds_the_dataset_and_tells_subscribers(stack):
     ev = engine.process(msg)[0].to_dict()
     store = AlertStore(cfg.redis)
     store.write_alert(AlertWrite(ev, msg["capture_ts"], snapshot=_jpeg()))
-    keys, client = stack["users"].keys, stack["users"].client
+    keys, client = stack.users.keys, stack.users.client
     client.set(keys.source_frame(ev["id"]), _jpeg(70))
     dets = [
         {"label": d["label"], "confidence": d["confidence"], "box": d["box"], "track_id": None}
@@ -426,7 +392,7 @@ def test_review_marks_the_alert_feeds_the_dataset_and_tells_subscribers(stack):
     client.hset(keys.alert(ev["id"]), "frame_detections", json.dumps(dets))
     body = {"verdict": "false_positive", "note": "a coat on a chair"}
     assert (
-        login(stack, "viewer").post(f"/api/alerts/{ev['id']}/review", json=body).status_code == 403
+        stack.login("viewer").post(f"/api/alerts/{ev['id']}/review", json=body).status_code == 403
     )
     assert op.post(f"/api/alerts/{ev['id']}/review", json={"verdict": "maybe"}).status_code == 422
     assert op.post("/api/alerts/0123456789abcdef0123/review", json=body).status_code == 404
@@ -457,7 +423,7 @@ def test_review_marks_the_alert_feeds_the_dataset_and_tells_subscribers(stack):
 
 
 def test_models_page_and_promotion_roles(stack):
-    viewer, op, admin = login(stack, "viewer"), login(stack, "operator"), login(stack, "admin")
+    viewer, op, admin = stack.login("viewer"), stack.login("operator"), stack.login("admin")
     r = viewer.get("/api/models")
     assert r.status_code == 200 and r.json()["versions"] == []
     assert op.post("/api/models/promote", json={"ref": "v1"}).status_code == 403
@@ -490,8 +456,8 @@ def test_redis_down_is_a_clear_503(kafka_bootstrap):
 
 def test_kafka_down_is_a_clear_503_and_the_review_is_kept(stack):
     data = make_config_dict("127.0.0.1:1", console={"port": free_port()})
-    data["redis"] = {**data["redis"], "key_prefix": stack["cfg"].redis.key_prefix}
-    data["kafka"]["topics"] = stack["cfg"].kafka.model_dump()["topics"]
+    data["redis"] = {**data["redis"], "key_prefix": stack.cfg.redis.key_prefix}
+    data["kafka"]["topics"] = stack.cfg.kafka.model_dump()["topics"]
     cfg = parse_config(data, "test")
     server = ConsoleServer(cfg).start()
     try:
@@ -505,7 +471,7 @@ def test_kafka_down_is_a_clear_503_and_the_review_is_kept(stack):
         # alerts are in Redis: they stay readable while Kafka is away
         assert c.get("/api/alerts").status_code == 200
         # a review is kept in Redis even though subscribers cannot be told now
-        alert = _write_alerts(stack["cfg"], 1, cam="kdown")[0]
+        alert = _write_alerts(stack.cfg, 1, cam="kdown")[0]
         r = c.post(f"/api/alerts/{alert['id']}/review", json={"verdict": "true_positive"})
         assert r.status_code == 503 and "Kafka" in r.json()["detail"]
         assert c.get(f"/api/alerts/{alert['id']}").json()["review"] == "true_positive"

@@ -39,7 +39,7 @@ def wait_ready(base: str, timeout_s: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-@dataclass
+@dataclass(repr=False)
 class ConsoleStack:
     """One running console: its config (the object the app reads, so a test may change a setting
     for a while), the server, the YAML it was made from (for ``vigil ... -c``), and a
@@ -53,6 +53,9 @@ class ConsoleStack:
     @property
     def base(self) -> str:
         return self.server.url.rstrip("/")
+
+    def __repr__(self) -> str:  # short, in assertion messages
+        return f"ConsoleStack({self.base}, prefix {self.cfg.redis.key_prefix!r})"
 
     @property
     def server_users(self) -> UserStore:

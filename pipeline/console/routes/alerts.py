@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from kafka.errors import KafkaError
 from pydantic import BaseModel, Field
 
 from alerts.review import review_message, store_review
@@ -18,6 +19,7 @@ from alerts.store import parse_entry
 from detectors.retrain.dataset.layout import DatasetError
 from detectors.retrain.dataset.reviewed import add_reviewed_example
 from pipeline.common.contracts import CAMERA_ID
+from pipeline.common.kafka import KafkaUnavailable
 from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.state import ConsoleState, as_operator, principal, state
@@ -246,10 +248,19 @@ def review(
     store_review(st.store, alert_id, body.verdict, body.note, who.user, at, image)
     audit.record(request, "alert.review", alert_id, {"verdict": body.verdict})
     msg = review_message(alert, body.verdict, body.note, who.user, at)
-    st.cameras.require_connected()
-    st.producer().send(st.cfg.kafka.topics.alerts, key=alert["camera_id"], value=msg).get(
-        timeout=15
-    )
+    try:
+        st.cameras.require_connected()
+        st.producer().send(st.cfg.kafka.topics.alerts, key=alert["camera_id"], value=msg).get(
+            timeout=15
+        )
+    except (KafkaUnavailable, KafkaError) as e:
+        # steps 1-2 stand: the generic Kafka answers ("nothing was changed") would be wrong here
+        log.warning("review of alert %s kept, not published: %s", alert_id, type(e).__name__)
+        raise HTTPException(
+            503,
+            f"Kafka at {st.cfg.kafka.bootstrap_servers} is unavailable ({type(e).__name__}): "
+            "the review is kept, but subscribers were not told; send it again to publish it",
+        ) from None
     return {
         "id": alert_id,
         "review": body.verdict,

@@ -9,59 +9,32 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from kafka import TopicPartition
 
 from alerts.engine import RuleEngine
-from pipeline.common.kafka import ensure_topics, make_consumer, make_producer
+from pipeline.common.kafka import make_consumer, make_producer
 from pipeline.common.redis import RedisKeys
-from pipeline.config import parse_config
-from pipeline.console.auth import UserStore
-from pipeline.console.server import ConsoleServer
-from tests.support.config import make_config_dict
+from tests.support.console import ConsoleStack, console_stack
 from tests.support.messages import IN_BOX, ZONE, det_message, frame_jpeg
-from tests.support.net import free_port
-from tests.support.redis import cleanup
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct horse battery"
 PREVIEW_TIMEOUT_S = 1.0
 RULE = {"id": "lobby-zone", "type": "zone_intrusion", "zone": ZONE, "cameras": ["lobby"]}
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap) -> Iterator[dict]:
+def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
     """A console on the test's own topics and Redis prefix with a tiny
-    ``console.preview_timeout_s``, user ``operator``. (Adapted from test_console_api.py's.)"""
-    data = make_config_dict(
+    ``console.preview_timeout_s``."""
+    with console_stack(
         kafka_bootstrap,
-        console={"port": free_port(), "preview_timeout_s": PREVIEW_TIMEOUT_S},
-    )
-    cfg = parse_config(data, "test")
-    ensure_topics(cfg.kafka)
-    users = UserStore(cfg.redis)
-    users.add("operator", PASSWORD, "operator")
-    server = ConsoleServer(cfg).start()
-    base = server.url.rstrip("/")
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{base}/readyz", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "console not ready"
-        time.sleep(0.2)
-    try:
-        yield {"cfg": cfg, "base": base, "users": users}
-    finally:
-        server.stop()
-        cleanup(users.client, cfg.redis.key_prefix)
-
-
-def login(base: str) -> httpx.Client:
-    c = httpx.Client(base_url=base, timeout=60)
-    r = c.post("/api/login", json={"username": "operator", "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
-    return c
+        tmp_path_factory.mktemp("console"),
+        console={"preview_timeout_s": PREVIEW_TIMEOUT_S},
+        roles=("operator",),
+    ) as s:
+        yield s
 
 
 def end_offsets(cfg) -> dict[tuple[str, int], int]:
@@ -79,7 +52,7 @@ def end_offsets(cfg) -> dict[tuple[str, int], int]:
 
 
 def test_preview_past_its_timeout_answers_504_and_writes_nothing(stack, monkeypatch):
-    cfg, client = stack["cfg"], stack["users"].client
+    cfg, client = stack.cfg, stack.users.client
     keys = RedisKeys(cfg.redis.key_prefix)
     t0 = time.time() - 600
     epoch = int(t0 * 1000)
@@ -102,7 +75,7 @@ def test_preview_past_its_timeout_answers_504_and_writes_nothing(stack, monkeypa
     first = next(ev for m in msgs for ev in engine.process(m) if ev.status == "started")
     client.set(keys.frame("lobby", first.epoch, first.frame_seq), frame_jpeg(), ex=300)
 
-    op = login(stack["base"])
+    op = stack.login("operator")
     redis_before = set(client.scan_iter(match=f"{cfg.redis.key_prefix}*", count=1000))
     kafka_before = end_offsets(cfg)
 

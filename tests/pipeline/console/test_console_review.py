@@ -9,7 +9,6 @@ the console served by uvicorn on a free port:
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,24 +18,21 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from alerts.engine import RuleEngine
 from alerts.store import AlertStore, AlertWrite
 from detectors.retrain.dataset.layout import label_path, write_data_yaml
 from detectors.retrain.dataset.manifest import Manifest
 from detectors.retrain.dataset.statistics import stats
-from pipeline.common.kafka import ensure_topics
 from pipeline.config import parse_config
-from pipeline.console.auth import UserStore
 from pipeline.console.server import ConsoleServer
-from tests.support.config import make_config_dict
+from tests.support.console import PASSWORD, ConsoleStack, console_stack
 from tests.support.messages import det_message
 from tests.support.net import free_port
-from tests.support.redis import cleanup
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct horse battery"
 ZONE = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
 CLASSES = {0: "person", 1: "car"}
 PERSON_BOX = [0.2, 0.2, 0.5, 0.9]
@@ -44,42 +40,22 @@ CAR_BOX = [0.6, 0.5, 0.9, 0.8]
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[dict]:
-    """A console on the test's own topics, Redis prefix and dataset folder (with ``data.yaml``),
-    users ``viewer`` and ``operator``. (Adapted from test_console_api.py's fixture.)"""
-    data = make_config_dict(
+def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
+    """A console on the test's own topics, Redis prefix and dataset folder (with ``data.yaml``)."""
+    with console_stack(
         kafka_bootstrap,
-        console={"port": free_port()},
+        tmp_path_factory.mktemp("console"),
+        roles=("viewer", "operator"),
         collection={"dir": str(tmp_path_factory.mktemp("dataset"))},
-    )
-    cfg = parse_config(data, "test")
-    ensure_topics(cfg.kafka)
-    write_data_yaml(cfg.collection.dir, CLASSES)
-    users = UserStore(cfg.redis)
-    for role in ("viewer", "operator"):
-        users.add(role, PASSWORD, role)
-    server = ConsoleServer(cfg).start()
-    base = server.url.rstrip("/")
-    wait_ready(base)
-    try:
-        yield {"cfg": cfg, "data": data, "base": base, "users": users}
-    finally:
-        server.stop()
-        cleanup(users.client, cfg.redis.key_prefix)
+    ) as s:
+        write_data_yaml(s.cfg.collection.dir, CLASSES)
+        yield s
 
 
-def wait_ready(base: str, timeout_s: float = 60.0) -> None:
-    """Until /readyz says Kafka and Redis are reachable (the console connects in the background)."""
-    deadline = time.monotonic() + timeout_s
-    while httpx.get(f"{base}/readyz", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "console not ready"
-        time.sleep(0.2)
-
-
-def login(base: str, role: str = "operator") -> httpx.Client:
-    """A client logged in as ``role``, sending the CSRF token on every request."""
+def login_at(base: str) -> httpx.Client:
+    """The operator logged in to another console on the same Redis (its users are there)."""
     c = httpx.Client(base_url=base, timeout=60)
-    r = c.post("/api/login", json={"username": role, "password": PASSWORD})
+    r = c.post("/api/login", json={"username": "operator", "password": PASSWORD})
     assert r.status_code == 200, r.text
     c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
     return c
@@ -151,20 +127,20 @@ def dataset_records(cfg, alert_id: str) -> list[dict]:
 def test_review_kept_while_kafka_is_away_is_published_when_sent_again(stack, topic_reader):
     """docs/console.md: "Kafka away: 503, and the review (steps 1-2) is already kept; sending it
     again publishes it"."""
-    cfg = stack["cfg"]
+    cfg = stack.cfg
     ev, cam = write_alert(cfg, [], PERSON_BOX, source=jpeg())
     reader = topic_reader(cfg, cfg.kafka.topics.alerts)
     body = {"verdict": "true_positive", "note": "the night guard"}
 
     # the same console (same Redis, dataset and topics) with its Kafka away
-    down = json.loads(json.dumps(stack["data"]))
+    down = yaml.safe_load(Path(stack.config_file).read_text())
     down["kafka"].update(
         bootstrap_servers="127.0.0.1:1", bootstrap_timeout_ms=1000, request_timeout_ms=1000
     )
     down["console"]["port"] = free_port()
     server = ConsoleServer(parse_config(down, "test")).start()
     try:
-        r = login(server.url.rstrip("/")).post(f"/api/alerts/{ev['id']}/review", json=body)
+        r = login_at(server.url.rstrip("/")).post(f"/api/alerts/{ev['id']}/review", json=body)
     finally:
         server.stop()
     assert r.status_code == 503, r.text
@@ -173,7 +149,7 @@ def test_review_kept_while_kafka_is_away_is_published_when_sent_again(stack, top
     # the answer must not tell the operator that nothing happened: the review stands
     assert "nothing was changed" not in detail and "review is kept" in detail, detail
 
-    op = login(stack["base"])
+    op = stack.login("operator")
     kept = op.get(f"/api/alerts/{ev['id']}").json()
     assert (kept["review"], kept["review_note"], kept["reviewed_by"]) == (
         "true_positive",
@@ -203,7 +179,7 @@ def test_review_kept_while_kafka_is_away_is_published_when_sent_again(stack, top
 def test_review_of_an_alert_without_its_frame_is_kept_without_a_dataset_image(stack, topic_reader):
     """docs/console.md: an alert without a source frame "keeps the review without a dataset
     image, and the response says so"; subscribers are told as for any review."""
-    cfg = stack["cfg"]
+    cfg = stack.cfg
     ev, _ = write_alert(
         cfg, [{"label": "person", "confidence": 0.9, "box": PERSON_BOX}], PERSON_BOX, None
     )
@@ -211,7 +187,7 @@ def test_review_of_an_alert_without_its_frame_is_kept_without_a_dataset_image(st
     root = Path(cfg.collection.dir)
     files_before = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.jsonl")
 
-    op = login(stack["base"])
+    op = stack.login("operator")
     r = op.post(f"/api/alerts/{ev['id']}/review", json={"verdict": "false_positive", "note": "x"})
     assert r.status_code == 200, r.text
     out = r.json()
@@ -232,7 +208,7 @@ def test_true_positive_review_confirms_the_alert_box_and_keeps_every_label(stack
     """docs/retraining.md "Reviewed examples": a true positive keeps every detection and marks the
     alert's box confirmed (added as a label when no detection matches it); the record is a human
     label (``source: review``) that `vigil dataset stats` counts."""
-    cfg = stack["cfg"]
+    cfg = stack.cfg
     root = Path(cfg.collection.dir)
     before = stats(root)["reviewed"]
     dets = [
@@ -247,7 +223,7 @@ def test_true_positive_review_confirms_the_alert_box_and_keeps_every_label(stack
     )
     reader = topic_reader(cfg, cfg.kafka.topics.alerts)
 
-    op = login(stack["base"])
+    op = stack.login("operator")
     r = op.post(f"/api/alerts/{ev['id']}/review", json={"verdict": "true_positive", "note": "yes"})
     assert r.status_code == 200, r.text
     image = r.json()["review_image"]

@@ -134,9 +134,11 @@ def test_stream_loops_at_real_time_with_the_file_frames(sim: CameraSim, name: st
     frames, seconds = read_frames(sim.urls[name], count)
 
     assert all(f.shape == (270, 480, 3) for f in frames), {f.shape for f in frames}
-    # Live pacing, loosely: a server that dumped the file as fast as it could would take ~0 s.
+    # Live pacing: a server that dumped the file as fast as it could would take ~0 s. A lower
+    # bound only (no machine is too fast for it); a stream that stalls fails its read after
+    # READ_TIMEOUT_MS, and a slow shared machine says nothing about the server.
     real_time = (count - 1) / fps
-    assert 0.6 * real_time < seconds < 2 * real_time + 15, (seconds, real_time)
+    assert seconds > 0.6 * real_time, (seconds, real_time)
     # Passthrough, no re-encoding: the first reader of a fresh stream gets exactly the file's
     # pictures in order, pass after pass.
     diffs = [mean_abs_diff(f, originals[i % len(originals)]) for i, f in enumerate(frames)]

@@ -4,7 +4,6 @@ the gate's record, and (slow) a whole quantize + gate run on the footage."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from detectors.config import DetectorConfig
 from detectors.errors import WeightsError
 from pipeline.common.assets import CAMERA_FILES, model
 from tests.support.assets import footage_path, model_path, require
+from tests.support.config import REDIS_URL
 
 YOLOV5N = model("yolov5n.pt")
 
@@ -305,6 +305,7 @@ def test_quantize_and_gate_on_footage(tmp_path: Path, monkeypatch) -> None:
 # -- the gate's figures in the model registry --------------------------------------------------
 
 
+@pytest.mark.integration
 def test_gate_figures_go_onto_the_registered_version(tmp_path: Path) -> None:
     """`vigil models quantize` keeps the gate next to the version's evaluation report; weights
     that are not registered, or a registry that is down, are said and change nothing."""
@@ -317,11 +318,10 @@ def test_gate_figures_go_onto_the_registered_version(tmp_path: Path) -> None:
 
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"weights " + uuid.uuid4().bytes)
-    redis_url = os.environ.get("VIGIL_TEST_REDIS", "redis://127.0.0.1:6379/15")
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     cfg = parse_config(
         {
-            "redis": {"url": redis_url, "key_prefix": prefix},
+            "redis": {"url": REDIS_URL, "key_prefix": prefix},
             "models": {"store": str(tmp_path / "store")},
         }
     )

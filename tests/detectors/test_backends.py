@@ -26,12 +26,10 @@ from detectors.preprocess import Letterboxer, canvas_shape, scale_boxes
 from detectors.types import Detection
 from pipeline.bench import match_detections, merge_matches, replay_frames, sample_frames
 from pipeline.common.assets import footage, model
+from tests.support.assets import require
 from tests.support.cli import model_test_env
 
 YOLOV5N = model("yolov5n.pt")
-pytestmark = pytest.mark.skipif(
-    not YOLOV5N.is_file(), reason=f"{YOLOV5N} missing (set VIGIL_ASSETS)"
-)
 FILES = (
     "one-by-one-person-detection.mp4",  # 768x432
     "people-detection.mp4",  # 480x270
@@ -46,7 +44,9 @@ CPU_BACKENDS = [
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
-    """Private cache (conversion and exports happen here) and a modest thread count."""
+    """Private cache (conversion and exports happen here) and a modest thread count; the module
+    fails (it does not skip) without the weights and footage."""
+    require(YOLOV5N, *(footage(name) for name in FILES))
     with model_test_env(tmp_path_factory.mktemp("vigil-cache")):
         yield
 
@@ -68,6 +68,12 @@ def reference(frames) -> list[list[Detection]]:
 
 
 # -- choosing --------------------------------------------------------------------------------------
+
+
+def test_the_locked_cpu_backends_are_installed():
+    """onnxruntime and openvino are dependencies (pyproject.toml, requirements.lock), not options:
+    a missing one is a broken install, and the tests below would quietly lose its cases."""
+    assert CPU_BACKENDS == ["torch", "onnxruntime", "openvino"]
 
 
 def test_auto_prefers_the_fastest_cpu_backend_available():
@@ -214,7 +220,6 @@ def _cpu_has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-@pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
 def test_openvino_runs_f32_unless_bf16_is_asked_for(frames):
     """f32 by default (PyTorch's detections), on every CPU: OpenVINO itself would pick bf16 on
     CPUs with bf16 units. ``precision: bf16`` is the user's opt-in: the compiled models run
@@ -257,7 +262,6 @@ def test_openvino_runs_f32_unless_bf16_is_asked_for(frames):
     assert max(moves) > 0, "bf16 gave bit-identical boxes: the option changed nothing"
 
 
-@pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
 def test_openvino_candidate_filter_in_the_graph_changes_nothing(frames):
     """Only anchors above the threshold leave OpenVINO: NMS must see the same candidates."""
     filtered = Detector(_config(backend="openvino", max_batch=8))
@@ -273,7 +277,6 @@ def test_openvino_candidate_filter_in_the_graph_changes_nothing(frames):
     assert filtered.backend.run(canvas).shape[-1] < full.backend.run(canvas).shape[-1]
 
 
-@pytest.mark.skipif("openvino" not in CPU_BACKENDS, reason="openvino not installed")
 def test_candidate_filter_only_on_a_raw_detection_head():
     """End-to-end models (already suppressed, (1, 300, 6)) keep their whole output."""
     import openvino as ov
@@ -299,7 +302,6 @@ def test_candidates_of_different_counts_are_padded_with_zero_scores():
 # -- export cache ----------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif("onnxruntime" not in CPU_BACKENDS, reason="onnxruntime not installed")
 def test_export_is_cached_next_to_the_weights_and_redone_when_they_change(tmp_path):
     from detectors.loading import load_model
 

@@ -24,12 +24,10 @@ from detectors.config import DetectorConfig
 from detectors.engine import Detector, resolve_classes
 from detectors.loading import WeightsError, cache_dir, load_model, select_device
 from pipeline.common.assets import footage, model
+from tests.support.assets import require
 from tests.support.cli import model_test_env, run_detector_cli
 
 YOLOV5N = model("yolov5n.pt")
-pytestmark = pytest.mark.skipif(
-    not YOLOV5N.is_file(), reason=f"{YOLOV5N} missing (set VIGIL_ASSETS)"
-)
 
 
 def _bus_jpg() -> Path:
@@ -40,7 +38,9 @@ def _bus_jpg() -> Path:
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
-    """Private conversion cache and a modest thread count (shared CPU)."""
+    """Private conversion cache and a modest thread count (shared CPU); the module fails (it
+    does not skip) without the weights and the footage."""
+    require(YOLOV5N, footage("classroom.mp4"))
     with model_test_env(tmp_path_factory.mktemp("vigil-cache")):
         yield
 

@@ -4,7 +4,7 @@ the gate's record, and (slow) a whole quantize + gate run on the footage."""
 from __future__ import annotations
 
 import json
-import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,9 @@ from detectors import precision_record as pr
 from detectors import quantize as q
 from detectors.config import DetectorConfig
 from detectors.errors import WeightsError
-from pipeline.common.assets import assets_dir, footage, model
+from pipeline.common.assets import CAMERA_FILES, model
+from tests.support.assets import footage_path, model_path, require
+from tests.support.config import REDIS_URL
 
 YOLOV5N = model("yolov5n.pt")
 
@@ -73,9 +75,7 @@ def test_too_few_images(tmp_path: Path) -> None:
 
 
 def test_footage_calibration_and_heldout_frames_differ() -> None:
-    clip = footage("classroom.mp4")
-    if not clip.is_file():
-        pytest.skip(f"{clip} missing: set VIGIL_ASSETS")
+    clip = Path(footage_path("classroom.mp4"))
     calib = q.footage_frames([clip], 4, phase=0.0)
     held = q.footage_frames([clip], 4, phase=0.5)
     assert len(calib) == len(held) == 4
@@ -96,8 +96,7 @@ def test_weights_that_do_not_load_are_named(tmp_path: Path) -> None:
 def test_cli_reports_a_bad_calibration_folder(tmp_path: Path, capsys) -> None:
     from pipeline.cli import main
 
-    if not YOLOV5N.is_file():
-        pytest.skip("yolov5n.pt missing: set VIGIL_ASSETS")
+    require(YOLOV5N)
     empty = tmp_path / "calib"
     empty.mkdir()
     rc = main(
@@ -195,52 +194,118 @@ def test_a_deleted_int8_model_is_not_used(tmp_path: Path) -> None:
 # -- the whole run (NNCF on footage) ----------------------------------------------------------
 
 
+def test_verdict_is_the_drop_against_the_tolerance() -> None:
+    """Passed when neither mAP50 nor mAP50-95 drops more than ``tolerance`` points (a drop of
+    exactly the tolerance passes); the reason gives both figures, both drops and the limit."""
+    from detectors.retrain.precision_gate import verdict
+
+    f32 = {"map50": 0.80, "map50_95": 0.60}
+    v = verdict(f32, {"map50": 0.79, "map50_95": 0.595}, 1.0)
+    assert (v["drop50"], v["drop50_95"], v["passed"]) == (1.0, 0.5, True)
+    assert v["reason"] == (
+        "mAP50 79.0 vs f32 80.0 (-1.00), mAP50-95 59.5 vs f32 60.0 (-0.50); limit 1 point(s)"
+    )
+    v = verdict(f32, {"map50": 0.80, "map50_95": 0.585}, 1.0)  # only mAP50-95 drops too far
+    assert (v["drop50"], v["drop50_95"], v["passed"]) == (0.0, 1.5, False)
+    v = verdict(f32, {"map50": 0.785, "map50_95": 0.61}, 1.0)  # only mAP50 drops too far
+    assert (v["drop50"], v["drop50_95"], v["passed"]) == (1.5, -1.0, False)
+    assert v["reason"].endswith("(+1.00); limit 1 point(s)")
+    v = verdict(f32, {"map50": 0.785, "map50_95": 0.61}, 2.0)
+    assert v["passed"] and v["reason"].endswith("limit 2 point(s)")
+
+
+def _perfect_ap() -> float:
+    """What the scoring gives predictions identical to their labels: ultralytics' 101-point
+    interpolated AP tops out at 0.995, not 1 (its curve ends at recall 1 with precision 0)."""
+    from detectors.retrain.evaluate import _scores
+
+    one = [np.array([0])]
+    m50, m5095, *_ = _scores([np.ones((1, 10), bool)], [np.array([0.9])], one, one, {0: "person"})
+    assert round(m50, 4) == round(m5095, 4) == 0.995
+    return round(m50, 4)
+
+
+def _check_verdicts(rec: pr.GateRecord, tolerance: float, passed: bool) -> None:
+    assert rec.tolerance == tolerance and set(rec.results) == {"bf16", "int8"}
+    for name, r in rec.results.items():
+        d50 = round(100 * (rec.f32["map50"] - r["map50"]), 2)
+        d5095 = round(100 * (rec.f32["map50_95"] - r["map50_95"]), 2)
+        assert (r["drop50"], r["drop50_95"]) == (d50, d5095), name
+        assert r["passed"] is (d50 <= tolerance and d5095 <= tolerance) is passed, (name, r)
+        assert r["reason"].endswith(f"({-d5095:+.2f}); limit {tolerance:g} point(s)"), r["reason"]
+    assert rec.passed() == (["bf16", "int8"] if passed else [])
+
+
 @pytest.mark.slow
 def test_quantize_and_gate_on_footage(tmp_path: Path, monkeypatch) -> None:
-    """Quantize at 320 on 32 footage frames, gate on 8 others: a record with both verdicts; the
-    detector runs INT8 only when the record says it passed, and the f32 export is untouched."""
+    """Quantize at 320 on 32 footage frames, gate on 8 others labelled by f32 itself (so f32
+    scores the perfect AP), then again with a tolerance no drop can meet. mAPs are in [0, 1], so
+    a drop is within [-100, 100] points: at tolerance 100 every precision must pass and the
+    detector runs the INT8 model; below -100 every one is refused and it runs f32, the INT8 model
+    left on disk unused. The f32 export is untouched throughout."""
     monkeypatch.setenv("VIGIL_CACHE", str(tmp_path / "cache"))  # not the user's gate records
     from detectors.engine import Detector
     from detectors.retrain.precision_gate import run_gate
 
-    if not YOLOV5N.is_file():
-        pytest.skip("yolov5n.pt missing: set VIGIL_ASSETS")
-    clips = sorted((assets_dir() / "footage").glob("*.mp4"))
-    result = run_gate(
-        str(YOLOV5N),
-        320,
-        footage_files=clips,
-        images=32,
-        heldout_frames=8,
-        accuracy_control=False,
-    )
-    rec = result.record
-    assert result.path.is_file() and set(rec.results) == {"bf16", "int8"}
-    for r in rec.results.values():
-        assert {"map50", "map50_95", "drop50", "drop50_95", "passed", "reason"} <= set(r)
-    assert rec.f32["map50"] > 0.5  # f32 against its own labels
-    int8 = result.quantized
-    assert int8 is not None and (int8.folder / "model.xml").is_file()
-    f32_xml = next(int8.folder.parent.glob("openvino-320-fp32-b1/*/*.xml"))
-    assert f32_xml.stat().st_size > 0  # the f32 export stays next to it, untouched
-    det = Detector(
-        DetectorConfig(
-            weights=str(YOLOV5N),
-            device="cpu",
-            backend="openvino",
-            imgsz=320,
-            tracker="none",
-            precision="int8",
+    weights = model_path("yolov5n.pt")
+    clips = [Path(footage_path(name)) for name in sorted(set(CAMERA_FILES))]
+
+    def gate(tolerance: float):
+        return run_gate(
+            weights,
+            320,
+            footage_files=clips,
+            images=32,
+            heldout_frames=8,
+            tolerance=tolerance,
+            accuracy_control=False,
         )
+
+    def precision_used() -> str:
+        det = Detector(
+            DetectorConfig(
+                weights=weights,
+                device="cpu",
+                backend="openvino",
+                imgsz=320,
+                tracker="none",
+                precision="int8",
+            )
+        )
+        assert len(det.detect([np.zeros((180, 320, 3), np.uint8)])) == 1
+        return det.backend.precision
+
+    result = gate(100.0)
+    rec = result.record
+    assert result.path.is_file() and pr.read_record(result.path) == rec
+    boxes = re.fullmatch(
+        r"8 footage frames labelled by the f32 model \((\d+) boxes, conf >= 0.25\)", rec.heldout
     )
-    used = "int8" if rec.results["int8"]["passed"] else "f32"
-    assert det.backend.precision == used
-    assert len(det.detect([np.zeros((180, 320, 3), np.uint8)])) == 1
+    assert boxes and int(boxes[1]) > 0, rec.heldout
+    # f32 scored on labels it produced itself: every label found, nothing above them
+    assert rec.f32["map50"] == rec.f32["map50_95"] == _perfect_ap(), rec.f32
+    _check_verdicts(rec, 100.0, passed=True)
+    int8 = result.quantized
+    assert int8 is not None and not int8.cached and (int8.folder / "model.xml").is_file()
+    assert rec.int8_dir == str(int8.folder)
+    f32_xml = next(int8.folder.parent.glob("openvino-320-fp32-b1/*/*.xml"))
+    f32_bytes = f32_xml.read_bytes()
+    assert f32_bytes  # the f32 export stays next to it
+    assert precision_used() == "int8"
+
+    refused = gate(-100.5)  # the same INT8 model (cached), now refused
+    assert refused.path == result.path and refused.quantized.folder == int8.folder
+    assert refused.quantized.cached and (int8.folder / "model.xml").is_file()
+    assert refused.record.f32["map50"] == _perfect_ap()
+    _check_verdicts(refused.record, -100.5, passed=False)
+    assert precision_used() == "f32"
+    assert f32_xml.read_bytes() == f32_bytes  # untouched
 
 
 # -- the gate's figures in the model registry --------------------------------------------------
 
 
+@pytest.mark.integration
 def test_gate_figures_go_onto_the_registered_version(tmp_path: Path) -> None:
     """`vigil models quantize` keeps the gate next to the version's evaluation report; weights
     that are not registered, or a registry that is down, are said and change nothing."""
@@ -253,11 +318,10 @@ def test_gate_figures_go_onto_the_registered_version(tmp_path: Path) -> None:
 
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"weights " + uuid.uuid4().bytes)
-    redis_url = os.environ.get("VIGIL_TEST_REDIS", "redis://127.0.0.1:6379/15")
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     cfg = parse_config(
         {
-            "redis": {"url": redis_url, "key_prefix": prefix},
+            "redis": {"url": REDIS_URL, "key_prefix": prefix},
             "models": {"store": str(tmp_path / "store")},
         }
     )

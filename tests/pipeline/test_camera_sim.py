@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
 import subprocess
@@ -15,8 +16,6 @@ import pytest
 
 from pipeline.camera_sim import SERVER_SCRIPT, CameraSim, CameraSimError, gst_python
 from pipeline.common.assets import footage
-
-pytestmark = pytest.mark.integration
 
 PORTS = range(18554, 18601)  # other agents and `make demo` use 8554
 OPEN_TIMEOUT_MS = 15_000
@@ -96,17 +95,25 @@ def rtsp_over_tcp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def gstreamer_python() -> None:
-    """The server needs the system Python's GStreamer bindings; say so clearly if absent."""
+@functools.cache
+def _gstreamer_problem() -> str | None:
     check = "import gi; gi.require_version('GstRtspServer', '1.0')"
     try:
         subprocess.run([gst_python(), "-c", check], check=True, capture_output=True, timeout=30)
     except (OSError, subprocess.CalledProcessError) as e:
-        pytest.fail(
+        return (
             f"{gst_python()} lacks GStreamer's RTSP server bindings ({e}): install python3-gi "
             "gir1.2-gst-rtsp-server-1.0 or set VIGIL_GST_PYTHON"
         )
+    return None
+
+
+@pytest.fixture(autouse=True)
+def gstreamer_python(request: pytest.FixtureRequest) -> None:
+    """The server needs the system Python's GStreamer bindings; say so clearly if absent (the
+    tests that start no server need none)."""
+    if request.node.get_closest_marker("integration") and (problem := _gstreamer_problem()):
+        pytest.fail(problem)
 
 
 @pytest.fixture
@@ -119,6 +126,7 @@ def sim() -> Iterator[CameraSim]:
 # --- streaming -----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_urls_are_named_after_the_files(sim: CameraSim) -> None:
     assert sim.urls == {
         "people-detection": f"rtsp://127.0.0.1:{sim.port}/people-detection",
@@ -127,6 +135,7 @@ def test_urls_are_named_after_the_files(sim: CameraSim) -> None:
     assert PORTS.start <= sim.port < PORTS.stop
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["people-detection", "classroom"])
 def test_stream_loops_at_real_time_with_the_file_frames(sim: CameraSim, name: str) -> None:
     originals, fps = file_frames(footage_file(f"{name}.mp4"))
@@ -134,15 +143,18 @@ def test_stream_loops_at_real_time_with_the_file_frames(sim: CameraSim, name: st
     frames, seconds = read_frames(sim.urls[name], count)
 
     assert all(f.shape == (270, 480, 3) for f in frames), {f.shape for f in frames}
-    # Live pacing, loosely: a server that dumped the file as fast as it could would take ~0 s.
+    # Live pacing: a server that dumped the file as fast as it could would take ~0 s. A lower
+    # bound only (no machine is too fast for it); a stream that stalls fails its read after
+    # READ_TIMEOUT_MS, and a slow shared machine says nothing about the server.
     real_time = (count - 1) / fps
-    assert 0.6 * real_time < seconds < 2 * real_time + 15, (seconds, real_time)
+    assert seconds > 0.6 * real_time, (seconds, real_time)
     # Passthrough, no re-encoding: the first reader of a fresh stream gets exactly the file's
     # pictures in order, pass after pass.
     diffs = [mean_abs_diff(f, originals[i % len(originals)]) for i, f in enumerate(frames)]
     assert max(diffs) < 1.0, diffs
 
 
+@pytest.mark.integration
 def test_several_readers_share_one_stream(sim: CameraSim) -> None:
     url = sim.urls["people-detection"]
     caps = [open_rtsp(url), open_rtsp(url)]
@@ -161,6 +173,7 @@ def test_several_readers_share_one_stream(sim: CameraSim) -> None:
     assert len(frames) == 5
 
 
+@pytest.mark.integration
 def test_reencode_fallback_streams_too() -> None:
     with CameraSim(
         {"cam-x264": footage_file("people-detection.mp4")}, port=free_port(), reencode=True
@@ -172,6 +185,7 @@ def test_reencode_fallback_streams_too() -> None:
 # --- outages and restarts ------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_restart_on_the_same_port_serves_new_readers(sim: CameraSim) -> None:
     url = sim.urls["classroom"]
     old = open_rtsp(url)
@@ -191,6 +205,7 @@ def test_restart_on_the_same_port_serves_new_readers(sim: CameraSim) -> None:
     assert len(frames) == 20
 
 
+@pytest.mark.integration
 def test_stop_is_idempotent_and_context_exit_stops(sim: CameraSim) -> None:
     sim.stop()
     sim.stop()
@@ -208,6 +223,7 @@ def test_missing_file_is_named_in_the_error() -> None:
         CameraSim(["no-such-clip.mp4"], port=free_port())
 
 
+@pytest.mark.integration
 def test_server_rejects_a_missing_file_with_a_clear_message(tmp_path: Path) -> None:
     missing = tmp_path / "gone.mp4"
     cmd = [gst_python(), str(SERVER_SCRIPT), "--port", str(free_port()), str(missing)]
@@ -217,6 +233,7 @@ def test_server_rejects_a_missing_file_with_a_clear_message(tmp_path: Path) -> N
     assert "READY" not in result.stdout
 
 
+@pytest.mark.integration
 def test_port_in_use_is_a_clear_error() -> None:
     port = free_port()
     with socket.socket() as blocker:
@@ -228,6 +245,7 @@ def test_port_in_use_is_a_clear_error() -> None:
         assert not sim.running
 
 
+@pytest.mark.integration
 def test_file_that_is_not_video_is_named(tmp_path: Path) -> None:
     bogus = tmp_path / "notes.mp4"
     bogus.write_text("not a video\n")

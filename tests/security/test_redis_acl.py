@@ -41,8 +41,6 @@ from pipeline.ingest.live import LiveView
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.integration
-
 PREFIX = "acl:"
 MODEL = "yolo"
 KEYS = RedisKeys(PREFIX)
@@ -221,6 +219,7 @@ def _operator_role(server: AclServer) -> str | None:
 # -- finding 1: a console user cannot be forged through another component ----------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("user", WRITERS_OF_OTHERS)
 def test_console_user_cannot_be_written_by(user: str, server: AclServer, clients):
     """`HSET <prefix>console:user:op role admin` with ingest's, alerts' or the notifier's login
@@ -245,6 +244,7 @@ def test_console_user_cannot_be_written_by(user: str, server: AclServer, clients
 # -- finding 2: only the retraining CLI's user moves the production pointer --------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("user", NOT_MODELS)
 def test_production_model_cannot_be_swapped_by(
     user: str, server: AclServer, clients, tmp_path: Path
@@ -272,6 +272,7 @@ def test_production_model_cannot_be_swapped_by(
     assert _production(server) == b"aaaa"
 
 
+@pytest.mark.integration
 def test_models_user_promotes_and_ingest_hears_it(server: AclServer, clients, tmp_path: Path):
     """The retraining CLI's user moves the pointer (WATCH/MULTI, history, the promote event);
     the ingest worker's user reads it, gets the event and reports what it runs."""
@@ -307,6 +308,7 @@ def test_models_user_promotes_and_ingest_hears_it(server: AclServer, clients, tm
 # -- what each component must still be able to do ----------------------------------------------
 
 
+@pytest.mark.integration
 def test_ingest_writes_frames_live_views_and_status(server: AclServer, clients):
     c = clients["ingest"]
     assert c.get(KEYS.frame(CAMERA, 123, 7)) is not None  # _seed's FrameStore write
@@ -328,6 +330,7 @@ def test_ingest_writes_frames_live_views_and_status(server: AclServer, clients):
         c.publish(KEYS.models(MODEL) + "events", json.dumps({"event": "promote"}))
 
 
+@pytest.mark.integration
 def test_alerts_stores_alerts_and_checkpoints(server: AclServer, clients):
     store = AlertStore(server.cfg("alerts"))
     try:
@@ -347,6 +350,7 @@ def test_alerts_stores_alerts_and_checkpoints(server: AclServer, clients):
         store.client.close()
 
 
+@pytest.mark.integration
 def test_console_logs_in_reviews_and_reads(server: AclServer, clients):
     users = UserStore(server.cfg("console"))
     store = AlertStore(server.cfg("console"), client=users.client)
@@ -377,6 +381,7 @@ def test_console_logs_in_reviews_and_reads(server: AclServer, clients):
         users.client.close()
 
 
+@pytest.mark.integration
 def test_notifier_only_reads(server: AclServer, clients):
     store = AlertStore(server.cfg("notifier"))
     try:
@@ -395,6 +400,7 @@ def test_notifier_only_reads(server: AclServer, clients):
 # -- nobody administers the server --------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("user", COMPONENTS)
 def test_no_admin_commands_for(user: str, clients):
     """No flush, no reconfiguration, no key listing, no ACL change, no shutdown (DEBUG is off
@@ -420,6 +426,7 @@ def test_no_admin_commands_for(user: str, clients):
     assert c.ping()
 
 
+@pytest.mark.integration
 def test_default_user_and_wrong_passwords_are_refused(server: AclServer):
     anonymous = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5)
     with pytest.raises(redis.AuthenticationError):
@@ -434,15 +441,20 @@ def test_default_user_and_wrong_passwords_are_refused(server: AclServer):
         c.close()
 
 
-def test_acl_file_holds_no_password(server: AclServer):
-    text = server.acl.read_text()
-    assert not any(pw in text for pw in server.passwords.values())
+def test_acl_file_holds_no_password():
+    """The ACL file services.sh writes (and AclServer above loads) keeps hashes only; no Redis
+    needed to read it."""
+    passwords = {u: f"pw-{u}-{free_port()}" for u in COMPONENTS}
+    text = acl_file(passwords, PREFIX)
+    assert not any(pw in text for pw in passwords.values())
     assert "user default off" in text
+    assert all(f"user {u} reset on #" in text for u in COMPONENTS), text  # sha256 hashes
 
 
 # -- the config: each component logs in as its own user -----------------------------------------
 
 
+@pytest.mark.integration
 def test_config_picks_each_components_user(server: AclServer):
     """``redis.users`` in the YAML: the composition layer hands ingest its own login, so the
     same config that lets the console write users does not let the ingest worker."""
@@ -481,6 +493,7 @@ def test_config_picks_each_components_user(server: AclServer):
 # -- the local cluster profile: services.sh starts Redis with these users -----------------------
 
 
+@pytest.mark.integration
 def test_services_sh_cluster_profile_starts_redis_with_acl_users(tmp_path: Path):
     """`KAFKA_NODES=3 services.sh up` (here only its Redis, VIGIL_REDIS_ACL=1): random passwords
     in state-dir files (mode 600), an ACL file without them, `default` off, each user limited;
@@ -539,6 +552,7 @@ def test_services_sh_cluster_profile_starts_redis_with_acl_users(tmp_path: Path)
 # -- the console, served, under its own user ----------------------------------------------------
 
 
+@pytest.mark.integration
 def test_console_served_with_its_user_reviews_but_cannot_promote(
     server: AclServer, kafka_bootstrap, tmp_path: Path
 ):
@@ -596,6 +610,7 @@ def test_console_served_with_its_user_reviews_but_cannot_promote(
         models.close()
 
 
+@pytest.mark.integration
 def test_vigil_run_gives_each_service_its_own_user(server: AclServer, tmp_path: Path, monkeypatch):
     """`vigil run` starts ingest, the alert service, the console and the notifier in one process
     from one YAML: each gets its own Redis login, not the first one configured."""
@@ -650,6 +665,7 @@ def test_vigil_run_gives_each_service_its_own_user(server: AclServer, tmp_path: 
     assert got == {u: u for u in ("alerts", "console", "notifier", "ingest")}
 
 
+@pytest.mark.integration
 def test_acl_follows_an_unusual_key_prefix(tmp_path: Path):
     """Glob characters in redis.key_prefix are taken literally: `a*b:` guards `a*b:console:...`,
     not every `a...b:console:...`; a prefix the ACL cannot express is refused up front."""
@@ -680,6 +696,7 @@ def _acl(tmp: Path, prefix: str) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_password_file_for_a_redis_without_auth_is_warned(tmp_path: Path, caplog):
     """A password from redis.password_file, sent to a Redis that asks for none, is as unused as
     one in the URL: the operator is warned (once), the password is not in the warning."""

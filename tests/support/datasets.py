@@ -9,13 +9,16 @@ from detectors.retrain import dataset as ds
 from detectors.retrain.config import CollectionPolicy
 from detectors.retrain.sampling import Collector
 from pipeline.common.assets import footage
+from tests.support.assets import require
 
 HALL = footage("one-by-one-person-detection.mp4")
 CLASSROOM = footage("classroom.mp4")
 
 
 def frames(path, n: int, step: int = 1) -> list[np.ndarray]:
-    """Up to ``n`` frames of the clip at ``path``, one every ``step``."""
+    """Up to ``n`` frames of the clip at ``path``, one every ``step`` (a missing clip fails the
+    test)."""
+    require(path)
     cap = cv2.VideoCapture(str(path))
     out = []
     i = 0

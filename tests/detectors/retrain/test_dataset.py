@@ -19,10 +19,9 @@ from detectors.retrain.config import CollectionPolicy
 from detectors.retrain.sampling import Collector, Sampler, near_duplicate, phash, thumbnail
 from pipeline.common.config import ConfigError
 from pipeline.config import parse_config
+from tests.support.assets import require
 from tests.support.cli import run_detector_cli
 from tests.support.datasets import CLASSROOM, HALL, frames, make_dataset
-
-pytestmark = pytest.mark.skipif(not HALL.is_file(), reason="footage missing (set VIGIL_ASSETS)")
 
 
 def det(conf: float, label: str = "person"):
@@ -134,6 +133,7 @@ def test_collector_skips_near_duplicates_and_merges_reasons(tmp_path):
 
 
 def test_offline_collect_two_clips_without_detector(tmp_path, capsys):
+    require(HALL, CLASSROOM)
     out = tmp_path / "ds"
     code, stdout, _ = run_cli(
         [

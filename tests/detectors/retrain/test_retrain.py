@@ -20,21 +20,20 @@ from detectors.config import DetectorConfig
 from detectors.retrain import dataset as ds
 from detectors.retrain.config import CollectionPolicy
 from pipeline.common.assets import footage, model
+from tests.support.assets import require
 from tests.support.cli import model_test_env, run_detector_cli
 from tests.support.config import REDIS_URL
 
 YOLOV5N = model("yolov5n.pt")
 HALL = footage("one-by-one-person-detection.mp4")
 CLASSROOM = footage("classroom.mp4")
-pytestmark = pytest.mark.skipif(
-    not (YOLOV5N.is_file() and HALL.is_file()), reason="assets missing (set VIGIL_ASSETS)"
-)
 EPOCHS = 5
 IMGSZ = 320
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
+    require(YOLOV5N, HALL, CLASSROOM)  # fails the module, it does not skip it
     with model_test_env(tmp_path_factory.mktemp("vigil-cache"), YOLO_OFFLINE="1"):
         yield
 

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import kafka
 import pytest
@@ -186,20 +187,41 @@ def test_the_last_valid_value_stays_in_force(env: Env, caplog) -> None:
 
 
 def test_read_gives_up_at_its_deadline(env: Env, monkeypatch) -> None:
-    env.raw([(b"a", item("a", 1))])
-    real_poll = kafka.KafkaConsumer.poll
+    """A broker that never delivers the records: the read waits its whole deadline and not past
+    it (no poll or position call may reach beyond it), then says so. The table's clock is one
+    that only the stalled polls move, so this is exact on a loaded machine."""
+    from pipeline.common import compacted_table
 
-    def stalled(self, timeout_ms=0, **kw):  # a broker that never delivers the records
-        time.sleep(min(timeout_ms, 200) / 1000)
+    env.raw([(b"a", item("a", 1))])
+    start, timeout_s = 100.0, 1.2
+    deadline = start + timeout_s
+    now = [start]
+    polls: list[tuple[float, int]] = []  # (clock, timeout_ms) of each call
+    positions: list[tuple[float, int]] = []
+    real_poll, real_position = kafka.KafkaConsumer.poll, kafka.KafkaConsumer.position
+
+    def stalled(self, timeout_ms=0, **kw):  # waits all it is allowed to, delivers nothing
+        polls.append((now[0], timeout_ms))
+        if len(polls) > 20:
+            raise AssertionError(f"still polling at {now[0] - start:.2f} s: {polls}")
+        now[0] += timeout_ms / 1000
         return {}
 
+    def position(self, tp, timeout_ms=None):
+        positions.append((now[0], timeout_ms))
+        return real_position(self, tp, timeout_ms=timeout_ms)
+
+    monkeypatch.setattr(compacted_table, "time", SimpleNamespace(monotonic=lambda: now[0]))
     monkeypatch.setattr(kafka.KafkaConsumer, "poll", stalled)
-    t0 = time.monotonic()
-    with pytest.raises(TimeoutError, match=f"reading {env.topic} did not finish in 1 s"):
-        env.table.read(env.cfg, timeout_s=1.0)
-    took = time.monotonic() - t0
-    assert 1.0 <= took < 1.0 + 2.0, took  # the deadline, plus one poll and the consumer's close
+    monkeypatch.setattr(kafka.KafkaConsumer, "position", position)
+    with pytest.raises(TimeoutError, match=f"reading {env.topic} did not finish in 1.2 s"):
+        env.table.read(env.cfg, timeout_s=timeout_s)
+    assert now[0] == pytest.approx(deadline)  # it waited the whole deadline, and no longer
+    assert [ms for _, ms in polls] == [500, 500, 200]  # polls of at most 500 ms, the last cut
+    for at, ms in polls + positions:
+        assert ms > 0 and at + ms / 1000 <= deadline + 1e-9, (polls, positions)
     monkeypatch.setattr(kafka.KafkaConsumer, "poll", real_poll)
+    monkeypatch.setattr(compacted_table, "time", time)
     assert env.table.read(env.cfg) == {"a": Item(id="a", n=1)}
 
 

@@ -35,11 +35,12 @@ from pipeline.ingest.live import (
 )
 from pipeline.ingest.worker import IngestWorker
 from tests.support.assets import footage_path
+from tests.support.config import REDIS_URL
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
 
 T0 = 1_700_000_000.0
-REDIS_DB13 = "redis://127.0.0.1:6379/13"
+REDIS_DB13 = REDIS_URL.rsplit("/", 1)[0] + "/13"  # VIGIL_TEST_REDIS's server, db 13
 PASSWORD = "s3cr3t-Pw"
 SECRET_URL = f"rtsp://admin:{PASSWORD}@127.0.0.1:1/stream"
 
@@ -216,12 +217,18 @@ def test_full_pending_set_drops_and_counts_without_blocking_the_worker():
     view.start()
     view(frame("a", T0), [])
     assert db.entered.wait(5)  # the writer took a's frame and is stuck in Redis
-    slowest = 0.0
-    for cid, ts in (("b", T0), ("c", T0), ("d", T0), ("b", T0 + 0.5), ("e", T0 + 0.5)):
-        t = time.perf_counter()
-        view(frame(cid, ts), [])
-        slowest = max(slowest, time.perf_counter() - t)
-    assert slowest < 0.05, f"a frame listener call took {slowest * 1000:.0f} ms"
+    returned = threading.Event()
+
+    def worker() -> None:  # the ingest worker's thread, calling the frame listener
+        for cid, ts in (("b", T0), ("c", T0), ("d", T0), ("b", T0 + 0.5), ("e", T0 + 0.5)):
+            view(frame(cid, ts), [])
+        returned.set()
+
+    threading.Thread(target=worker, daemon=True).start()
+    # every call returned while Redis still hung (FakeRedis holds execute up to 30 s): the worker
+    # never waits on Redis
+    assert returned.wait(5), "the frame listener blocked while Redis hung"
+    assert db.round_trips == 0 and not db.gate.is_set()
     assert view.dropped == 2  # d and e: two cameras already waiting
     assert view.replaced == 1  # b's newer frame took the place of its older one
     assert list(view._pending) == ["b", "c"]
@@ -502,10 +509,18 @@ def test_real_redis_live_and_status_hashes(redis13):
 
 
 @pytest.mark.integration
-def test_real_worker_on_recorded_footage_fills_live_and_status(redis13):
+def test_real_worker_on_recorded_footage_fills_live_and_status(redis13, monkeypatch):
     """A worker built by the composition root, a real reader on recorded footage (no Kafka: the
     cameras are handed to ``reconcile`` directly, the detector and producer are doubles)."""
     rcfg, client = redis13
+    offered: list[float] = []  # capture times of the frames the worker handed the live view
+    listener = LiveView.__call__
+
+    def recording(self, frame, detections):
+        offered.append(frame.capture_ts)
+        return listener(self, frame, detections)
+
+    monkeypatch.setattr(LiveView, "__call__", recording)
     keys = RedisKeys(rcfg.key_prefix)
     cfg = parse_config(
         {
@@ -533,6 +548,9 @@ def test_real_worker_on_recorded_footage_fills_live_and_status(redis13):
     assert status[b"state"] == b"streaming"
     assert float(status[b"offered_fps"]) > 0 and float(status[b"processed_fps"]) > 0
     assert abs(float(status[b"frame_ts"]) - time.time()) < 10
-    # 5 s at 5 fps, 2 live fps: about 10 frames written, never the 25 processed
-    assert 6 <= view.written <= 12, view.written
+    # every processed frame is written or accounted for; at most 2 live frames a second by the
+    # frames' own clock (5 s at 5 fps: about 10 of the 25), whatever the machine's speed
+    counted = view.written + view.throttled + view.replaced + view.dropped
+    assert counted == len(offered) and view.throttled > 0, (view.__dict__, offered)
+    assert 2 <= view.written <= 2 * (offered[-1] - offered[0]) + 2, (view.written, offered)
     assert not client.exists(keys.live("door"), keys.camera_status("door"))  # close() removed them

@@ -15,9 +15,11 @@ from pipeline.config import parse_config
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.capture import ReaderStats
 from pipeline.ingest.motion import MotionConfig, MotionDetector, MotionOverride
+from tests.support.assets import require
 from tests.support.cli import model_test_env
 
 YOLOV5N = model("yolov5n.pt")
+OFFICE = footage("one-by-one-person-detection.mp4")
 # The office camera's rules of examples/demo.yaml: someone at the standing table, and staying.
 TABLE = [[0.30, 0.55], [0.90, 0.55], [0.90, 1.0], [0.30, 1.0]]
 RULES = {
@@ -138,14 +140,13 @@ def test_motion_config_defaults_and_per_camera_overrides():
 
 # -- on the footage, with the real detector -----------------------------------------------------
 
-needs_model = pytest.mark.skipif(not YOLOV5N.is_file(), reason=f"{YOLOV5N} missing")
-
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
     from detectors.config import DetectorConfig
     from detectors.engine import Detector
 
+    require(YOLOV5N, OFFICE)  # missing assets fail these tests, they do not skip them
     with model_test_env(tmp_path_factory.mktemp("vigil-cache")):
         yield Detector(
             DetectorConfig(
@@ -157,12 +158,11 @@ def detector(tmp_path_factory):
         )
 
 
-@needs_model
 def test_gating_saves_3x_detector_calls_on_the_office_footage_with_the_same_alerts(detector):
     """The whole of one-by-one-person-detection.mp4 at 5 fps (the demo's office camera)."""
     from pipeline.bench import compare_alerts, gating_replay, replay_frames
 
-    frames = replay_frames(footage("one-by-one-person-detection.mp4"), 5.0)
+    frames = replay_frames(OFFICE, 5.0)
     runs = gating_replay(detector, frames, RULES, "office", 5.0, MotionConfig(enabled=True))
     off, on = runs["off"], runs["on"]
     assert off["detector_calls"] == len(frames) == 697
@@ -218,12 +218,11 @@ class _Producer:
         return F()
 
 
-@needs_model
 def test_worker_carries_detections_and_tracks_over_frames_without_motion(detector):
     from pipeline.bench import replay_frames
     from pipeline.ingest.worker import IngestWorker
 
-    frames = replay_frames(footage("one-by-one-person-detection.mp4"), 5.0)[30:90]  # 12 s
+    frames = replay_frames(OFFICE, 5.0)[30:90]  # 12 s
     cfg = parse_config({"ingest": {"motion": {"enabled": True}}, "detector": {"max_wait_ms": 0}})
     worker = IngestWorker(cfg, detector=detector, worker_id="w")
     worker.producer = _Producer()

@@ -192,6 +192,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    done: float | None = None  # time.monotonic() once the answer was written
 
     @property
     def json(self) -> Any:
@@ -256,6 +257,7 @@ class Receiver:
                     self.wfile.write(payload)
                 with receiver._lock:
                     receiver.answered += 1
+                    req.done = time.monotonic()
                 if receiver.drop_connections:
                     self.close_connection = True
 

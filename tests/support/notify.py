@@ -291,6 +291,10 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
 
+    def release(self) -> None:
+        """End ``hang_s``: held requests are answered now, later ones at once."""
+        self._release.set()
+
     def snapshot(self) -> list[Request]:
         with self._lock:
             return list(self.requests)

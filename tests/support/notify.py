@@ -193,6 +193,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     done: float | None = None  # time.monotonic() once the answer was written
+    peer: tuple[str, int] | None = None  # the client's address: one per connection
 
     @property
     def json(self) -> Any:
@@ -235,6 +236,7 @@ class Receiver:
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
                     body,
+                    peer=self.client_address[:2],
                 )
                 with receiver._lock:
                     receiver.requests.append(req)

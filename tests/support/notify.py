@@ -192,6 +192,8 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    done: float | None = None  # time.monotonic() once the answer was written
+    peer: tuple[str, int] | None = None  # the client's address: one per connection
 
     @property
     def json(self) -> Any:
@@ -234,6 +236,7 @@ class Receiver:
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
                     body,
+                    peer=self.client_address[:2],
                 )
                 with receiver._lock:
                     receiver.requests.append(req)
@@ -256,6 +259,7 @@ class Receiver:
                     self.wfile.write(payload)
                 with receiver._lock:
                     receiver.answered += 1
+                    req.done = time.monotonic()
                 if receiver.drop_connections:
                     self.close_connection = True
 
@@ -270,7 +274,10 @@ class Receiver:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(*self.tls)
             self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a short poll: shutdown() at the end of a test returns at once, not after 0.5 s
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -285,6 +292,10 @@ class Receiver:
         self._release.set()
         self.server.shutdown()
         self.server.server_close()
+
+    def release(self) -> None:
+        """End ``hang_s``: held requests are answered now, later ones at once."""
+        self._release.set()
 
     def snapshot(self) -> list[Request]:
         with self._lock:

@@ -6,23 +6,33 @@ subscriber."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
 
 import pytest
+import yaml
 
 from alerts.store import AlertStore
 from tests.support.kafka import TopicReader
 from tests.support.notify import (
+    REPO,
     MqttRecorder,
     alert,
+    cfg_from,
     clear_retained,
     committed,
+    config_dict,
     end_offsets,
     make_cfg,
     mqtt_address,
     produce,
     running,
 )
+from tests.support.private_services import PrivateService
+from tests.support.redis import cleanup
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -95,8 +105,20 @@ def test_state_snapshot_availability_and_discovery(kafka_bootstrap):
 
     # a new subscriber gets the retained state: what Home Assistant sees after a restart
     late = MqttRecorder(host, port, [f"{p}#", f"{dp}/#"])
+    retained = {
+        f"{p}cam-a/intrusion/state",
+        f"{p}cam-a/intrusion/attributes",
+        f"{p}cam-a/snapshot",
+        f"{dp}/binary_sensor/vigil_cam-a/intrusion/config",
+        f"{dp}/image/vigil_cam-a/snapshot/config",
+        f"{dp}/binary_sensor/vigil_cam-b/loiter/config",
+        f"{dp}/image/vigil_cam-b/snapshot/config",
+    }
     try:
-        assert late.wait(lambda: late.get(f"{p}cam-a/intrusion/state"), 10)
+        # the broker sends the retained messages after its SUBACK, one subscription after the
+        # other ({p}# before {dp}/#): wait for all of them, not for the first one (reading the
+        # discovery topics once the state had come was a race)
+        assert late.wait(lambda: retained <= late.topics(), 10), retained - late.topics()
         (st,) = late.get(f"{p}cam-a/intrusion/state")
         assert st.retain and st.payload == b"OFF"
         (snap,) = late.get(f"{p}cam-a/snapshot")
@@ -160,10 +182,7 @@ def test_broker_down_dead_letters_without_the_password(kafka_bootstrap, caplog):
 
 
 def test_notify_test_command_mqtt(kafka_bootstrap, tmp_path, capsys):
-    import yaml
-
     from pipeline.cli import build_parser
-    from tests.support.notify import config_dict
 
     host, port = mqtt_address()
     tag = f"t{uuid.uuid4().hex[:8]}"
@@ -185,3 +204,96 @@ def test_notify_test_command_mqtt(kafka_bootstrap, tmp_path, capsys):
     finally:
         rec.close()
     clear_retained(host, port, seen)
+
+
+def test_broker_restart_republishes_and_the_will_says_offline(kafka_bootstrap, tmp_path):
+    """A broker of the test's own (it is restarted, without persistence: its retained messages
+    are gone). After the restart the notifier publishes again what it knows (availability,
+    discovery, states, snapshots) and delivers what came while the broker was down; killed
+    (SIGKILL: no goodbye), its will tells every subscriber it is offline (docs/notify.md)."""
+    with PrivateService("mqtt", tmp_path) as broker:
+        host, port = "127.0.0.1", broker.port
+        tag = f"t{uuid.uuid4().hex[:8]}"
+        p, dp = f"{tag}/", f"{tag}-ha"
+        sink = mqtt_sink(
+            host,
+            port,
+            tag,
+            timeout_s=1.0,
+            retry={"attempts": 100, "initial_s": 0.2, "max_s": 1.0, "budget_s": 60.0},
+        )
+        data = config_dict(kafka_bootstrap, [sink])
+        path = tmp_path / "vigil.yaml"
+        path.write_text(yaml.safe_dump(data))
+        cfg = cfg_from(data)
+        store = AlertStore(cfg.redis)
+        jpeg = b"\xff\xd8\xff\xe0-cam-a-before-the-restart-\xff\xd9"
+        a0 = alert(0)  # cam-a/intrusion, open
+        b0 = alert(0, camera="cam-b", rule="loiter")  # comes while the broker is down
+        store.put_snapshot(a0["id"], jpeg, ttl_s=600)
+        store.client.hset(store.keys.camera_status("cam-a"), mapping={"state": "streaming"})
+        log_path = tmp_path / "notify.log"
+        proc = None
+        rec = before = None
+        try:
+            before = MqttRecorder(host, port, [f"{p}#", f"{dp}/#"])
+            with log_path.open("ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "pipeline.cli", "notify", "serve", "-c", str(path)],
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            produce(cfg, [a0])
+            state_a = f"{p}cam-a/intrusion/state"
+            assert before.wait(lambda: payload(before, state_a) == b"ON", 30), log_path.read_text()
+            assert before.wait(lambda: payload(before, f"{p}cam-a/snapshot") == jpeg, 10)
+            assert payload(before, f"{p}available") == b"online"
+            before.close()
+            before = None
+
+            broker.stop()  # retained messages gone with it
+            produce(cfg, [b0])  # to deliver once the broker is back
+            broker.start()
+            rec = MqttRecorder(host, port, [f"{p}#", f"{dp}/#"])
+            want = {
+                f"{p}available": b"online",
+                state_a: b"ON",
+                f"{p}cam-a/snapshot": jpeg,
+                f"{p}cam-a/availability": b"online",
+                f"{p}cam-b/loiter/state": b"ON",
+            }
+            assert rec.wait(lambda: all(payload(rec, t) == v for t, v in want.items()), 30), (
+                {t: payload(rec, t) for t in want},
+                log_path.read_text()[-3000:],
+            )
+            discovery = {
+                f"{dp}/binary_sensor/vigil_cam-a/intrusion/config",
+                f"{dp}/image/vigil_cam-a/snapshot/config",
+                f"{dp}/binary_sensor/vigil_cam-b/loiter/config",
+                f"{dp}/image/vigil_cam-b/snapshot/config",
+            }
+            assert rec.wait(lambda: discovery <= rec.topics(), 10), discovery - rec.topics()
+            attrs = json.loads(payload(rec, f"{p}cam-b/loiter/attributes"))
+            assert (attrs["id"], attrs["status"]) == (b0["id"], "started")
+
+            proc.send_signal(signal.SIGKILL)  # no clean stop: the broker publishes the will
+            proc.wait(10)
+            assert rec.wait(lambda: payload(rec, f"{p}available") == b"offline", 15)
+            late = MqttRecorder(host, port, [f"{p}available"])
+            try:  # retained: what Home Assistant sees when it subscribes after the crash
+                assert late.wait(lambda: late.get(f"{p}available"), 10)
+                (gone,) = late.get(f"{p}available")
+                assert gone.retain and gone.payload == b"offline"
+            finally:
+                late.close()
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            for r in (before, rec):
+                if r is not None:
+                    r.close()
+            cleanup(store.client, cfg.redis.key_prefix)
+            store.client.close()

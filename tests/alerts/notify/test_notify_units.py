@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 import time
 from email.utils import formatdate
 
+import pytest
+
+from alerts.notify import delivery
 from alerts.notify.delivery import TokenBucket, backoff
 from alerts.notify.service import check_alert, known_pairs
 from alerts.notify.sinks.base import idempotency_key, snapshot_url, synthetic_alert
 from alerts.notify.sinks.mqtt import object_id
 from alerts.notify.sinks.webhook import parse_retry_after, sign, slack_message
 from alerts.rules import parse_rule
+from tests.support.fake_clock import ClockedEvent, FakeClock
 
 
 def test_backoff_doubles_with_jitter_and_honours_retry_after():
@@ -34,16 +37,25 @@ def test_parse_retry_after():
     assert parse_retry_after(formatdate(now - 60, usegmt=True), now=now) == 0.0
 
 
-def test_token_bucket_paces_after_the_burst():
+def test_token_bucket_paces_after_the_burst(monkeypatch):
+    # the bucket reads the module's clock and waits on the stop event: both fake, so the time a
+    # take costs is what the rate says, whatever the machine's speed
+    clock = FakeClock()
+    monkeypatch.setattr(delivery, "time", clock)
+    stop = ClockedEvent(clock)
     bucket = TokenBucket(per_s=20.0, burst=3)
-    stop = threading.Event()
-    t0 = time.monotonic()
-    for _ in range(3):
+
+    def take() -> float:
+        """Seconds the take waited for its token."""
+        t = clock.monotonic()
         assert bucket.take(stop)
-    assert time.monotonic() - t0 < 0.05  # the burst is free
-    for _ in range(4):
-        assert bucket.take(stop)
-    assert time.monotonic() - t0 >= 0.19  # then one per 50 ms
+        return clock.monotonic() - t
+
+    assert [take() for _ in range(3)] == [0.0] * 3  # the burst is free
+    # then one token per 1/20 s
+    assert [take() for _ in range(4)] == pytest.approx([0.05] * 4, abs=1e-5)
+    clock.advance(10.0)  # saved up: at most the burst
+    assert [take() for _ in range(4)] == pytest.approx([0.0, 0.0, 0.0, 0.05], abs=1e-5)
     stop.set()
     slow = TokenBucket(per_s=0.01, burst=1)
     assert slow.take(stop) and not slow.take(stop)  # a stop ends the wait

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from pipeline.common.compacted_table import CompactedTable, TableRecordError
 from pipeline.common.config import format_validation_error
 from pipeline.common.contracts import validate_camera_id
-from pipeline.common.kafka import KafkaConfig, make_consumer
+from pipeline.common.kafka import KafkaConfig, connection_count, make_consumer
+from pipeline.common.lifecycle import OutageLog
 from pipeline.ingest.camera import CameraSpec
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,14 @@ class RegistryWatcher:
 
     ``on_change(owned)`` is called with the full owned set after every change (assignment,
     revocation, add, update, remove), from the watcher thread.
+
+    Kafka away is not a broken registry: kafka-python raises from ``poll`` when no broker answers
+    (KafkaConnectionError from a coordinator lookup). The watcher logs one line per outage and
+    retries (``backoff``: first and longest pause, s); the cameras it owns keep streaming. Other
+    errors stop it (``error``: the worker exits with it).
     """
+
+    backoff = (0.5, 5.0)
 
     def __init__(
         self,
@@ -113,6 +122,8 @@ class RegistryWatcher:
         self.consumer.subscribe([cfg.topics.cameras], listener=_Listener(self))
         self._thread = threading.Thread(target=self._run, name="registry-watcher", daemon=True)
         self.error: Exception | None = None
+        self._changed = False  # owned cameras changed, not yet handed to on_change
+        self.kafka_state = OutageLog(log, f"Kafka at {cfg.bootstrap_servers} (camera registry)")
 
     def start(self) -> RegistryWatcher:
         self._thread.start()
@@ -149,23 +160,39 @@ class RegistryWatcher:
     def _caught_up(self) -> bool:
         return all(self.consumer.position(tp) >= end for tp, end in self._catch_up.items())
 
+    def _step(self) -> None:
+        batches = self.consumer.poll(timeout_ms=500)
+        for tp, records in batches.items():
+            cams = self._by_partition.setdefault(tp.partition, {})
+            for rec in records:
+                self._changed |= CAMERAS.apply(cams, rec.key, rec.value, self._skipped, tp.topic)
+        parts = self._new_assignment
+        if parts is not None:
+            self._catch_up = self.consumer.end_offsets(parts) if parts else {}
+            if self._new_assignment is parts:  # (a newer one, come meanwhile, is next round's)
+                self._new_assignment = None
+        if self._catch_up is not None and self._caught_up():
+            self._catch_up = None
+            self._changed = True
+        if self._changed and self._catch_up is None:
+            self._changed = False
+            self._on_change(self.owned)
+
     def _run(self) -> None:
+        first, longest = self.backoff
+        pause = first
         try:
             while not self._stop.is_set():
-                batches = self.consumer.poll(timeout_ms=500)
-                changed = False
-                for tp, records in batches.items():
-                    cams = self._by_partition.setdefault(tp.partition, {})
-                    for rec in records:
-                        changed |= CAMERAS.apply(cams, rec.key, rec.value, self._skipped, tp.topic)
-                if self._new_assignment is not None:
-                    parts, self._new_assignment = self._new_assignment, None
-                    self._catch_up = self.consumer.end_offsets(parts) if parts else {}
-                if self._catch_up is not None and self._caught_up():
-                    self._catch_up = None
-                    changed = True
-                if changed and self._catch_up is None:
-                    self._on_change(self.owned)
+                try:
+                    self._step()
+                except KafkaError as e:  # Kafka away (class docstring): wait, then again
+                    self.kafka_state.down(f"{type(e).__name__}")
+                    self._stop.wait(pause)
+                    pause = min(pause * 2, longest)
+                    continue
+                pause = first
+                if self.kafka_state.is_down and connection_count(self.consumer):
+                    self.kafka_state.up()
         except Exception as e:  # surfaced to the worker, which exits with a clear message
             log.exception("registry watcher failed")
             self.error = e

@@ -1,12 +1,14 @@
 """Vigil on a 3-broker Kafka cluster with SASL/SCRAM users and ACLs (deploy/local/kafka_cluster.sh).
 
 - Who may write: only the ingest principal writes detections, only the alert service's writes
-  alerts; anyone else is refused by the brokers (a forged detection message needs the ingest
-  workers' credentials).
+  alerts; anyone else is refused by the brokers with an authorization error (not a timeout, not
+  any other error), and nothing of a refused write reaches the topic (a forged detection message
+  needs the ingest workers' credentials).
 - Failover, real processes: 4 camera-sim cameras, 2 ingest workers, 2 alert services. The broker
   leading most detection partitions is SIGKILLed mid-run and brought back; then one ingest worker
   and one alert service are SIGKILLed too. Every detection message a worker had acknowledged is
-  on the topic, the alert (id, status) set in Redis is exactly a fault-free replay of the
+  on the topic, no camera's detections pause across the broker's failure for as long as a failed
+  worker would cost it, the alert (id, status) set in Redis is exactly a fault-free replay of the
   detections on the topic, and no alert event is stored twice.
 """
 
@@ -25,7 +27,7 @@ import pytest
 import redis
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, TopicAuthorizationFailedError
+from kafka.errors import TopicAuthorizationFailedError
 
 from alerts.engine import RuleEngine
 from alerts.store import AlertStore
@@ -43,6 +45,9 @@ CLUSTER = REPO / "deploy" / "local" / "kafka_cluster.sh"
 PORT = int(os.environ.get("VIGIL_TEST_KAFKA_CLUSTER_PORT", "19092"))
 BOOTSTRAP = ",".join(f"127.0.0.1:{PORT + i}" for i in range(3))
 WHOLE_FRAME = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+BROKER_PROPERTIES = REPO / "deploy" / "local" / "kafka" / "cluster.properties"
+# How long the killed broker stays away
+BROKER_DOWN_S = 12
 FILES = [
     "classroom.mp4",
     "people-detection.mp4",
@@ -71,6 +76,17 @@ def kafka_cluster(tmp_path_factory):
         yield state
     finally:
         cluster(state, "down")
+
+
+def broker_session_timeout_s() -> float:
+    """How long the controller waits for a silent (SIGKILLed) broker before fencing it and
+    electing new leaders for its partitions: broker.session.timeout.ms of the cluster's
+    properties, Kafka's default (9000 ms) when they leave it."""
+    for line in BROKER_PROPERTIES.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "broker.session.timeout.ms":
+            return int(value) / 1000
+    return 9.0
 
 
 def secret(state: Path, user: str) -> Path:
@@ -133,30 +149,39 @@ def client_kw(state: Path, user: str) -> dict:
     }
 
 
+def assert_write_refused(state: Path, user: str, topic: str) -> None:
+    """``user``'s write to ``topic`` is refused by the brokers' ACLs: the produce answer is
+    TOPIC_AUTHORIZATION_FAILED for that topic. A timeout (KafkaTimeoutError) or any other error
+    fails the test (every principal may DESCRIBE the topics, so the metadata is there and only the
+    write itself can be refused)."""
+    # retries=0: no idempotence, so no InitProducerId that could fail first for another reason
+    producer = KafkaProducer(**client_kw(state, user), max_block_ms=10000, retries=0)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError) as refused:
+            producer.send(topic, key=b"gate", value=b"{}").get(timeout=15)
+        assert type(refused.value) is TopicAuthorizationFailedError, repr(refused.value)
+        assert topic in str(refused.value), repr(refused.value)
+    finally:
+        producer.close(5)
+
+
 def test_only_the_ingest_principal_may_write_detections(kafka_cluster):
     state = kafka_cluster
     admin_cfg = parse_config(config_dict(state, "admin", "acl"), "t")
     ensure_topics(admin_cfg.kafka)  # as admin: RF 3, min.insync.replicas 2
-    topic = admin_cfg.kafka.topics.detections
+    topic, alerts_topic = admin_cfg.kafka.topics.detections, admin_cfg.kafka.topics.alerts
     for user in ("alerts", "viewer"):
-        producer = KafkaProducer(**client_kw(state, user), max_block_ms=10000, retries=0)
-        try:
-            with pytest.raises((TopicAuthorizationFailedError, KafkaError)):
-                producer.send(topic, key=b"gate", value=b"{}").get(timeout=15)
-        finally:
-            producer.close(5)
+        assert_write_refused(state, user, topic)
     producer = KafkaProducer(**client_kw(state, "ingest"), acks="all", max_block_ms=10000)
     try:
         meta = producer.send(topic, key=b"gate", value=b'{"probe": 1}').get(timeout=15)
         assert meta.offset >= 0
     finally:
         producer.close(5)
-    producer = KafkaProducer(**client_kw(state, "ingest"), max_block_ms=10000, retries=0)
-    try:  # the ingest principal cannot write the alerts topic either
-        with pytest.raises((TopicAuthorizationFailedError, KafkaError)):
-            producer.send(admin_cfg.kafka.topics.alerts, key=b"gate", value=b"{}").get(timeout=15)
-    finally:
-        producer.close(5)
+    assert_write_refused(state, "ingest", alerts_topic)  # not the alerts topic either
+    # nothing of the refused writes is on the topics: the ingest probe alone
+    assert [(r.key, r.value) for r in _read_all(state, topic)] == [(b"gate", b'{"probe": 1}')]
+    assert _read_all(state, alerts_topic) == []
 
 
 def _leader_of_most_partitions(state: Path, topic: str) -> int:
@@ -276,8 +301,9 @@ def test_failover_broker_worker_and_alert_service(kafka_cluster, camera_sim, tmp
         leader = _leader_of_most_partitions(state, topic)
         killed_at = time.time()
         cluster(state, "kill-node", str(leader))
-        time.sleep(12)
-        cluster(state, "start-node", str(leader))
+        time.sleep(BROKER_DOWN_S)
+        cluster(state, "start-node", str(leader))  # returns once the node answers
+        back_at = time.time()
         time.sleep(8)
         workers[0].send_signal(signal.SIGKILL)
         services[0].send_signal(signal.SIGKILL)
@@ -322,21 +348,39 @@ def test_failover_broker_worker_and_alert_service(kafka_cluster, camera_sim, tmp
             acked.add((cam, int(epoch), int(seq)))
     assert acked and acked <= on_topic, f"{len(acked - on_topic)} acknowledged messages lost"
 
-    # 2. detections resumed after the broker kill: the gap per camera
+    # 2. the broker's failure did not pause any camera's detections: the largest gap between a
+    # camera's consecutive messages, from its last one before the kill to its first one past the
+    # broker's return (+ 4 s; the worker kill comes 8 s after the return), against the bound.
+    # A worker never waits for Kafka (DetectionPublisher: sends are buffered, acks=all with
+    # retries, delivery.timeout.ms 120 s), so the gap is the frame interval plus the detection
+    # loop's stalls (1.5 s measured here; 4.5 s in the 30-minute soak under extra contention,
+    # BENCHMARKS.md). A worker that waited on, or dropped, the messages of the leaderless
+    # partitions would show at least the time Kafka needs to move their leaders
+    # (broker.session.timeout.ms), one whose cameras left it at least the group's
+    # ingest.session_timeout_ms (6 s here): losing one of three brokers must cost a camera less
+    # than losing its worker does, so the bound is the smaller of the two.
+    ingest_session_s = config_dict(state, "ingest", tag)["ingest"]["session_timeout_ms"] / 1000
+    bound_s = min(broker_session_timeout_s(), ingest_session_s)
+    window_end = back_at + 4
     gaps = {}
     by_cam = defaultdict(list)
     for v in values:
         by_cam[v["camera_id"]].append(v["capture_ts"])
+    assert sorted(by_cam) == sorted(c.id for c in cams), sorted(by_cam)
     for cam, ts in by_cam.items():
         ts.sort()
-        around = [
-            b - a
-            for a, b in zip(ts, ts[1:], strict=False)
-            if a <= killed_at + 20 and b >= killed_at
-        ]
-        gaps[cam] = round(max(around, default=0.0), 2)
-    print(f"per-camera gap around the broker kill (s): {gaps}; {len(acked)} acked messages checked")
-    assert all(g < 60 for g in gaps.values()), gaps
+        before = [t for t in ts if t < killed_at]
+        after = [t for t in ts if t > window_end]
+        assert before and after, (
+            f"{cam}: no detections before the kill or after the broker's return"
+        )
+        span = [before[-1], *(t for t in ts if killed_at <= t <= window_end), after[0]]
+        gaps[cam] = round(max(b - a for a, b in zip(span, span[1:], strict=False)), 2)
+    print(
+        f"per-camera gap across the broker kill (s): {gaps}, bound {bound_s} s; "
+        f"broker back {back_at - killed_at:.1f} s after the kill; {len(acked)} acked messages"
+    )
+    assert all(g < bound_s for g in gaps.values()), (gaps, bound_s)
 
     # 3. the alerts: exactly a fault-free replay of the detections, none twice
     engine = RuleEngine(parse_config(config_dict(state, "admin", tag), "t").alerts)

@@ -1,7 +1,9 @@
 """Kafka going away mid-run and coming back (real broker, real camera, real services).
 
-The broker of the test session is stopped while an ingest worker streams a camera-sim camera and
-an alert service turns its detections into alerts, then started again. What a user notices:
+A broker of this test's own (tests/support/private_services.py: the session's broker serves other
+tests meanwhile) is stopped while an ingest worker streams a camera-sim camera and an alert
+service turns its detections into alerts, then started again. Redis is the session's, under this
+test's key prefix. What a user notices:
 
 - the worker carries on: every detection message it sent is either acknowledged or counted as a
   publish error (none vanishes), and frames captured after the outage reach the topic;
@@ -14,12 +16,9 @@ an alert service turns its detections into alerts, then started again. What a us
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
@@ -33,11 +32,11 @@ from pipeline.config import parse_config
 from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.camera_registry import put_cameras
 from tests.support.config import make_config_dict
+from tests.support.private_services import PrivateService
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-SERVICES = Path(__file__).resolve().parents[2] / "deploy" / "local" / "services.sh"
 WHOLE_FRAME = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
 RULES = [
     {
@@ -61,12 +60,16 @@ RULES = [
 ]
 
 
-def services_sh(action: str) -> None:
-    subprocess.run(["bash", str(SERVICES), action], check=True, env=os.environ.copy(), timeout=120)
+@pytest.fixture
+def private_kafka(tmp_path):
+    """A broker of this test's own: stopping it hurts no other test. Requested before
+    topic_reader, so the reader closes before the broker goes."""
+    with PrivateService("kafka", tmp_path) as kafka:
+        yield kafka
 
 
-def test_kafka_restart_mid_run(kafka_bootstrap, detector, camera_sim, topic_reader, caplog):
-    d = make_config_dict(kafka_bootstrap)
+def test_kafka_restart_mid_run(private_kafka, detector, camera_sim, topic_reader, caplog):
+    d = make_config_dict(private_kafka.address)
     tag = d["redis"]["key_prefix"].rstrip(":")
     d["alerts"] = {
         "rules": RULES,
@@ -79,7 +82,8 @@ def test_kafka_restart_mid_run(kafka_bootstrap, detector, camera_sim, topic_read
     }
     d["ingest"]["default_fps"] = 3
     cfg = parse_config(d, "test")
-    ensure_topics(cfg.kafka)
+    assert cfg.kafka.bootstrap_servers == private_kafka.address
+    ensure_topics(cfg.kafka)  # on the private broker (no auto-creation there either)
     quiet_library_logs()  # what the CLI does
     store = AlertStore(cfg.redis)
 
@@ -101,13 +105,20 @@ def test_kafka_restart_mid_run(kafka_bootstrap, detector, camera_sim, topic_read
         with caplog.at_level(logging.INFO):
             assert wait_for(lambda: store.stream_len() >= 1, 120), "no alert before the outage"
             published_before = worker.published
-            services_sh("stop-kafka")
+            private_kafka.stop()
             time.sleep(6)  # past the worker's 5 s without acknowledgement
             assert threads[0].is_alive() and threads[1].is_alive()
-            services_sh("start-kafka")
+            private_kafka.start()
             restarted_at = time.time()
-            reader.until(
+            after_restart = reader.until(
                 lambda rs: any(r["value"]["capture_ts"] > restarted_at + 2 for r in rs), 90
+            )
+            # frames captured after the broker came back reach the topic
+            assert any(r["value"]["capture_ts"] > restarted_at + 2 for r in after_restart), (
+                f"no frame captured after the restart on the topic: {len(after_restart)} "
+                f"records, newest capture "
+                f"{max((r['value']['capture_ts'] for r in after_restart), default=None)} "
+                f"< restart {restarted_at} + 2 s"
             )
             assert worker.published > published_before, "nothing published after the restart"
             time.sleep(2)
@@ -126,14 +137,25 @@ def test_kafka_restart_mid_run(kafka_bootstrap, detector, camera_sim, topic_read
         service.close()
     lines = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
 
-    # the worker: every message acknowledged or counted, frames after the outage on the topic
+    # the worker: every message it produced acknowledged or counted, none vanished. The
+    # publisher counts outcomes (published = acknowledged, publish_errors = failed or dropped with
+    # a full buffer, unacked = neither yet); the attempts are WorkerStats.processed, counted once
+    # per message handed to DetectionPublisher.publish (worker._finish: frame_out, then publish).
+    produced = sum(worker.stats.processed.values())
+    print(
+        f"worker: {produced} messages produced, {worker.published} published, "
+        f"{worker.publish_errors} publish errors; "
+        f"{sum(r['value']['capture_ts'] > restarted_at for r in reader.records)} after the restart"
+    )
     assert worker._unacked == 0
+    assert produced > 0 and produced == worker.published + worker.publish_errors, (
+        produced,
+        worker.published,
+        worker.publish_errors,
+    )
+    # ... and what was acknowledged is on the topic, once
     records = reader.until(lambda rs: len(rs) >= worker.published, 30)
     assert len(records) == worker.published, (len(records), worker.published)
-    print(
-        f"worker: {worker.published} published, {worker.publish_errors} publish errors; "
-        f"{sum(r['value']['capture_ts'] > restarted_at for r in records)} after the restart"
-    )
 
     # the alert service: exactly what a fault-free replay of the same detections gives
     engine = RuleEngine(cfg.alerts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import threading
 import time
 
@@ -54,7 +55,7 @@ def test_unknown_allocator_is_refused_by_name():
 
 def test_cpu_share_attributes_a_reader_thread_to_decoding():
     stop, spun = threading.Event(), threading.Event()
-    busy_s = 0.2
+    busy_s = 0.5
 
     def spin() -> None:  # like a decoder: busy in C code, the GIL released
         data = bytes(1 << 20)
@@ -68,7 +69,7 @@ def test_cpu_share_attributes_a_reader_thread_to_decoding():
     share = CpuShare()
     reader = threading.Thread(target=spin, name="reader-cam0")
     reader.start()
-    assert spun.wait(60), "the reader thread never got 0.2 s of CPU"
+    assert spun.wait(60), f"the reader thread never got {busy_s} s of CPU"
     out = share.stop()
     wall = time.monotonic() - t0  # at least the window CpuShare measured
     stop.set()
@@ -76,7 +77,10 @@ def test_cpu_share_attributes_a_reader_thread_to_decoding():
     threads = out["worker_threads"]
     # it used busy_s of CPU inside the window, however loaded the machine (shares are rounded)
     assert threads["decode"] >= busy_s / wall - 0.01, (threads, wall)
-    assert threads["decode"] <= out["worker"] + 0.05  # part of this process's own CPU
+    # part of this process's own CPU, which the kernel counts in clock ticks: the two readings of
+    # it may each be a tick off, on top of the rounding of both shares
+    tick_s = 1 / os.sysconf("SC_CLK_TCK")
+    assert threads["decode"] <= out["worker"] + 2 * tick_s / wall + 0.02, (threads, out, wall)
     assert set(out) >= {"worker", "kafka", "redis", "others", "idle", "steal", "cores"}
 
 

@@ -11,13 +11,14 @@ the clip is ``start + offset`` on the ``capture_ts`` clock; the result lists the
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import av
 
-from pipeline.common.errors import InputError, UsageError
+from pipeline.common.errors import InputError, InputNotFound, UsageError
 from pipeline.record.index import DEFAULT_GAP_TOLERANCE_S, SegmentIndex, find_gaps
 from pipeline.record.segmenter import Segment, error_text
 
@@ -89,6 +90,16 @@ class _Writer:
             self.container.close()
 
 
+def check_output(out: Path) -> Path:
+    """``out``, or an error naming it when its folder is missing or not writable."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise InputNotFound(f"{out}: folder {out.parent} does not exist")
+    if out.is_dir() or not os.access(out.parent, os.W_OK):
+        raise InputError(f"{out}: cannot write there")
+    return out
+
+
 def cut(
     root: Path,
     segments: list[Segment],
@@ -98,11 +109,7 @@ def cut(
     tolerance_s: float = DEFAULT_GAP_TOLERANCE_S,
 ) -> ExportResult:
     """Remux ``[t0, t1]`` of ``segments`` (files under ``root``, oldest first) into ``out``."""
-    out = Path(out)
-    try:
-        out.open("wb").close()
-    except OSError as e:
-        raise InputError(f"{out}: cannot write ({e.strerror or type(e).__name__})") from None
+    out = check_output(out)
     writer = _Writer(out)
     used: list[Segment] = []
     gop: list = []  # before the cut starts: the packets since the last keyframe at or before t0
@@ -196,6 +203,7 @@ def export(
     """Cut ``[t0, t1]`` of ``camera_id``'s indexed recording into ``out``."""
     if not t1 > t0:
         raise UsageError(f"--to ({iso(t1)}) must be after --from ({iso(t0)})")
+    check_output(out)
     segments = index.segments(camera_id, t0, t1)
     if not segments:
         raise NothingRecorded(

@@ -23,7 +23,7 @@ import redis
 
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
 from pipeline.record.layout import parse_segment, segment_files, start_ms
-from pipeline.record.segmenter import Segment, error_text
+from pipeline.record.segmenter import Segment, error_text, shown_end
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,9 @@ def probe_file(path: Path) -> tuple[float, int]:
         vs = container.streams.video[0]
         tb = vs.time_base
         first: int | None = None
-        end: int | None = None
+        decoded_until = 0
+        shown: list[tuple[float, float]] = []  # the last GOP's frames: (shown at, ends at)
+        end = 0
         frames = 0
         try:
             for pkt in container.demux(vs):
@@ -180,13 +182,18 @@ def probe_file(path: Path) -> tuple[float, int]:
                     continue
                 if first is None:
                     first = pkt.pts
+                if pkt.is_keyframe and shown:
+                    end = max(end, max(e for _, e in shown))  # a GOP ended by a keyframe
+                    shown = []
                 frames += 1
-                stop = pkt.pts + (pkt.duration or 0)
-                end = stop if end is None else max(end, stop)
+                shown.append((pkt.pts, pkt.pts + (pkt.duration or 0)))
+                decoded_until = max(decoded_until, pkt.dts if pkt.dts is not None else pkt.pts)
         except (av.FFmpegError, OSError):
             pass  # a truncated last fragment: the frames before it count
-        if first is None or end is None:
+        if first is None:
             raise ValueError("no complete fragment")
+        # the file's last GOP may have been cut by a stop or a kill: the recorder's rule
+        end = max(end, shown_end(shown, decoded_until))
         return float((end - first) * tb), frames
     finally:
         container.close()

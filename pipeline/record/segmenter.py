@@ -83,6 +83,7 @@ class RecorderStats:
     packets: int = 0
     bytes: int = 0
     reconnects: int = 0
+    open_failures: int = 0  # failed attempts to open the stream
     last_error: str | None = None
     cpu_s: float = 0.0  # CPU seconds of the recorder's thread
     # arrival - wall time of each packet (s), the latest LAG_SAMPLES: how late packets come
@@ -142,18 +143,46 @@ def open_stream(url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 
     return container
 
 
+def shown_end(frames: list[tuple[float, float]], decoded_until: float) -> float:
+    """Where a recording cut between two keyframes ends: ``frames`` are ``(shown at, ends at)``
+    and ``decoded_until`` the latest decoding time. A frame shown up to one frame after that
+    time counts; one shown later was sent early (a B frame's reference) and the frames before
+    it never came. Exact for streams without B frames and with one frame of reordering; with
+    deeper reordering a complete GOP may come out a frame or two short."""
+    return max(
+        (end for at, end in frames if at <= decoded_until + (end - at) + 1e-6),
+        default=decoded_until,
+    )
+
+
 class _Output:
     """The segment being written."""
 
     def __init__(self, path: Path, rel: Path, start: float, template, base: int) -> None:
         self.path, self.rel, self.start, self.base = path, rel, start, base
         self.container = av.open(
-            str(path), "w", format="mp4", container_options={"movflags": MOVFLAGS}
+            str(path),
+            "w",
+            format="mp4",
+            # each fragment reaches the file as soon as the muxer writes it
+            container_options={"movflags": MOVFLAGS, "flush_packets": "1"},
         )
         self.stream = self.container.add_stream_from_template(template)
-        self.max_end = start  # end of the latest frame, wall clock
+        self.max_end = start  # end of the latest frame shown, wall clock
+        # Cut between keyframes (a stop, an outage), a stream with B frames has sent frames
+        # shown after some that never came: the segment then ends with the frames shown by the
+        # latest decoding time plus a frame (:func:`shown_end`, the rule the rebuild applies).
+        self.complete_end = start  # end of the GOPs finished by a keyframe
+        self.gop: list[tuple[float, float]] = []  # (shown at, ends at) since the last keyframe
+        self.decoded_until = start  # wall time of the latest packet's decoding time
+
         self.last_dts: int | None = None
         self.frames = 0
+
+    def end(self, at_keyframe: bool) -> float:
+        if at_keyframe:
+            return self.max_end
+        return max(self.complete_end, shown_end(self.gop, self.decoded_until))
 
 
 class Recorder:
@@ -243,6 +272,7 @@ class Recorder:
         def failed(e: BaseException) -> None:
             nonlocal attempts, lost_since
             attempts += 1
+            self.stats.open_failures += 1
             self.stats.last_error = error_text(e)
             self.stats.state = "lost"
             if attempts == 1:  # one line for the outage, not one per attempt
@@ -374,7 +404,7 @@ class Recorder:
         wall = offset + pts_s
         if pkt.is_keyframe and (out is None or wall - out.start >= self.segment_s - dur_s / 2):
             if out is not None:
-                self._finish_segment()
+                self._finish_segment(at_keyframe=True)
                 if window < float("inf"):
                     offset = window  # the new anchor applies from this boundary on
                 wall = offset + pts_s
@@ -399,6 +429,10 @@ class Recorder:
             return offset, window
         out.last_dts = pkt.dts
         out.frames += 1
+        if pkt.is_keyframe:
+            out.complete_end, out.gop = out.max_end, []
+        out.gop.append((wall, wall + dur_s))
+        out.decoded_until = offset + (pts_s if send_s is None else send_s)
         out.max_end = max(out.max_end, wall + dur_s)
         self.stats.bytes += pkt.size
         return offset, window
@@ -433,7 +467,7 @@ class Recorder:
                 self.stats.last_error,
             )
 
-    def _finish_segment(self) -> None:
+    def _finish_segment(self, at_keyframe: bool = False) -> None:
         out, self._out = self._out, None
         if out is None:
             return
@@ -446,7 +480,7 @@ class Recorder:
         if out.frames == 0:
             out.path.unlink(missing_ok=True)
             return
-        seg = Segment(self.camera_id, out.rel, out.start, out.max_end, size, out.frames)
+        seg = Segment(self.camera_id, out.rel, out.start, out.end(at_keyframe), size, out.frames)
         self.stats.segments += 1
         if self.on_segment is None:
             return

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from alerts.config import AlertsConfig, RulesError, parse_alerts_config
 from alerts.notify.config import NotifyConfig
@@ -48,7 +48,8 @@ class VigilConfig(StrictModel):
     alerts: AlertsConfig = AlertsConfig()
     console: ConsoleConfig = ConsoleConfig()
     notify: NotifyConfig = NotifyConfig()
-    recordings: RecordingsConfig = RecordingsConfig()
+    # a factory: recordings.dir's ${VIGIL_STATE} is expanded when a config is made, not at import
+    recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
 
     def for_component(self, component: Component) -> VigilConfig:
         """The config one component runs with: the same, but logging in to Redis as that

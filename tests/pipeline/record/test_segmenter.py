@@ -216,3 +216,26 @@ def test_unreachable_camera_logs_once_and_never_its_password(tmp_path, caplog):
     assert not any("s3cret-pw" in m for m in lines)
     assert "s3cret-pw" not in (rec.stats.last_error or "")
     assert "cam" in " ".join(lines)
+
+
+def test_a_folder_that_cannot_be_written_pauses_recording_until_it_can(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.record")
+    blocker = tmp_path / "cam1"  # a file where the camera's folder goes: mkdir fails
+    blocker.write_text("")
+    found = []
+    rec = Recorder(
+        "cam1", footage_path(CLIP), tmp_path, segment_s=1, settle_s=0.1, on_segment=found.append
+    ).start()
+    try:
+        assert wait_for(lambda: rec.stats.state == "paused", timeout=10), rec.stats
+        assert wait_for(lambda: rec.stats.packets >= 25, timeout=10)  # two keyframes more
+        assert found == []
+        blocker.unlink()
+        assert wait_for(lambda: len(found) >= 1, timeout=10), rec.stats
+    finally:
+        rec.stop()
+    assert rec.alive is False
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("cannot write segments" in m for m in lines) == 1, lines
+    assert sum("writing segments again" in m for m in lines) == 1, lines
+    assert decode_errors(tmp_path / found[0].path) == ""

@@ -278,7 +278,7 @@ class Recorder:
             if attempts == 1:  # one line for the outage, not one per attempt
                 lost_since = lost_since or time.monotonic()
                 log.warning(
-                    "%s: cannot open the stream (%s); retrying every %.1f s at most",
+                    "%s: %s; retrying with backoff (up to %.1f s between attempts)",
                     self,
                     self.stats.last_error,
                     self.backoff[1],

@@ -3,7 +3,10 @@ anything else under the folder is not taken for a segment."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+import pytest
 
 from pipeline.record.layout import parse_segment, relative_path, segment_files
 
@@ -11,8 +14,17 @@ from pipeline.record.layout import parse_segment, relative_path, segment_files
 T = 1774745999.999
 
 
-def test_folders_are_the_utc_date_and_hour_and_the_name_the_start_in_ms(monkeypatch):
+@pytest.fixture
+def paris(monkeypatch):
+    """The process in a time zone an hour off UTC (and back to its own afterwards)."""
     monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_folders_are_the_utc_date_and_hour_and_the_name_the_start_in_ms(paris):
     assert relative_path("cam1", T) == Path("cam1/2026-03-29/00/1774745999999.mp4")
     assert relative_path("cam1", T + 0.001) == Path("cam1/2026-03-29/01/1774746000000.mp4")
 

@@ -80,7 +80,10 @@ class _Writer:
         pts = max(round((wall_pts - self.zero) / self.tb), dts)
         pkt.pts, pkt.dts, pkt.time_base = pts, dts, self.tb
         pkt.stream = self.stream
-        self.container.mux(pkt)
+        try:
+            self.container.mux(pkt)
+        except (av.FFmpegError, OSError) as e:  # a write error, not the segment's: say so
+            raise InputError(f"{self.path}: cannot write ({error_text(e)})") from None
         self.last_dts = dts
         self.frames += 1
         self.end = max(self.end, wall_pts + dur_s)

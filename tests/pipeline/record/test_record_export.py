@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.common.errors import InputNotFound, UsageError
+from pipeline.common.errors import InputError, InputNotFound, UsageError
 from pipeline.record.export import NothingRecorded, export
 from tests.support.recordings import (
     CLIP_GOP_S,
@@ -61,3 +61,16 @@ def test_export_of_an_unrecorded_range_or_to_a_missing_folder_is_a_clear_error(
         export(rec.index, rec.root, rec.camera, first.start, first.end, tmp_path / "nope" / "x.mp4")
     with pytest.raises(UsageError, match="must be after --from"):
         export(rec.index, rec.root, rec.camera, first.end, first.start, tmp_path / "x.mp4")
+
+
+def test_a_write_error_during_the_cut_is_named_as_such(camera_recording, tmp_path, monkeypatch):
+    """Not taken for a truncated segment (which would leave a silently short file)."""
+    rec = camera_recording
+    first = rec.segments[0]
+    full = tmp_path / "full"
+    full.mkdir()
+    out = full / "x.mp4"
+    monkeypatch.setattr("pipeline.record.export.check_output", lambda p: p)
+    full.rmdir()  # gone after the check: the first write fails
+    with pytest.raises(InputError, match=f"{out}: cannot write"):
+        export(rec.index, rec.root, rec.camera, first.start, first.start + 3, out)

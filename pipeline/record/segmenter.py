@@ -8,13 +8,13 @@ killed mid-segment leaves a file that plays up to its last complete fragment.
 
 Time (docs/recordings.md, "Time"): a packet's time is its presentation time stamp (PTS) placed on
 the wall clock the ingest worker stamps frames with (``time.time()`` when a frame arrives,
-``capture_ts``): ``wall = offset + pts_s``, where ``offset`` is the smallest ``arrival - pts_s``
-seen over the previous segment (arrival = ``time.time()`` when the demuxer hands the packet over).
-Network delays only make a packet late, never early, so the smallest difference is the packet that
-came quickest: the estimate of when the camera sent it. The first segment waits ``settle_s`` of
-packets before it starts, so the burst FFmpeg buffers while probing a new stream does not count
-as arriving now. A new offset is applied at segment boundaries only, so times inside a segment
-are exactly the camera's PTS spacing.
+``capture_ts``): ``wall = offset + pts_s``, where ``offset`` is the smallest ``arrival - dts_s``
+seen over the previous segment (arrival = ``time.time()`` when the demuxer hands the packet over;
+DTS because packets are sent in decoding order). Network delays only make a packet late, never
+early, so the smallest difference is the packet that came quickest: the estimate of when the
+camera sent it. The first segment waits ``settle_s`` of packets before it starts, so the burst
+FFmpeg buffers while probing a new stream does not count as arriving now. A new offset is applied
+at segment boundaries only, so times inside a segment are exactly the camera's PTS spacing.
 
 An outage ends the segment at its last packet, so it shows as a gap before the next segment: a
 reconnect starts a new anchor and never stretches a segment over the time the camera was away.
@@ -336,7 +336,7 @@ class Recorder:
         tb: Fraction = vs.time_base
         frame_s = 1.0 / float(vs.average_rate) if vs.average_rate else 0.1
         offset: float | None = None  # wall - pts_s of the current segment
-        window = float("inf")  # smallest arrival - pts_s since the current segment began
+        window = float("inf")  # smallest arrival - dts_s since the current segment began
         first_arrival: float | None = None
         pending: list = []  # packets of the settling phase
         pace: float | None = None  # a file plays at its own rate, like a camera would

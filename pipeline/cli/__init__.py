@@ -42,6 +42,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "pipeline.cli.rules": ("rules",),
     "pipeline.cli.notify": ("notify",),
     "pipeline.cli.audit": ("audit",),
+    "pipeline.cli.recordings": ("recordings",),
 }
 
 

@@ -272,6 +272,14 @@ class RedisKeys:
         (``at``, ``who``, ``via``, ``address``, ``action``, ``target``, ``details`` JSON)."""
         return f"{self.prefix}audit"
 
+    def recordings(self, camera_id: str) -> str:
+        """Sorted set: the camera's recorded segments (member and score: start in epoch ms)."""
+        return f"{self.prefix}recordings:{camera_id}"
+
+    def recording(self, camera_id: str, start_ms: int) -> str:
+        """Hash: one recorded segment (``start``, ``end``, ``path``, ``bytes``, ``frames``)."""
+        return f"{self.prefix}recording:{camera_id}:{start_ms}"
+
     def models(self, name: str) -> str:
         """Base of the model registry's keys for model ``name`` (``...:<what>`` appended)."""
         return f"{self.prefix}models:{name}:"

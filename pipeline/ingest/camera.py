@@ -23,6 +23,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from pipeline.common.config import StrictModel
 from pipeline.common.contracts import validate_camera_id
 from pipeline.common.endpoints import Endpoint
+from pipeline.common.streams import is_file_url, unsafe_character
 from pipeline.common.urls import mask_url, userinfo
 
 __all__ = [
@@ -59,24 +60,6 @@ _CONTROL = {"Cc": True, "Cf": True, "Zl": True, "Zp": True}  # Unicode categorie
 _NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _V4_COMPATIBLE = ipaddress.ip_network("::/96")
-
-
-def is_file_url(url: str) -> bool:
-    """A local file (plain path, Windows drive letter) or a ``file:`` URL: footage replay."""
-    scheme = urlsplit(url).scheme
-    return scheme in ("", "file") or len(scheme) == 1
-
-
-def unsafe_character(url: str) -> tuple[int, str] | None:
-    """The first control character or whitespace of ``url`` (index, character), or None. A
-    plain space is allowed in local file paths only (no request line to break out of)."""
-    allow_space = is_file_url(url)
-    for i, c in enumerate(url):
-        if c == " " and allow_space:
-            continue
-        if c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp"):
-            return i, c
-    return None
 
 
 def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

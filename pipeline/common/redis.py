@@ -280,6 +280,15 @@ class RedisKeys:
         """Hash: one recorded segment (``start``, ``end``, ``path``, ``bytes``, ``frames``)."""
         return f"{self.prefix}recording:{camera_id}:{start_ms}"
 
+    def recording_holds(self, camera_id: str) -> str:
+        """Sorted set: the stretches of the camera's recordings an alert's clip needs (member:
+        ``<alert id>``; score: until when, epoch s); their ranges in :meth:`recording_hold`."""
+        return f"{self.prefix}recording-holds:{camera_id}"
+
+    def recording_hold(self, camera_id: str, alert_id: str) -> str:
+        """Hash: one hold (``from``, ``to``, ``until``: epoch s on the ``capture_ts`` clock)."""
+        return f"{self.prefix}recording-hold:{camera_id}:{alert_id}"
+
     def models(self, name: str) -> str:
         """Base of the model registry's keys for model ``name`` (``...:<what>`` appended)."""
         return f"{self.prefix}models:{name}:"

@@ -20,7 +20,8 @@ import av
 
 from pipeline.common.errors import InputError, InputNotFound, UsageError
 from pipeline.record.index import DEFAULT_GAP_TOLERANCE_S, SegmentIndex, find_gaps
-from pipeline.record.segmenter import Segment, error_text
+from pipeline.record.segment import Segment
+from pipeline.record.stream import error_text
 
 log = logging.getLogger(__name__)
 

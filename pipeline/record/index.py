@@ -23,7 +23,8 @@ import redis
 
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
 from pipeline.record.layout import parse_segment, segment_files, start_ms
-from pipeline.record.segmenter import Segment, error_text, shown_end
+from pipeline.record.segment import Segment, shown_end
+from pipeline.record.stream import error_text
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,15 @@ An outage ends the segment at its last packet, so it shows as a gap before the n
 reconnect starts a new anchor and never stretches a segment over the time the camera was away.
 Reconnecting backs off (pipeline.common.retry); each outage logs one line when the stream is
 lost, one when the first reconnect fails, one when it is back.
+
+The segment itself (the finished one, and the file being written) is in ``segment.py``; opening
+the stream and checking the folder in ``stream.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import deque
@@ -38,42 +40,42 @@ from pathlib import Path
 import av
 
 from pipeline.common.contracts import validate_camera_id
-from pipeline.common.errors import InputError, UserError
+from pipeline.common.errors import InputError
 from pipeline.common.retry import Stopped, retry_with_backoff
-from pipeline.common.streams import is_file_url, protocols_for, unsafe_character
+from pipeline.common.streams import is_file_url, unsafe_character
 from pipeline.common.urls import mask_url
 from pipeline.record.layout import relative_path
+from pipeline.record.segment import MOVFLAGS, Segment, SegmentOutput, shown_end
+from pipeline.record.stream import (
+    StreamUnavailable,
+    check_writable_dir,
+    error_text,
+    open_options,
+    open_stream,
+)
+
+# the names this module has always offered (the index, the exports and the tests import them)
+__all__ = [
+    "MOVFLAGS",
+    "Recorder",
+    "RecorderStats",
+    "Segment",
+    "StreamUnavailable",
+    "check_writable_dir",
+    "error_text",
+    "open_options",
+    "open_stream",
+    "shown_end",
+]
 
 log = logging.getLogger(__name__)
 
-#: Fragmented MP4: the header first (empty ``moov``), then one ``moof``+``mdat`` per keyframe.
-MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 #: Packets a new connection buffers before its first segment (see the module's docstring).
 DEFAULT_SETTLE_S = 1.0
 #: A packet whose time on the wall clock is this far from its arrival means the camera's clock
 #: jumped (a reboot, a wrapped counter): the recorder starts a new segment and a new anchor.
 RESYNC_S = 5.0
 LAG_SAMPLES = 2000
-
-
-class StreamUnavailable(UserError):
-    """A stream that cannot be opened or read; the message masks the URL's secrets."""
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A finished segment: times in seconds since 1970 on the ``capture_ts`` clock."""
-
-    camera_id: str
-    path: Path  # relative to the recordings dir: <camera>/<date>/<hour>/<start ms>.mp4
-    start: float  # presentation time of its first frame (a keyframe)
-    end: float  # end of its last frame (its start + duration)
-    bytes: int
-    frames: int
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
 
 
 @dataclass(slots=True)
@@ -89,100 +91,6 @@ class RecorderStats:
     # arrival - wall time of each packet (s), the latest LAG_SAMPLES: how late packets come
     # after the time they are stamped with (>= 0 but for jitter between anchors)
     lag_s: deque = field(default_factory=lambda: deque(maxlen=LAG_SAMPLES))
-
-
-def check_writable_dir(root: Path) -> Path:
-    """``root``, created if missing, or :class:`InputError` naming it when it cannot be written."""
-    root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise InputError(
-            f"recordings dir {root}: cannot write there ({e.strerror or type(e).__name__})"
-        ) from None
-    return root
-
-
-def open_options(url: str, open_timeout_s: float) -> dict[str, str]:
-    """FFmpeg's options for reading ``url``: its kind's protocols only, RTSP over TCP (UDP loses
-    packets on busy hosts), a socket timeout and a short probe."""
-    opts = {"protocol_whitelist": protocols_for(url), "analyzeduration": "500000"}
-    if url.lower().startswith(("rtsp://", "rtsps://")):
-        opts["rtsp_transport"] = "tcp"
-        opts["timeout"] = str(int(open_timeout_s * 1_000_000))  # socket I/O, microseconds
-    return opts
-
-
-def error_text(e: BaseException) -> str:
-    """An FFmpeg error without the file name it carries (a camera URL may hold a password)."""
-    if isinstance(e, UserError):
-        return str(e)  # written to be shown: the URL masked
-    if isinstance(e, av.FFmpegError):
-        return f"{type(e).__name__}: {e.strerror or 'error'}"
-    if isinstance(e, OSError) and e.strerror:
-        return f"{type(e).__name__}: {e.strerror}"
-    return type(e).__name__
-
-
-def open_stream(url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
-    """The input container of ``url`` with its first video stream, or :class:`StreamUnavailable`
-    (the URL masked)."""
-    if unsafe_character(url) is not None:
-        raise StreamUnavailable(f"{mask_url(url)!r}: control character or whitespace in the URL")
-    try:
-        container = av.open(
-            url, options=open_options(url, open_timeout_s), timeout=(open_timeout_s, read_timeout_s)
-        )
-    except (av.FFmpegError, OSError) as e:
-        raise StreamUnavailable(f"cannot open {mask_url(url)} ({error_text(e)})") from None
-    if not container.streams.video:
-        container.close()
-        raise StreamUnavailable(f"{mask_url(url)} has no video stream")
-    return container
-
-
-def shown_end(frames: list[tuple[float, float]], decoded_until: float) -> float:
-    """Where a recording cut between two keyframes ends: ``frames`` are ``(shown at, ends at)``
-    and ``decoded_until`` the latest decoding time. A frame shown up to one frame after that
-    time counts; one shown later was sent early (a B frame's reference) and the frames before
-    it never came. Exact for streams without B frames and with one frame of reordering; with
-    deeper reordering a complete GOP may come out a frame or two short."""
-    return max(
-        (end for at, end in frames if at <= decoded_until + (end - at) + 1e-6),
-        default=decoded_until,
-    )
-
-
-class _Output:
-    """The segment being written."""
-
-    def __init__(self, path: Path, rel: Path, start: float, template, base: int) -> None:
-        self.path, self.rel, self.start, self.base = path, rel, start, base
-        self.container = av.open(
-            str(path),
-            "w",
-            format="mp4",
-            # each fragment reaches the file as soon as the muxer writes it
-            container_options={"movflags": MOVFLAGS, "flush_packets": "1"},
-        )
-        self.stream = self.container.add_stream_from_template(template)
-        self.max_end = start  # end of the latest frame shown, wall clock
-        # Cut between keyframes (a stop, an outage), a stream with B frames has sent frames
-        # shown after some that never came: the segment then ends with the frames shown by the
-        # latest decoding time plus a frame (:func:`shown_end`, the rule the rebuild applies).
-        self.complete_end = start  # end of the GOPs finished by a keyframe
-        self.gop: list[tuple[float, float]] = []  # (shown at, ends at) since the last keyframe
-        self.decoded_until = start  # wall time of the latest packet's decoding time
-
-        self.last_dts: int | None = None
-        self.frames = 0
-
-    def end(self, at_keyframe: bool) -> float:
-        if at_keyframe:
-            return self.max_end
-        return max(self.complete_end, shown_end(self.gop, self.decoded_until))
 
 
 class Recorder:
@@ -226,7 +134,7 @@ class Recorder:
         self._file = is_file_url(url)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._out: _Output | None = None
+        self._out: SegmentOutput | None = None
         self._index_failing = False
         self._write_failing = False
 
@@ -437,13 +345,13 @@ class Recorder:
         self.stats.bytes += pkt.size
         return offset, window
 
-    def _open_segment(self, template, start: float, pkt) -> _Output | None:
+    def _open_segment(self, template, start: float, pkt) -> SegmentOutput | None:
         rel = relative_path(self.camera_id, start)
         path = self.root / rel
         base = pkt.dts if pkt.dts is not None else pkt.pts
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._out = _Output(path, rel, start, template, base)
+            self._out = SegmentOutput(path, rel, start, template, base)
         except (av.FFmpegError, OSError) as e:
             self._write_failed(e)
             self._out = None
@@ -451,7 +359,7 @@ class Recorder:
         if self._write_failing:
             self._write_failing = False
             self.stats.state = "recording"
-            log.info("%s: writing segments again", self)
+                log.info("%s: writing segments again", self)
         return self._out
 
     def _write_failed(self, e: BaseException) -> None:

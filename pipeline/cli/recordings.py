@@ -1,5 +1,5 @@
-"""``vigil recordings reindex | export``: the segment index and cuts from the recordings
-(docs/recordings.md)."""
+"""``vigil recordings reindex | export | prune``: the segment index, cuts from the recordings and
+a retention pass (docs/recordings.md)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ from pipeline.cli.support import config_args, config_from_args
 from pipeline.common.contracts import validate_camera_id
 from pipeline.common.errors import InputNotFound, UsageError, UserError
 from pipeline.config import VigilConfig
+from pipeline.record.config import RecordConfig, RetainConfig
 from pipeline.record.export import export, iso
 from pipeline.record.index import SegmentIndex, rebuild
+from pipeline.record.retention import Retention, mb
 
 TIME_HELP = "ISO 8601 (2026-12-07T16:00:00Z; UTC unless it names an offset) or seconds since 1970"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     rec = sub.add_parser(
-        "recordings", help="the recordings: rebuild their index, export a time range"
+        "recordings", help="the recordings: rebuild their index, export a time range, prune"
     ).add_subparsers(dest="recordings_command", required=True, metavar="ACTION")
     p = rec.add_parser(
         "reindex",
@@ -44,6 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="end", required=True, metavar="T", help=TIME_HELP)
     p.add_argument("-o", "--out", required=True, help="the MP4 file to write")
     p.set_defaults(func=cmd_export)
+    p = rec.add_parser(
+        "prune",
+        help="run one retention pass: delete what is past its days or over the disk budget",
+        description="Delete, oldest first, the segments past their camera's "
+        "retain.continuous_days (unless an alert's clip holds them), then the oldest while the "
+        "recordings exceed recordings.max_disk_gb or free space is below "
+        "recordings.min_free_gb; prints each segment that goes and why.",
+    )
+    config_args(p, required=False)
+    p.add_argument("--dry-run", action="store_true", help="print what would go; delete nothing")
+    p.set_defaults(func=cmd_prune)
 
 
 def parse_time(text: str, option: str) -> float:
@@ -105,3 +118,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     for a, b in result.gaps:
         print(f"gap: {iso(a)} to {iso(b)} ({b - a:.1f} s not recorded)")
     return 0
+
+
+def retain_of(cfg: VigilConfig):
+    """Each camera's retention settings (the per-camera ``record:`` block is not read from the
+    camera definitions yet: every camera has :class:`RecordConfig`'s defaults)."""
+    default = RecordConfig().retain
+
+    def of(camera_id: str) -> RetainConfig:
+        return default
+
+    return of
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    root = cfg.recordings.dir
+    if not Path(root).is_dir():
+        raise InputNotFound(f"recordings.dir {root}: no such folder")
+    retention = Retention.from_config(cfg.recordings, cfg.redis, retain_of(cfg))
+    try:
+        report = retention.run_once(dry_run=args.dry_run)
+    except redis.RedisError as e:
+        raise _redis_error(e) from None
+    verb = "would delete" if args.dry_run else "deleted"
+    for d in report.deleted:
+        s = d.segment
+        held = ", held by an alert" if s.held else ""
+        print(f"{verb} {s.rel} ({mb(s.bytes)}, {iso(s.start)}): {d.reason}{held}")
+    for rel, why in report.failed:
+        print(f"kept {rel}: {why}")
+    print(report.summary())
+    return 1 if report.failed else 0

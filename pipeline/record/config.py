@@ -46,6 +46,9 @@ class RecordingsConfig(StrictModel):
     gap_tolerance_s: float = Field(
         0.25, ge=0, le=10, description="a break between segments longer than this is a gap"
     )
+    retention_interval_s: float = Field(
+        300.0, ge=1, le=86400, description="how often a retention pass runs"
+    )
 
     @field_validator("dir")
     @classmethod

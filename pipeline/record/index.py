@@ -13,6 +13,7 @@ its name, duration from its packets) and replaces the index with what it found.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -68,6 +69,13 @@ class SegmentIndex:
         self._queue_add(pipe, seg)
         pipe.execute()
 
+    def remove(self, camera_id: str, ms: int) -> None:
+        """Forget one segment (its file deleted by retention)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.unlink(self.keys.recording(camera_id, ms))
+        pipe.zrem(self.keys.recordings(camera_id), str(ms))
+        pipe.execute()
+
     def clear(self, camera_id: str) -> None:
         """Forget every segment of the camera (the files stay)."""
         key = self.keys.recordings(camera_id)
@@ -100,6 +108,28 @@ class SegmentIndex:
             for k in self.client.scan_iter(match=self.keys.recordings("*"), count=1000)
         }
         return sorted(found)
+
+    def ends(self, camera_id: str) -> dict[int, float | None]:
+        """Every indexed segment of the camera: its start (ms) and its end (s), None where the
+        entry holds no usable end. Read as hostile data: only numbers come back."""
+        members = []
+        for m in self.client.zrange(self.keys.recordings(camera_id), 0, -1):
+            try:
+                members.append(int(_text(m)))
+            except (ValueError, UnicodeDecodeError):
+                continue
+        out: dict[int, float | None] = {}
+        for i in range(0, len(members), _BATCH):
+            pipe = self.client.pipeline(transaction=False)
+            for ms in members[i : i + _BATCH]:
+                pipe.hget(self.keys.recording(camera_id, ms), "end")
+            for ms, end in zip(members[i : i + _BATCH], pipe.execute(), strict=True):
+                try:
+                    value = float(_text(end)) if end is not None else None
+                except (ValueError, UnicodeDecodeError):
+                    value = None
+                out[ms] = value if value is not None and math.isfinite(value) else None
+        return out
 
     def segments(self, camera_id: str, t0: float, t1: float) -> list[Segment]:
         """The segments overlapping ``[t0, t1]`` (seconds), oldest first."""

@@ -45,6 +45,7 @@ from pipeline.common.retry import Stopped, retry_with_backoff
 from pipeline.common.streams import is_file_url, unsafe_character
 from pipeline.common.urls import mask_url
 from pipeline.record.layout import relative_path
+from pipeline.record.metrics import RECORDING_PAUSED, RECORDING_PAUSES, pause_reason
 from pipeline.record.segment import MOVFLAGS, Segment, SegmentOutput, shown_end
 from pipeline.record.stream import (
     StreamUnavailable,
@@ -137,6 +138,7 @@ class Recorder:
         self._out: SegmentOutput | None = None
         self._index_failing = False
         self._write_failing = False
+        RECORDING_PAUSED.labels(self.camera_id).set(0)
 
     def __str__(self) -> str:
         return f"recorder {self.camera_id} ({mask_url(self.url)})"
@@ -359,7 +361,8 @@ class Recorder:
         if self._write_failing:
             self._write_failing = False
             self.stats.state = "recording"
-                log.info("%s: writing segments again", self)
+            RECORDING_PAUSED.labels(self.camera_id).set(0)
+            log.info("%s: writing segments again; recording resumed", self)
         return self._out
 
     def _write_failed(self, e: BaseException) -> None:
@@ -367,6 +370,8 @@ class Recorder:
         if not self._write_failing:  # one line per state change
             self._write_failing = True
             self.stats.state = "paused"
+            RECORDING_PAUSED.labels(self.camera_id).set(1)
+            RECORDING_PAUSES.labels(self.camera_id, pause_reason(e)).inc()
             log.error(
                 "%s: cannot write segments under %s (%s); recording paused, trying again at "
                 "each keyframe",

@@ -22,6 +22,7 @@ from pipeline.camera_sim import CameraSim
 from pipeline.common.assets import REPO_ROOT
 from pipeline.common.redis import RedisKeys
 from pipeline.record.index import SegmentIndex
+from pipeline.record.layout import relative_path
 from pipeline.record.segmenter import Recorder, Segment
 from tests.support.assets import footage_path
 from tests.support.config import REDIS_URL
@@ -188,3 +189,22 @@ def record_camera(
         )
     finally:
         cleanup(client, prefix)
+
+
+def fake_segment(
+    root: Path,
+    index: SegmentIndex,
+    camera: str,
+    start: float,
+    size: int = 1000,
+    duration: float = 10.0,
+) -> Segment:
+    """A file laid out as a segment holding ``size`` filler bytes, and its index entry: enough for
+    retention, which goes by names, sizes and the index, never by the media inside."""
+    rel = relative_path(camera, start)
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * size)
+    seg = Segment(camera, rel, start, start + duration, size, int(duration * 10))
+    index.add(seg)
+    return seg

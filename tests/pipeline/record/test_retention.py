@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 import yaml
 from prometheus_client import REGISTRY
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import pipeline.record.retention as retention_mod
 from pipeline.common.redis import RedisKeys

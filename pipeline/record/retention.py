@@ -404,7 +404,7 @@ class RetentionLoop:
             if not self._failing:
                 self._failing = True
                 log.warning(
-                    "retention pass failed (%s); trying again every %.0f s",
+                    "retention pass failed (%s); trying again every %g s",
                     error_text(e),
                     self.interval_s,
                 )

@@ -303,3 +303,23 @@ def test_prune_cli_prints_what_went_and_why(tmp_path, store, capsys, monkeypatch
     assert "retention: deleted 2 segments" in out
     assert _on_disk(root) == [segs[2].path]
     assert os.path.isdir(root)
+
+
+def test_each_guard_alone_refuses_symlinks_and_paths_outside(tmp_path):
+    """Two guards, each enough: the scan never lists a symlink, and the unlink refuses one."""
+    root, outside = tmp_path / "rec", tmp_path / "outside"
+    (outside / "hour").mkdir(parents=True)
+    t = NOW - 30 * DAY
+    rel = relative_path("cam1", t)
+    decoy = outside / "hour" / rel.name
+    decoy.write_bytes(b"keep")
+    (root / rel.parent.parent).mkdir(parents=True)
+    (root / rel.parent).symlink_to(outside / "hour", target_is_directory=True)
+    rel2 = relative_path("cam1", t + 7200)
+    (root / rel2.parent).mkdir(parents=True)
+    (root / rel2).symlink_to(decoy)
+    assert list(retention_mod.segment_files(root)) == []
+    for bad in (rel, rel2, Path("cam1", "..", "..", "outside", "hour", rel.name)):
+        with pytest.raises(retention_mod.RefusedPath):
+            retention_mod.unlink_segment(root, bad)
+    assert decoy.read_bytes() == b"keep" and (root / rel2).is_symlink()

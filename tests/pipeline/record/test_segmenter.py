@@ -4,19 +4,23 @@ playable file; a bad camera or folder is one clear error."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
 import statistics
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from pipeline.common.errors import InputError
 from pipeline.common.redis import RedisConfig
+from pipeline.record import segmenter
 from pipeline.record.index import SegmentIndex, rebuild
 from pipeline.record.segmenter import Recorder, StreamUnavailable
 from tests.support.assets import footage_path
@@ -220,22 +224,69 @@ def test_unreachable_camera_logs_once_and_never_its_password(tmp_path, caplog):
 
 def test_a_folder_that_cannot_be_written_pauses_recording_until_it_can(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="pipeline.record")
-    blocker = tmp_path / "cam1"  # a file where the camera's folder goes: mkdir fails
-    blocker.write_text("")
     found = []
+    camera = f"cam{uuid.uuid4().hex[:6]}"  # metric series of its own
+    blocker = tmp_path / camera  # a file where the camera's folder goes: mkdir fails
+    blocker.write_text("")
+    paused = {"camera": camera}
     rec = Recorder(
-        "cam1", footage_path(CLIP), tmp_path, segment_s=1, settle_s=0.1, on_segment=found.append
+        camera, footage_path(CLIP), tmp_path, segment_s=1, settle_s=0.1, on_segment=found.append
     ).start()
     try:
         assert wait_for(lambda: rec.stats.state == "paused", timeout=10), rec.stats
+        assert REGISTRY.get_sample_value("vigil_recording_paused", paused) == 1
+        reason = {**paused, "reason": "not_writable"}
+        assert REGISTRY.get_sample_value("vigil_recording_pauses_total", reason) == 1
         assert wait_for(lambda: rec.stats.packets >= 25, timeout=10)  # two keyframes more
         assert found == []
         blocker.unlink()
         assert wait_for(lambda: len(found) >= 1, timeout=10), rec.stats
+        assert REGISTRY.get_sample_value("vigil_recording_paused", paused) == 0
     finally:
         rec.stop()
     assert rec.alive is False
     lines = [r.getMessage() for r in caplog.records]
     assert sum("cannot write segments" in m for m in lines) == 1, lines
     assert sum("writing segments again" in m for m in lines) == 1, lines
+    assert decode_errors(tmp_path / found[0].path) == ""
+
+
+def test_a_full_disk_pauses_recording_with_a_metric_until_space_returns(
+    tmp_path, caplog, monkeypatch
+):
+    caplog.set_level(logging.INFO, logger="pipeline.record")
+    full = threading.Event()
+    full.set()
+    real = segmenter.SegmentOutput
+
+    def output(*a, **kw):  # the disk as the muxer sees it: full until told otherwise
+        if full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(segmenter, "SegmentOutput", output)
+    camera = f"full{uuid.uuid4().hex[:6]}"  # metric series of its own
+
+    def metric(name: str, **labels) -> float | None:
+        return REGISTRY.get_sample_value(name, {"camera": camera, **labels})
+
+    found = []
+    rec = Recorder(
+        camera, footage_path(CLIP), tmp_path, segment_s=1, settle_s=0.1, on_segment=found.append
+    ).start()
+    try:
+        assert wait_for(lambda: rec.stats.state == "paused", timeout=10), rec.stats
+        assert metric("vigil_recording_paused") == 1
+        assert metric("vigil_recording_pauses_total", reason="disk_full") == 1
+        assert wait_for(lambda: rec.stats.packets >= 25, timeout=10)  # two keyframes more
+        assert found == [] and rec.alive
+        full.clear()
+        assert wait_for(lambda: len(found) >= 1, timeout=10), rec.stats
+        assert metric("vigil_recording_paused") == 0
+    finally:
+        rec.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("cannot write segments" in m and "No space left" in m for m in lines) == 1, lines
+    assert sum("recording resumed" in m for m in lines) == 1, lines
+    assert metric("vigil_recording_pauses_total", reason="disk_full") == 1
     assert decode_errors(tmp_path / found[0].path) == ""

@@ -50,9 +50,11 @@ log = logging.getLogger(__name__)
 
 GB = 1024**3
 DAY_S = 86400.0
-#: A segment whose end the index does not give (not indexed yet, Redis lost it) is taken to end
-#: where the next one starts, or at most this long after its start (the longest segment_s).
-MAX_SEGMENT_S = 600.0
+#: The longest a segment can be (``segment_s`` is at most 600 s, plus a long keyframe interval):
+#: a segment ends at most this long after its start, whatever the index says. One whose end the
+#: index does not give (not indexed yet, Redis lost it) ends where the next one starts, or this
+#: long after its start.
+MAX_SEGMENT_S = 900.0
 #: Hour and date folders emptied by retention are removed once they are this old (never the
 #: folder a recorder may be about to write in).
 TIDY_AFTER_S = 7200.0
@@ -278,12 +280,14 @@ class Retention:
             holds = self.holds.active(camera, now)
             segs = []
             for i, (rel, start, size) in enumerate(files):
-                nxt = files[i + 1][1] if i + 1 < len(files) else start + MAX_SEGMENT_S
+                latest = start + MAX_SEGMENT_S
+                if i + 1 < len(files):
+                    latest = min(latest, files[i + 1][1])
                 ms = start_ms(start)
                 end = ends.get(ms)
                 # the index's end is hostile data: it may only place the end between the start
-                # and the next segment's start
-                end = nxt if end is None else min(max(end, start), nxt)
+                # and the next segment's start (or the longest a segment can be)
+                end = latest if end is None else min(max(end, start), latest)
                 segs.append(
                     SegmentFile(
                         camera, rel, start, end, size, ms in ends, _covered(holds, start, end)

@@ -323,3 +323,14 @@ def test_each_guard_alone_refuses_symlinks_and_paths_outside(tmp_path):
         with pytest.raises(retention_mod.RefusedPath):
             retention_mod.unlink_segment(root, bad)
     assert decoy.read_bytes() == b"keep" and (root / rel2).is_symlink()
+
+
+def test_a_forged_end_in_the_index_keeps_nothing_past_its_days(tmp_path, store):
+    index, _, prefix = store
+    old = [fake_segment(tmp_path, index, "cam1", NOW - 20 * DAY + i * 10) for i in range(4)]
+    young = fake_segment(tmp_path, index, "cam1", NOW - DAY)
+    for seg, end in zip(old, ["1e12", "nan", "yesterday", "inf"], strict=True):
+        index.client.hset(f"{prefix}recording:cam1:{start_ms(seg.start)}", "end", end)
+    report = _retention(tmp_path, store).run_once(NOW)
+    assert [d.segment.rel for d in report.deleted] == [s.path for s in old]
+    assert _on_disk(tmp_path) == [young.path]

@@ -27,13 +27,13 @@ import pytest
 import redis
 
 from pipeline.camera_sim import footage
+from pipeline.cameras.registry import CameraRegistryError, spec_from_record
+from pipeline.cameras.spec import CameraSpec
 from pipeline.cli import main as vigil
 from pipeline.cli.cameras import load_camera_file
 from pipeline.common.config import ConfigError
 from pipeline.common.urls import hide_credentials, mask_url
 from pipeline.config import parse_config
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.camera_registry import CameraRegistryError, spec_from_record
 from pipeline.ingest.capture import CameraReader, CameraUnavailable, probe_camera
 from pipeline.ingest.live import safe_error
 from pipeline.ingest.worker import IngestWorker

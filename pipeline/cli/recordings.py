@@ -62,7 +62,7 @@ def parse_time(text: str, option: str) -> float:
 
 
 def _index(args: argparse.Namespace) -> tuple[SegmentIndex, VigilConfig]:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "recorder")  # its Redis ACL user: the index's writer
     return SegmentIndex.from_config(cfg.redis), cfg
 
 

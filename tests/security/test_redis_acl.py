@@ -695,16 +695,18 @@ def test_vigil_run_gives_each_service_its_own_user(server: AclServer, tmp_path: 
     monkeypatch.setattr(run, "alert_service_runner", record("alerts"))
     monkeypatch.setattr(run, "start_console", record("console", Console()))
     monkeypatch.setattr(run, "notifier_runner", record("notifier"))
+    monkeypatch.setattr(run, "recorder_runner", record("recorder"))
     monkeypatch.setattr(pipeline.app, "run_ingest", record("ingest", 0))
     args = argparse.Namespace(
         config=str(tmp_path / "vigil.yaml"),
         bootstrap=None,
         no_alerts=False,
+        no_record=False,
         max_seconds=1,
         metrics_port=None,
     )
     assert run.cmd_run(args) == 0
-    assert got == {u: u for u in ("alerts", "console", "notifier", "ingest")}
+    assert got == {u: u for u in ("alerts", "console", "notifier", "recorder", "ingest")}
 
 
 @pytest.mark.integration

@@ -432,10 +432,21 @@ def test_console_never_shows_query_or_path_credentials(stack):
         r = op.post("/api/cameras?check=true", json={"id": f"{cid}2", "url": url})
         assert r.status_code == 422 and "cannot open" in r.text
         answers.append(r.text)
+    # the same URLs as a camera's main stream (record_url), with a password
+    main = {"id": "mcam", "url": "rtsp://127.0.0.1:9/sub", "record_url": QUERY_URL}
+    r = op.post("/api/cameras", json=main)
+    assert r.status_code == 201, r.text
+    answers += [r.text, viewer.get("/api/cameras/mcam").text]
+    r = op.post("/api/cameras", json={**main, "record_url": f"rtsp://u:{SECRET}@127.0.0.1:9/m"})
+    assert r.status_code == 201, r.text
+    answers.append(r.text)
     listed = viewer.get("/api/cameras")
     assert {c["url"] for c in listed.json() if c["id"] in ("qcam", "pcam")} == {
         "rtsp://127.0.0.1:9/stream?***",
         "rtsp://127.0.0.1:9/***",
     }
+    assert [c["record_url"] for c in listed.json() if c["id"] == "mcam"] == [
+        "rtsp://***@127.0.0.1:9/m"
+    ]
     for text in [*answers, listed.text]:
         assert SECRET not in text, text

@@ -186,12 +186,17 @@ def test_worker_refuses_a_registry_record_naming_a_service_and_keeps_its_cameras
         evil = {
             "door": CameraSpec(id="door", url="rtsp://localhost:6379/x"),
             "yard": CameraSpec(id="yard", url="rtsp://127.0.0.1:6379/y"),
+            # the recorder would open record_url: the definition is refused whole
+            "lane": CameraSpec(
+                id="lane", url="rtsp://127.0.0.1:9/l", record_url="rtsp://127.0.0.1:6379/m"
+            ),
         }
         with caplog.at_level(logging.ERROR):
             worker.reconcile(evil)
         assert worker.cameras == ["door"]
         assert worker._readers["door"] is reader and reader.spec == good  # left as it was
         assert "camera yard refused" in caplog.text and "one of Vigil's own services" in caplog.text
+        assert "camera lane refused: record_url" in caplog.text
     finally:
         for r in worker._readers.values():
             r.stop()

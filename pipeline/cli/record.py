@@ -12,6 +12,7 @@ from pipeline.common.endpoints import service_endpoints
 from pipeline.common.kafka import ensure_topics
 from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
+from pipeline.ingest import metrics
 from pipeline.record.index import SegmentIndex
 from pipeline.record.service import RecorderService
 
@@ -52,6 +53,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, "recorder")
     stop = threading.Event()
     install_signal_handlers(stop)
+    metrics.serve(args.metrics_port)
     ensure_topics(cfg.kafka)
     build_recorder(cfg, args.recorder_id).run(stop, args.max_seconds)
     return 0

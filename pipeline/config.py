@@ -19,6 +19,7 @@ from alerts.config import AlertsConfig, RulesError, parse_alerts_config
 from alerts.notify.config import NotifyConfig
 from detectors.config import DetectorConfig
 from detectors.retrain.config import CollectionConfig, ModelsConfig
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.config import (
     ConfigError,
     StrictModel,
@@ -30,7 +31,6 @@ from pipeline.common.endpoints import service_endpoints
 from pipeline.common.kafka import KafkaConfig
 from pipeline.common.redis import Component, RedisConfig
 from pipeline.console.config import ConsoleConfig
-from pipeline.ingest.camera import CameraSpec, check_camera_url
 from pipeline.ingest.config import IngestConfig
 from pipeline.record.config import RecordingsConfig
 
@@ -80,9 +80,9 @@ class VigilConfig(StrictModel):
         forbidden = service_endpoints(self)
         for i, cam in enumerate(self.cameras):
             try:
-                check_camera_url(cam.url, forbidden=forbidden)
-            except ValueError as e:
-                raise ValueError(f"cameras.{i} ({cam.id}).url: {e}") from None
+                cam.check_urls(forbidden=forbidden)
+            except ValueError as e:  # names the field: url or record_url
+                raise ValueError(f"cameras.{i} ({cam.id}).{e}") from None
         return self
 
 

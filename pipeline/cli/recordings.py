@@ -13,10 +13,9 @@ from pipeline.cli.support import config_args, config_from_args
 from pipeline.common.contracts import validate_camera_id
 from pipeline.common.errors import InputNotFound, UsageError, UserError
 from pipeline.config import VigilConfig
-from pipeline.record.config import RecordConfig, RetainConfig
 from pipeline.record.export import export, iso
 from pipeline.record.index import SegmentIndex, rebuild
-from pipeline.record.retention import Retention, mb
+from pipeline.record.retention import RegistryRetain, Retention, mb
 
 TIME_HELP = "ISO 8601 (2026-12-07T16:00:00Z; UTC unless it names an offset) or seconds since 1970"
 
@@ -75,7 +74,7 @@ def parse_time(text: str, option: str) -> float:
 
 
 def _index(args: argparse.Namespace) -> tuple[SegmentIndex, VigilConfig]:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, "recorder")  # its Redis ACL user: the index's writer
     return SegmentIndex.from_config(cfg.redis), cfg
 
 
@@ -120,23 +119,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def retain_of(cfg: VigilConfig):
-    """Each camera's retention settings (the per-camera ``record:`` block is not read from the
-    camera definitions yet: every camera has :class:`RecordConfig`'s defaults)."""
-    default = RecordConfig().retain
-
-    def of(camera_id: str) -> RetainConfig:
-        return default
-
-    return of
-
-
 def cmd_prune(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     root = cfg.recordings.dir
     if not Path(root).is_dir():
         raise InputNotFound(f"recordings.dir {root}: no such folder")
-    retention = Retention.from_config(cfg.recordings, cfg.redis, retain_of(cfg))
+    retention = Retention.from_config(
+        cfg.recordings, cfg.redis, RegistryRetain.from_kafka(cfg.kafka)
+    )
     try:
         report = retention.run_once(dry_run=args.dry_run)
     except redis.RedisError as e:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 # The processes that talk to Redis, each of which may log in as its own ACL user (redis_acl.py).
-Component = Literal["ingest", "alerts", "console", "notifier", "models"]
+Component = Literal["ingest", "alerts", "console", "notifier", "models", "recorder"]
 COMPONENTS: tuple[str, ...] = get_args(Component)
 
 

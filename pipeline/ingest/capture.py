@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import cv2
 
+from pipeline.cameras.spec import CameraSpec, is_file_url, mask_url, unsafe_character
 from pipeline.common.contracts import Frame
 from pipeline.common.errors import UserError
 from pipeline.common.streams import ANY_CAMERA_PROTOCOLS, protocols_for
-from pipeline.ingest.camera import CameraSpec, is_file_url, mask_url, unsafe_character
 
 log = logging.getLogger(__name__)
 

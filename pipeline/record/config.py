@@ -1,35 +1,14 @@
-"""The recording stage's settings: ``recordings:`` (global) and the per-camera ``record:`` model.
+"""The recording stage's global settings: ``recordings:``.
 
-docs/recordings.md describes every key. The per-camera :class:`RecordConfig` is defined here, with
-the stage that owns it; wiring it into the camera definitions comes with the shared camera layer.
+docs/recordings.md describes every key. The per-camera ``record:`` settings are part of the camera
+definition (:class:`pipeline.cameras.settings.RecordConfig`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.common.config import StrictModel, expand_env
-
-
-class RetainConfig(StrictModel):
-    """How long segments are kept, per kind (days)."""
-
-    continuous_days: float = Field(7.0, gt=0, description="continuous recordings")
-    event_days: float = Field(30.0, gt=0, description="segments an alert's clip needs")
-
-
-class RecordConfig(StrictModel):
-    """One camera's ``record:`` settings."""
-
-    enabled: bool = False
-    mode: Literal["continuous", "events"] = Field(
-        "continuous", description="continuous, or only around alerts and motion"
-    )
-    retain: RetainConfig = RetainConfig()
-    pre_s: float = Field(5.0, ge=0, le=300, description="kept before an event")
-    post_s: float = Field(5.0, ge=0, le=300, description="kept after an event")
 
 
 class RecordingsConfig(StrictModel):
@@ -48,6 +27,17 @@ class RecordingsConfig(StrictModel):
     )
     retention_interval_s: float = Field(
         300.0, ge=1, le=86400, description="how often a retention pass runs"
+    )
+    group_id: str = Field(
+        "vigil-record",
+        min_length=1,
+        description="the recorders' consumer group on the cameras topic (ingest has its own)",
+    )
+    session_timeout_ms: int = Field(
+        10000, ge=1000, le=300_000, description="a recorder silent this long hands its cameras over"
+    )
+    in_run: bool = Field(
+        True, description="`vigil run` records the cameras with record.enabled in its process"
     )
 
     @field_validator("dir")

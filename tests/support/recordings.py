@@ -50,6 +50,20 @@ def ffprobe_duration(path: Path | str) -> float:
     return float(json.loads(p.stdout)["format"]["duration"])
 
 
+def ffprobe_size(path: Path | str) -> tuple[int, int]:
+    """The video's width and height as ffprobe reports them."""
+    p = subprocess.run(
+        [_tool("ffprobe"), "-v", "error", "-select_streams", "v:0", "-show_entries"]
+        + ["stream=width,height", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, f"ffprobe {path}: {p.stderr}"
+    stream = json.loads(p.stdout)["streams"][0]
+    return int(stream["width"]), int(stream["height"])
+
+
 def ffprobe_packets(path: Path | str) -> list[tuple[float, bool]]:
     """``(pts_time, keyframe)`` of every video packet, in file order."""
     p = subprocess.run(

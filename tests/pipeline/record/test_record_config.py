@@ -1,13 +1,12 @@
-"""The ``recordings:`` section and the per-camera ``record:`` model: defaults that let existing
-configs parse, and errors that name the key."""
+"""The ``recordings:`` section: defaults that let existing configs parse, and errors that name the
+key."""
 
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
 from pipeline.config import ConfigError, VigilConfig, parse_config
-from pipeline.record.config import RecordConfig, RecordingsConfig
+from pipeline.record.config import RecordingsConfig
 
 
 def test_an_existing_config_parses_with_recording_defaults(monkeypatch):
@@ -30,16 +29,3 @@ def test_recordings_keys_are_checked_and_named():
     ):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             parse_config({"recordings": bad})
-
-
-def test_record_settings_per_camera():
-    rec = RecordConfig.model_validate(
-        {"enabled": True, "mode": "events", "retain": {"event_days": 90}, "pre_s": 10}
-    )
-    assert (rec.mode, rec.retain.event_days, rec.retain.continuous_days) == ("events", 90, 7)
-    assert (rec.pre_s, rec.post_s) == (10, 5)
-    assert not RecordConfig().enabled
-    with pytest.raises(ValidationError, match="mode"):
-        RecordConfig.model_validate({"mode": "always"})
-    with pytest.raises(ValidationError, match="retain.continuous_days"):
-        RecordConfig.model_validate({"retain": {"continuous_days": 0}})

@@ -22,12 +22,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import pipeline.record.retention as retention_mod
+from pipeline.cameras.settings import RecordConfig, RetainConfig
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.redis import RedisKeys
-from pipeline.record.config import RetainConfig
 from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
 from pipeline.record.layout import relative_path, start_ms
-from pipeline.record.retention import GB, Retention, RetentionLoop
+from pipeline.record.retention import GB, RegistryRetain, Retention, RetentionLoop
 from tests.support.cli import run_vigil
 from tests.support.config import REDIS_URL
 from tests.support.recordings import fake_segment
@@ -334,3 +335,39 @@ def test_a_forged_end_in_the_index_keeps_nothing_past_its_days(tmp_path, store):
     report = _retention(tmp_path, store).run_once(NOW)
     assert [d.segment.rel for d in report.deleted] == [s.path for s in old]
     assert _on_disk(tmp_path) == [young.path]
+
+
+def test_registry_retain_follows_each_cameras_definition_and_outlives_a_bad_read(caplog):
+    """Each camera's record.retain from the registry, read once per max_age_s; a camera not in
+    it gets the defaults; a registry that cannot be read keeps the last answer, logged once."""
+    specs = {
+        "door": CameraSpec(
+            id="door",
+            url="rtsp://127.0.0.1:8554/door",
+            record=RecordConfig(enabled=True, retain=RetainConfig(continuous_days=2)),
+        )
+    }
+    reads, now = [], [0.0]
+
+    def read():
+        reads.append(now[0])
+        if len(reads) in (2, 3):
+            raise ConnectionError("Kafka away")
+        return dict(specs)
+
+    retain = RegistryRetain(read, max_age_s=60, clock=lambda: now[0])
+    assert retain("door").continuous_days == 2
+    assert retain("gone") == RetainConfig()  # not in the registry: the defaults
+    assert reads == [0.0]  # one read for both cameras
+    with caplog.at_level(logging.WARNING, logger=retention_mod.log.name):
+        for t in (60.0, 120.0):
+            now[0] = t
+            assert retain("door").continuous_days == 2  # the last answer, not the defaults
+    assert len(reads) == 3
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("camera registry unreadable" in m for m in lines) == 1, lines
+    specs["door"] = specs["door"].model_copy(
+        update={"record": RecordConfig(enabled=True, retain=RetainConfig(continuous_days=9))}
+    )
+    now[0] = 180.0
+    assert retain("door").continuous_days == 9

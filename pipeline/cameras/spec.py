@@ -1,8 +1,8 @@
 """A camera definition, as stored in the registry topic and in the YAML file.
 
 Every way a camera enters (YAML ``cameras:``, ``vigil cameras add|apply``, the console's API and
-records read back from the registry topic) goes through :func:`check_camera_url`: FFmpeg writes
-the URL verbatim into its RTSP and HTTP requests, so a line break in it is a request of the
+records read back from the registry topic) goes through :func:`check_camera_url`, for its ``url``
+and its ``record_url`` alike (:data:`URL_FIELDS`): FFmpeg writes the URL verbatim into its RTSP and HTTP requests, so a line break in it is a request of the
 URL's author to whatever listens at its host and port (Redis, Kafka, MQTT, a cloud metadata
 service).
 """
@@ -28,6 +28,7 @@ from pipeline.common.urls import mask_url, userinfo
 
 __all__ = [
     "STREAM_SCHEMES",
+    "URL_FIELDS",
     "CameraSpec",
     "Endpoint",
     "check_camera_url",
@@ -37,7 +38,7 @@ __all__ = [
     "unsafe_character",
     "validate_stream_url",
 ]
-from pipeline.ingest.motion import MotionOverride
+from pipeline.cameras.settings import MotionOverride, RecordConfig
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
 DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
@@ -174,6 +175,10 @@ def check_camera_url(
     return url
 
 
+#: The fields of :class:`CameraSpec` that hold a stream URL, each checked by check_camera_url.
+URL_FIELDS = ("url", "record_url")
+
+
 def validate_stream_url(url: str) -> str:
     """:func:`check_camera_url` without a forbidden endpoint, local files allowed."""
     return check_camera_url(url)
@@ -194,6 +199,9 @@ class CameraSpec(StrictModel):
     enabled: bool = True
     labels: dict[str, str] = {}
     motion: MotionOverride | None = None  # keys left out come from ingest.motion
+    # the main stream the recorder copies (docs/recordings.md); None: the recording is of `url`
+    record_url: str | None = Field(None, repr=False)
+    record: RecordConfig = RecordConfig()
 
     @classmethod
     def checked(
@@ -214,13 +222,32 @@ class CameraSpec(StrictModel):
     def _id(cls, v: str) -> str:
         return validate_camera_id(v)
 
-    @field_validator("url")
+    @field_validator(*URL_FIELDS)
     @classmethod
-    def _url(cls, v: str, info: ValidationInfo) -> str:
+    def _url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None and info.field_name != "url":
+            return None
         ctx = info.context or {}
         return check_camera_url(
             v, allow_files=ctx.get("allow_files", True), forbidden=ctx.get("forbidden", ())
         )
+
+    def urls(self) -> dict[str, str]:
+        """The camera's URLs by field (``url``, and ``record_url`` when set)."""
+        return {f: getattr(self, f) for f in URL_FIELDS if getattr(self, f) is not None}
+
+    def check_urls(self, *, allow_files: bool = True, forbidden: Collection[Endpoint] = ()) -> None:
+        """:func:`check_camera_url` on every URL of the camera; the ValueError names the field."""
+        for name, url in self.urls().items():
+            try:
+                check_camera_url(url, allow_files=allow_files, forbidden=forbidden)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+
+    @property
+    def recording_url(self) -> str:
+        """What the recorder records: the main stream, or else the detection stream."""
+        return self.record_url or self.url
 
     @property
     def safe_url(self) -> str:

@@ -203,6 +203,8 @@ def unlink_segment(root: Path, rel: Path, tidy: bool = False) -> None:
                 fds.append(
                     os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fds[-1])
                 )
+            except FileNotFoundError:
+                raise  # gone already (another recorder's pass deleted and tidied it)
             except OSError as e:
                 raise RefusedPath(f"{rel}: {part} is not a folder ({error_text(e)})") from None
         st = os.stat(name, dir_fd=fds[-1], follow_symlinks=False)

@@ -17,13 +17,13 @@ from detectors.engine import Detector
 from detectors.retrain.collector import start_live_collection
 from detectors.retrain.drift import start_drift_monitor
 from detectors.retrain.hot_reload import start_hot_reload
+from pipeline.cameras.registry import put_cameras
 from pipeline.common.contracts import FrameDetector
 from pipeline.common.endpoints import service_endpoints
 from pipeline.common.kafka import ensure_topics
 from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
 from pipeline.ingest import metrics
-from pipeline.ingest.camera_registry import put_cameras
 from pipeline.ingest.live import LiveView
 from pipeline.ingest.worker import IngestWorker
 

@@ -1,9 +1,10 @@
 """One YAML file describes the whole deployment: the root config composes each stage's section.
 
 Each stage owns its section (``pipeline.common`` for Kafka and Redis, ``pipeline.ingest.config``,
-``detectors.config``, ``detectors.retrain.config``, ``alerts.config``); this module only puts
-them together and checks what spans sections. Validation is strict (unknown keys are errors) so a
-typo never silently falls back to a default; every error names the offending key path and the file.
+``pipeline.record.config``, ``detectors.config``, ``detectors.retrain.config``,
+``alerts.config``); this module only puts them together and checks what spans sections.
+Validation is strict (unknown keys are errors) so a typo never silently falls back to a default;
+every error names the offending key path and the file.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from alerts.config import AlertsConfig, RulesError, parse_alerts_config
 from alerts.notify.config import NotifyConfig
 from detectors.config import DetectorConfig
 from detectors.retrain.config import CollectionConfig, ModelsConfig
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.config import (
     ConfigError,
     StrictModel,
@@ -29,8 +31,8 @@ from pipeline.common.endpoints import service_endpoints
 from pipeline.common.kafka import KafkaConfig
 from pipeline.common.redis import Component, RedisConfig
 from pipeline.console.config import ConsoleConfig
-from pipeline.ingest.camera import CameraSpec, check_camera_url
 from pipeline.ingest.config import IngestConfig
+from pipeline.record.config import RecordingsConfig
 
 __all__ = ["ConfigError", "VigilConfig", "expand_env", "load_config", "parse_config"]
 
@@ -46,6 +48,8 @@ class VigilConfig(StrictModel):
     alerts: AlertsConfig = AlertsConfig()
     console: ConsoleConfig = ConsoleConfig()
     notify: NotifyConfig = NotifyConfig()
+    # a factory: recordings.dir's ${VIGIL_STATE} is expanded when a config is made, not at import
+    recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
 
     def for_component(self, component: Component) -> VigilConfig:
         """The config one component runs with: the same, but logging in to Redis as that
@@ -76,9 +80,9 @@ class VigilConfig(StrictModel):
         forbidden = service_endpoints(self)
         for i, cam in enumerate(self.cameras):
             try:
-                check_camera_url(cam.url, forbidden=forbidden)
-            except ValueError as e:
-                raise ValueError(f"cameras.{i} ({cam.id}).url: {e}") from None
+                cam.check_urls(forbidden=forbidden)
+            except ValueError as e:  # names the field: url or record_url
+                raise ValueError(f"cameras.{i} ({cam.id}).{e}") from None
         return self
 
 

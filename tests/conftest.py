@@ -73,3 +73,12 @@ def topic_reader():
     yield open_reader
     for r in readers:
         r.close()
+
+
+@pytest.fixture(scope="session")
+def camera_recording(tmp_path_factory):
+    """~25 s of a ``vigil camera-sim`` stream recorded once into 10 s segments and indexed in
+    Redis under keys of its own (tests/support/recordings.py); tests only read it."""
+    from tests.support.recordings import record_camera
+
+    yield from record_camera(tmp_path_factory.mktemp("recordings"))

@@ -1,6 +1,6 @@
 """Writes the ACL file of the local Redis for the cluster profile (services.sh, KAFKA_NODES=3).
 
-One user per component (ingest, alerts, console, notifier, models) with only its keys and
+One user per component (ingest, alerts, console, notifier, models, recorder) with only its keys and
 commands, ``default`` off: the table is in pipeline/common/redis_acl.py, derived from the key
 names of pipeline/common/redis.py. The passwords are read from ``--secrets/<user>`` (written
 once per state dir by services.sh, mode 600); the file holds only their SHA-256, and nothing

@@ -58,7 +58,7 @@ stop_pid() {  # pidfile pattern name: SIGTERM, wait, then SIGKILL
 # The cluster profile (KAFKA_NODES=3, or VIGIL_REDIS_ACL=1) starts Redis with an ACL file: one user
 # per component with only its keys and commands, `default` off (redis_acl.py). Passwords: random,
 # once per state dir, in $R/secrets/<user> (mode 600), like the Kafka cluster's SCRAM passwords.
-REDIS_USERS=(ingest alerts console notifier models)
+REDIS_USERS=(ingest alerts console notifier models recorder)
 
 # Health: PING answered; with ACLs as the notifier (read-only), password from its file via the
 # environment (never the command line). acl.on says which way the running server was started.

@@ -20,7 +20,9 @@ pkgs=(redis-server python3-gi gir1.2-gst-rtsp-server-1.0
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
       gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools libgl1 libglib2.0-0
       # the console's browser tests: Debian's Chromium driven headless by Playwright
-      chromium chromium-driver)
+      chromium chromium-driver
+      # ffprobe / ffmpeg: the independent player the recording tests check segments and clips with
+      ffmpeg)
 command -v java >/dev/null || pkgs+=(default-jdk-headless)
 command -v mvn >/dev/null || pkgs+=(maven)
 

@@ -28,11 +28,11 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from alerts.store import AlertStore
 from pipeline.camera_sim import CameraSim
+from pipeline.cameras.registry import put_cameras
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.assets import footage
 from pipeline.common.kafka import ensure_topics
 from pipeline.config import parse_config
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.camera_registry import put_cameras
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "deploy" / "local" / "kafka_cluster.sh"

@@ -18,8 +18,8 @@ class AlertLatencySection:
         from alerts.config import parse_alerts_config  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
         from alerts.service import AlertService  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
         from alerts.store import AlertStore  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
+        from pipeline.cameras.spec import CameraSpec  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
         from pipeline.common.kafka import ensure_topics, make_producer  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
-        from pipeline.ingest.camera import CameraSpec  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
         from pipeline.ingest.frame_store import FrameStore  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
         from pipeline.ingest.worker import IngestWorker  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
 

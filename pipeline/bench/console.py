@@ -30,13 +30,13 @@ import httpx
 import yaml
 
 from alerts.store import AlertStore, AlertWrite
+from pipeline.cameras.registry import put_cameras
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.assets import footage
 from pipeline.common.kafka import ensure_topics
 from pipeline.common.redis import RedisKeys, redis_client
 from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.camera_registry import put_cameras
 
 CAMERAS = ["cam-a", "cam-b", "cam-c", "cam-d"]
 RULES = ["zone-a", "loiter-b", "crowd-c"]

@@ -77,9 +77,9 @@ class PipelineSection:
         return parse_config(data, "bench")
 
     def pipeline_run(self, det, n: int, gating: bool, seconds: float) -> dict[str, Any]:
+        from pipeline.cameras.spec import CameraSpec  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
         from pipeline.common.kafka import ensure_topics, make_producer  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
         from pipeline.ingest import metrics  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
-        from pipeline.ingest.camera import CameraSpec  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
         from pipeline.ingest.frame_store import FrameStore  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
         from pipeline.ingest.worker import IngestWorker  # noqa: PLC0415 (Kafka/Redis clients: loaded by the sections that use them)
 

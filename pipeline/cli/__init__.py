@@ -1,7 +1,7 @@
 """The ``vigil`` command line: one obvious entry point per task.
 
 One module per verb group registers its subcommands (``register(subparsers)``) with handlers
-named ``cmd_<verb>``: run (run, ingest), cameras, detect, models, dataset, retrain (retrain,
+named ``cmd_<verb>``: run (run, ingest), record, cameras, detect, models, dataset, retrain (retrain,
 evaluate), alerts, rules; the camera simulator, the benchmark and the demo register their own.
 This file only wires them and turns user errors (:class:`pipeline.common.errors.UserError`: bad
 config, broker down, unreadable weights, ...) into one line and exit code 2. Heavy libraries
@@ -42,6 +42,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "pipeline.cli.rules": ("rules",),
     "pipeline.cli.notify": ("notify",),
     "pipeline.cli.audit": ("audit",),
+    "pipeline.cli.recordings": ("recordings",),
+    "pipeline.cli.record": ("record",),
 }
 
 

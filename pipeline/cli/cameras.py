@@ -13,12 +13,12 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import yaml
 from pydantic import ValidationError
 
+from pipeline.cameras.registry import put_cameras, read_registry, remove_cameras
+from pipeline.cameras.spec import CameraSpec, mask_url
 from pipeline.cli.support import audit, config_args, config_from_args, fail, validation_errors
 from pipeline.common.config import ConfigError, expand_env_values
 from pipeline.common.endpoints import Endpoint, service_endpoints
 from pipeline.common.kafka import ensure_topics
-from pipeline.ingest.camera import CameraSpec, mask_url
-from pipeline.ingest.camera_registry import put_cameras, read_registry, remove_cameras
 from pipeline.ingest.capture import CameraUnavailable, probe_camera
 
 
@@ -46,6 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--password-stdin", action="store_true", help="read the password from stdin (first line)"
     )
     p.add_argument("--fps", type=float, default=None, help="detection rate (frames/s)")
+    p.add_argument(
+        "--record-url",
+        metavar="URL",
+        default=None,
+        help="the main stream to record (docs/recordings.md); default: the recording is of the url",
+    )
+    p.add_argument(
+        "--record", action="store_true", help="record this camera (record.enabled: true)"
+    )
     p.add_argument(
         "--check",
         action="store_true",
@@ -143,7 +152,20 @@ def with_password(url: str, password: str) -> str:
 
 def cmd_add(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    spec = _spec(service_endpoints(cfg), id=args.id, url=camera_url(args), fps=args.fps)
+    if args.record_url is not None and _password_of(args.record_url) is not None:
+        print(
+            "vigil: warning: the record_url password is on the command line (visible in ps and "
+            "the shell history); `vigil cameras apply -f FILE` keeps it off the command line",
+            file=sys.stderr,
+        )
+    spec = _spec(
+        service_endpoints(cfg),
+        id=args.id,
+        url=camera_url(args),
+        fps=args.fps,
+        record_url=args.record_url,
+        record={"enabled": args.record},
+    )
     if args.check:
         try:
             width, height, fps = probe_camera(spec.url, args.check_timeout, args.check_timeout)

@@ -1,6 +1,6 @@
 """A compacted Kafka topic as a typed table: key -> the latest valid value of type ``T``.
 
-The camera registry (``pipeline/ingest/camera_registry.py``), the live rules
+The camera registry (``pipeline/cameras/registry.py``), the live rules
 (``alerts/rules_topic.py``) and the console's live views of both write, read and follow their
 topics through a :class:`CompactedTable`. What a table says is its own: the topic, how a decoded
 record value becomes a ``T`` (a pydantic model's validation, ``parse_rule``), the key of a value

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 # The processes that talk to Redis, each of which may log in as its own ACL user (redis_acl.py).
-Component = Literal["ingest", "alerts", "console", "notifier", "models"]
+Component = Literal["ingest", "alerts", "console", "notifier", "models", "recorder"]
 COMPONENTS: tuple[str, ...] = get_args(Component)
 
 
@@ -271,6 +271,23 @@ class RedisKeys:
         """Stream: the audit trail, one entry per change made in the console or the CLI
         (``at``, ``who``, ``via``, ``address``, ``action``, ``target``, ``details`` JSON)."""
         return f"{self.prefix}audit"
+
+    def recordings(self, camera_id: str) -> str:
+        """Sorted set: the camera's recorded segments (member and score: start in epoch ms)."""
+        return f"{self.prefix}recordings:{camera_id}"
+
+    def recording(self, camera_id: str, start_ms: int) -> str:
+        """Hash: one recorded segment (``start``, ``end``, ``path``, ``bytes``, ``frames``)."""
+        return f"{self.prefix}recording:{camera_id}:{start_ms}"
+
+    def recording_holds(self, camera_id: str) -> str:
+        """Sorted set: the stretches of the camera's recordings an alert's clip needs (member:
+        ``<alert id>``; score: until when, epoch s); their ranges in :meth:`recording_hold`."""
+        return f"{self.prefix}recording-holds:{camera_id}"
+
+    def recording_hold(self, camera_id: str, alert_id: str) -> str:
+        """Hash: one hold (``from``, ``to``, ``until``: epoch s on the ``capture_ts`` clock)."""
+        return f"{self.prefix}recording-hold:{camera_id}:{alert_id}"
 
     def models(self, name: str) -> str:
         """Base of the model registry's keys for model ``name`` (``...:<what>`` appended)."""

@@ -13,6 +13,9 @@ renamed there is renamed here. ``default`` is switched off.
 | console | console keys (users, sessions, tokens, login counters, previews), alert hashes (reviews), the audit trail (also for the CLI) | alerts, snapshots, source frames, frames, live views, camera status, model registry |
 | notifier | - (its state is in Kafka and memory) | alerts, snapshots, camera status |
 | models | model registry (+ publishes its events) | - |
+| recorder | the segment index, the recording holds | - |
+
+The console reads the segment index and the holds too.
 """
 
 from __future__ import annotations
@@ -79,6 +82,12 @@ def acl_users(prefix: str = "vigil:") -> dict[str, AclUser]:
     model_events = k.models(ANY) + "events"  # ModelRegistry.channel
     alert_keys = (k.alerts_stream(), k.alerts_stream(ANY), k.alert(ANY))
     snapshots = (k.snapshot(ANY), k.source_frame(ANY))
+    recordings = (
+        k.recordings(ANY),
+        k.recording(ANY, ANY),  # type: ignore[arg-type]  # a pattern: '*' for the start
+        k.recording_holds(ANY),
+        k.recording_hold(ANY, ANY),
+    )
     users = [
         AclUser(
             "ingest",
@@ -110,6 +119,7 @@ def acl_users(prefix: str = "vigil:") -> dict[str, AclUser]:
                 live,
                 status,
                 models,
+                *recordings,  # the timeline and clips read them
             ),
             channels=(),
             # users (HSETNX generation), sessions (MULTI), tokens and their listing (HDEL),
@@ -150,6 +160,15 @@ def acl_users(prefix: str = "vigil:") -> dict[str, AclUser]:
             # decisions, the promote event
             writes=("hset", "incrby", "set", "lpush", "ltrim", "publish", "watch", "unwatch")
             + _TRANSACTIONS,
+        ),
+        AclUser(
+            "recorder",
+            read_write=recordings,
+            read_only=(),
+            channels=(),
+            # the segment index (HSET + ZADD per segment; a rebuild UNLINKs a camera's index),
+            # holds (MULTI HSET + ZADD; their expiry UNLINK + ZREM)
+            writes=("hset", "zadd", "zrem", "unlink", "del", *_TRANSACTIONS),
         ),
     ]
     out = {u.name: u for u in users}

@@ -19,14 +19,14 @@ from fastapi.concurrency import run_in_threadpool
 from alerts.rules.config import RuleConfig
 from alerts.rules_topic import RULES
 from alerts.store import AlertStore
+from pipeline.cameras.registry import CAMERAS
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.config import ConfigError
 from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.common.redis import RedisKeys, warn_if_password_unused
 from pipeline.common.urls import mask_url
 from pipeline.console.auth import Principal, Role, UserStore
 from pipeline.console.topic_view import TopicView
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.camera_registry import CAMERAS
 
 if TYPE_CHECKING:  # the root config imports this package's config section
     from pipeline.config import VigilConfig

@@ -16,22 +16,18 @@ from dataclasses import dataclass, field
 
 import cv2
 
+from pipeline.cameras.spec import CameraSpec, is_file_url, mask_url, unsafe_character
 from pipeline.common.contracts import Frame
 from pipeline.common.errors import UserError
-from pipeline.ingest.camera import CameraSpec, is_file_url, mask_url, unsafe_character
+from pipeline.common.streams import ANY_CAMERA_PROTOCOLS, protocols_for
 
 log = logging.getLogger(__name__)
 
 # FFmpeg options of every capture, unless the user set OPENCV_FFMPEG_CAPTURE_OPTIONS.
 _USER_CAPTURE_OPTIONS = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
 DEFAULT_PROBE_S = 0.5
-# FFmpeg protocols a camera may use (protocol_whitelist). FFmpeg otherwise opens anything it
-# knows from a URL, a playlist or a redirect: concat:, subfile:, data:, pipe:, file: inside a
-# network stream... RTSP runs over tcp/udp/rtp (tls for rtsps, http for RTSP-over-HTTP).
-NETWORK_PROTOCOLS = "rtsp,rtsps,rtp,srtp,udp,tcp,tls,http,https"
-FILE_PROTOCOLS = "file"
-# The process default: what a capture opened outside open_capture() gets (footage readers).
-ANY_CAMERA_PROTOCOLS = f"{FILE_PROTOCOLS},{NETWORK_PROTOCOLS}"
+# FFmpeg protocols a camera may use (protocol_whitelist, pipeline.common.streams). The process
+# default: ANY_CAMERA_PROTOCOLS, what a capture opened outside open_capture() gets (footage readers).
 _probe_s = DEFAULT_PROBE_S
 # OpenCV reads OPENCV_FFMPEG_CAPTURE_OPTIONS at each open: the per-camera whitelist is set and
 # the open made under this lock (OpenCV opens one capture at a time per process anyway).
@@ -74,7 +70,7 @@ def open_capture(url: str, params: list[int]) -> cv2.VideoCapture:
     if unsafe_character(url) is not None:  # validated before; the last guard before FFmpeg
         log.error("refusing to open %r: control character or whitespace", mask_url(url))
         return cv2.VideoCapture()
-    protocols = FILE_PROTOCOLS if is_file_url(url) else NETWORK_PROTOCOLS
+    protocols = protocols_for(url)
     with _OPEN_LOCK:
         default = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
         os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = capture_options(protocols)

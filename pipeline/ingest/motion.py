@@ -62,22 +62,6 @@ class MotionConfig(StrictModel):
     )
 
 
-class MotionOverride(StrictModel):
-    """Per-camera ``motion:``; keys left out come from ``ingest.motion``."""
-
-    enabled: bool | None = None
-    threshold: int | None = Field(None, ge=1, le=255)
-    min_area: float | None = Field(None, gt=0, le=1)
-    force_every_s: float | None = Field(None, gt=0, le=3600)
-    width: int | None = Field(None, ge=32, le=1920)
-    alpha: float | None = Field(None, gt=0, le=1)
-    object_margin: float | None = Field(None, ge=0, le=1)
-    object_fraction: float | None = Field(None, gt=0, le=1)
-
-    def apply(self, base: MotionConfig) -> MotionConfig:
-        return base.model_copy(update=self.model_dump(exclude_none=True))
-
-
 Box = tuple[float, float, float, float]  # normalised x1, y1, x2, y2
 
 

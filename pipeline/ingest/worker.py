@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
+from pipeline.cameras.registry import RegistryWatcher
+from pipeline.cameras.spec import CameraSpec, Endpoint
 from pipeline.common.contracts import FrameDetector, FrameListener
 from pipeline.common.kafka import make_producer
 from pipeline.common.lifecycle import OutageLog
 from pipeline.ingest import metrics
-from pipeline.ingest.camera import CameraSpec, Endpoint, check_camera_url
-from pipeline.ingest.camera_registry import RegistryWatcher
 from pipeline.ingest.capture import CameraReader, configure_ffmpeg
 from pipeline.ingest.config import IngestSettings
 from pipeline.ingest.detection import Batch, DetectorSlot
@@ -154,9 +154,10 @@ class IngestWorker:
             return list(self._readers.values())
 
     def _refuse(self, spec: CameraSpec) -> bool:
-        """Whether ``spec`` points at one of Vigil's own services (logged once per definition)."""
+        """Whether ``spec`` points at one of Vigil's own services, by its ``url`` or its
+        ``record_url`` (a hostile definition is refused whole; logged once per definition)."""
         try:
-            check_camera_url(spec.url, forbidden=self.forbidden_endpoints)
+            spec.check_urls(forbidden=self.forbidden_endpoints)
         except ValueError as e:
             if self._refused.get(spec.id) != spec:
                 log.error("worker %s: camera %s refused: %s", self.worker_id, spec.id, e)

@@ -19,10 +19,10 @@ from alerts.config import parse_alerts_config
 from alerts.service import AlertService
 from alerts.store import AlertStore
 from pipeline.app import build_worker
+from pipeline.cameras.registry import put_cameras
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.kafka import ensure_topics
 from pipeline.config import parse_config
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.camera_registry import put_cameras
 from tests.support.config import make_config_dict
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -127,12 +127,12 @@ def stack(kafka_bootstrap, detector, tmp_path_factory) -> Iterator[Stack]:
     from alerts.service import AlertService
     from pipeline.app import build_worker
     from pipeline.camera_sim import CameraSim
+    from pipeline.cameras.registry import put_cameras
+    from pipeline.cameras.spec import CameraSpec
     from pipeline.common.kafka import ensure_topics
     from pipeline.config import parse_config
     from pipeline.console.auth import UserStore
     from pipeline.console.server import ConsoleServer
-    from pipeline.ingest.camera import CameraSpec
-    from pipeline.ingest.camera_registry import put_cameras
 
     dataset_dir = tmp_path_factory.mktemp("dataset")
     data = make_config_dict(kafka_bootstrap)

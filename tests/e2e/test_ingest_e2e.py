@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from pipeline.app import build_worker
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.camera_registry import put_cameras, read_registry, remove_cameras
+from pipeline.cameras.registry import put_cameras, read_registry, remove_cameras
+from pipeline.cameras.spec import CameraSpec
 from pipeline.ingest.messages import load_schema
 from tests.support.config import make_config_dict
 from tests.support.waiting import wait_for

@@ -31,10 +31,10 @@ from kafka.errors import TopicAuthorizationFailedError
 
 from alerts.engine import RuleEngine
 from alerts.store import AlertStore
+from pipeline.cameras.registry import put_cameras
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.kafka import ensure_topics
 from pipeline.config import parse_config
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.camera_registry import put_cameras
 from tests.support.config import REDIS_URL
 from tests.support.waiting import wait_for
 

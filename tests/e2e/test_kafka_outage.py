@@ -27,10 +27,10 @@ from alerts.engine import RuleEngine
 from alerts.service import AlertService
 from alerts.store import AlertStore
 from pipeline.app import build_worker
+from pipeline.cameras.registry import put_cameras
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.kafka import ensure_topics, quiet_library_logs
 from pipeline.config import parse_config
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.camera_registry import put_cameras
 from tests.support.config import make_config_dict
 from tests.support.private_services import PrivateService
 from tests.support.waiting import wait_for

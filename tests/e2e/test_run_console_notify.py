@@ -120,3 +120,37 @@ def test_vigil_run_serves_the_console_only_when_enabled(
     assert main(["run", "-c", str(path)]) == 0
     assert seen["serving"] is enabled
     assert not port_open("127.0.0.1", port)
+
+
+@pytest.mark.parametrize(
+    ("in_run", "flag", "expected"),
+    [(True, [], True), (False, [], False), (True, ["--no-record"], False)],
+)
+def test_vigil_run_runs_a_recorder_unless_turned_off(
+    in_run, flag, expected, kafka_bootstrap, tmp_path, monkeypatch
+):
+    """`vigil run` records beside its ingest worker by default (the recorder joins its group and
+    records the cameras with record.enabled); `recordings.in_run: false` or `--no-record` not."""
+    import pipeline.cli.run as run
+
+    data = make_config_dict(
+        kafka_bootstrap, console={"enabled": False}, recordings={"in_run": in_run}
+    )
+    path = tmp_path / "vigil.yaml"
+    path.write_text(yaml.safe_dump(data))
+    started = []
+
+    def recorder_runner(cfg):
+        return lambda stop: started.append(cfg.recordings.group_id)
+
+    def run_ingest(cfg, *, extra_services=None, **_kw) -> int:
+        stop = threading.Event()
+        stop.set()
+        for service in extra_services or []:
+            service(stop)
+        return 0
+
+    monkeypatch.setattr(run, "recorder_runner", recorder_runner)
+    monkeypatch.setitem(sys.modules, "pipeline.app", types.SimpleNamespace(run_ingest=run_ingest))
+    assert main(["run", "-c", str(path), *flag]) == 0
+    assert started == (["vigil-record"] if expected else [])

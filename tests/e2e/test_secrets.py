@@ -359,7 +359,7 @@ def test_password_with_unencoded_url_characters_is_not_printed(kafka_bootstrap, 
     """A password typed into a URL as it is, with a ``/``, ``?`` or ``#`` unencoded, ends the
     URL's host part early: the URL has no userinfo as far as ``urlsplit`` can tell, yet the
     password is in it. Whatever Vigil does with such a URL (reject it or take it), it must not
-    print the password. Defect: ``mask_url`` (pipeline/ingest/camera.py) returns such a URL
+    print the password. Defect: ``mask_url`` (pipeline/cameras/spec.py) returns such a URL
     unchanged, and the error of a Redis URL like it quotes the password up to the ``/``."""
     d = make_config_dict(kafka_bootstrap)
     cfg_path = str(write_yaml(tmp_path / "vigil.yaml", d))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.cameras.spec import CameraSpec, mask_url
 from pipeline.common.config import ConfigError, expand_env
 from pipeline.config import load_config, parse_config
-from pipeline.ingest.camera import CameraSpec, mask_url
 
 
 def write(tmp_path, text: str):

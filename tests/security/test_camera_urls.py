@@ -27,16 +27,19 @@ import pytest
 import redis
 
 from pipeline.camera_sim import footage
+from pipeline.cameras.registry import CameraRegistryError, spec_from_record
+from pipeline.cameras.spec import CameraSpec
 from pipeline.cli import main as vigil
 from pipeline.cli.cameras import load_camera_file
 from pipeline.common.config import ConfigError
+from pipeline.common.redis import RedisKeys
 from pipeline.common.urls import hide_credentials, mask_url
 from pipeline.config import parse_config
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.camera_registry import CameraRegistryError, spec_from_record
 from pipeline.ingest.capture import CameraReader, CameraUnavailable, probe_camera
 from pipeline.ingest.live import safe_error
 from pipeline.ingest.worker import IngestWorker
+from pipeline.record.index import SegmentIndex
+from pipeline.record.service import RecorderService
 from tests.support.config import KAFKA, REDIS_URL, make_config
 from tests.support.console import ConsoleStack, console_stack
 
@@ -82,23 +85,31 @@ LINK_LOCAL = [
 ]
 
 
+GOOD = "rtsp://127.0.0.1:8554/sub"
+
+
 def _refused_everywhere(url: str, tmp_path: Path, capsys, reason: str) -> None:
-    """``url`` is refused as a camera by the model, the YAML config, ``vigil cameras apply``,
-    ``vigil cameras add`` and a registry record, each error naming the camera URL."""
-    with pytest.raises(ValueError, match=reason):
-        CameraSpec(id="cam1", url=url)
-    with pytest.raises(ConfigError, match=reason) as e:
-        parse_config({"cameras": [{"id": "cam1", "url": url}]}, "vigil.yaml")
-    assert "cameras.0" in str(e.value)
-    cams = tmp_path / "cams.json"  # JSON is YAML, and keeps the control characters as written
-    cams.write_text(json.dumps({"cameras": [{"id": "cam1", "url": url}]}))
-    with pytest.raises(ConfigError, match=reason):
-        load_camera_file(str(cams))
-    assert vigil(["cameras", "add", "--bootstrap", "127.0.0.1:1", "cam1", url]) == 2
-    assert reason in capsys.readouterr().err
-    record = json.dumps({"id": "cam1", "url": url}).encode()
-    with pytest.raises(CameraRegistryError, match=reason):
-        spec_from_record(b"cam1", record)
+    """``url`` is refused as a camera's ``url`` and as its ``record_url`` (the main stream the
+    recorder opens) by the model, the YAML config, ``vigil cameras apply``, ``vigil cameras
+    add`` and a registry record, each error naming the field and the camera URL."""
+    for field in ("url", "record_url"):
+        cam = {"id": "cam1", "url": GOOD, field: url}
+        with pytest.raises(ValueError, match=reason) as e:
+            CameraSpec(**cam)
+        assert field in str(e.value)
+        with pytest.raises(ConfigError, match=reason) as e:
+            parse_config({"cameras": [cam]}, "vigil.yaml")
+        assert f"cameras.0.{field}" in str(e.value)
+        cams = tmp_path / "cams.json"  # JSON is YAML, and keeps the control characters as written
+        cams.write_text(json.dumps({"cameras": [cam]}))
+        with pytest.raises(ConfigError, match=reason):
+            load_camera_file(str(cams))
+        args = [url] if field == "url" else [GOOD, "--record-url", url]
+        assert vigil(["cameras", "add", "--bootstrap", "127.0.0.1:1", "cam1", *args]) == 2
+        assert reason in capsys.readouterr().err
+        with pytest.raises(CameraRegistryError, match=reason) as e:
+            spec_from_record(b"cam1", json.dumps(cam).encode())
+        assert field in str(e.value)
 
 
 @pytest.mark.parametrize("url", HOSTILE)
@@ -146,6 +157,9 @@ def test_vigils_own_services_refused_as_cameras_in_yaml_and_cli(url, tmp_path, c
     with pytest.raises(ConfigError, match="one of Vigil's own services") as e:
         parse_config({**services, "cameras": [{"id": "cam1", "url": url}]}, "vigil.yaml")
     assert "cameras.0 (cam1)" in str(e.value)
+    with pytest.raises(ConfigError, match="one of Vigil's own services") as e:
+        parse_config({**services, "cameras": [{"id": "cam1", "url": GOOD, "record_url": url}]})
+    assert "cameras.0 (cam1).record_url" in str(e.value)
     cfg = tmp_path / "vigil.yaml"
     cfg.write_text(json.dumps(services))
     cams = tmp_path / "cams.yaml"
@@ -153,6 +167,8 @@ def test_vigils_own_services_refused_as_cameras_in_yaml_and_cli(url, tmp_path, c
     assert vigil(["cameras", "add", "-c", str(cfg), "cam1", url]) == 2
     assert "one of Vigil's own services" in capsys.readouterr().err
     assert vigil(["cameras", "apply", "-c", str(cfg), "-f", str(cams)]) == 2
+    assert "one of Vigil's own services" in capsys.readouterr().err
+    assert vigil(["cameras", "add", "-c", str(cfg), "cam1", GOOD, "--record-url", url]) == 2
     assert "one of Vigil's own services" in capsys.readouterr().err
     # the same host on another port is a camera like any other
     other = url.replace(":9092", ":8554").replace(":6379", ":8554").replace(":1883", ":8554")
@@ -170,15 +186,56 @@ def test_worker_refuses_a_registry_record_naming_a_service_and_keeps_its_cameras
         evil = {
             "door": CameraSpec(id="door", url="rtsp://localhost:6379/x"),
             "yard": CameraSpec(id="yard", url="rtsp://127.0.0.1:6379/y"),
+            # the recorder would open record_url: the definition is refused whole
+            "lane": CameraSpec(
+                id="lane", url="rtsp://127.0.0.1:9/l", record_url="rtsp://127.0.0.1:6379/m"
+            ),
         }
         with caplog.at_level(logging.ERROR):
             worker.reconcile(evil)
         assert worker.cameras == ["door"]
         assert worker._readers["door"] is reader and reader.spec == good  # left as it was
         assert "camera yard refused" in caplog.text and "one of Vigil's own services" in caplog.text
+        assert "camera lane refused: record_url" in caplog.text
     finally:
         for r in worker._readers.values():
             r.stop()
+
+
+def test_recorder_refuses_a_registry_record_whose_record_url_names_a_service(tmp_path, caplog):
+    """The recorder opens ``record_url``: a registry record pointing it (or ``url``) at Redis is
+    refused like a hostile ``url``, and the camera's running recorder is left as it was."""
+    cfg = make_config(KAFKA, recordings={"dir": str(tmp_path)})
+    service = RecorderService(
+        cfg.kafka,
+        cfg.recordings,
+        SegmentIndex(redis.Redis.from_url(REDIS_URL), RedisKeys("unused:")),
+        recorder_id="r",
+        forbidden_endpoints={("127.0.0.1", 6379)},
+    )
+    on = {"enabled": True}
+    good = CameraSpec(id="door", url="rtsp://127.0.0.1:9/sub", record_url=GOOD, record=on)
+    try:
+        service.reconcile({"door": good})
+        running = service.recorder("door")
+        assert running is not None and running.url == GOOD
+        evil = {
+            "door": good.model_copy(update={"record_url": "rtsp://localhost:6379/x"}),
+            "yard": CameraSpec(
+                id="yard", url=GOOD, record_url="rtsp://127.0.0.1:6379/y", record=on
+            ),
+            "gate": CameraSpec(id="gate", url="rtsp://[::1]:6379/y", record=on),
+        }
+        with caplog.at_level(logging.ERROR):
+            service.reconcile(evil)
+        assert service.cameras == ["door"] and service.recorder("door") is running
+        for cid in ("yard", "gate", "door"):
+            assert f"camera {cid} refused" in caplog.text
+        assert (
+            "record_url: camera url" in caplog.text and "one of Vigil's own services" in caplog.text
+        )
+    finally:
+        service.close()
 
 
 # -- FFmpeg ---------------------------------------------------------------------------------------
@@ -312,8 +369,9 @@ def test_operator_cannot_become_admin_through_a_camera_url(stack):
     role_key = stack.users.keys.console("user:operator")
     url = redis_injection(role_key)
     answers = [
-        op.post(f"/api/cameras?check={check}", json={"id": "evil", "url": url})
+        op.post(f"/api/cameras?check={check}", json={"id": "evil", **body})
         for check in ("true", "false")
+        for body in ({"url": url}, {"url": "rtsp://127.0.0.1:9/e", "record_url": url})
     ]
     time.sleep(0.5)
     assert stack.users.client.hget(role_key, "role") == b"operator"
@@ -336,9 +394,10 @@ def test_console_refuses_vigils_services_and_link_local_hosts(stack):
         f"http://{MQTT}/x",
     ]
     for url in own + LINK_LOCAL:
-        r = op.post("/api/cameras?check=true", json={"id": "probe", "url": url})
-        assert r.status_code == 422, (url, r.text)
-        assert "own services" in _detail(r) or "link-local" in _detail(r), r.text
+        for body in ({"url": url}, {"url": "rtsp://127.0.0.1:9/k", "record_url": url}):
+            r = op.post("/api/cameras?check=true", json={"id": "probe", **body})
+            assert r.status_code == 422, (url, r.text)
+            assert "own services" in _detail(r) or "link-local" in _detail(r), r.text
     assert op.get("/api/cameras/probe").status_code == 404
 
 
@@ -350,9 +409,10 @@ def test_console_refuses_file_cameras_without_telling_whether_they_exist(stack, 
     missing = tmp_path / "no-such-clip.mp4"
     answers = []
     for url in (str(existing), str(missing), f"file://{existing}", f"file://{missing}"):
-        r = op.post("/api/cameras", json={"id": "replay", "url": url})
-        assert r.status_code == 422, r.text
-        answers.append(r.json()["detail"][0]["msg"])
+        for body in ({"url": url}, {"url": "rtsp://127.0.0.1:9/r", "record_url": url}):
+            r = op.post("/api/cameras", json={"id": "replay", **body})
+            assert r.status_code == 422, r.text
+            answers.append(r.json()["detail"][0]["msg"])
     assert len(set(answers)) == 1 and "allow_file_cameras" in answers[0]
     assert str(tmp_path) not in answers[0]
     stack.cfg.console.allow_file_cameras = True
@@ -377,10 +437,21 @@ def test_console_never_shows_query_or_path_credentials(stack):
         r = op.post("/api/cameras?check=true", json={"id": f"{cid}2", "url": url})
         assert r.status_code == 422 and "cannot open" in r.text
         answers.append(r.text)
+    # the same URLs as a camera's main stream (record_url), with a password
+    main = {"id": "mcam", "url": "rtsp://127.0.0.1:9/sub", "record_url": QUERY_URL}
+    r = op.post("/api/cameras", json=main)
+    assert r.status_code == 201, r.text
+    answers += [r.text, viewer.get("/api/cameras/mcam").text]
+    r = op.post("/api/cameras", json={**main, "record_url": f"rtsp://u:{SECRET}@127.0.0.1:9/m"})
+    assert r.status_code == 201, r.text
+    answers.append(r.text)
     listed = viewer.get("/api/cameras")
     assert {c["url"] for c in listed.json() if c["id"] in ("qcam", "pcam")} == {
         "rtsp://127.0.0.1:9/stream?***",
         "rtsp://127.0.0.1:9/***",
     }
+    assert [c["record_url"] for c in listed.json() if c["id"] == "mcam"] == [
+        "rtsp://***@127.0.0.1:9/m"
+    ]
     for text in [*answers, listed.text]:
         assert SECRET not in text, text

@@ -21,10 +21,10 @@ from prometheus_client import REGISTRY
 from alerts.rules_topic import RULES, RulesWatcher, read_rules
 from alerts.store import AlertStore
 from alerts.subscribe import subscribe
+from pipeline.cameras.registry import CAMERAS, RegistryWatcher, read_registry
 from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.config import VigilConfig, parse_config
 from pipeline.console.topic_view import TopicView
-from pipeline.ingest.camera_registry import CAMERAS, RegistryWatcher, read_registry
 from tests.support.alert_service import base_dict
 from tests.support.config import make_config
 from tests.support.kafka import read_topic

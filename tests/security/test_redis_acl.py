@@ -38,6 +38,9 @@ from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.ingest.frame_store import FrameStore
 from pipeline.ingest.live import LiveView
+from pipeline.record.holds import HoldStore
+from pipeline.record.index import SegmentIndex
+from pipeline.record.segmenter import Segment
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
 
@@ -47,8 +50,9 @@ KEYS = RedisKeys(PREFIX)
 CAMERA = "lobby"
 ALERT_ID = "0123456789abcdef0123"
 OPERATOR_PASSWORD = "operator-pass-123"
-WRITERS_OF_OTHERS = ("ingest", "alerts", "notifier")  # finding 1: none may write console users
-NOT_MODELS = ("ingest", "alerts", "console", "notifier")  # finding 2: none may promote
+# finding 1: none may write console users
+WRITERS_OF_OTHERS = ("ingest", "alerts", "notifier", "recorder")
+NOT_MODELS = ("ingest", "alerts", "console", "notifier", "recorder")  # finding 2: none may promote
 
 
 class AclServer:
@@ -397,6 +401,44 @@ def test_notifier_only_reads(server: AclServer, clients):
         store.client.close()
 
 
+@pytest.mark.integration
+def test_recorder_indexes_segments_and_holds_and_the_console_reads_them(server: AclServer):
+    """The recorder writes the segment index and the holds (and a rebuild clears an index); the
+    console reads both but writes neither; the recorder reaches nothing else."""
+    seg = Segment(CAMERA, Path(f"{CAMERA}/2026-12-07/16/1000.mp4"), 1000.0, 1010.0, 4096, 100)
+    index = SegmentIndex.from_config(server.cfg("recorder"))
+    holds = HoldStore.from_config(server.cfg("recorder"))
+    console = redis_client(server.cfg("console"))
+    try:
+        index.add(seg)
+        holds.hold(CAMERA, ALERT_ID, 1002.0, 1005.0, until=5000.0)
+        seen = SegmentIndex(console, KEYS)
+        assert seen.segments(CAMERA, 1000.0, 1010.0) == [seg]
+        assert [h.alert_id for h in HoldStore(console, KEYS).active(CAMERA, 1001.0)] == [ALERT_ID]
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            seen.add(seg)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            HoldStore(console, KEYS).hold(CAMERA, "x" * 20, 1.0, 2.0, until=3.0)
+        assert holds.expire(CAMERA, 6000.0) == 1
+        index.clear(CAMERA)  # `vigil recordings reindex`
+        assert seen.segments(CAMERA, 0, 2e9) == []
+        c = index.client
+        for read in (
+            lambda: c.get(KEYS.frame(CAMERA, 123, 7)),
+            lambda: c.hgetall(KEYS.alert(ALERT_ID)),
+            lambda: c.hgetall(KEYS.console("user:op")),
+            lambda: c.get(KEYS.models(MODEL) + "production"),
+        ):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                read()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            c.set(KEYS.snapshot(ALERT_ID), b"forged")
+    finally:
+        index.client.close()
+        holds.client.close()
+        console.close()
+
+
 # -- nobody administers the server --------------------------------------------------------------
 
 
@@ -653,16 +695,18 @@ def test_vigil_run_gives_each_service_its_own_user(server: AclServer, tmp_path: 
     monkeypatch.setattr(run, "alert_service_runner", record("alerts"))
     monkeypatch.setattr(run, "start_console", record("console", Console()))
     monkeypatch.setattr(run, "notifier_runner", record("notifier"))
+    monkeypatch.setattr(run, "recorder_runner", record("recorder"))
     monkeypatch.setattr(pipeline.app, "run_ingest", record("ingest", 0))
     args = argparse.Namespace(
         config=str(tmp_path / "vigil.yaml"),
         bootstrap=None,
         no_alerts=False,
+        no_record=False,
         max_seconds=1,
         metrics_port=None,
     )
     assert run.cmd_run(args) == 0
-    assert got == {u: u for u in ("alerts", "console", "notifier", "ingest")}
+    assert got == {u: u for u in ("alerts", "console", "notifier", "recorder", "ingest")}
 
 
 @pytest.mark.integration

@@ -11,6 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from pipeline.cameras.registry import put_cameras, remove_cameras
+from pipeline.cameras.settings import MotionOverride, RecordConfig
+from pipeline.cameras.spec import URL_FIELDS, CameraSpec
 from pipeline.common.config import validation_messages
 from pipeline.common.endpoints import service_endpoints
 from pipeline.common.urls import hide_credentials
@@ -19,8 +22,6 @@ from pipeline.console.auth import Principal
 from pipeline.console.drawing import draw_live
 from pipeline.console.state import ConsoleState, as_operator, principal, state
 from pipeline.console.streams import GuardedStream, open_stream
-from pipeline.ingest.camera import CameraSpec, MotionOverride
-from pipeline.ingest.camera_registry import put_cameras, remove_cameras
 from pipeline.ingest.capture import CameraUnavailable, probe_camera
 
 router = APIRouter(prefix="/api/cameras", tags=["cameras"])
@@ -33,9 +34,9 @@ class CameraIn(CameraSpec):
     console's policy (no local files unless ``console.allow_file_cameras``; never Vigil's own
     services) applied before anything looks at the path, so a refusal tells nothing of it."""
 
-    @field_validator("url")
+    @field_validator(*URL_FIELDS)
     @classmethod
-    def _url(cls, v: str) -> str:
+    def _url(cls, v: str | None) -> str | None:
         return v
 
 
@@ -51,6 +52,7 @@ class CameraPatch(BaseModel):
     fps: float | None = Field(None, gt=0, le=120)
     enabled: bool | None = None
     motion: MotionOverride | None = None
+    record: RecordConfig | None = None
 
 
 def public(spec: CameraSpec, status: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -62,6 +64,8 @@ def public(spec: CameraSpec, status: dict[str, Any] | None = None) -> dict[str, 
         "enabled": spec.enabled,
         "labels": spec.labels,
         "motion": spec.motion.model_dump(exclude_none=True) if spec.motion else None,
+        "record_url": hide_credentials(spec.record_url) if spec.record_url else None,
+        "record": spec.record.model_dump(mode="json"),
         "status": status,
     }
 

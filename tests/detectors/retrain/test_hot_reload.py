@@ -17,10 +17,10 @@ import pytest
 from detectors.retrain import drift
 from detectors.retrain.model_registry import ModelRegistry
 from pipeline.app import build_worker
+from pipeline.cameras.registry import put_cameras
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.assets import model
 from pipeline.common.kafka import ensure_topics
-from pipeline.ingest.camera import CameraSpec
-from pipeline.ingest.camera_registry import put_cameras
 from tests.support.config import make_config
 from tests.support.waiting import wait_for
 

@@ -20,11 +20,11 @@ from alerts.engine import RuleEngine
 from alerts.rules_topic import read_rules
 from alerts.store import AlertStore, AlertWrite
 from detectors.retrain.dataset.layout import label_path, write_data_yaml
+from pipeline.cameras.registry import read_registry
 from pipeline.common.kafka import make_producer
 from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.console.server import ConsoleServer
-from pipeline.ingest.camera_registry import read_registry
 from tests.support.config import make_config_dict
 from tests.support.console import PASSWORD, ConsoleStack, console_stack, freeze_clock
 from tests.support.kafka import TopicReader

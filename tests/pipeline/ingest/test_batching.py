@@ -13,10 +13,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.contracts import Frame
 from pipeline.config import parse_config
 from pipeline.ingest import metrics
-from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.capture import ReaderStats
 from pipeline.ingest.worker import IngestWorker
 

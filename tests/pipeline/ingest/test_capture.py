@@ -11,8 +11,8 @@ import time
 import cv2
 import pytest
 
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.assets import footage
-from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.capture import CameraReader, backoff_delays
 from pipeline.ingest.config import IngestConfig
 

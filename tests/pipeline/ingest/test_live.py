@@ -20,10 +20,10 @@ import pytest
 import redis
 
 from pipeline.app import build_worker
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.contracts import Detection, Frame
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
 from pipeline.config import parse_config
-from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.capture import CameraReader, ReaderStats
 from pipeline.ingest.live import (
     LIVE_TTL_S,

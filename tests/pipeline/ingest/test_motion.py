@@ -8,13 +8,14 @@ import time
 import numpy as np
 import pytest
 
+from pipeline.cameras.settings import MotionOverride
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.assets import footage, model
 from pipeline.common.config import ConfigError
 from pipeline.common.contracts import Frame
 from pipeline.config import parse_config
-from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.capture import ReaderStats
-from pipeline.ingest.motion import MotionConfig, MotionDetector, MotionOverride
+from pipeline.ingest.motion import MotionConfig, MotionDetector
 from tests.support.assets import require
 from tests.support.cli import model_test_env
 

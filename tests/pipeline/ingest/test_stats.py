@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.contracts import Frame
 from pipeline.ingest import metrics
-from pipeline.ingest.camera import CameraSpec
 from pipeline.ingest.capture import ReaderStats
 from pipeline.ingest.stats import WorkerStats
 

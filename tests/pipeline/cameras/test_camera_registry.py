@@ -1,4 +1,4 @@
-"""The camera registry watcher through a Kafka outage (pipeline/ingest/camera_registry.py).
+"""The camera registry watcher through a Kafka outage (pipeline/cameras/registry.py).
 
 kafka-python's ``poll`` raises (KafkaConnectionError) when it cannot reach a broker to look the
 group coordinator up: that is Kafka away, not a broken registry. The watcher must ride it out
@@ -13,9 +13,9 @@ import threading
 
 from kafka.errors import KafkaConnectionError
 
+from pipeline.cameras import registry as camera_registry
+from pipeline.cameras.registry import RegistryWatcher
 from pipeline.common.kafka import KafkaConfig
-from pipeline.ingest import camera_registry
-from pipeline.ingest.camera_registry import RegistryWatcher
 from tests.support.waiting import wait_for
 
 
@@ -52,7 +52,7 @@ def test_watcher_rides_out_kafka_connection_errors(monkeypatch, caplog):
     monkeypatch.setattr(camera_registry, "make_consumer", lambda *a, **kw: consumer)
     watcher = RegistryWatcher(KafkaConfig(bootstrap_servers="127.0.0.1:1"), "g", lambda owned: None)
     watcher.backoff = (0.01, 0.02)  # the retry pauses, short for the test
-    with caplog.at_level(logging.INFO, logger="pipeline.ingest.camera_registry"):
+    with caplog.at_level(logging.INFO, logger="pipeline.cameras.registry"):
         watcher.start()
         try:
             polled = wait_for(

@@ -1,8 +1,8 @@
 """A camera definition, as stored in the registry topic and in the YAML file.
 
 Every way a camera enters (YAML ``cameras:``, ``vigil cameras add|apply``, the console's API and
-records read back from the registry topic) goes through :func:`check_camera_url`: FFmpeg writes
-the URL verbatim into its RTSP and HTTP requests, so a line break in it is a request of the
+records read back from the registry topic) goes through :func:`check_camera_url`, for its ``url``
+and its ``record_url`` alike (:data:`URL_FIELDS`): FFmpeg writes the URL verbatim into its RTSP and HTTP requests, so a line break in it is a request of the
 URL's author to whatever listens at its host and port (Redis, Kafka, MQTT, a cloud metadata
 service).
 """
@@ -23,10 +23,12 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from pipeline.common.config import StrictModel
 from pipeline.common.contracts import validate_camera_id
 from pipeline.common.endpoints import Endpoint
+from pipeline.common.streams import is_file_url, unsafe_character
 from pipeline.common.urls import mask_url, userinfo
 
 __all__ = [
     "STREAM_SCHEMES",
+    "URL_FIELDS",
     "CameraSpec",
     "Endpoint",
     "check_camera_url",
@@ -36,7 +38,7 @@ __all__ = [
     "unsafe_character",
     "validate_stream_url",
 ]
-from pipeline.ingest.motion import MotionOverride
+from pipeline.cameras.settings import MotionOverride, RecordConfig
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
 DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
@@ -59,24 +61,6 @@ _CONTROL = {"Cc": True, "Cf": True, "Zl": True, "Zp": True}  # Unicode categorie
 _NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _V4_COMPATIBLE = ipaddress.ip_network("::/96")
-
-
-def is_file_url(url: str) -> bool:
-    """A local file (plain path, Windows drive letter) or a ``file:`` URL: footage replay."""
-    scheme = urlsplit(url).scheme
-    return scheme in ("", "file") or len(scheme) == 1
-
-
-def unsafe_character(url: str) -> tuple[int, str] | None:
-    """The first control character or whitespace of ``url`` (index, character), or None. A
-    plain space is allowed in local file paths only (no request line to break out of)."""
-    allow_space = is_file_url(url)
-    for i, c in enumerate(url):
-        if c == " " and allow_space:
-            continue
-        if c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp"):
-            return i, c
-    return None
 
 
 def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -191,6 +175,10 @@ def check_camera_url(
     return url
 
 
+#: The fields of :class:`CameraSpec` that hold a stream URL, each checked by check_camera_url.
+URL_FIELDS = ("url", "record_url")
+
+
 def validate_stream_url(url: str) -> str:
     """:func:`check_camera_url` without a forbidden endpoint, local files allowed."""
     return check_camera_url(url)
@@ -211,6 +199,9 @@ class CameraSpec(StrictModel):
     enabled: bool = True
     labels: dict[str, str] = {}
     motion: MotionOverride | None = None  # keys left out come from ingest.motion
+    # the main stream the recorder copies (docs/recordings.md); None: the recording is of `url`
+    record_url: str | None = Field(None, repr=False)
+    record: RecordConfig = RecordConfig()
 
     @classmethod
     def checked(
@@ -231,13 +222,32 @@ class CameraSpec(StrictModel):
     def _id(cls, v: str) -> str:
         return validate_camera_id(v)
 
-    @field_validator("url")
+    @field_validator(*URL_FIELDS)
     @classmethod
-    def _url(cls, v: str, info: ValidationInfo) -> str:
+    def _url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None and info.field_name != "url":
+            return None
         ctx = info.context or {}
         return check_camera_url(
             v, allow_files=ctx.get("allow_files", True), forbidden=ctx.get("forbidden", ())
         )
+
+    def urls(self) -> dict[str, str]:
+        """The camera's URLs by field (``url``, and ``record_url`` when set)."""
+        return {f: getattr(self, f) for f in URL_FIELDS if getattr(self, f) is not None}
+
+    def check_urls(self, *, allow_files: bool = True, forbidden: Collection[Endpoint] = ()) -> None:
+        """:func:`check_camera_url` on every URL of the camera; the ValueError names the field."""
+        for name, url in self.urls().items():
+            try:
+                check_camera_url(url, allow_files=allow_files, forbidden=forbidden)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+
+    @property
+    def recording_url(self) -> str:
+        """What the recorder records: the main stream, or else the detection stream."""
+        return self.record_url or self.url
 
     @property
     def safe_url(self) -> str:

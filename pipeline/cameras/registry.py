@@ -17,12 +17,12 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
+from pipeline.cameras.spec import CameraSpec
 from pipeline.common.compacted_table import CompactedTable, TableRecordError
 from pipeline.common.config import format_validation_error
 from pipeline.common.contracts import validate_camera_id
 from pipeline.common.kafka import KafkaConfig, connection_count, make_consumer
 from pipeline.common.lifecycle import OutageLog
-from pipeline.ingest.camera import CameraSpec
 
 log = logging.getLogger(__name__)
 

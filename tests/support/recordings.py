@@ -1,0 +1,224 @@
+"""Recordings in tests: FFmpeg's own ``ffprobe``/``ffmpeg`` (Debian's package) as the player that
+judges segments and exports, and a recorder run in a child process (to be SIGKILLed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from pipeline.camera_sim import CameraSim
+from pipeline.common.assets import REPO_ROOT
+from pipeline.common.redis import RedisKeys
+from pipeline.record.index import SegmentIndex
+from pipeline.record.layout import relative_path
+from pipeline.record.segmenter import Recorder, Segment
+from tests.support.assets import footage_path
+from tests.support.config import REDIS_URL
+from tests.support.net import free_port
+from tests.support.redis import cleanup
+from tests.support.waiting import wait_for
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: install Debian's ffmpeg (deploy/local/setup.sh does)")
+    return path
+
+
+def ffprobe_duration(path: Path | str) -> float:
+    """The container's duration as ffprobe reports it (s)."""
+    p = subprocess.run(
+        [_tool("ffprobe"), "-v", "error", "-show_entries", "format=duration", "-of", "json", path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, f"ffprobe {path}: {p.stderr}"
+    return float(json.loads(p.stdout)["format"]["duration"])
+
+
+def ffprobe_size(path: Path | str) -> tuple[int, int]:
+    """The video's width and height as ffprobe reports them."""
+    p = subprocess.run(
+        [_tool("ffprobe"), "-v", "error", "-select_streams", "v:0", "-show_entries"]
+        + ["stream=width,height", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, f"ffprobe {path}: {p.stderr}"
+    stream = json.loads(p.stdout)["streams"][0]
+    return int(stream["width"]), int(stream["height"])
+
+
+def ffprobe_packets(path: Path | str) -> list[tuple[float, bool]]:
+    """``(pts_time, keyframe)`` of every video packet, in file order."""
+    p = subprocess.run(
+        [
+            _tool("ffprobe"),
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time,flags",
+            "-of",
+            "json",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, f"ffprobe {path}: {p.stderr}"
+    return [
+        (float(pk["pts_time"]), pk["flags"].startswith("K"))
+        for pk in json.loads(p.stdout)["packets"]
+    ]
+
+
+def decode_errors(path: Path | str) -> str:
+    """What ``ffmpeg -v error -i PATH -f null -`` says while decoding every frame ('' = none)."""
+    p = subprocess.run(
+        [_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", path, "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return p.stderr.strip() + ("" if p.returncode == 0 else f" (exit {p.returncode})")
+
+
+# A recorder alone in a child process: prints READY once it records, runs until killed.
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pipeline.record.segmenter import Recorder
+    camera, url, root, segment_s = sys.argv[1:5]
+    rec = Recorder(camera, url, root, segment_s=float(segment_s), read_timeout_s=3, settle_s=0.3)
+    rec.start()
+    while rec.stats.state != "recording":
+        time.sleep(0.05)
+    print("READY", flush=True)
+    time.sleep(3600)
+    """
+)
+
+
+def start_child_recorder(
+    camera: str, url: str, root: Path, segment_s: float
+) -> subprocess.Popen[str]:
+    """A recorder process (this checkout's code), once it has started its first segment."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, camera, url, str(root), str(segment_s)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY"):
+        proc.kill()
+        pytest.fail(f"child recorder did not start: {line!r} {proc.stderr.read()[-2000:]}")
+    return proc
+
+
+#: 768x432 H.264 at 10 fps, one keyframe a second, B frames: the recorded footage
+CLIP = "one-by-one-person-detection.mp4"
+CLIP_FRAME_S = 0.1
+CLIP_GOP_S = 1.0
+
+
+@dataclass
+class Recording:
+    """One camera-sim stream recorded into segments and indexed (tests read, never change it)."""
+
+    root: Path
+    camera: str
+    segment_s: float
+    index: SegmentIndex
+    segments: list[Segment]  # as the recorder reported them, oldest first
+    lag_s: list[float]  # the recorder's packet lags (arrival - stamped time)
+    began: float  # time.time() before the recorder started
+    ended: float  # time.time() after it stopped
+    redis_url: str
+    key_prefix: str
+
+
+def record_camera(
+    root: Path, seconds: float = 25.0, segment_s: float = 10.0
+) -> Iterator[Recording]:
+    """Record ``seconds`` of :data:`CLIP` served by ``vigil camera-sim``; yields the recording,
+    then deletes its Redis keys."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({e}): run `make infra-up`")
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    index = SegmentIndex(client, RedisKeys(prefix))
+    segments: list[Segment] = []
+    frames = int(seconds / CLIP_FRAME_S)
+    with CameraSim([footage_path(CLIP)], port=free_port()) as sim:
+        began = time.time()
+        rec = Recorder(
+            "cam1",
+            next(iter(sim.urls.values())),
+            root,
+            segment_s=segment_s,
+            read_timeout_s=5,
+            on_segment=lambda s: (segments.append(s), index.add(s)),
+        ).start()
+        wait_for(lambda: rec.stats.packets >= frames or not rec.alive, timeout=seconds + 30)
+        rec.stop()
+        ended = time.time()
+    assert rec.stats.packets >= frames, f"recorded {rec.stats.packets} packets: {rec.stats}"
+    try:
+        yield Recording(
+            root,
+            "cam1",
+            segment_s,
+            index,
+            segments,
+            list(rec.stats.lag_s),
+            began,
+            ended,
+            REDIS_URL,
+            prefix,
+        )
+    finally:
+        cleanup(client, prefix)
+
+
+def fake_segment(
+    root: Path,
+    index: SegmentIndex,
+    camera: str,
+    start: float,
+    size: int = 1000,
+    duration: float = 10.0,
+) -> Segment:
+    """A file laid out as a segment holding ``size`` filler bytes, and its index entry: enough for
+    retention, which goes by names, sizes and the index, never by the media inside."""
+    rel = relative_path(camera, start)
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * size)
+    seg = Segment(camera, rel, start, start + duration, size, int(duration * 10))
+    index.add(seg)
+    return seg

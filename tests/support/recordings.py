@@ -75,6 +75,62 @@ def ffprobe_packets(path: Path | str) -> list[tuple[float, bool]]:
     ]
 
 
+def ffprobe_size(path: Path | str) -> tuple[int, int]:
+    """``(width, height)`` of the first video stream as ffprobe reports it."""
+    p = subprocess.run(
+        [
+            _tool("ffprobe"),
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "json",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, f"ffprobe {path}: {p.stderr}"
+    stream = json.loads(p.stdout)["streams"][0]
+    return int(stream["width"]), int(stream["height"])
+
+
+def make_mp4(path: Path, width: int, height: int, seconds: float = 2.0) -> Path:
+    """A small H.264 fragmented MP4 like a segment (10 fps, a keyframe a second), made by
+    FFmpeg's test source; ``width`` x ``height`` tells it apart from other files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(
+        [
+            _tool("ffmpeg"),
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=size={width}x{height}:rate=10",
+            "-t",
+            str(seconds),
+            "-c:v",
+            "libx264",
+            "-g",
+            "10",
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, f"ffmpeg {path}: {p.stderr}"
+    return path
+
+
 def decode_errors(path: Path | str) -> str:
     """What ``ffmpeg -v error -i PATH -f null -`` says while decoding every frame ('' = none)."""
     p = subprocess.run(

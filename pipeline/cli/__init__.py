@@ -43,6 +43,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "pipeline.cli.notify": ("notify",),
     "pipeline.cli.audit": ("audit",),
     "pipeline.cli.recordings": ("recordings",),
+    "pipeline.cli.clips": ("clips",),
 }
 
 

@@ -73,11 +73,12 @@ def test_a_viewer_gets_the_clip_of_an_alert(stack, alert_id, viewer, tmp_path):
 def test_a_range_request_gets_those_bytes_and_a_range_past_the_end_416(stack, alert_id, viewer):
     whole = viewer.get(f"/api/alerts/{alert_id}/clip.mp4").content
     r = viewer.get(f"/api/alerts/{alert_id}/clip.mp4", headers={"Range": "bytes=1000-4999"})
-    assert r.status_code == 206, r.text
+    assert r.status_code == 206, (r.status_code, dict(r.headers))
     assert r.headers["content-range"] == f"bytes 1000-4999/{len(whole)}"
     assert r.content == whole[1000:5000]
     r = viewer.get(f"/api/alerts/{alert_id}/clip.mp4", headers={"Range": "bytes=-100"})
-    assert r.status_code == 206 and r.content == whole[-100:]
+    assert r.status_code == 206, (r.status_code, dict(r.headers))
+    assert r.content == whole[-100:]
     r = viewer.get(f"/api/alerts/{alert_id}/clip.mp4", headers={"Range": f"bytes={len(whole)}-"})
     assert r.status_code == 416
     assert r.headers["content-range"] == f"bytes */{len(whole)}"

@@ -14,7 +14,7 @@ from alerts.store import AlertStore
 from pipeline.record.index import SegmentIndex
 from pipeline.record.layout import start_ms
 from tests.support.cli import run_vigil
-from tests.support.console import ConsoleStack, console_stack
+from tests.support.console import PASSWORD, ConsoleStack, console_stack
 from tests.support.recordings import (
     CLIP_GOP_S,
     copy_recording,
@@ -25,6 +25,7 @@ from tests.support.recordings import (
 )
 
 pytestmark = pytest.mark.integration
+CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +142,48 @@ def test_vigil_clips_export_writes_the_same_clip(
         monkeypatch,
     )
     assert code == 2 and "no alert ffffffffffffffffffff" in err
+
+
+def test_the_alert_detail_plays_the_clip_or_says_why_there_is_none(
+    stack, alert_id, camera_recording
+):
+    """In Chromium: the alert's detail shows a <video> that loads the clip and seeks in it (Range
+    requests); an alert whose footage expired says so instead."""
+    from playwright.sync_api import sync_playwright
+
+    first = camera_recording.segments[0]
+    expired = store_alert(AlertStore(stack.cfg.redis), "cam1", first.start - 900, first.start - 890)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_context().new_page()
+            page.set_default_timeout(30_000)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{stack.base}/")
+            page.fill("#login-form input[name=username]", "viewer")
+            page.fill("#login-form input[name=password]", PASSWORD)
+            page.click("#login-form button[type=submit]")
+            page.wait_for_selector("#nav:not([hidden])")
+            page.goto(f"{stack.base}/#/alerts")
+            page.click(f'.alert-row[data-alert="{alert_id}"]')
+            page.wait_for_selector(f'#alert-detail[data-alert="{alert_id}"]:not([hidden])')
+            page.wait_for_function(
+                "() => { const v = document.querySelector('#detail-clip'); "
+                "return v && v.readyState >= 2; }"
+            )
+            assert page.evaluate("document.querySelector('#detail-clip').duration") == (
+                pytest.approx(14.0, abs=CLIP_GOP_S)
+            )
+            page.evaluate("document.querySelector('#detail-clip').currentTime = 9")
+            page.wait_for_function(
+                "() => { const v = document.querySelector('#detail-clip'); "
+                "return !v.seeking && v.readyState >= 2 && v.currentTime > 8; }"
+            )
+            page.click(f'.alert-row[data-alert="{expired}"]')
+            page.wait_for_selector(f'#alert-detail[data-alert="{expired}"]:not([hidden])')
+            text = page.inner_text("#detail-clip-none")
+            assert "footage expired or not recorded" in text
+        finally:
+            browser.close()
+    assert not errors, f"JavaScript errors in the console: {errors}"

@@ -16,7 +16,8 @@ import redis
 from pipeline.common.redis import RedisKeys
 from pipeline.record.export import NothingRecorded, export
 from pipeline.record.index import SegmentIndex
-from pipeline.record.layout import segment_path, start_ms
+from pipeline.record.layout import relative_path, segment_path, start_ms
+from pipeline.record.segmenter import Segment
 from tests.support.config import REDIS_URL
 from tests.support.recordings import ffprobe_size, make_mp4
 from tests.support.redis import cleanup
@@ -92,3 +93,26 @@ def test_a_fifo_in_place_of_a_segment_is_not_read(index, tmp_path):
         t.join(10)
         pytest.fail("the export blocked opening a FIFO")
     assert len(raised) == 1 and isinstance(raised[0], NothingRecorded), raised
+
+
+def test_index_entries_that_are_not_numbers_in_order_are_skipped(index, tmp_path):
+    """Forged or damaged entries neither crash a reader nor place a segment anywhere else: each
+    is skipped, the good one beside them is read."""
+    good = Segment("cam1", Path("ignored"), T, T + 2.0, 1000, 20)
+    index.add(good)
+    forged = {
+        T + 10: {"start": "nan", "end": repr(T + 12)},
+        T + 20: {"start": repr(T + 20), "end": "inf"},
+        T + 30: {"start": repr(T + 30), "end": repr(T + 29)},  # ends before it starts
+        T + 40: {"start": repr(T + 55), "end": repr(T + 57)},  # not its member's start
+        T + 50: {"start": "soon", "end": repr(T + 52)},
+    }
+    for at, fields in forged.items():
+        ms = start_ms(at)
+        index.client.hset(index.keys.recording("cam1", ms), mapping={**fields, "bytes": 1})
+        index.client.zadd(index.keys.recordings("cam1"), {str(ms): ms})
+    # members that are not starts: text, and one past the year 9999
+    index.client.zadd(index.keys.recordings("cam1"), {"../x": T * 1000 + 5, "9" * 16: T * 1000 + 6})
+    assert index.segments("cam1", T - 10, T + 100) == [
+        Segment("cam1", relative_path("cam1", T), T, T + 2.0, 1000, 20)
+    ]

@@ -40,6 +40,7 @@ from pipeline.ingest.frame_store import FrameStore
 from pipeline.ingest.live import LiveView
 from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
+from pipeline.record.layout import relative_path
 from pipeline.record.segmenter import Segment
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
@@ -405,7 +406,7 @@ def test_notifier_only_reads(server: AclServer, clients):
 def test_recorder_indexes_segments_and_holds_and_the_console_reads_them(server: AclServer):
     """The recorder writes the segment index and the holds (and a rebuild clears an index); the
     console reads both but writes neither; the recorder reaches nothing else."""
-    seg = Segment(CAMERA, Path(f"{CAMERA}/2026-12-07/16/1000.mp4"), 1000.0, 1010.0, 4096, 100)
+    seg = Segment(CAMERA, relative_path(CAMERA, 1000.0), 1000.0, 1010.0, 4096, 100)
     index = SegmentIndex.from_config(server.cfg("recorder"))
     holds = HoldStore.from_config(server.cfg("recorder"))
     console = redis_client(server.cfg("console"))

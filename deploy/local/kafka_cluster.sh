@@ -84,11 +84,11 @@ wait_healthy() {  # every running node answers metadata requests as admin
     --admin-password-file "$C/secrets/admin" --nodes "$@"
 }
 
-stop_node() {  # node signal
+stop_node() {  # node signal [seconds to wait before SIGKILL, default 30]
   local pid i
   pid="$(live_pid "$C/node$1/kafka.pid")" || { rm -f "$C/node$1/kafka.pid"; return 0; }
   kill "-$2" "$pid" 2>/dev/null || true
-  for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for ((i = 0; i < ${3:-30} * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
   rm -f "$C/node$1/kafka.pid"
   say "node $1 stopped ($2)"
@@ -103,7 +103,10 @@ case "${1:-}" in
     "$PYTHON" "$REPO/deploy/local/kafka_acls.py" --bootstrap "$(bootstrap)" --admin-password-file "$C/secrets/admin" --grant
     say "up: $(bootstrap) (SASL_PLAINTEXT, SCRAM-SHA-512; users ${USERS[*]}; \`$0 env\` prints the credentials)" ;;
   down)
-    for ((n = 1; n <= NODES; n++)); do stop_node "$n" TERM; done
+    # Side by side, 5 s each before SIGKILL: the data is deleted next, and brokers stopped one
+    # after the other wait for a quorum that is going away (30 s for the last one).
+    for ((n = 1; n <= NODES; n++)); do stop_node "$n" TERM 5 & done
+    wait
     rm -rf "$C"/node*/data "$C/cluster.id"
     say "stopped, data deleted" ;;
   start-node) start_node "$2"; wait_healthy "$2" ;;

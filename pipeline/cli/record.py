@@ -13,6 +13,8 @@ from pipeline.common.kafka import ensure_topics
 from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
 from pipeline.ingest import metrics
+from pipeline.record.alert_follower import AlertFollower
+from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
 from pipeline.record.retention import RegistryRetain, Retention, RetentionLoop
 from pipeline.record.service import RecorderService
@@ -45,6 +47,19 @@ def build_recorder(cfg: VigilConfig, recorder_id: str | None = None) -> Recorder
         recorder_id=recorder_id,
         forbidden_endpoints=service_endpoints(cfg),
         retention=RetentionLoop(retention, cfg.recordings.retention_interval_s),
+        follower=build_follower(cfg),
+    )
+
+
+def build_follower(cfg: VigilConfig) -> AlertFollower:
+    """The recorder's alert follower: holds for the alerts of recorded cameras, in a group of
+    its own on the alerts topic."""
+    return AlertFollower(
+        cfg.kafka,
+        HoldStore.from_config(cfg.redis),
+        RegistryRetain.from_kafka(cfg.kafka, max_age_s=10.0).record_of,
+        group_id=f"{cfg.recordings.group_id}-alerts",
+        session_timeout_ms=cfg.recordings.session_timeout_ms,
     )
 
 

@@ -1,0 +1,122 @@
+"""The recorder's alert follower (pipeline/record/alert_follower.py): an alert on vigil.alerts of a
+recorded camera holds ``[started_at - pre_s, (ended_at or started_at) + post_s]`` of its
+recordings until ``retain.event_days`` after the alert; hostile records are skipped and counted;
+an alert of a camera without recording holds nothing. Run inside the recorder service."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from pipeline.cameras.registry import put_cameras
+from pipeline.cameras.spec import CameraSpec
+from pipeline.cli.record import build_follower
+from pipeline.common.kafka import ensure_topics, make_producer
+from pipeline.common.redis import RedisKeys
+from pipeline.config import VigilConfig
+from pipeline.record.holds import HoldStore
+from pipeline.record.index import SegmentIndex
+from pipeline.record.service import RecorderService
+from tests.support.alert_events import alert_event
+from tests.support.config import KAFKA, REDIS_URL, make_config
+from tests.support.net import free_port
+from tests.support.redis import cleanup
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+DAY = 86400.0
+REC, PLAIN = "rec", "plain"
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Iterator[VigilConfig]:
+    cfg = make_config(KAFKA, recordings={"dir": str(tmp_path / "rec"), "backoff_max_s": 1})
+    cfg.recordings.group_id = cfg.ingest.group_id.replace("-ingest", "-record")
+    ensure_topics(cfg.kafka)
+    dead = f"rtsp://127.0.0.1:{free_port()}/nothing"  # nobody serves it: the recorder retries
+    put_cameras(
+        cfg.kafka,
+        [
+            CameraSpec(
+                id=REC,
+                url=dead,
+                record={"enabled": True, "pre_s": 3, "post_s": 4, "retain": {"event_days": 2}},
+            ),
+            CameraSpec(id=PLAIN, url=dead),  # record disabled
+        ],
+    )
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        yield cfg
+    finally:
+        cleanup(client, cfg.redis.key_prefix)
+        client.close()
+
+
+def _alert(status: str, aid: str, camera: str, start: float, end: float | None) -> dict:
+    msg = alert_event(status, aid=aid, camera=camera)
+    msg.update(started_at=start, ended_at=end, updated_at=end if end is not None else start)
+    return msg
+
+
+def _send(cfg: VigilConfig, values: list[object]) -> None:
+    producer = make_producer(cfg.kafka, "test-alerts")
+    try:
+        for v in values:
+            producer.send(cfg.kafka.topics.alerts, key=b"k", value=v)
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+
+
+def test_alerts_of_a_recorded_camera_hold_their_clip_range(cfg: VigilConfig) -> None:
+    keys = RedisKeys(cfg.redis.key_prefix)
+    client = redis.Redis.from_url(REDIS_URL)
+    holds = HoldStore(client, keys)
+    follower = build_follower(cfg)
+    service = RecorderService(
+        cfg.kafka,
+        cfg.recordings,
+        SegmentIndex(client, keys),
+        recorder_id="r-follow",
+        follower=follower,
+    ).start()
+    t0 = time.time() - 60
+    a, b, c = "a" * 20, "b" * 20, "c" * 20
+    try:
+        _send(
+            cfg,
+            [
+                b"[" * 100_000,  # hostile: too deep
+                b"\xff\xfe not utf-8",
+                {"id": "x", "camera_id": REC, "status": "started", "started_at": t0},  # bad id
+                {"id": c, "camera_id": "../etc", "status": "started", "started_at": t0},
+                {"id": c, "camera_id": REC, "status": "started", "started_at": "soon"},
+                _alert("started", a, REC, t0, None),
+                _alert("started", b, PLAIN, t0, None),  # no recording: nothing held
+                _alert("ended", a, REC, t0, t0 + 10),  # the end moves the hold on
+            ],
+        )
+
+        def held():
+            hs = holds.active(REC, time.time())
+            return hs if hs and hs[0].end > t0 + 10 else None
+
+        found = wait_for(held, 30)
+        assert found, f"no hold of the ended alert: {holds.active(REC, time.time())}"
+        (h,) = found
+        assert (h.alert_id, h.start, h.end) == (a, t0 - 3, t0 + 10 + 4)
+        assert h.until == pytest.approx(t0 + 10 + 2 * DAY, abs=1e-3)
+        wait_for(lambda: follower.skipped.total >= 5, 10)
+        assert follower.skipped.total == 5
+        assert holds.active(PLAIN, time.time()) == []
+        assert not client.exists(keys.recording_holds(PLAIN), keys.recording_hold(PLAIN, b))
+        assert follower.held == 2  # started, then ended
+    finally:
+        service.close()
+        client.close()
+    assert follower._thread is None  # stopped with the service

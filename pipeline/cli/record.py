@@ -60,6 +60,7 @@ def build_follower(cfg: VigilConfig) -> AlertFollower:
         RegistryRetain.from_kafka(cfg.kafka, max_age_s=10.0).record_of,
         group_id=f"{cfg.recordings.group_id}-alerts",
         session_timeout_ms=cfg.recordings.session_timeout_ms,
+        index=SegmentIndex.from_config(cfg.redis),
     )
 
 

@@ -5,9 +5,11 @@ an alert of a camera without recording holds nothing. Run inside the recorder se
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
+import jsonschema
 import pytest
 import redis
 
@@ -17,12 +19,16 @@ from pipeline.cli.record import build_follower
 from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.common.redis import RedisKeys
 from pipeline.config import VigilConfig
+from pipeline.record.alert_follower import CHECK_INTERVAL_S
 from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
 from pipeline.record.service import RecorderService
 from tests.support.alert_events import alert_event
+from tests.support.alert_service import ALERT_SCHEMA
 from tests.support.config import KAFKA, REDIS_URL, make_config
+from tests.support.kafka import read_topic
 from tests.support.net import free_port
+from tests.support.recordings import fake_segment
 from tests.support.redis import cleanup
 from tests.support.waiting import wait_for
 
@@ -30,6 +36,7 @@ pytestmark = pytest.mark.integration
 
 DAY = 86400.0
 REC, PLAIN = "rec", "plain"
+SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(ALERT_SCHEMA)
 
 
 @pytest.fixture
@@ -120,3 +127,56 @@ def test_alerts_of_a_recorded_camera_hold_their_clip_range(cfg: VigilConfig) -> 
         service.close()
         client.close()
     assert follower._thread is None  # stopped with the service
+
+
+def _clip_messages(cfg: VigilConfig, records: int) -> list[dict]:
+    """The clip messages on the alerts topic once it holds ``records`` records (or 20 s)."""
+    out = []
+    for rec in read_topic(cfg, cfg.kafka.topics.alerts, records, timeout=20):
+        msg = json.loads(rec.value)
+        if msg.get("status") == "clip":
+            out.append(msg)
+    return out
+
+
+def test_a_clip_is_announced_once_its_range_is_recorded(cfg: VigilConfig, tmp_path) -> None:
+    keys = RedisKeys(cfg.redis.key_prefix)
+    client = redis.Redis.from_url(REDIS_URL)
+    index = SegmentIndex(client, keys)
+    root = tmp_path / "rec"
+    t0 = time.time() - 60
+    a, gone = "a" * 20, "d" * 20
+    client.hset(keys.alert(a), mapping={"id": a, "status": "ended"})  # as the alert service left it
+    fake_segment(root, index, REC, t0 - 5, duration=10)  # recorded up to t0 + 5
+    follower = build_follower(cfg)
+    follower.start()
+    try:
+        _send(cfg, [_alert("ended", a, REC, t0, t0 + 10), _alert("ended", gone, REC, t0, t0 + 10)])
+        wait_for(lambda: follower.held >= 2, 30)
+        time.sleep(3 * CHECK_INTERVAL_S)  # a few looks at the index: the range is not recorded yet
+        assert client.hget(keys.alert(a), "clip_to") is None
+        assert _clip_messages(cfg, 2) == []
+        fake_segment(root, index, REC, t0 + 5, duration=10)  # now up to t0 + 15 >= t0 + 10 + 4
+        assert wait_for(lambda: client.hget(keys.alert(a), "clip_to"), 30)
+        fields = {
+            k.decode(): float(v)
+            for k, v in client.hgetall(keys.alert(a)).items()
+            if k.startswith(b"clip_")
+        }
+        assert fields == {
+            "clip_from": t0 - 3,
+            "clip_to": t0 + 14,
+            "clip_until": pytest.approx(t0 + 10 + 2 * DAY, abs=1e-3),
+        }
+        msgs = _clip_messages(cfg, 4)  # the two ended alerts and their clips
+        by_id = {m["id"]: m for m in msgs}
+        assert len(msgs) == 2 and set(by_id) == {a, gone}
+        msg = by_id[a]
+        SCHEMA_VALIDATOR.validate(msg)
+        assert msg["clip"]["path"] == f"/api/alerts/{a}/clip.mp4"
+        assert (msg["clip"]["from"], msg["clip"]["to"]) == (t0 - 3, t0 + 14)
+        assert msg["ended_at"] == t0 + 10 and msg["rule_id"] == "lobby"
+        assert not client.exists(keys.alert(gone))  # an expired alert is not recreated
+    finally:
+        follower.stop()
+        client.close()

@@ -6,6 +6,7 @@ an alert of a camera without recording holds nothing. Run inside the recorder se
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 
@@ -14,12 +15,13 @@ import pytest
 import redis
 
 from pipeline.cameras.registry import put_cameras
+from pipeline.cameras.settings import RecordConfig
 from pipeline.cameras.spec import CameraSpec
 from pipeline.cli.record import build_follower
 from pipeline.common.kafka import ensure_topics, make_producer
 from pipeline.common.redis import RedisKeys
 from pipeline.config import VigilConfig
-from pipeline.record.alert_follower import CHECK_INTERVAL_S
+from pipeline.record.alert_follower import CHECK_INTERVAL_S, AlertFollower
 from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
 from pipeline.record.service import RecorderService
@@ -179,4 +181,42 @@ def test_a_clip_is_announced_once_its_range_is_recorded(cfg: VigilConfig, tmp_pa
         assert not client.exists(keys.alert(gone))  # an expired alert is not recreated
     finally:
         follower.stop()
+        client.close()
+
+
+def test_a_clip_whose_recording_never_comes_is_given_up_with_a_warning(
+    cfg: VigilConfig, tmp_path, caplog
+) -> None:
+    """A camera down after the alert: no clip is announced, one warning says so, and footage
+    that turns up later announces nothing."""
+    keys = RedisKeys(cfg.redis.key_prefix)
+    client = redis.Redis.from_url(REDIS_URL)
+    index = SegmentIndex(client, keys)
+    now = [time.time()]
+    rec = RecordConfig(enabled=True, pre_s=1, post_s=2)
+    follower = AlertFollower(
+        cfg.kafka,
+        HoldStore(client, keys),
+        lambda camera: rec,
+        group_id="unused",
+        clock=lambda: now[0],
+        index=index,
+        clip_wait_s=60,
+    )
+    t0 = now[0] - 30
+    a = "e" * 20
+    try:
+        assert follower.handle(json.dumps(_alert("ended", a, REC, t0, t0 + 5)), "test@0")
+        follower.check_clips()
+        now[0] += 59
+        follower.check_clips()  # still waiting
+        assert "no clip" not in caplog.text
+        now[0] += 2
+        with caplog.at_level(logging.WARNING):
+            follower.check_clips()
+        assert f"no clip for alert {a} of {REC}" in caplog.text
+        fake_segment(tmp_path / "rec", index, REC, t0 - 5, duration=20)  # too late
+        follower.check_clips()
+        assert follower.clips == 0
+    finally:
         client.close()

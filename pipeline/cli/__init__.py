@@ -44,6 +44,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "pipeline.cli.audit": ("audit",),
     "pipeline.cli.recordings": ("recordings",),
     "pipeline.cli.record": ("record",),
+    "pipeline.cli.clips": ("clips",),
 }
 
 

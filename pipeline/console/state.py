@@ -27,6 +27,7 @@ from pipeline.common.redis import RedisKeys, warn_if_password_unused
 from pipeline.common.urls import mask_url
 from pipeline.console.auth import Principal, Role, UserStore
 from pipeline.console.topic_view import TopicView
+from pipeline.record.index import SegmentIndex
 
 if TYPE_CHECKING:  # the root config imports this package's config section
     from pipeline.config import VigilConfig
@@ -81,6 +82,7 @@ class ConsoleState:
         self.redis, self.aredis = _bounded_clients(cfg)
         self.users = UserStore(cfg.redis, self.redis, max_verifying=cfg.console.login_concurrency)
         self.store = AlertStore(cfg.redis, client=self.redis)
+        self.segments = SegmentIndex(self.redis, self.keys)  # the recordings' index
         self.cameras: TopicView[CameraSpec] = TopicView(cfg.kafka, CAMERAS, "cameras")
         self.rules: TopicView[RuleConfig] = TopicView(cfg.kafka, RULES, "rules")
         self._producer = None

@@ -6,10 +6,15 @@ left out, so the cut plays without decoding errors; it may end a few frames afte
 decoded before ``t1`` but shown after it, B frames' references). The clip's timeline is the wall
 clock: a gap in the recording stays a gap in the clip (a player holds the last frame), so a time in
 the clip is ``start + offset`` on the ``capture_ts`` clock; the result lists the gaps.
+
+Each segment's file is derived from its camera and start (``layout.segment_path``), never from a
+path held in the index (Redis data: hostile input), and opened only as a local MP4 file
+(``index.open_segment``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -18,8 +23,15 @@ from pathlib import Path
 
 import av
 
+from pipeline.common.contracts import validate_camera_id
 from pipeline.common.errors import InputError, InputNotFound, UsageError
-from pipeline.record.index import DEFAULT_GAP_TOLERANCE_S, SegmentIndex, find_gaps
+from pipeline.record.index import (
+    DEFAULT_GAP_TOLERANCE_S,
+    SegmentIndex,
+    find_gaps,
+    open_segment,
+)
+from pipeline.record.layout import segment_path
 from pipeline.record.segment import Segment
 from pipeline.record.stream import error_text
 
@@ -121,13 +133,14 @@ def cut(
     done = False
     try:
         for seg in segments:
-            path = Path(root) / seg.path
-            try:
-                container = av.open(str(path))
-            except (av.FFmpegError, OSError) as e:
-                log.warning("%s: cannot read (%s); its time is a gap", path, error_text(e))
-                continue
-            try:
+            # the file is derived from (camera, start), never from an index entry's path field
+            path = segment_path(root, validate_camera_id(seg.camera_id), seg.start)
+            with contextlib.ExitStack() as stack:
+                try:
+                    container = stack.enter_context(open_segment(path))
+                except (av.FFmpegError, OSError) as e:
+                    log.warning("%s: cannot read (%s); its time is a gap", path, error_text(e))
+                    continue
                 if not container.streams.video:
                     log.warning("%s: no video stream; its time is a gap", path)
                     continue
@@ -170,8 +183,6 @@ def cut(
                     for g in gop:
                         writer.write(*g)
                     gop = []
-            finally:
-                container.close()
             if done:
                 break
     except BaseException:

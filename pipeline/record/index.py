@@ -6,24 +6,35 @@ seconds since 1970 on the ``capture_ts`` clock; ``path``: relative to ``recordin
 ``bytes``; ``frames``). Segments of one camera never overlap, so the segments overlapping
 ``[t0, t1]`` are the last one starting at or before ``t0`` and those starting inside the range.
 
+The index is Redis data, so it is read as hostile input: whoever can write to Redis must not make
+Vigil read (or serve) a file outside ``recordings.dir``. The file of an indexed segment is always
+derived from its camera and start (:func:`pipeline.record.layout.relative_path`), never taken from
+the ``path`` field (written for people and tools, never read back), and opened only as a regular
+local file demuxed as MP4 (:func:`open_segment`); entries whose times are not finite numbers in
+order are skipped.
+
 The files are the truth: :func:`rebuild` reads every segment under ``recordings.dir`` (start from
 its name, duration from its packets) and replaces the index with what it found.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import stat
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import redis
 
+from pipeline.common.contracts import validate_camera_id
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
-from pipeline.record.layout import parse_segment, segment_files, start_ms
+from pipeline.record.layout import parse_segment, relative_path, segment_files, start_ms
 from pipeline.record.segment import Segment, shown_end
 from pipeline.record.stream import error_text
 
@@ -133,27 +144,23 @@ class SegmentIndex:
 
     def segments(self, camera_id: str, t0: float, t1: float) -> list[Segment]:
         """The segments overlapping ``[t0, t1]`` (seconds), oldest first."""
+        validate_camera_id(camera_id)
         key = self.keys.recordings(camera_id)
         ms0, ms1 = start_ms(t0), start_ms(t1)
         before = self.client.zrevrangebyscore(key, ms0, "-inf", start=0, num=1)
         inside = self.client.zrangebyscore(key, f"({ms0}", ms1)
-        members = [int(_text(m)) for m in (*before, *inside)]
+        members = [ms for ms in (_member(m) for m in (*before, *inside)) if ms is not None]
         pipe = self.client.pipeline(transaction=False)
         for ms in members:
             pipe.hgetall(self.keys.recording(camera_id, ms))
         out = []
-        for h in pipe.execute():
+        for ms, h in zip(members, pipe.execute(), strict=True):
             if not h:
                 continue  # the set names a segment whose hash is gone: reindex repairs it
-            h = {_text(k): _text(v) for k, v in h.items()}
-            seg = Segment(
-                camera_id,
-                Path(h["path"]),
-                float(h["start"]),
-                float(h["end"]),
-                int(h["bytes"]),
-                int(h.get("frames", 0)),
-            )
+            seg = _segment(camera_id, ms, h)
+            if seg is None:
+                log.warning("camera %s: index entry %d is not usable; skipped", camera_id, ms)
+                continue
             if seg.start < t1 and seg.end > t0:
                 out.append(seg)
         return out
@@ -167,6 +174,54 @@ class SegmentIndex:
     ) -> list[tuple[float, float]]:
         """The stretches of ``[t0, t1]`` no segment covers (longer than ``tolerance_s``)."""
         return find_gaps(self.segments(camera_id, t0, t1), t0, t1, tolerance_s)
+
+
+def _member(m: bytes | str) -> int | None:
+    """A sorted set member as a start in ms, or None when it is not one."""
+    try:
+        text = _text(m)
+    except UnicodeDecodeError:
+        return None
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 16 else None
+
+
+def _segment(camera_id: str, ms: int, raw: dict) -> Segment | None:
+    """The segment an index hash describes, its file derived from (camera, start) alone; None
+    when its fields are not usable (not numbers, not finite, out of order, a start that is not
+    the entry's own)."""
+    try:
+        h = {_text(k): _text(v) for k, v in raw.items()}
+        start, end = float(h["start"]), float(h["end"])
+        size, frames = int(h.get("bytes", 0)), int(h.get("frames", 0))
+        if not (math.isfinite(start) and math.isfinite(end) and start <= end):
+            return None
+        if start_ms(start) != ms:
+            return None
+        path = relative_path(camera_id, start)  # never the hash's own "path"
+    except (KeyError, ValueError, OverflowError, OSError, UnicodeDecodeError):
+        return None
+    return Segment(camera_id, path, start, end, size, frames)
+
+
+@contextlib.contextmanager
+def open_segment(path: Path) -> Iterator[av.container.InputContainer]:
+    """A segment file opened for demuxing as what it must be: a regular local file (never a
+    FIFO, a device, a URL or any other protocol FFmpeg knows), read as MP4 (never probed, so a
+    file that looks like a playlist is not followed). OSError or FFmpegError when it is not."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        container = av.open(f, format="mp4")
+        try:
+            yield container
+        finally:
+            container.close()
 
 
 def find_gaps(
@@ -193,41 +248,43 @@ def probe_file(path: Path) -> tuple[float, int]:
     """``(duration s, frames)`` of a segment file from its packets (no decoding), up to its last
     complete fragment; ValueError saying why when it holds no readable frame (corrupt, or cut
     before its first fragment)."""
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError) as e:
-        raise ValueError(error_text(e)) from None
-    try:
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        vs = container.streams.video[0]
-        tb = vs.time_base
-        first: int | None = None
-        decoded_until = 0
-        shown: list[tuple[float, float]] = []  # the last GOP's frames: (shown at, ends at)
-        end = 0
-        frames = 0
+    with contextlib.ExitStack() as stack:
         try:
-            for pkt in container.demux(vs):
-                if pkt.pts is None or pkt.size == 0:
-                    continue
-                if first is None:
-                    first = pkt.pts
-                if pkt.is_keyframe and shown:
-                    end = max(end, max(e for _, e in shown))  # a GOP ended by a keyframe
-                    shown = []
-                frames += 1
-                shown.append((pkt.pts, pkt.pts + (pkt.duration or 0)))
-                decoded_until = max(decoded_until, pkt.dts if pkt.dts is not None else pkt.pts)
-        except (av.FFmpegError, OSError):
-            pass  # a truncated last fragment: the frames before it count
-        if first is None:
-            raise ValueError("no complete fragment")
-        # the file's last GOP may have been cut by a stop or a kill: the recorder's rule
-        end = max(end, shown_end(shown, decoded_until))
-        return float((end - first) * tb), frames
-    finally:
-        container.close()
+            container = stack.enter_context(open_segment(path))
+        except (av.FFmpegError, OSError) as e:
+            raise ValueError(error_text(e)) from None
+        return _probe(container)
+
+
+def _probe(container) -> tuple[float, int]:
+    if not container.streams.video:
+        raise ValueError("no video stream")
+    vs = container.streams.video[0]
+    tb = vs.time_base
+    first: int | None = None
+    decoded_until = 0
+    shown: list[tuple[float, float]] = []  # the last GOP's frames: (shown at, ends at)
+    end = 0
+    frames = 0
+    try:
+        for pkt in container.demux(vs):
+            if pkt.pts is None or pkt.size == 0:
+                continue
+            if first is None:
+                first = pkt.pts
+            if pkt.is_keyframe and shown:
+                end = max(end, max(e for _, e in shown))  # a GOP ended by a keyframe
+                shown = []
+            frames += 1
+            shown.append((pkt.pts, pkt.pts + (pkt.duration or 0)))
+            decoded_until = max(decoded_until, pkt.dts if pkt.dts is not None else pkt.pts)
+    except (av.FFmpegError, OSError):
+        pass  # a truncated last fragment: the frames before it count
+    if first is None:
+        raise ValueError("no complete fragment")
+    # the file's last GOP may have been cut by a stop or a kill: the recorder's rule
+    end = max(end, shown_end(shown, decoded_until))
+    return float((end - first) * tb), frames
 
 
 @dataclass

@@ -41,6 +41,7 @@ from pipeline.ingest.live import LiveView
 from pipeline.record.alert_follower import store_clip
 from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
+from pipeline.record.layout import relative_path
 from pipeline.record.segmenter import Segment
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
@@ -407,7 +408,7 @@ def test_recorder_indexes_segments_and_holds_and_the_console_reads_them(server: 
     """The recorder writes the segment index and the holds (and a rebuild clears an index) and
     an existing alert's clip fields; the console reads the index and holds but writes neither;
     the recorder reaches nothing else."""
-    seg = Segment(CAMERA, Path(f"{CAMERA}/2026-12-07/16/1000.mp4"), 1000.0, 1010.0, 4096, 100)
+    seg = Segment(CAMERA, relative_path(CAMERA, 1000.0), 1000.0, 1010.0, 4096, 100)
     index = SegmentIndex.from_config(server.cfg("recorder"))
     holds = HoldStore.from_config(server.cfg("recorder"))
     console = redis_client(server.cfg("console"))

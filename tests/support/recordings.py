@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from alerts.events import AlertEvent
+from alerts.store import AlertStore, AlertWrite
 from pipeline.camera_sim import CameraSim
 from pipeline.common.assets import REPO_ROOT
 from pipeline.common.redis import RedisKeys
@@ -90,6 +92,38 @@ def ffprobe_packets(path: Path | str) -> list[tuple[float, bool]]:
     ]
 
 
+def make_mp4(path: Path, width: int, height: int, seconds: float = 2.0) -> Path:
+    """A small H.264 fragmented MP4 like a segment (10 fps, a keyframe a second), made by
+    FFmpeg's test source; ``width`` x ``height`` tells it apart from other files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(
+        [
+            _tool("ffmpeg"),
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=size={width}x{height}:rate=10",
+            "-t",
+            str(seconds),
+            "-c:v",
+            "libx264",
+            "-g",
+            "10",
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, f"ffmpeg {path}: {p.stderr}"
+    return path
+
+
 def decode_errors(path: Path | str) -> str:
     """What ``ffmpeg -v error -i PATH -f null -`` says while decoding every frame ('' = none)."""
     p = subprocess.run(
@@ -158,6 +192,47 @@ class Recording:
     ended: float  # time.time() after it stopped
     redis_url: str
     key_prefix: str
+
+
+def copy_recording(rec: Recording, root: Path, index: SegmentIndex) -> SegmentIndex:
+    """The recording's files copied under ``root`` and its segments indexed in ``index`` (keys
+    of the test's own): a test that writes (the clip cache) or changes the index works on it,
+    never on the shared recording."""
+    shutil.copytree(rec.root / rec.camera, root / rec.camera)
+    index.replace(rec.camera, rec.segments)
+    return index
+
+
+def store_alert(
+    store: AlertStore,
+    camera: str,
+    started_at: float,
+    ended_at: float | None,
+    alert_id: str | None = None,
+) -> str:
+    """An alert of ``camera`` written into Redis as the alert service writes it: its started
+    event, then its ended event when ``ended_at`` is given. Returns its id."""
+    aid = alert_id or uuid.uuid4().hex[:20]
+    ev = AlertEvent(
+        id=aid,
+        camera_id=camera,
+        rule_id="clip-zone",
+        rule_type="zone_intrusion",
+        status="started",
+        severity="high",
+        started_at=started_at,
+        updated_at=started_at,
+        frame_seq=1,
+        epoch=1,
+        label="person",
+        box=(0.1, 0.1, 0.3, 0.6),
+        confidence=0.9,
+    )
+    store.write_alert(AlertWrite(ev.to_dict(), started_at))
+    if ended_at is not None:
+        end = ev.ended(ended_at, 2, 1, "left the zone")
+        store.write_alert(AlertWrite(end.to_dict(), ended_at))
+    return aid
 
 
 def record_camera(

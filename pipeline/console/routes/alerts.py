@@ -1,5 +1,6 @@
-"""Alerts: filtered list with stable pagination (Redis stream ids), one alert, its snapshot, the
-live Server-Sent Events stream, and the operator's review (true / false positive)."""
+"""Alerts: filtered list with stable pagination (Redis stream ids), one alert, its snapshot, its
+clip (the recording around it, with HTTP Range), the live Server-Sent Events stream, and the
+operator's review (true / false positive)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import asyncio
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse
 from kafka.errors import KafkaError
 from pydantic import BaseModel, Field
 
@@ -19,11 +22,14 @@ from alerts.store import parse_entry
 from detectors.retrain.dataset.layout import DatasetError
 from detectors.retrain.dataset.reviewed import add_reviewed_example
 from pipeline.common.contracts import CAMERA_ID
+from pipeline.common.errors import InputError
 from pipeline.common.kafka import KafkaUnavailable
 from pipeline.console import audit
 from pipeline.console.auth import Principal
+from pipeline.console.clips import alert_clip_range
 from pipeline.console.state import ConsoleState, as_operator, principal, state
 from pipeline.console.streams import GuardedStream, open_stream
+from pipeline.record.clips import ClipUnavailable, UnusableAlert, cached_clip, validate_alert_id
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
@@ -204,6 +210,37 @@ def snapshot(alert_id: str, _: Principal = Depends(principal), st: ConsoleState 
     if jpeg is None:
         raise HTTPException(404, f"no snapshot of alert {alert_id!r} (none taken, or expired)")
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/{alert_id}/clip.mp4")
+def clip(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = Depends(state)):
+    """The alert's clip: its camera's recording from ``pre_s`` before it started to ``post_s``
+    after it ended (or now, while it is active), remuxed from the segments and cached. HTTP Range
+    is served (206; 416 for a range outside the file), so a ``<video>`` seeks in it; 404 saying
+    so when the alert is unknown or its footage expired or was never recorded."""
+    try:
+        validate_alert_id(alert_id)
+    except UnusableAlert:
+        raise HTTPException(404, f"no alert {alert_id[:80]!r}") from None
+    alert = _alert(st, alert_id)
+    try:
+        rng = alert_clip_range(st.cameras.items, alert, alert_id)
+        path = cached_clip(
+            st.segments, Path(st.cfg.recordings.dir), rng, st.cfg.recordings.gap_tolerance_s
+        )
+    except (ClipUnavailable, UnusableAlert) as e:
+        raise HTTPException(404, str(e)) from None
+    except InputError as e:  # the cache cannot be written: the operator's to fix
+        log.warning("clip of alert %s: %s", alert_id, e)
+        raise HTTPException(
+            503, "the clip cannot be cut now (the recordings folder is not writable; see the log)"
+        ) from None
+    return FileResponse(
+        path,
+        media_type="video/mp4",
+        filename=f"alert-{alert_id}.mp4",
+        content_disposition_type="inline",
+    )
 
 
 @router.post("/{alert_id}/review")

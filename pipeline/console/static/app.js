@@ -1034,7 +1034,24 @@ function renderAlerts(view) {
       h("div", { class: "detail-head" }, h("h2", {}, "Alert"),
         h("button", { type: "button", class: "btn btn-quiet", id: "detail-close", onclick: () => { detail.hidden = true; selected = null; } }, "×")),
       h("a", { href: `/api/alerts/${enc(id)}/snapshot.jpg`, target: "_blank", rel: "noopener", id: "snapshot-link" }, snap),
-      facts, reviewBox);
+      clipPlayer(id), facts, reviewBox);
+  }
+
+  /** The alert's clip (its camera's recording around it) in a <video>, or why there is none. */
+  function clipPlayer(id) {
+    const url = `/api/alerts/${enc(id)}/clip.mp4`;
+    const video = h("video", { id: "detail-clip", class: "detail-clip", controls: true, preload: "metadata", playsinline: true, src: url });
+    const box = h("div", { class: "clip-box" }, video);
+    video.addEventListener("error", async () => {
+      let why = "no clip";
+      try {  // the answer's detail says why: footage expired or not recorded, alert unknown
+        const resp = await fetch(url, { headers: { Range: "bytes=0-0" }, credentials: "same-origin" });
+        const data = await resp.json().catch(() => null);
+        if (data && typeof data.detail === "string") why = `no clip: ${data.detail}`;
+      } catch (e) { /* keep the short text */ }
+      box.replaceChildren(h("div", { class: "detail-clip none", id: "detail-clip-none" }, why));
+    }, { once: true });
+    return box;
   }
 
   function renderReview(box, a) {

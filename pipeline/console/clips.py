@@ -1,0 +1,34 @@
+"""The clip settings of an alert's camera, resolved in one place for the console and
+``vigil clips``: :func:`clip_settings` (the camera's ``record:`` settings from its definition)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.cameras.settings import RecordConfig
+from pipeline.cameras.spec import CameraSpec
+from pipeline.record.clips import ClipRange, clip_range
+
+
+def clip_settings(cameras: Mapping[str, CameraSpec], camera_id: str) -> RecordConfig:
+    """The ``record:`` settings (``pre_s``, ``post_s``) of ``camera_id``'s clips, from its
+    definition in the camera registry; the defaults for a camera no longer defined."""
+    spec = cameras.get(camera_id)
+    return spec.record if spec is not None else RecordConfig()
+
+
+def alert_clip_range(
+    cameras: Mapping[str, CameraSpec],
+    alert: Mapping[str, Any],
+    alert_id: str,
+    now: float | None = None,
+) -> ClipRange:
+    """The range of the clip of ``alert`` (as the alert store reads it); ``cameras``: the camera
+    registry (id -> definition)."""
+    camera = alert.get("camera_id")
+    rc = clip_settings(cameras, camera if isinstance(camera, str) else "")
+    return clip_range(
+        alert, rc.pre_s, rc.post_s, time.time() if now is None else now, alert_id=alert_id
+    )

@@ -21,7 +21,9 @@ REVIEW_FIELDS = ("review", "review_note", "reviewed_by", "reviewed_at", "review_
 
 # The alert.v1 message's fields; the alert hash holds these plus the store's bookkeeping.
 _SCHEMA = json.loads((Path(__file__).parent / "schemas" / "alert.v1.json").read_text())
-_MESSAGE_FIELDS: tuple[str, ...] = tuple(k for k in _SCHEMA["properties"] if k != "review")
+_MESSAGE_FIELDS: tuple[str, ...] = tuple(
+    k for k in _SCHEMA["properties"] if k not in ("review", "clip")
+)
 _REQUIRED: tuple[str, ...] = tuple(_SCHEMA["required"])
 
 # KEYS: 1 alert hash; ARGV: field/value pairs. Writes only into an alert that exists, so a review

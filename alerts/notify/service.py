@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 DEDUP_WINDOW = 100_000
 SOLE_SINK_HOLD_S = 60.0
 STATS_LOG_INTERVAL_S = 60.0
-_STATUSES = {"started", "ended", "reviewed"}
+_STATUSES = {"started", "ended", "reviewed", "clip"}
 
 
 def check_alert(alert: Any) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def check_alert(alert: Any) -> dict[str, Any]:
         if not isinstance(alert.get(key), str):
             raise ValueError(f"field {key!r} missing or not a string")
     if alert.get("status") not in _STATUSES:
-        raise ValueError(f"status {alert.get('status')!r} is not started, ended or reviewed")
+        raise ValueError(f"status {alert.get('status')!r} is not started, ended, reviewed or clip")
     if not CAMERA_ID.match(alert["camera_id"]) or not CAMERA_ID.match(alert["rule_id"]):
         raise ValueError("camera_id or rule_id is not a valid id")
     return alert
@@ -86,6 +86,7 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
         ncfg: NotifyConfig | None = None,
         *,
         snapshot_base_url: str | None = None,
+        public_url: str | None = None,
         known: tuple[tuple[str, str], ...] = (),
         name: str | None = None,
     ) -> None:
@@ -97,7 +98,9 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
         self.group = self.ncfg.group_id
         self.topic = cfg.kafka.topics.alerts
         self.store = AlertStore(cfg.redis)
-        self.ctx = SinkContext(self.store, snapshot_base_url, known, self.name)
+        self.ctx = SinkContext(
+            self.store, snapshot_base_url, known, self.name, public_url=public_url
+        )
         self._halt = threading.Event()  # workers end their current attempt and exit
         self._settle_lock = threading.Lock()
         # rebalance events of the last poll, applied together by start_partitions
@@ -360,10 +363,13 @@ def notify_runner(
     *,
     snapshot_base_url: str | None = None,
     known: tuple[tuple[str, str], ...] = (),
+    public_url: str | None = None,
 ) -> Callable[[threading.Event], None]:
     """For ``vigil run``: a callable that runs the notifier until its ``stop`` is set. Built
     here (sinks included), so a bad sink fails the command, not a thread."""
-    service = NotifyService(cfg, snapshot_base_url=snapshot_base_url, known=known)
+    service = NotifyService(
+        cfg, snapshot_base_url=snapshot_base_url, known=known, public_url=public_url
+    )
 
     def run(stop: threading.Event) -> None:
         service.run(stop)

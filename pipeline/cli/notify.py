@@ -36,6 +36,7 @@ def _wiring(cfg: VigilConfig) -> dict:
     the (camera, rule) pairs Home Assistant hears about before their first alert."""
     return {
         "snapshot_base_url": cfg.console.links_base,
+        "public_url": cfg.console.public_url,
         "known": known_pairs([c.id for c in cfg.cameras], cfg.alerts.rules),
     }
 

@@ -13,8 +13,11 @@ from pipeline.common.kafka import ensure_topics
 from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
 from pipeline.ingest import metrics
+from pipeline.record.alert_follower import AlertFollower
+from pipeline.record.camera_settings import CameraSettings
+from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
-from pipeline.record.retention import RegistryRetain, Retention, RetentionLoop
+from pipeline.record.retention import Retention, RetentionLoop
 from pipeline.record.service import RecorderService
 
 
@@ -36,7 +39,7 @@ def build_recorder(cfg: VigilConfig, recorder_id: str | None = None) -> Recorder
     """A recorder service for ``cfg`` (give it ``cfg.for_component("recorder")``: the recorder's
     Redis ACL user)."""
     retention = Retention.from_config(
-        cfg.recordings, cfg.redis, RegistryRetain.from_kafka(cfg.kafka)
+        cfg.recordings, cfg.redis, CameraSettings.from_kafka(cfg.kafka)
     )
     return RecorderService(
         cfg.kafka,
@@ -45,6 +48,20 @@ def build_recorder(cfg: VigilConfig, recorder_id: str | None = None) -> Recorder
         recorder_id=recorder_id,
         forbidden_endpoints=service_endpoints(cfg),
         retention=RetentionLoop(retention, cfg.recordings.retention_interval_s),
+        follower=build_follower(cfg),
+    )
+
+
+def build_follower(cfg: VigilConfig) -> AlertFollower:
+    """The recorder's alert follower: holds for the alerts of recorded cameras, in a group of
+    its own on the alerts topic."""
+    return AlertFollower(
+        cfg.kafka,
+        HoldStore.from_config(cfg.redis),
+        CameraSettings.from_kafka(cfg.kafka, max_age_s=10.0).record_of,
+        group_id=f"{cfg.recordings.group_id}-alerts",
+        session_timeout_ms=cfg.recordings.session_timeout_ms,
+        index=SegmentIndex.from_config(cfg.redis),
     )
 
 

@@ -13,9 +13,10 @@ from pipeline.cli.support import config_args, config_from_args
 from pipeline.common.contracts import validate_camera_id
 from pipeline.common.errors import InputNotFound, UsageError, UserError
 from pipeline.config import VigilConfig
+from pipeline.record.camera_settings import CameraSettings
 from pipeline.record.export import export, iso
 from pipeline.record.index import SegmentIndex, rebuild
-from pipeline.record.retention import RegistryRetain, Retention, mb
+from pipeline.record.retention import Retention, mb
 
 TIME_HELP = "ISO 8601 (2026-12-07T16:00:00Z; UTC unless it names an offset) or seconds since 1970"
 
@@ -125,7 +126,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if not Path(root).is_dir():
         raise InputNotFound(f"recordings.dir {root}: no such folder")
     retention = Retention.from_config(
-        cfg.recordings, cfg.redis, RegistryRetain.from_kafka(cfg.kafka)
+        cfg.recordings, cfg.redis, CameraSettings.from_kafka(cfg.kafka)
     )
     try:
         report = retention.run_once(dry_run=args.dry_run)

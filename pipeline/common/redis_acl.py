@@ -13,7 +13,7 @@ renamed there is renamed here. ``default`` is switched off.
 | console | console keys (users, sessions, tokens, login counters, previews), alert hashes (reviews), the audit trail (also for the CLI) | alerts, snapshots, source frames, frames, live views, camera status, model registry |
 | notifier | - (its state is in Kafka and memory) | alerts, snapshots, camera status |
 | models | model registry (+ publishes its events) | - |
-| recorder | the segment index, the recording holds | - |
+| recorder | the segment index, the recording holds, an alert's clip fields | - |
 
 The console reads the segment index and the holds too.
 """
@@ -163,12 +163,13 @@ def acl_users(prefix: str = "vigil:") -> dict[str, AclUser]:
         ),
         AclUser(
             "recorder",
-            read_write=recordings,
+            read_write=(*recordings, k.alert(ANY)),
             read_only=(),
             channels=(),
             # the segment index (HSET + ZADD per segment; a rebuild UNLINKs a camera's index),
-            # holds (MULTI HSET + ZADD; their expiry UNLINK + ZREM)
-            writes=("hset", "zadd", "zrem", "unlink", "del", *_TRANSACTIONS),
+            # holds (MULTI HSET + ZADD; their expiry UNLINK + ZREM), an alert's clip fields (a
+            # script: EXISTS + HSET)
+            writes=("hset", "zadd", "zrem", "unlink", "del", *_SCRIPTS, *_TRANSACTIONS),
         ),
     ]
     out = {u.name: u for u in users}

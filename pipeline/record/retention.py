@@ -32,11 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.cameras.registry import read_registry
 from pipeline.cameras.settings import RetainConfig
-from pipeline.cameras.spec import CameraSpec
 from pipeline.common.contracts import validate_camera_id
-from pipeline.common.kafka import KafkaConfig
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
 from pipeline.record.config import RecordingsConfig
 from pipeline.record.holds import Hold, HoldStore
@@ -439,49 +436,3 @@ class RetentionLoop:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-
-
-class RegistryRetain:
-    """``retain_of`` from the camera registry: each camera's ``record.retain`` as its definition
-    says, read again when older than ``max_age_s`` (a retention pass reads it at most once). A
-    camera that is not (or no longer) in the registry gets the defaults; a registry that cannot
-    be read keeps the last answer (logged once per failing spell)."""
-
-    def __init__(
-        self,
-        read: Callable[[], dict[str, CameraSpec]],
-        max_age_s: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.read = read
-        self.max_age_s = max_age_s
-        self.clock = clock
-        self._specs: dict[str, CameraSpec] = {}
-        self._read_at: float | None = None
-        self._failing = False
-        self.default = RetainConfig()
-
-    @classmethod
-    def from_kafka(cls, kafka: KafkaConfig, max_age_s: float = 60.0) -> RegistryRetain:
-        """Reading the camera registry topic of ``kafka``."""
-        return cls(lambda: read_registry(kafka), max_age_s)
-
-    def __call__(self, camera_id: str) -> RetainConfig:
-        now = self.clock()
-        if self._read_at is None or now - self._read_at >= self.max_age_s:
-            self._read_at = now
-            try:
-                self._specs = self.read()
-            except Exception as e:  # noqa: BLE001 - retention goes on with what it knew
-                if not self._failing:
-                    self._failing = True
-                    log.warning(
-                        "retention: camera registry unreadable (%s); using the last settings",
-                        error_text(e),
-                    )
-            else:
-                if self._failing:
-                    self._failing = False
-                    log.info("retention: camera registry readable again")
-        spec = self._specs.get(camera_id)
-        return spec.record.retain if spec is not None else self.default

@@ -29,6 +29,7 @@ from pipeline.cameras.registry import RegistryWatcher
 from pipeline.cameras.spec import CameraSpec, Endpoint
 from pipeline.common.errors import UserError
 from pipeline.common.kafka import KafkaConfig
+from pipeline.record.alert_follower import AlertFollower
 from pipeline.record.config import RecordingsConfig
 from pipeline.record.index import SegmentIndex
 from pipeline.record.retention import RetentionLoop
@@ -59,6 +60,7 @@ class RecorderService:
         forbidden_endpoints: Collection[Endpoint] = (),
         settle_s: float = DEFAULT_SETTLE_S,
         retention: RetentionLoop | None = None,
+        follower: AlertFollower | None = None,
     ) -> None:
         self.kafka = kafka
         self.cfg = recordings
@@ -76,6 +78,8 @@ class RecorderService:
         # the retention passes over recordings.dir (every camera there, not only the owned ones:
         # the disk budget is the folder's); None: nothing deleted by this process
         self.retention = retention
+        # holds the recordings of the alerts on vigil.alerts (alert_follower.py); None: no holds
+        self.follower = follower
 
     def __str__(self) -> str:
         return f"recorder {self.recorder_id}"
@@ -183,6 +187,8 @@ class RecorderService:
         ).start()
         if self.retention is not None:
             self.retention.start()
+        if self.follower is not None:
+            self.follower.start()
         return self
 
     def run(self, stop: threading.Event, max_seconds: float | None = None) -> None:
@@ -210,6 +216,8 @@ class RecorderService:
         self._stop_all(recorders)
         if self.retention is not None:
             self.retention.stop()
+        if self.follower is not None:
+            self.follower.stop()
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None

@@ -38,6 +38,7 @@ from pipeline.config import parse_config
 from pipeline.console.auth import UserStore
 from pipeline.ingest.frame_store import FrameStore
 from pipeline.ingest.live import LiveView
+from pipeline.record.alert_follower import store_clip
 from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
 from pipeline.record.layout import relative_path
@@ -404,8 +405,9 @@ def test_notifier_only_reads(server: AclServer, clients):
 
 @pytest.mark.integration
 def test_recorder_indexes_segments_and_holds_and_the_console_reads_them(server: AclServer):
-    """The recorder writes the segment index and the holds (and a rebuild clears an index); the
-    console reads both but writes neither; the recorder reaches nothing else."""
+    """The recorder writes the segment index and the holds (and a rebuild clears an index) and
+    an existing alert's clip fields; the console reads the index and holds but writes neither;
+    the recorder reaches nothing else."""
     seg = Segment(CAMERA, relative_path(CAMERA, 1000.0), 1000.0, 1010.0, 4096, 100)
     index = SegmentIndex.from_config(server.cfg("recorder"))
     holds = HoldStore.from_config(server.cfg("recorder"))
@@ -424,9 +426,14 @@ def test_recorder_indexes_segments_and_holds_and_the_console_reads_them(server: 
         index.clear(CAMERA)  # `vigil recordings reindex`
         assert seen.segments(CAMERA, 0, 2e9) == []
         c = index.client
+        # the clip of an alert the alert service stored; no hash is made for an unknown alert
+        console.hset(KEYS.alert(ALERT_ID), "status", "ended")  # (console writes alert hashes)
+        assert store_clip(c, KEYS.alert(ALERT_ID), 1002.0, 1005.0, 5000.0)
+        assert console.hget(KEYS.alert(ALERT_ID), "clip_until") == b"5000.0"
+        assert not store_clip(c, KEYS.alert("f" * 20), 1.0, 2.0, 3.0)
+        assert not console.exists(KEYS.alert("f" * 20))
         for read in (
             lambda: c.get(KEYS.frame(CAMERA, 123, 7)),
-            lambda: c.hgetall(KEYS.alert(ALERT_ID)),
             lambda: c.hgetall(KEYS.console("user:op")),
             lambda: c.get(KEYS.models(MODEL) + "production"),
         ):

@@ -80,6 +80,13 @@ def alert(
     }
     if status == "reviewed":
         msg["review"] = {"verdict": "true_positive", "note": "", "by": "alice", "at": t0 + 99}
+    if status == "clip":  # the recorder's follow-up once the alert's range is recorded
+        msg["clip"] = {
+            "from": started - 5,
+            "to": started + 7.5,
+            "until": started + 30 * 86400,
+            "path": f"/api/alerts/{aid}/clip.mp4",
+        }
     jsonschema.validate(msg, ALERT_SCHEMA)
     return msg
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from alerts.store import AlertStore
 from pipeline.common.lifecycle import OutageLog
 
 log = logging.getLogger(__name__)
+_ALERT_ID = re.compile(r"^[0-9a-f]{20}$")
 
 __all__ = [
     "SINK_TYPES",
@@ -103,9 +105,25 @@ class SinkContext:
     snapshot_base_url: str | None = None
     known_pairs: tuple[tuple[str, str], ...] = ()
     instance: str = "vigil-notify"
+    # console.public_url: a clip message's payload carries public_url + the clip's path
+    public_url: str | None = None
     _redis_state: OutageLog = field(
         default_factory=lambda: OutageLog(log, "Redis (notifier snapshots)")
     )
+
+    def clip_url(self, alert: dict[str, Any]) -> str | None:
+        """The absolute URL of a ``clip`` message's clip (``public_url`` + its path, the path
+        made from the alert id, never taken from the message); None for other messages, without
+        a ``public_url``, or for an id that is not one."""
+        aid = alert.get("id")
+        if (
+            alert.get("status") != "clip"
+            or not self.public_url
+            or not isinstance(aid, str)
+            or not _ALERT_ID.match(aid)
+        ):
+            return None
+        return f"{self.public_url}/api/alerts/{aid}/clip.mp4"
 
     def snapshot(self, alert_id: str) -> bytes | None:
         """The alert's JPEG from Redis; None when there is none, it expired or Redis is down

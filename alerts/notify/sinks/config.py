@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
-Status = Literal["started", "ended", "reviewed"]
+Status = Literal["started", "ended", "reviewed", "clip"]
 SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
@@ -67,7 +67,7 @@ class SinkConfig(StrictModel):
     cameras: list[str] = ["*"]
     rules: list[str] = ["*"]
     min_severity: Severity = "info"
-    statuses: list[Status] = ["started", "ended"]
+    statuses: list[Status] = ["started", "ended", "clip"]
     rate_limit: RateLimit | None = None
     retry: RetryPolicy = RetryPolicy()
     queue_size: int = Field(
@@ -100,7 +100,7 @@ class SinkConfig(StrictModel):
     @classmethod
     def _statuses(cls, v: list[str]) -> list[str]:
         if not v:
-            raise ValueError("needs at least one of started, ended, reviewed")
+            raise ValueError("needs at least one of started, ended, reviewed, clip")
         return v
 
     def matches(self, alert: dict[str, Any]) -> bool:

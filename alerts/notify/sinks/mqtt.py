@@ -412,7 +412,9 @@ class MqttSink(Sink):
                 )
             )
             infos.append(pub(self.state_topic(camera, rule), state, qos=qos, retain=True))
-        infos.append(pub(f"{self.prefix}alerts", d.raw or dumps_text(alert), qos=qos))
+        clip = self.ctx.clip_url(alert)
+        event = dumps_text({**alert, "clip_url": clip}) if clip else d.raw or dumps_text(alert)
+        infos.append(pub(f"{self.prefix}alerts", event, qos=qos))
         self._wait(infos, t0)
         return f"{len(infos)} message(s) acknowledged"
 

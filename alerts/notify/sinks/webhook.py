@@ -371,6 +371,9 @@ class WebhookSink(Sink):
             jpeg = self.ctx.snapshot(alert["id"])
             if jpeg:
                 extra["snapshot_jpeg_base64"] = base64.b64encode(jpeg).decode("ascii")
+        clip = self.ctx.clip_url(alert)
+        if clip:
+            extra["clip_url"] = clip
         if not extra and d.raw:
             return d.raw  # exactly what was published on Kafka
         return dumps_text({**alert, **extra}).encode()

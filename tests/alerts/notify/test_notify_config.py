@@ -37,7 +37,7 @@ def test_defaults_and_types():
     )
     hook, ha = cfg.notify.sinks
     assert isinstance(hook, WebhookSinkConfig) and isinstance(ha, MqttSinkConfig)
-    assert hook.statuses == ["started", "ended"] and hook.min_severity == "info"
+    assert hook.statuses == ["started", "ended", "clip"] and hook.min_severity == "info"
     assert hook.retry.attempts == 8 and hook.timeout_s == 5.0
     assert ha.prefix == "cams/" and ha.port == 8883 and ha.use_tls
     assert cfg.notify.group_id == "vigil-notify" and cfg.notify.auto_offset_reset == "latest"

@@ -151,6 +151,30 @@ def test_state_snapshot_availability_and_discovery(kafka_bootstrap):
         store.client.delete(store.keys.camera_status("cam-a"), store.keys.camera_status("cam-b"))
 
 
+def test_clip_message_carries_the_clip_url_on_the_alerts_topic(kafka_bootstrap):
+    """The recorder's clip message goes out on <prefix>alerts with the clip's absolute URL
+    (console.public_url + its path); the alert's state stays as its ended message left it."""
+    host, port = mqtt_address()
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    p = f"{tag}/"
+    cfg = make_cfg(kafka_bootstrap, [mqtt_sink(host, port, tag, discovery=False)])
+    a = alert(0)
+    rec = MqttRecorder(host, port, [f"{p}#"])
+    try:
+        with running(cfg, public_url="https://vigil.example:8443"):
+            produce(cfg, [a, alert(0, "ended"), alert(0, "clip")])
+            assert rec.wait(lambda: len(rec.get(f"{p}alerts")) >= 3, 20)
+            assert payload(rec, f"{p}cam-a/intrusion/state") == b"OFF"
+        events = [json.loads(m.payload) for m in rec.get(f"{p}alerts")]
+        assert [e["status"] for e in events] == ["started", "ended", "clip"]
+        assert "clip_url" not in events[1]
+        assert events[2]["clip_url"] == f"https://vigil.example:8443/api/alerts/{a['id']}/clip.mp4"
+        assert events[2]["clip"]["path"] == f"/api/alerts/{a['id']}/clip.mp4"
+    finally:
+        rec.close()
+        cleanup(AlertStore(cfg.redis).client, cfg.redis.key_prefix)
+
+
 def test_broker_down_dead_letters_without_the_password(kafka_bootstrap, caplog):
     mqtt_address()  # the broker must be there for the suite; this test uses a closed port
     import socket

@@ -88,7 +88,7 @@ def test_a_sink_defined_in_a_test_registers_and_parses(echo_sink):
     assert isinstance(hook, WebhookSinkConfig)
     assert type(echo) is echo_sink.config_model
     assert echo.channel == "#ops" and echo.min_severity == "high"  # the shared keys too
-    assert echo.retry.attempts == 8 and echo.statuses == ["started", "ended"]
+    assert echo.retry.attempts == 8 and echo.statuses == ["started", "ended", "clip"]
     sink = build_sink(echo, SinkContext())
     assert type(sink) is echo_sink and sink.describe() == "echo sink 'echo' (echo:#ops)"
     alert = {"id": "a1", "camera_id": "c", "rule_id": "r", "status": "started"}

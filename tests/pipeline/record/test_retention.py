@@ -21,14 +21,16 @@ from prometheus_client import REGISTRY
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+import pipeline.record.camera_settings as camera_settings_mod
 import pipeline.record.retention as retention_mod
 from pipeline.cameras.settings import RecordConfig, RetainConfig
 from pipeline.cameras.spec import CameraSpec
 from pipeline.common.redis import RedisKeys
+from pipeline.record.camera_settings import CameraSettings
 from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
 from pipeline.record.layout import relative_path, start_ms
-from pipeline.record.retention import GB, RegistryRetain, Retention, RetentionLoop
+from pipeline.record.retention import GB, Retention, RetentionLoop
 from tests.support.cli import run_vigil
 from tests.support.config import REDIS_URL
 from tests.support.recordings import fake_segment
@@ -355,11 +357,11 @@ def test_registry_retain_follows_each_cameras_definition_and_outlives_a_bad_read
             raise ConnectionError("Kafka away")
         return dict(specs)
 
-    retain = RegistryRetain(read, max_age_s=60, clock=lambda: now[0])
+    retain = CameraSettings(read, max_age_s=60, clock=lambda: now[0])
     assert retain("door").continuous_days == 2
     assert retain("gone") == RetainConfig()  # not in the registry: the defaults
     assert reads == [0.0]  # one read for both cameras
-    with caplog.at_level(logging.WARNING, logger=retention_mod.log.name):
+    with caplog.at_level(logging.WARNING, logger=camera_settings_mod.log.name):
         for t in (60.0, 120.0):
             now[0] = t
             assert retain("door").continuous_days == 2  # the last answer, not the defaults

@@ -21,6 +21,11 @@ writes ``clip_from``, ``clip_to`` and ``clip_until`` into the alert's hash (only
 exists) and publishes a follow-up on ``vigil.alerts``: the ended message with ``status: "clip"``
 and ``clip: {from, to, until, path}``. A recording that does not get there within
 ``clip_wait_s`` after the alert's end (camera down, recording paused) announces no clip.
+
+Nothing waiting is lost by a restart: the offset committed for a partition never passes the
+oldest ``ended`` message whose clip is still pending, so the next recorder to own the partition
+reads it again and waits for the clip itself. A clip already announced (``clip_from`` in the
+alert's hash) is not announced twice when its messages are read again.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from pipeline.cameras.settings import RecordConfig
 from pipeline.common.consumer_loop import ConsumerHandler, ConsumerLoop, Records
@@ -131,6 +137,8 @@ class PendingClip:
     end: float
     until: float
     give_up_at: float  # wall clock
+    tp: TopicPartition | None = None  # where its ended message is: commits stay behind it
+    offset: int = -1
 
 
 class AlertFollower(ConsumerHandler):
@@ -163,7 +171,8 @@ class AlertFollower(ConsumerHandler):
         self._poll_timeout_ms = poll_timeout_ms
         self.skipped = SkippedRecords(log, READER)
         self.held = 0  # holds written
-        self._due = False  # offsets to commit
+        self._next: dict[TopicPartition, int] = {}  # next offset to read, per partition handled
+        self._committed: dict[TopicPartition, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.loop = ConsumerLoop(
@@ -210,15 +219,45 @@ class AlertFollower(ConsumerHandler):
         n = 0
         for tp in sorted(batch, key=lambda t: t.partition):
             for rec in batch[tp]:
-                self.handle(rec.value, f"{tp.topic}[{tp.partition}]@{rec.offset}", rec.key)
+                where = f"{tp.topic}[{tp.partition}]@{rec.offset}"
+                self.handle(rec.value, where, rec.key, tp=tp, offset=rec.offset)
+                self._next[tp] = rec.offset + 1
                 n += 1
-        self._due = self._due or n > 0
         return n
 
+    def on_revoked(self, tps: set[TopicPartition]) -> None:
+        """The partitions' next owner reads their pending alerts again (from the commits).
+        Those given straight back to this recorder by the same rebalance keep their state (the
+        consumer resumes where it was)."""
+        consumer = self.loop.consumer
+        gone = set(tps) - (consumer.assignment() if consumer is not None else set())
+        for alert_id, p in list(self._pending.items()):
+            if p.tp in gone:
+                del self._pending[alert_id]
+        for tp in gone:
+            self._next.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def commit_offsets(self) -> dict[TopicPartition, int]:
+        """The offset to commit per partition handled: the next one to read, or the oldest
+        pending clip's message while one waits (so a restart reads it again)."""
+        out = dict(self._next)
+        for p in self._pending.values():
+            if p.tp is not None and p.tp in out:
+                out[p.tp] = min(out[p.tp], p.offset)
+        return out
+
     def commit(self) -> None:
-        if self._due and self.loop.consumer is not None:
-            self.loop.consumer.commit()
-            self._due = False
+        if self.loop.consumer is None:
+            return
+        offsets = {
+            tp: off for tp, off in self.commit_offsets().items() if self._committed.get(tp) != off
+        }
+        if offsets:
+            self.loop.consumer.commit(
+                {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+            )
+            self._committed.update(offsets)
 
     def after_step(self) -> None:
         now = time.monotonic()
@@ -234,7 +273,15 @@ class AlertFollower(ConsumerHandler):
                 log.debug("recorder alert follower: last commit: %s", e)
 
     # -- one record -----------------------------------------------------------------------------
-    def handle(self, raw: Any, where: str, key: bytes | None = None) -> bool:
+    def handle(
+        self,
+        raw: Any,
+        where: str,
+        key: bytes | None = None,
+        *,
+        tp: TopicPartition | None = None,
+        offset: int = -1,
+    ) -> bool:
         """Hold what the alert message in ``raw`` needs; True when a hold was written."""
         try:
             msg = decode_record(raw)
@@ -255,11 +302,20 @@ class AlertFollower(ConsumerHandler):
         self.holds.hold(alert.camera_id, alert.id, start, end, until)
         self.held += 1
         log.debug("recorder: hold %s of %s [%.3f, %.3f]", alert.id, alert.camera_id, start, end)
-        if alert.status == "ended" and self.index is not None:
+        if alert.status == "ended" and self.index is not None and not self._announced(alert.id):
             self._pending[alert.id] = PendingClip(
-                alert, msg, key, start, end, until, self.clock() + self.clip_wait_s
+                alert, msg, key, start, end, until, self.clock() + self.clip_wait_s, tp, offset
             )
         return True
+
+    @property
+    def waiting(self) -> int:
+        """Ended alerts whose clip waits for its recording."""
+        return len(self._pending)
+
+    def _announced(self, alert_id: str) -> bool:
+        """Whether the alert's clip was announced already (its message read again)."""
+        return bool(self.holds.client.hexists(self.holds.keys.alert(alert_id), "clip_from"))
 
     # -- clips ----------------------------------------------------------------------------------
     def check_clips(self) -> None:

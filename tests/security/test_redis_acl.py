@@ -430,6 +430,7 @@ def test_recorder_indexes_segments_and_holds_and_the_console_reads_them(server: 
         console.hset(KEYS.alert(ALERT_ID), "status", "ended")  # (console writes alert hashes)
         assert store_clip(c, KEYS.alert(ALERT_ID), 1002.0, 1005.0, 5000.0)
         assert console.hget(KEYS.alert(ALERT_ID), "clip_until") == b"5000.0"
+        assert c.hexists(KEYS.alert(ALERT_ID), "clip_from")  # a clip read again is not repeated
         assert not store_clip(c, KEYS.alert("f" * 20), 1.0, 2.0, 3.0)
         assert not console.exists(KEYS.alert("f" * 20))
         for read in (

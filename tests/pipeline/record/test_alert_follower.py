@@ -220,3 +220,36 @@ def test_a_clip_whose_recording_never_comes_is_given_up_with_a_warning(
         assert follower.clips == 0
     finally:
         client.close()
+
+
+def test_a_clip_pending_at_a_restart_is_announced_by_the_next_recorder(
+    cfg: VigilConfig, tmp_path
+) -> None:
+    """A recorder stopped while an alert's clip waits for its footage: the next one in the group
+    reads the alert again and announces the clip; read once more (a new group), it is not
+    announced twice."""
+    keys = RedisKeys(cfg.redis.key_prefix)
+    client = redis.Redis.from_url(REDIS_URL)
+    index = SegmentIndex(client, keys)
+    t0 = time.time() - 60
+    a = "f" * 20
+    client.hset(keys.alert(a), mapping={"id": a, "status": "ended"})
+    first = build_follower(cfg).start()
+    try:
+        _send(cfg, [_alert("ended", a, REC, t0, t0 + 10)])
+        assert wait_for(lambda: first.waiting == 1, 30), "the first recorder never read the alert"
+    finally:
+        first.stop()
+    assert first.clips == 0
+    fake_segment(tmp_path / "rec", index, REC, t0 - 5, duration=20)  # up to t0 + 15 >= t0 + 14
+    second = build_follower(cfg).start()
+    try:
+        assert wait_for(lambda: second.clips == 1, 30), "the clip was lost at the restart"
+        assert client.hget(keys.alert(a), "clip_to") is not None
+    finally:
+        second.stop()
+        client.close()
+    again = build_follower(cfg)  # its message read again: the clip is known, nothing waits
+    assert again.handle(json.dumps(_alert("ended", a, REC, t0, t0 + 10)), "test@0")
+    assert again.waiting == 0
+    assert len(_clip_messages(cfg, 2)) == 1

@@ -1,7 +1,7 @@
 """The retraining loop on real footage: collect -> pseudo-label -> split -> fine-tune -> evaluate ->
 promote / refuse -> rollback, plus bad inputs and the collector's cost.
 
-CPU-sized: frames analysed at imgsz 320, student and scratch trained 5 epochs at imgsz 320 on
+CPU-sized: frames analysed at imgsz 320, student and scratch trained 3 epochs at imgsz 320 on
 ~130 frames. The registry tests use the local Redis (unique key prefix per module).
 """
 
@@ -27,7 +27,7 @@ from tests.support.config import REDIS_URL
 YOLOV5N = model("yolov5n.pt")
 HALL = footage("one-by-one-person-detection.mp4")
 CLASSROOM = footage("classroom.mp4")
-EPOCHS = 5
+EPOCHS = 3
 IMGSZ = 320
 
 

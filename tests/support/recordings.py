@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import redis
@@ -157,6 +158,17 @@ def ffmpeg_frames(path: Path | str, wanted: set[int]) -> dict[int, np.ndarray]:
     return out
 
 
+def block_diff(a: np.ndarray, b: np.ndarray) -> int:
+    """How far apart two pictures of the same size are: the largest difference between their
+    48x27 area averages in grey (JPEG noise averages out, a person who moved does not)."""
+
+    def blocks(img: np.ndarray) -> np.ndarray:
+        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        return cv2.resize(grey, (48, 27), interpolation=cv2.INTER_AREA).astype(np.int16)
+
+    return int(np.abs(blocks(a) - blocks(b)).max())
+
+
 def copy_recording_as(
     rec: Recording, root: Path, index: SegmentIndex, camera: str
 ) -> list[Segment]:
@@ -256,9 +268,11 @@ def store_alert(
     started_at: float,
     ended_at: float | None,
     alert_id: str | None = None,
+    source: bytes | None = None,
 ) -> str:
     """An alert of ``camera`` written into Redis as the alert service writes it: its started
-    event, then its ended event when ``ended_at`` is given. Returns its id."""
+    event (with ``source``, the triggering frame's JPEG, when given), then its ended event when
+    ``ended_at`` is given. Returns its id."""
     aid = alert_id or uuid.uuid4().hex[:20]
     ev = AlertEvent(
         id=aid,
@@ -275,7 +289,7 @@ def store_alert(
         box=(0.1, 0.1, 0.3, 0.6),
         confidence=0.9,
     )
-    store.write_alert(AlertWrite(ev.to_dict(), started_at))
+    store.write_alert(AlertWrite(ev.to_dict(), started_at, source=source))
     if ended_at is not None:
         end = ev.ended(ended_at, 2, 1, "left the zone")
         store.write_alert(AlertWrite(end.to_dict(), ended_at))

@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import redis
 import yaml
@@ -22,6 +21,7 @@ from pipeline.record.segment import Segment
 from tests.support.cli import run_vigil
 from tests.support.recordings import (
     CLIP_FRAME_S,
+    block_diff,
     copy_recording_as,
     ffmpeg_frames,
     make_mp4,
@@ -69,16 +69,6 @@ def own(camera_recording, tmp_path):
         cleanup(client, prefix)
 
 
-def _blocks(img: np.ndarray) -> np.ndarray:
-    """48x27 area averages in grey: JPEG noise averages out, a moving person does not."""
-    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    return cv2.resize(grey, (48, 27), interpolation=cv2.INTER_AREA).astype(np.int16)
-
-
-def _diff(a: np.ndarray, b: np.ndarray) -> int:
-    return int(np.abs(_blocks(a) - _blocks(b)).max())
-
-
 @pytest.mark.integration
 def test_frames_collected_from_recordings_are_the_recorded_frames_at_their_times(
     own, tmp_path, capsys, monkeypatch
@@ -110,8 +100,8 @@ def test_frames_collected_from_recordings_are_the_recorded_frames_at_their_times
         for r in mine:
             k = round((r["capture_ts"] - seg.start) / CLIP_FRAME_S)
             img = cv2.imread(str(out / r["image"]))
-            assert _diff(img, frames[k]) <= 6, f"{r['image']} is not frame {k} of its segment"
-            others = [_diff(img, frames[j]) for j in (k - 3, k + 3) if j in frames]
+            assert block_diff(img, frames[k]) <= 6, f"{r['image']} is not frame {k} of its segment"
+            others = [block_diff(img, frames[j]) for j in (k - 3, k + 3) if j in frames]
             moving += bool(others) and min(others) > 12
     assert moving >= len(recs) // 3, "the footage should move: else times are not checked"
 
@@ -198,3 +188,23 @@ def test_unknown_camera_or_nothing_recorded_names_it(own, tmp_path, capsys, monk
     code, _, err = run_vigil([*base, "--recordings", camera, "--since", "1s"], capsys, monkeypatch)
     assert code == 2 and f"camera '{camera}': nothing recorded from " in err, err
     assert not (tmp_path / "d" / "images").exists()
+
+
+@pytest.mark.integration
+def test_an_unreadable_segment_is_skipped_with_one_log_line(
+    own, tmp_path, capsys, monkeypatch, caplog
+):
+    cfg, camera, segments, root, _, _ = own
+    broken = segment_path(root, camera, segments[1].start)
+    broken.write_bytes(b"not an mp4 " * 100)
+    out = tmp_path / "dataset"
+    argv = ["dataset", "collect", "-c", cfg, "--recordings", camera, "--since", "1h"]
+    argv += ["-o", str(out), *NO_DETECT, "--periodic", "0.9", "--dedup", "0", "--analyze-fps", "1"]
+    with caplog.at_level("WARNING", logger="pipeline.record.frames"):
+        code, stdout, err = run_vigil(argv, capsys, monkeypatch)
+    assert code == 0, err
+    assert f"from {len(segments) - 1} segment(s), 1 unreadable skipped" in stdout, stdout
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.record.frames"]
+    assert len(lines) == 1 and str(broken) in lines[0] and "skipped" in lines[0], lines
+    times = [r["capture_ts"] for r in _records(out)]
+    assert times and not [t for t in times if segments[1].start <= t < segments[1].end]

@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--recordings", metavar="CAMERA[,CAMERA]", help="sample these cameras' recordings"
     )
-    c.add_argument("--since", help="--recordings: the period up to now, e.g. 30m, 24h, 7d")
+    c.add_argument(
+        "--since", help="--recordings: the period up to now, e.g. 30m, 24h, 7d (default 24h)"
+    )
     c.add_argument(
         "--around-alerts",
         action="store_true",

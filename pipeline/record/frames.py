@@ -118,12 +118,13 @@ def frames_at(
     tolerance_s: float = 0.5,
 ) -> list[RecordedFrame | None]:
     """For each of ``times``, the recorded frame nearest to it (within ``tolerance_s``), or
-    None where nothing is recorded that close. One pass over the range the times span."""
+    None where nothing is recorded that close. Only the footage around each time is decoded
+    (from the start of its segment), never the whole stretch between the times."""
     if not times:
         return []
     best: list[RecordedFrame | None] = [None] * len(times)
-    rng = (min(times) - tolerance_s, max(times) + tolerance_s)
-    for f in iter_frames(index, root, camera_id, [rng]):
+    windows = [(t - tolerance_s, t + tolerance_s) for t in times]
+    for f in iter_frames(index, root, camera_id, windows):
         for i, t in enumerate(times):
             cur = best[i]
             if abs(f.ts - t) <= tolerance_s and (cur is None or abs(f.ts - t) < abs(cur.ts - t)):

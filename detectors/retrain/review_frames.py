@@ -83,7 +83,11 @@ def add_review_clip_frames(
     if not frames:
         return result
     collector = Collector(
-        dset.root, policy, disk_budget_mb=disk_budget_mb, jpeg_quality=jpeg_quality, source="review"
+        dset.root,
+        policy,
+        disk_budget_mb=disk_budget_mb,
+        jpeg_quality=jpeg_quality,
+        source=CLIP_REASON,
     )
     for image, ts in frames:
         meta = {

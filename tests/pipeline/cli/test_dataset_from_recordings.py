@@ -117,6 +117,9 @@ def test_around_alerts_takes_frames_only_inside_the_alerts_clip_ranges(
     a = store_alert(store, camera, s0 + 2.0, s0 + 2.5)
     store.client.hset(store.alert_key(a), mapping={"clip_from": s0 + 1, "clip_to": s0 + 4})
     store_alert(store, camera, s0 + 16.0, s0 + 16.5)
+    # a forged clip range (longer than any clip) is not believed: its alert's own times are
+    forged = store_alert(store, camera, s0 + 16.2, s0 + 16.3)
+    store.client.hset(store.alert_key(forged), mapping={"clip_from": s0 + 4, "clip_to": s0 + 1e6})
     inside = [(s0 + 1, s0 + 4), (s0 + 11.0, s0 + 21.5)]
     out = tmp_path / "dataset"
     argv = ["dataset", "collect", "-c", cfg, "--recordings", camera, "--since", "1h"]

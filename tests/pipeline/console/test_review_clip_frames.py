@@ -15,6 +15,8 @@ import redis
 from alerts.store import AlertStore
 from detectors.retrain.dataset.manifest import Manifest
 from pipeline.common.redis import RedisKeys
+from pipeline.config import parse_config
+from pipeline.console.review_frames import add_clip_frames
 from pipeline.record.index import SegmentIndex
 from pipeline.record.layout import segment_path
 from tests.support.console import console_stack
@@ -26,9 +28,8 @@ from tests.support.recordings import (
     store_alert,
 )
 
-pytestmark = pytest.mark.integration
 
-
+@pytest.mark.integration
 def test_a_review_with_three_frames_adds_two_recorded_frames_of_the_clip(
     camera_recording, kafka_bootstrap, tmp_path
 ):
@@ -78,3 +79,27 @@ def test_a_review_with_three_frames_adds_two_recorded_frames_of_the_clip(
         frames = ffmpeg_frames(segment_path(Path(cfg.recordings.dir), camera, seg.start), {k})
         img = cv2.imread(str(dataset / r["image"]))
         assert block_diff(img, frames[k]) <= 6, f"{r['image']} is not the frame recorded then"
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"camera_id": "../../etc"}, "camera_id is not a camera id"),
+        ({"started_at": "nan"}, "started_at is not a time"),
+        ({"ended_at": 1.0}, "ended_at is before started_at"),
+    ],
+)
+def test_a_forged_alert_adds_no_frames_and_reads_no_footage(fields, says, tmp_path):
+    """Alert hashes are Redis data: fields that cannot place a clip choose no footage (the index
+    is never asked) and the review's answer says why."""
+    cfg = parse_config(
+        {
+            "review": {"frames": 3},
+            "collection": {"dir": str(tmp_path / "dataset")},
+            "recordings": {"dir": str(tmp_path / "recordings")},
+        }
+    )
+    alert = {"id": "a1", "camera_id": "door", "started_at": 100.0, "ended_at": 104.0, **fields}
+    images, note = add_clip_frames(cfg, None, {}, alert, "a1", "false_positive", "op", now=200.0)
+    assert images == [] and note is not None and says in note, note
+    assert not (tmp_path / "dataset").exists()

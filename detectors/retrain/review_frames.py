@@ -73,6 +73,8 @@ def add_review_clip_frames(
     if verdict not in VERDICTS:
         raise DatasetError(f"verdict {verdict!r}: expected one of {', '.join(VERDICTS)}")
     result = ClipFramesResult()
+    if not frames and not Path(root).expanduser().is_dir():
+        return result  # nothing to add, nothing to replace: no folder made for nothing
     dset = Dataset.open(root, create=True)
     for rec in list(dset.manifest.records.values()):
         if (rec.get(CLIP_FIELD) or {}).get("alert_id") == alert_id:

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from alerts.config import AlertsConfig, RulesError, parse_alerts_config
 from alerts.notify.config import NotifyConfig
 from detectors.config import DetectorConfig
-from detectors.retrain.config import CollectionConfig, ModelsConfig
+from detectors.retrain.config import CollectionConfig, ModelsConfig, ReviewConfig
 from pipeline.cameras.spec import CameraSpec
 from pipeline.common.config import (
     ConfigError,
@@ -43,6 +43,7 @@ class VigilConfig(StrictModel):
     detector: DetectorConfig = DetectorConfig()
     ingest: IngestConfig = IngestConfig()
     collection: CollectionConfig = CollectionConfig()
+    review: ReviewConfig = ReviewConfig()
     models: ModelsConfig = ModelsConfig()
     cameras: list[CameraSpec] = []
     alerts: AlertsConfig = AlertsConfig()

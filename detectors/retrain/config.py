@@ -62,6 +62,25 @@ class CollectionPolicy(StrictModel):
     )
 
 
+class ReviewConfig(StrictModel):
+    """What an operator's review of an alert adds to the dataset (``collection.dir``)."""
+
+    frames: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="frames per reviewed alert: its triggering frame and, above 1, frames of its "
+        "clip spread over the alert (recorded cameras only; unlabelled)",
+    )
+    min_span_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="the clip frames of a shorter alert are spread over this span around its "
+        "triggering frame",
+    )
+
+
 class CollectionConfig(StrictModel):
     """Sampling of live frames into a YOLO dataset folder (detectors.retrain.sampling)."""
 

@@ -43,7 +43,14 @@ from detectors.retrain.dataset import (
 log = logging.getLogger(__name__)
 
 #: How useful a frame is for retraining, by the reason it was kept (higher is kept longer).
-REASON_PRIORITY = {"alert": 4, "uncertain": 3, "motion": 2, "periodic": 1, "imported": 0}
+REASON_PRIORITY = {
+    "alert": 4,
+    "review_clip": 4,
+    "uncertain": 3,
+    "motion": 2,
+    "periodic": 1,
+    "imported": 0,
+}
 HUMAN_LABEL_BONUS = 10  # corrected by a person: the last thing to drop
 
 

@@ -16,8 +16,10 @@ from pydantic import ValidationError
 from detectors.retrain import dataset as ds
 from detectors.retrain.collector import collect_videos
 from detectors.retrain.config import CollectionPolicy
+from detectors.retrain.sampling import Collector
+from pipeline.cli import dataset_recordings as recordings
 from pipeline.cli.support import comma_list, config_from_args, progress, validation_errors
-from pipeline.common.errors import UsageError
+from pipeline.common.errors import InputError, UsageError
 from pipeline.config import VigilConfig
 
 
@@ -28,11 +30,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = dsub.add_parser(
         "collect",
         help="sample recorded footage into a dataset folder with the live collection policies",
-        description="Each video is one camera. Frames are analysed at --analyze-fps with the "
-        "detector (for the 'uncertain' and 'motion without detection' policies) and kept when a "
-        "policy fires; near-duplicates are skipped and quotas apply, as in the live collector.",
+        description="From video files (each one camera) or from the cameras' recordings "
+        "(--recordings CAMERA[,CAMERA] --since 24h, the segments indexed in Redis; "
+        "--around-alerts: only the alerts' clip ranges). Frames are analysed at --analyze-fps "
+        "with the detector (for the 'uncertain' and 'motion without detection' policies) and kept "
+        "when a policy fires; near-duplicates are skipped and quotas apply, as in the live "
+        "collector.",
     )
-    c.add_argument("videos", nargs="+", metavar="VIDEO")
+    c.add_argument("videos", nargs="*", metavar="VIDEO")
+    c.add_argument(
+        "--recordings", metavar="CAMERA[,CAMERA]", help="sample these cameras' recordings"
+    )
+    c.add_argument(
+        "--since", help="--recordings: the period up to now, e.g. 30m, 24h, 7d (default 24h)"
+    )
+    c.add_argument(
+        "--around-alerts",
+        action="store_true",
+        help="--recordings: only the clip ranges of the cameras' alerts",
+    )
     c.add_argument("-o", "--output", required=True, help="dataset folder (created or extended)")
     c.add_argument("-c", "--config", help="take collection policy and detector from this config")
     c.add_argument("--camera", action="append", help="camera id per video (default: file name)")
@@ -150,6 +166,11 @@ def _policy(args: argparse.Namespace, cfg: VigilConfig) -> CollectionPolicy:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    recordings.check_args(args)
+    cameras = since_s = None
+    if args.recordings is not None:
+        cameras = recordings.parse_cameras(args.recordings)
+        since_s = recordings.parse_since(args.since or "24h")
     cfg = config_from_args(args)
     policy = _policy(args, cfg)
     detector = None
@@ -167,6 +188,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
             if v is not None
         }
         detector = Detector(dcfg.model_copy(update=updates))
+    if cameras is not None:
+        return _collect_recordings(args, cfg, policy, detector, cameras, since_s)
     collector, reports = collect_videos(
         args.videos,
         args.output,
@@ -183,6 +206,41 @@ def cmd_collect(args: argparse.Namespace) -> int:
             f"{r.camera}: {r.frames_read} frame(s) read, {r.frames_analyzed} analysed, "
             f"{r.saved} kept"
         )
+    _summary(collector)
+    return 0
+
+
+def _collect_recordings(args, cfg, policy, detector, cameras, since_s) -> int:
+    budget = args.disk_budget_mb or cfg.collection.disk_budget_mb
+    try:
+        collector = Collector(
+            args.output,
+            policy,
+            disk_budget_mb=budget,
+            jpeg_quality=cfg.collection.jpeg_quality,
+            source="recordings",
+        )
+    except OSError as e:
+        raise InputError(f"cannot create the dataset folder {args.output}: {e.strerror}") from None
+    try:
+        results = recordings.collect_recordings(
+            cfg,
+            collector,
+            cameras,
+            since_s,
+            around_alerts=args.around_alerts,
+            detector=detector,
+            analyze_fps=args.analyze_fps,
+        )
+    finally:
+        collector.close()
+    for rep, stats in results:
+        print(recordings.report_line(rep, stats, args.analyze_fps))
+    _summary(collector)
+    return 0
+
+
+def _summary(collector: Collector) -> None:
     s = collector.stats
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.by_reason.items())) or "none"
     print(
@@ -190,7 +248,6 @@ def cmd_collect(args: argparse.Namespace) -> int:
         f"near-duplicate(s) skipped, {s.evicted} dropped for quota/budget; "
         f"{collector.count()} image(s), {collector.bytes_used / 1e6:.1f} MB in the folder"
     )
-    return 0
 
 
 def cmd_label(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ judges segments and exports, and a recorder run in a child process (to be SIGKIL
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import redis
 
@@ -92,9 +95,12 @@ def ffprobe_packets(path: Path | str) -> list[tuple[float, bool]]:
     ]
 
 
-def make_mp4(path: Path, width: int, height: int, seconds: float = 2.0) -> Path:
+def make_mp4(
+    path: Path, width: int, height: int, seconds: float = 2.0, source: str = "testsrc"
+) -> Path:
     """A small H.264 fragmented MP4 like a segment (10 fps, a keyframe a second), made by
-    FFmpeg's test source; ``width`` x ``height`` tells it apart from other files."""
+    FFmpeg's test source (``source``: a lavfi video source, e.g. ``color=c=gray`` for a still
+    picture); ``width`` x ``height`` tells it apart from other files."""
     path.parent.mkdir(parents=True, exist_ok=True)
     p = subprocess.run(
         [
@@ -105,7 +111,7 @@ def make_mp4(path: Path, width: int, height: int, seconds: float = 2.0) -> Path:
             "-f",
             "lavfi",
             "-i",
-            f"testsrc=size={width}x{height}:rate=10",
+            f"{source}{':' if '=' in source else '='}size={width}x{height}:rate=10",
             "-t",
             str(seconds),
             "-c:v",
@@ -122,6 +128,59 @@ def make_mp4(path: Path, width: int, height: int, seconds: float = 2.0) -> Path:
     )
     assert p.returncode == 0, f"ffmpeg {path}: {p.stderr}"
     return path
+
+
+def ffmpeg_frames(path: Path | str, wanted: set[int]) -> dict[int, np.ndarray]:
+    """The frames numbered ``wanted`` (0: the first shown) of a video, decoded by FFmpeg's own
+    ``ffmpeg`` (BGR, every frame in presentation order, none dropped or repeated)."""
+    width, height = ffprobe_size(path)
+    size = width * height * 3
+    p = subprocess.Popen(
+        [_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", str(path), "-fps_mode", "passthrough"]
+        + ["-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert p.stdout is not None
+    out: dict[int, np.ndarray] = {}
+    n = 0
+    try:
+        while len(out) < len(wanted):
+            buf = p.stdout.read(size)
+            if len(buf) < size:
+                break
+            if n in wanted:
+                out[n] = np.frombuffer(buf, np.uint8).reshape(height, width, 3)
+            n += 1
+    finally:
+        p.kill()
+        p.wait()
+    return out
+
+
+def block_diff(a: np.ndarray, b: np.ndarray) -> int:
+    """How far apart two pictures of the same size are: the largest difference between their
+    48x27 area averages in grey (JPEG noise averages out, a person who moved does not)."""
+
+    def blocks(img: np.ndarray) -> np.ndarray:
+        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        return cv2.resize(grey, (48, 27), interpolation=cv2.INTER_AREA).astype(np.int16)
+
+    return int(np.abs(blocks(a) - blocks(b)).max())
+
+
+def copy_recording_as(
+    rec: Recording, root: Path, index: SegmentIndex, camera: str
+) -> list[Segment]:
+    """The recording's files copied under ``root`` as camera ``camera``'s and indexed in
+    ``index`` (keys of the test's own); returns its segments."""
+    shutil.copytree(rec.root / rec.camera, root / camera)
+    segments = [
+        dataclasses.replace(s, camera_id=camera, path=relative_path(camera, s.start))
+        for s in rec.segments
+    ]
+    index.replace(camera, segments)
+    return segments
 
 
 def decode_errors(path: Path | str) -> str:
@@ -209,9 +268,11 @@ def store_alert(
     started_at: float,
     ended_at: float | None,
     alert_id: str | None = None,
+    source: bytes | None = None,
 ) -> str:
     """An alert of ``camera`` written into Redis as the alert service writes it: its started
-    event, then its ended event when ``ended_at`` is given. Returns its id."""
+    event (with ``source``, the triggering frame's JPEG, when given), then its ended event when
+    ``ended_at`` is given. Returns its id."""
     aid = alert_id or uuid.uuid4().hex[:20]
     ev = AlertEvent(
         id=aid,
@@ -228,7 +289,7 @@ def store_alert(
         box=(0.1, 0.1, 0.3, 0.6),
         confidence=0.9,
     )
-    store.write_alert(AlertWrite(ev.to_dict(), started_at))
+    store.write_alert(AlertWrite(ev.to_dict(), started_at, source=source))
     if ended_at is not None:
         end = ev.ended(ended_at, 2, 1, "left the zone")
         store.write_alert(AlertWrite(end.to_dict(), ended_at))

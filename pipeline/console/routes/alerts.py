@@ -27,6 +27,7 @@ from pipeline.common.kafka import KafkaUnavailable
 from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.clips import alert_clip_range
+from pipeline.console.review_frames import add_clip_frames
 from pipeline.console.state import ConsoleState, as_operator, principal, state
 from pipeline.console.streams import GuardedStream, open_stream
 from pipeline.record.clips import ClipUnavailable, UnusableAlert, cached_clip, validate_alert_id
@@ -282,6 +283,9 @@ def review(
         except DatasetError as e:
             dataset_note = f"not added to the dataset: {e}"
             log.warning("review of alert %s: %s", alert_id, dataset_note)
+    clip_images, clip_note = add_clip_frames(
+        st.cfg, st.segments, st.cameras.items, alert, alert_id, body.verdict, who.user, at
+    )
     store_review(st.store, alert_id, body.verdict, body.note, who.user, at, image)
     audit.record(request, "alert.review", alert_id, {"verdict": body.verdict})
     msg = review_message(alert, body.verdict, body.note, who.user, at)
@@ -305,4 +309,6 @@ def review(
         "reviewed_at": at,
         "review_image": image,
         "dataset": dataset_note or f"added to {st.cfg.collection.dir} as {image}",
+        "clip_images": clip_images,
+        "clip_frames": clip_note,
     }

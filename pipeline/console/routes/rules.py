@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
@@ -18,6 +19,7 @@ from alerts.rules_topic import delete_rule, put_rule, validate_rule
 from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.state import ConsoleState, as_operator, jsonable_rule, principal, state
+from pipeline.record.still import frame_at
 
 router = APIRouter(prefix="/api/rules", tags=["rules"])
 PREVIEW_TTL_S = 600
@@ -162,7 +164,14 @@ def preview(
         )
     try:
         result = preview_rule(
-            st.cfg, rule, start, end, body.cameras, timeout_s=cc.preview_timeout_s
+            st.cfg,
+            rule,
+            start,
+            end,
+            body.cameras,
+            timeout_s=cc.preview_timeout_s,
+            frames_from=_recorded_frames(st),
+            max_recorded=cc.preview_recording_frames,
         )
     except TimeoutError as e:
         raise HTTPException(504, str(e)) from None
@@ -188,6 +197,13 @@ def preview(
         "seconds": round(result.seconds, 3),
         "truncated": getattr(result, "truncated", False),
     }
+
+
+def _recorded_frames(st: ConsoleState):
+    """The preview's pictures once the live frames expired: the cameras' recordings
+    (docs/recordings.md, "Rule preview")."""
+    root = Path(st.cfg.recordings.dir)
+    return lambda camera_id, t: frame_at(st.segments, root, camera_id, t)
 
 
 @router.get("/preview/{pid}/{alert_id}.jpg")

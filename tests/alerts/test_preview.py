@@ -502,6 +502,19 @@ def test_pictures_from_recordings_once_the_live_frame_expired(fake_kafka, fake_r
     assert len(asked) == 1 and res.alerts[0]["snapshot_source"] == "live"
     assert [a["snapshot_note"] for a in res.alerts[1:]] == ["recording unavailable"] * 2
 
+    # the preview's deadline passes while pictures are decoded: the alerts after it have none
+    # and say so, the preview stands (the replay itself finished in time)
+    def slow(camera, t):
+        time.sleep(0.2)
+        return np.full((90, 160, 3), 40, np.uint8)
+
+    alerts = [p.to_dict() for p in pairs]
+    preview_snapshots.add_snapshots(
+        _settings(), pairs, alerts, 80, time.monotonic() + 0.1, frames_from=slow
+    )
+    got = [(a["snapshot_source"], a["snapshot_note"]) for a in alerts]
+    assert got == [("live", None), ("recording", None), (None, "time was up")]
+
 
 def test_sandbox_keeps_the_service_tracker_and_forces_the_rule_on(fake_kafka, fake_redis):
     """Detections without track ids: the engine's IoU tracker numbers them (negative ids),

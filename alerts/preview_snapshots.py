@@ -5,7 +5,8 @@
   recent alerts only);
 - ``recording``: once that frame has expired, the frame of the camera's recording at the alert's
   start, from a frame source the caller gives (the console wires the recording stage's
-  ``frame_at``: the alerts package never reads recordings itself). At most ``max_recorded``
+  ``pipeline.record.still``: the alerts package never reads recordings itself). Looking a moment
+  up in the recordings' index is cheap; decoding its frame is not: at most ``max_recorded``
   frames are decoded per preview (the rest say so).
 
 An alert without a picture says why in ``snapshot_note``. Best effort: Redis down, a recording
@@ -32,9 +33,10 @@ __all__ = ["FrameSource", "add_snapshots"]
 
 log = logging.getLogger(__name__)
 
-#: ``(camera_id, t) -> BGR frame | None``: the frame of the camera's recording shown at ``t``
-#: (seconds since 1970, the ``capture_ts`` clock), None when that moment is not recorded.
-FrameSource = Callable[[str, float], "np.ndarray | None"]
+#: ``(camera_id, t) -> decode | None``: where the camera's recording holds the moment ``t``
+#: (seconds since 1970, the ``capture_ts`` clock), a function that decodes the frame shown then
+#: (BGR pixels; None when its file cannot be read); None when that moment is not recorded.
+FrameSource = Callable[[str, float], "Callable[[], np.ndarray | None] | None"]
 
 #: Pictures from recordings are scaled down to this width at most (a 4K main stream would make
 #: megabyte JPEGs for a list of thumbnails).
@@ -43,7 +45,8 @@ MAX_WIDTH = 1280
 NOTE_EXPIRED = "frame expired"  # no frame source: the live frame is all there is
 NOTE_NOT_RECORDED = "not recorded"  # neither a live frame nor a recording of that moment
 NOTE_NO_TIME = "time was up"
-NOTE_UNAVAILABLE = "recording unavailable"
+NOTE_UNAVAILABLE = "recording unavailable"  # the recordings' index cannot be read
+NOTE_UNREADABLE = "recording unreadable"  # its file cannot be decoded (logged)
 
 
 class _Pair(Protocol):
@@ -92,21 +95,25 @@ def add_snapshots(
         if source_failed:
             alert["snapshot_note"] = NOTE_UNAVAILABLE
             continue
-        if recorded >= max_recorded:
-            alert["snapshot_note"] = (
-                f"not loaded: {max_recorded} pictures from recordings per preview at most"
-            )
-            continue
-        recorded += 1
         try:
-            image = frames_from(p.started.camera_id, p.started.started_at)
+            decode = frames_from(p.started.camera_id, p.started.started_at)
         except Exception as e:  # Redis away (the index), a bug: the preview stands
             log.warning("rule preview: no pictures from recordings (%s: %s)", type(e).__name__, e)
             source_failed = True
             alert["snapshot_note"] = NOTE_UNAVAILABLE
             continue
-        if image is None:
+        if decode is None:
             alert["snapshot_note"] = NOTE_NOT_RECORDED
+            continue
+        if recorded >= max_recorded:
+            alert["snapshot_note"] = (
+                f"not loaded: pictures from recordings are limited to {max_recorded} per preview"
+            )
+            continue
+        recorded += 1
+        image = decode()
+        if image is None:
+            alert["snapshot_note"] = NOTE_UNREADABLE
             continue
         jpeg = render_image(_fit(image), drawn, quality)
         if jpeg is not None:

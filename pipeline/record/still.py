@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.common.contracts import validate_camera_id
 from pipeline.record.index import SegmentIndex, open_segment
 from pipeline.record.layout import segment_path
+from pipeline.record.segment import Segment
 from pipeline.record.stream import error_text
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,25 @@ def frame_at(index: SegmentIndex, root: Path, camera_id: str, t: float) -> np.nd
     ``capture_ts`` clock), as BGR pixels: the frame whose time is nearest ``t`` in the segment
     that covers ``t``. None when no segment covers ``t`` (not recorded, a gap, footage deleted)
     or its file cannot be read (one log line)."""
+    seg = segment_at(index, camera_id, t)
+    return None if seg is None else frame_in(root, seg, t)
+
+
+def segment_at(index: SegmentIndex, camera_id: str, t: float) -> Segment | None:
+    """The indexed segment of ``camera_id`` that covers ``t``, if any (the index only: no file
+    is opened). ValueError when ``camera_id`` is not a camera id."""
     camera_id = validate_camera_id(camera_id)
     if not math.isfinite(t) or t < 0:
         return None
     # the segments overlapping [t, t + 1 ms]: the one covering t, if any
     covering = [s for s in index.segments(camera_id, t, t + 0.001) if s.start <= t < s.end]
-    if not covering:
-        return None
-    seg = covering[0]
-    path = segment_path(root, camera_id, seg.start)
+    return covering[0] if covering else None
+
+
+def frame_in(root: Path, seg: Segment, t: float) -> np.ndarray | None:
+    """The frame of ``seg`` (a segment under ``root``, its file derived from its camera and
+    start) shown at ``t``; None, and one log line, when its file cannot be read."""
+    path = segment_path(root, validate_camera_id(seg.camera_id), seg.start)
     try:
         with contextlib.ExitStack() as stack:
             container = stack.enter_context(open_segment(path))

@@ -459,26 +459,39 @@ def test_snapshots_from_redis_one_round_trip(fake_kafka, fake_redis):
 
 def test_pictures_from_recordings_once_the_live_frame_expired(fake_kafka, fake_redis):
     """The first alert's frame is in Redis (live); the others' expired: the frame source (the
-    console's recordings) gives the second's, has nothing for the third; at most max_recorded
-    frames are asked for; a failing source is asked once."""
+    console's recordings) has the second's moment, not the third's; at most max_recorded frames
+    are decoded; a source that fails is asked once; past the deadline pictures are left out."""
     t0 = 1_700_000_000.0
-    msgs = timeline("lobby", t0, 30, [(2, 6, 1), (10, 14, 2), (18, 22, 3)])
+    msgs = timeline("lobby", t0, 30, [(2, 6, 1), (10, 14, 2), (18, 22, 3), (24, 28, 4)])
     fake_kafka({0: _records(msgs)})
     pairs = live_pairs(RULE_MAPPING, [m for _, m in msgs])
-    first, second, third = (p.started for p in pairs)
+    first, second, third, fourth = (p.started for p in pairs)
     fake_redis({RedisKeys("tp:").frame("lobby", first.epoch, first.frame_seq): _jpeg()})
-    asked = []
+    asked, decoded = [], []
 
-    def recording(camera, t):
+    def decoder(t, value):
+        def decode():
+            decoded.append(t)
+            return None if value is None else np.full((90, 160, 3), value, np.uint8)
+
+        return decode
+
+    def recording(camera, t):  # the 2nd alert's moment recorded, the 4th's unreadable
         asked.append((camera, t))
-        return np.full((90, 160, 3), 40, np.uint8) if t == second.started_at else None
+        return {second.started_at: decoder(t, 40), fourth.started_at: decoder(t, None)}.get(t)
 
     rule = parse_rule(RULE_MAPPING)
     res = preview_rule(_settings(), rule, t0, t0 + 30, frames_from=recording)
-    assert asked == [("lobby", second.started_at), ("lobby", third.started_at)]
+    assert asked == [("lobby", ev.started_at) for ev in (second, third, fourth)]
+    assert decoded == [second.started_at, fourth.started_at]
     got = [(a["snapshot_source"], a["snapshot_note"]) for a in res.alerts]
-    assert got == [("live", None), ("recording", None), (None, "not recorded")]
-    assert res.alerts[2]["snapshot"] is None
+    assert got == [
+        ("live", None),
+        ("recording", None),
+        (None, "not recorded"),
+        (None, "recording unreadable"),
+    ]
+    assert [a["snapshot"] is None for a in res.alerts] == [False, False, True, True]
     live = cv2.imdecode(np.frombuffer(res.alerts[0]["snapshot"], np.uint8), cv2.IMREAD_COLOR)
     rec = cv2.imdecode(np.frombuffer(res.alerts[1]["snapshot"], np.uint8), cv2.IMREAD_COLOR)
     assert abs(float(live[80:, 130:].mean()) - 100) < 3  # the live frame's grey
@@ -488,10 +501,14 @@ def test_pictures_from_recordings_once_the_live_frame_expired(fake_kafka, fake_r
     edge = rec[y2 - 6 : y2 + 1, x1 - 1 : x1 + 2].reshape(-1, 3).mean(axis=0)
     assert edge[2] > 180 and edge[0] < 80, edge
 
-    asked.clear()
+    # the cap counts frames decoded, not moments looked up (the 3rd is not recorded)
+    decoded.clear()
     res = preview_rule(_settings(), rule, t0, t0 + 30, frames_from=recording, max_recorded=1)
-    assert asked == [("lobby", second.started_at)]
-    assert res.alerts[2]["snapshot_note"].startswith("not loaded: 1 picture")
+    assert decoded == [second.started_at]
+    assert res.alerts[2]["snapshot_note"] == "not recorded"
+    assert res.alerts[3]["snapshot_note"] == (
+        "not loaded: pictures from recordings are limited to 1 per preview"
+    )
 
     def broken(camera, t):
         asked.append(t)
@@ -500,20 +517,20 @@ def test_pictures_from_recordings_once_the_live_frame_expired(fake_kafka, fake_r
     asked.clear()
     res = preview_rule(_settings(), rule, t0, t0 + 30, frames_from=broken)
     assert len(asked) == 1 and res.alerts[0]["snapshot_source"] == "live"
-    assert [a["snapshot_note"] for a in res.alerts[1:]] == ["recording unavailable"] * 2
+    assert [a["snapshot_note"] for a in res.alerts[1:]] == ["recording unavailable"] * 3
 
     # the preview's deadline passes while pictures are decoded: the alerts after it have none
     # and say so, the preview stands (the replay itself finished in time)
     def slow(camera, t):
         time.sleep(0.2)
-        return np.full((90, 160, 3), 40, np.uint8)
+        return lambda: np.full((90, 160, 3), 40, np.uint8)
 
     alerts = [p.to_dict() for p in pairs]
     preview_snapshots.add_snapshots(
         _settings(), pairs, alerts, 80, time.monotonic() + 0.1, frames_from=slow
     )
     got = [(a["snapshot_source"], a["snapshot_note"]) for a in alerts]
-    assert got == [("live", None), ("recording", None), (None, "time was up")]
+    assert got == [("live", None), ("recording", None)] + [(None, "time was up")] * 2
 
 
 def test_sandbox_keeps_the_service_tracker_and_forces_the_rule_on(fake_kafka, fake_redis):

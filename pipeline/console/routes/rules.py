@@ -19,7 +19,7 @@ from alerts.rules_topic import delete_rule, put_rule, validate_rule
 from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.state import ConsoleState, as_operator, jsonable_rule, principal, state
-from pipeline.record.still import frame_at
+from pipeline.record.still import frame_in, segment_at
 
 router = APIRouter(prefix="/api/rules", tags=["rules"])
 PREVIEW_TTL_S = 600
@@ -201,9 +201,15 @@ def preview(
 
 def _recorded_frames(st: ConsoleState):
     """The preview's pictures once the live frames expired: the cameras' recordings
-    (docs/recordings.md, "Rule preview")."""
+    (docs/recordings.md, "Rule preview"); the index is looked up for every alert, a frame is
+    decoded only when the preview asks for it (at most console.preview_recording_frames)."""
     root = Path(st.cfg.recordings.dir)
-    return lambda camera_id, t: frame_at(st.segments, root, camera_id, t)
+
+    def frames_from(camera_id: str, t: float):
+        seg = segment_at(st.segments, camera_id, t)
+        return None if seg is None else (lambda: frame_in(root, seg, t))
+
+    return frames_from
 
 
 @router.get("/preview/{pid}/{alert_id}.jpg")

@@ -856,7 +856,8 @@ const PREVIEW_NOTES = {
   "not recorded": "No live frame any more, and no recording of this moment (not recorded, or its footage was deleted).",
   "frame expired": "The live frame has expired (frames are kept a few minutes).",
   "time was up": "The preview ran out of time before this picture.",
-  "recording unavailable": "The recordings could not be read (see the console's log).",
+  "recording unavailable": "The recordings' index could not be read (see the console's log).",
+  "recording unreadable": "The recording of this moment could not be decoded (see the console's log).",
 };
 
 function recordedPictures(items) {

@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from kafka import TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 
@@ -30,12 +29,11 @@ from alerts.config import AlertsConfig, AlertsSettings, RuleConfig, parse_alerts
 from alerts.engine import RuleEngine
 from alerts.envelope import check_envelope, check_epoch
 from alerts.events import AlertEvent
-from alerts.snapshots import render_snapshot
+from alerts.preview_snapshots import FrameSource, add_snapshots
 from pipeline.common.contracts import CAMERA_ID
 from pipeline.common.errors import UsageError
 from pipeline.common.jsoncodec import decode_record
 from pipeline.common.kafka import KafkaConfig, make_consumer
-from pipeline.common.redis import RedisKeys, redis_client
 
 __all__ = ["PreviewResult", "pair_events", "preview_rule"]
 
@@ -52,7 +50,8 @@ class PreviewResult:
     """The alerts a rule would have raised over ``[start, end]`` and what it took to find them."""
 
     # id, camera_id, rule_id, started_at, ended_at (None: still open at the end), label,
-    # track_id, count, box, severity, snapshot (JPEG bytes or None); oldest first
+    # track_id, count, box, severity, snapshot (JPEG bytes or None), snapshot_source ("live",
+    # "recording" or None), snapshot_note (why there is no snapshot, else None); oldest first
     alerts: list[dict[str, Any]]
     messages: int  # detection messages read in the range (all cameras of the topic)
     frames: int  # messages of the rule's cameras run through the engine
@@ -89,6 +88,8 @@ class _Pair:
             "box": s["box"],
             "severity": s["severity"],
             "snapshot": None,
+            "snapshot_source": None,
+            "snapshot_note": None,
         }
 
 
@@ -120,6 +121,8 @@ def preview_rule(
     cameras: list[str] | None = None,
     timeout_s: float = 120.0,
     max_alerts: int = 500,
+    frames_from: FrameSource | None = None,
+    max_recorded: int = 50,
 ) -> PreviewResult:
     """Replay the detection messages captured in ``[start, end]`` (epoch seconds) through
     ``rule`` alone and return the alerts it would have raised.
@@ -129,7 +132,12 @@ def preview_rule(
     point). ``timeout_s`` bounds the whole preview: ``TimeoutError`` past it. Arguments that
     cannot be used: ``UsageError`` (a ``ValueError``).
     ``KafkaUnavailable`` when Kafka cannot be reached; Redis unreachable only costs the
-    snapshots."""
+    snapshots.
+
+    Snapshots (:mod:`alerts.preview_snapshots`): the triggering frame while Redis keeps it, else
+    ``frames_from(camera_id, started_at)`` (a camera's recording; at most ``max_recorded``
+    decoded), drawn on while time is left before the deadline; past it the remaining alerts
+    have none (``snapshot_note`` says so), the preview itself stands."""
     t0 = time.monotonic()
     deadline = t0 + timeout_s
     if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
@@ -140,6 +148,8 @@ def preview_rule(
         raise UsageError(f"timeout_s must be positive, got {timeout_s!r}")
     if max_alerts < 0:
         raise UsageError(f"max_alerts must be >= 0, got {max_alerts!r}")
+    if max_recorded < 0:
+        raise UsageError(f"max_recorded must be >= 0, got {max_recorded!r}")
     cams = list(rule.cameras) if cameras is None else list(cameras)
     for c in cams:
         if c != "*" and not CAMERA_ID.match(c):
@@ -159,7 +169,15 @@ def preview_rule(
     truncated = len(pairs) > max_alerts
     pairs = pairs[:max_alerts]
     alerts = [p.to_dict() for p in pairs]
-    _add_snapshots(cfg, pairs, alerts, acfg.service.snapshot_quality, deadline)
+    add_snapshots(
+        cfg,
+        pairs,
+        alerts,
+        acfg.service.snapshot_quality,
+        deadline,
+        frames_from=frames_from,
+        max_recorded=max_recorded,
+    )
     seconds = time.monotonic() - t0
     log.info(
         "rule preview %s: %d messages, %d frames, %d skipped, %d alert(s)%s in %.2f s",
@@ -374,44 +392,3 @@ def _bounded(kcfg: KafkaConfig, left_ms: int) -> KafkaConfig:
             "bootstrap_timeout_ms": min(kcfg.bootstrap_timeout_ms, ms),
         }
     )
-
-
-def _add_snapshots(
-    cfg: AlertsSettings,
-    pairs: list[_Pair],
-    alerts: list[dict[str, Any]],
-    quality: int,
-    deadline: float,
-) -> None:
-    """Each alert's triggering frame with the alert drawn on it, where the frame is still in
-    Redis (the ingest worker keeps frames ``redis.frame_ttl_s``). Best effort: Redis down or the
-    deadline reached leaves snapshots None, the preview itself stands."""
-    if not pairs:
-        return
-    keys = RedisKeys(cfg.redis.key_prefix)
-    try:
-        client = redis_client(cfg.redis)
-    except Exception as e:  # a bad URL is the config's problem, not the preview's
-        log.warning("rule preview: no snapshots: %s", e)
-        return
-    try:
-        pipe = client.pipeline(transaction=False)
-        for p in pairs:
-            s = p.started
-            pipe.get(keys.frame(s.camera_id, s.epoch, s.frame_seq))
-        frames = pipe.execute()
-    except (redis.RedisError, OSError) as e:
-        log.warning("rule preview: no snapshots, Redis unavailable (%s)", type(e).__name__)
-        return
-    finally:
-        client.close()
-    for p, alert, frame in zip(pairs, alerts, frames, strict=True):
-        if frame is None:
-            continue  # expired
-        if time.monotonic() > deadline:
-            log.warning("rule preview: time is up, the remaining snapshots are left out")
-            return
-        try:
-            alert["snapshot"] = render_snapshot(frame, p.started.to_dict(), quality)
-        except Exception as e:  # a bad JPEG must not fail the preview
-            log.warning("rule preview: snapshot of alert %s failed: %s", p.started.id, e)

@@ -107,6 +107,12 @@ def render_snapshot(frame_jpeg: bytes, alert: dict, quality: int = 85) -> bytes 
     image = decode_jpeg(frame_jpeg)
     if image is None:
         return None
+    return render_image(image, alert, quality)
+
+
+def render_image(image: np.ndarray, alert: dict, quality: int = 85) -> bytes | None:
+    """``image`` (BGR pixels) with the alert drawn on it, as JPEG (None if it cannot be
+    encoded): the snapshot of a frame that is not a JPEG, e.g. one decoded from a recording."""
     drawn = draw_alert(
         image,
         alert.get("box"),

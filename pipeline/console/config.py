@@ -37,6 +37,13 @@ class ConsoleConfig(StrictModel):
     preview_max_range_s: float = Field(
         24 * 3600.0, gt=0, description="longest time range a preview may replay"
     )
+    preview_recording_frames: int = Field(
+        50,
+        ge=0,
+        le=500,
+        description="would-be alerts per preview whose picture is decoded from the recordings "
+        "(once the live frame expired); 0: none",
+    )
     snapshot_base_url: str | None = Field(
         None,
         description="how other systems reach the console (links in notifications; "

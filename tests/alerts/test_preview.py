@@ -21,7 +21,7 @@ import redis
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndTimestamp
 
-from alerts import preview
+from alerts import preview, preview_snapshots
 from alerts.config import AlertsConfig, parse_alerts_config
 from alerts.engine import RuleEngine
 from alerts.events import AlertEvent
@@ -111,6 +111,11 @@ def live_pairs(rule_mapping: dict, msgs: list[dict]) -> list:
     return pair_events(events)
 
 
+def facts(alert: dict) -> dict:
+    """A would-be alert without its picture (``snapshot*``)."""
+    return {k: v for k, v in alert.items() if not k.startswith("snapshot")}
+
+
 def _jpeg(value: int = 100) -> bytes:
     return cv2.imencode(".jpg", np.full((90, 160, 3), value, np.uint8))[1].tobytes()
 
@@ -162,6 +167,8 @@ def test_pair_events_pairs_by_id_oldest_first():
         "box",
         "severity",
         "snapshot",
+        "snapshot_source",
+        "snapshot_note",
     }
 
 
@@ -313,7 +320,7 @@ def fake_redis(monkeypatch):
 
     def install(data=None, down=False):
         box["r"] = FakeRedis(data, down)
-        monkeypatch.setattr(preview, "redis_client", lambda cfg: box["r"])
+        monkeypatch.setattr(preview_snapshots, "redis_client", lambda cfg: box["r"])
         return box["r"]
 
     return install
@@ -346,8 +353,8 @@ def test_range_boundaries_cameras_and_malformed(fake_kafka, fake_redis):
     assert res.messages == len(in_range) + len(hall_in_range) + 3
     assert res.frames == len(in_range) and res.skipped == 2
     assert (res.start, res.end, res.truncated) == (start, end, False)
-    expected = [p.to_dict() for p in live_pairs(RULE_MAPPING, in_range)]
-    assert res.alerts == expected
+    expected = [facts(p.to_dict()) for p in live_pairs(RULE_MAPPING, in_range)]
+    assert [facts(a) for a in res.alerts] == expected
     assert [(a["track_id"], a["started_at"], a["ended_at"]) for a in res.alerts] == [
         (2, t0 + 30, pytest.approx(t0 + 39.8)),
         (3, t0 + 55, None),  # still inside at the end of the range
@@ -448,6 +455,82 @@ def test_snapshots_from_redis_one_round_trip(fake_kafka, fake_redis):
     fake_redis(down=True)
     res = preview_rule(_settings(), parse_rule(RULE_MAPPING), t0, t0 + 30)
     assert len(res.alerts) == 2 and all(a["snapshot"] is None for a in res.alerts)
+
+
+def test_pictures_from_recordings_once_the_live_frame_expired(fake_kafka, fake_redis):
+    """The first alert's frame is in Redis (live); the others' expired: the frame source (the
+    console's recordings) has the second's moment, not the third's; at most max_recorded frames
+    are decoded; a source that fails is asked once; past the deadline pictures are left out."""
+    t0 = 1_700_000_000.0
+    msgs = timeline("lobby", t0, 30, [(2, 6, 1), (10, 14, 2), (18, 22, 3), (24, 28, 4)])
+    fake_kafka({0: _records(msgs)})
+    pairs = live_pairs(RULE_MAPPING, [m for _, m in msgs])
+    first, second, third, fourth = (p.started for p in pairs)
+    fake_redis({RedisKeys("tp:").frame("lobby", first.epoch, first.frame_seq): _jpeg()})
+    asked, decoded = [], []
+
+    def decoder(t, value):
+        def decode():
+            decoded.append(t)
+            return None if value is None else np.full((90, 160, 3), value, np.uint8)
+
+        return decode
+
+    def recording(camera, t):  # the 2nd alert's moment recorded, the 4th's unreadable
+        asked.append((camera, t))
+        return {second.started_at: decoder(t, 40), fourth.started_at: decoder(t, None)}.get(t)
+
+    rule = parse_rule(RULE_MAPPING)
+    res = preview_rule(_settings(), rule, t0, t0 + 30, frames_from=recording)
+    assert asked == [("lobby", ev.started_at) for ev in (second, third, fourth)]
+    assert decoded == [second.started_at, fourth.started_at]
+    got = [(a["snapshot_source"], a["snapshot_note"]) for a in res.alerts]
+    assert got == [
+        ("live", None),
+        ("recording", None),
+        (None, "not recorded"),
+        (None, "recording unreadable"),
+    ]
+    assert [a["snapshot"] is None for a in res.alerts] == [False, False, True, True]
+    live = cv2.imdecode(np.frombuffer(res.alerts[0]["snapshot"], np.uint8), cv2.IMREAD_COLOR)
+    rec = cv2.imdecode(np.frombuffer(res.alerts[1]["snapshot"], np.uint8), cv2.IMREAD_COLOR)
+    assert abs(float(live[80:, 130:].mean()) - 100) < 3  # the live frame's grey
+    assert abs(float(rec[80:, 130:].mean()) - 40) < 3  # the recording's
+    # ... with the alert drawn like a snapshot: the box's edge in the severity colour
+    x1, y2 = round(IN_BOX[0] * 159), round(IN_BOX[3] * 89)
+    edge = rec[y2 - 6 : y2 + 1, x1 - 1 : x1 + 2].reshape(-1, 3).mean(axis=0)
+    assert edge[2] > 180 and edge[0] < 80, edge
+
+    # the cap counts frames decoded, not moments looked up (the 3rd is not recorded)
+    decoded.clear()
+    res = preview_rule(_settings(), rule, t0, t0 + 30, frames_from=recording, max_recorded=1)
+    assert decoded == [second.started_at]
+    assert res.alerts[2]["snapshot_note"] == "not recorded"
+    assert res.alerts[3]["snapshot_note"] == (
+        "not loaded: pictures from recordings are limited to 1 per preview"
+    )
+
+    def broken(camera, t):
+        asked.append(t)
+        raise redis.ConnectionError("Redis away")
+
+    asked.clear()
+    res = preview_rule(_settings(), rule, t0, t0 + 30, frames_from=broken)
+    assert len(asked) == 1 and res.alerts[0]["snapshot_source"] == "live"
+    assert [a["snapshot_note"] for a in res.alerts[1:]] == ["recording unavailable"] * 3
+
+    # the preview's deadline passes while pictures are decoded: the alerts after it have none
+    # and say so, the preview stands (the replay itself finished in time)
+    def slow(camera, t):
+        time.sleep(0.2)
+        return lambda: np.full((90, 160, 3), 40, np.uint8)
+
+    alerts = [p.to_dict() for p in pairs]
+    preview_snapshots.add_snapshots(
+        _settings(), pairs, alerts, 80, time.monotonic() + 0.1, frames_from=slow
+    )
+    got = [(a["snapshot_source"], a["snapshot_note"]) for a in alerts]
+    assert got == [("live", None), ("recording", None)] + [(None, "time was up")] * 2
 
 
 def test_sandbox_keeps_the_service_tracker_and_forces_the_rule_on(fake_kafka, fake_redis):
@@ -613,8 +696,8 @@ def test_preview_on_kafka_matches_the_live_engine(live):
     n_in_range = sum(1 for _, _, ts in records if start * 1000 <= ts <= end * 1000)
     assert res.messages == n_in_range
     assert res.frames == len(in_range) and res.skipped == 1  # hall's bad record is not decoded
-    got = [{k: v for k, v in a.items() if k != "snapshot"} for a in res.alerts]
-    want = [{k: v for k, v in p.to_dict().items() if k != "snapshot"} for p in expected]
+    got = [facts(a) for a in res.alerts]
+    want = [facts(p.to_dict()) for p in expected]
     assert got == want  # same ids, times, boxes as the live engine
     assert [(a["track_id"], a["started_at"], a["ended_at"]) for a in res.alerts] == [
         (2, t0 + 30, pytest.approx(t0 + 39.8)),

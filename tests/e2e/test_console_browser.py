@@ -3,7 +3,9 @@ Playwright) against the real chain: RTSP camera-sim -> ingest worker (YOLO) -> K
 service -> Redis, and the console server on a free port.
 
 One stack per module (the session's Redis, under the module's key prefix); every test logs in
-through the login form. The banner test pauses Redis, so it runs a console of its own on a Redis of
+through the login form. The office camera is also recorded (a recorder indexing its segments in
+the stack's Redis), so the rule preview can show the recording's frames once the live ones have
+expired. The banner test pauses Redis, so it runs a console of its own on a Redis of
 its own (tests/support/private_services.py). Screenshots of each step go to
 ``test-artifacts/console/``; with ``VIGIL_CONSOLE_README_SHOTS=1`` the README's pictures
 (``docs/img/console-*.png``, 1280x800) are written too.
@@ -133,6 +135,8 @@ def stack(kafka_bootstrap, detector, tmp_path_factory) -> Iterator[Stack]:
     from pipeline.config import parse_config
     from pipeline.console.auth import UserStore
     from pipeline.console.server import ConsoleServer
+    from pipeline.record.index import SegmentIndex
+    from pipeline.record.segmenter import Recorder
 
     dataset_dir = tmp_path_factory.mktemp("dataset")
     data = make_config_dict(kafka_bootstrap)
@@ -144,6 +148,7 @@ def stack(kafka_bootstrap, detector, tmp_path_factory) -> Iterator[Stack]:
     data["redis"]["socket_timeout_s"] = 3  # the banner test's Redis pause shows within seconds
     data["alerts"] = {"rules": SEEDED}
     data["models"] = {"store": str(tmp_path_factory.mktemp("models"))}
+    data["recordings"] = {"dir": str(tmp_path_factory.mktemp("recordings"))}
     cfg = parse_config(data, "test")
     ensure_topics(cfg.kafka)
 
@@ -159,6 +164,11 @@ def stack(kafka_bootstrap, detector, tmp_path_factory) -> Iterator[Stack]:
         [CameraSpec(id=cam, url=sim.urls[cam], fps=FPS) for cam in (OFFICE, CLASSROOM)],
     )
 
+    # the office camera recorded, its segments indexed as the recorder service does
+    segments = SegmentIndex.from_config(cfg.redis)
+    recorder = Recorder(
+        OFFICE, sim.urls[OFFICE], Path(cfg.recordings.dir), on_segment=segments.add
+    ).start()
     stop = threading.Event()
     worker = build_worker(cfg, detector=detector, worker_id="w-console").start()
     service = AlertService(cfg, parse_alerts_config(cfg.alerts))
@@ -184,6 +194,8 @@ def stack(kafka_bootstrap, detector, tmp_path_factory) -> Iterator[Stack]:
         for t in threads:
             t.join(timeout=30)
         worker.close()
+        recorder.stop()
+        segments.client.close()
         sim.stop()
 
 
@@ -448,6 +460,44 @@ def test_draw_preview_save_alert_review(stack, new_page):
     )
     assert width > 0, snap.get_attribute("src")
     shot(page, "06-preview", readme="console-camera")
+
+    # once the live frames have expired (expired here and now: their keys deleted), the would-be
+    # alerts whose start the office recording covers show the recording's frame at that moment
+    redis_client = redis.Redis.from_url(REDIS_URL)
+    frames = f"{stack.cfg.redis.key_prefix}frame:{OFFICE}:*"
+    recorded = page.locator('#preview-results .preview-pic[data-source="recording"] img')
+    deadline = time.monotonic() + 60  # a segment is indexed when it closes (10 s)
+    while True:
+        for key in redis_client.scan_iter(match=frames, count=1000):
+            redis_client.delete(key)
+        page.click("#preview-btn")
+        page.wait_for_selector("#preview-totals", timeout=150_000)
+        if recorded.count() or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(5_000)
+    redis_client.close()
+    assert recorded.count() >= 1, page.inner_text("#preview-results")
+    assert "from recordings" in page.inner_text("#preview-totals")
+    pic = recorded.first
+    pic.scroll_into_view_if_needed()
+    pixels = pic.evaluate(
+        """async (img) => {
+            if (!img.complete) await new Promise((r) => { img.onload = img.onerror = r; });
+            if (!img.naturalWidth) return null;
+            const c = document.createElement('canvas');
+            c.width = 64; c.height = 36;
+            c.getContext('2d').drawImage(img, 0, 0, 64, 36);
+            return Array.from(c.getContext('2d').getImageData(0, 0, 64, 36).data);
+        }"""
+    )
+    assert pixels is not None, pic.get_attribute("src")
+    # a picture of the office (not a flat placeholder), labelled as coming from the recording
+    assert float(np.asarray(pixels, np.float32).reshape(-1, 4)[:, :3].std()) > 20
+    item = page.locator(
+        '#preview-results .preview-alert:has(.preview-pic[data-source="recording"])'
+    ).first
+    assert "from recording" in item.inner_text()
+    shot(page, "06b-preview-from-recording")
 
     # save the rule; it is listed on this camera
     page.click("#save-btn")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
@@ -18,6 +19,7 @@ from alerts.rules_topic import delete_rule, put_rule, validate_rule
 from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.state import ConsoleState, as_operator, jsonable_rule, principal, state
+from pipeline.record.still import frame_in, segment_at
 
 router = APIRouter(prefix="/api/rules", tags=["rules"])
 PREVIEW_TTL_S = 600
@@ -162,7 +164,14 @@ def preview(
         )
     try:
         result = preview_rule(
-            st.cfg, rule, start, end, body.cameras, timeout_s=cc.preview_timeout_s
+            st.cfg,
+            rule,
+            start,
+            end,
+            body.cameras,
+            timeout_s=cc.preview_timeout_s,
+            frames_from=_recorded_frames(st),
+            max_recorded=cc.preview_recording_frames,
         )
     except TimeoutError as e:
         raise HTTPException(504, str(e)) from None
@@ -188,6 +197,19 @@ def preview(
         "seconds": round(result.seconds, 3),
         "truncated": getattr(result, "truncated", False),
     }
+
+
+def _recorded_frames(st: ConsoleState):
+    """The preview's pictures once the live frames expired: the cameras' recordings
+    (docs/recordings.md, "Rule preview"); the index is looked up for every alert, a frame is
+    decoded only when the preview asks for it (at most console.preview_recording_frames)."""
+    root = Path(st.cfg.recordings.dir)
+
+    def frames_from(camera_id: str, t: float):
+        seg = segment_at(st.segments, camera_id, t)
+        return None if seg is None else (lambda: frame_in(root, seg, t))
+
+    return frames_from
 
 
 @router.get("/preview/{pid}/{alert_id}.jpg")

@@ -837,17 +837,50 @@ function renderPreview(box, res) {
   const totals = h("p", { id: "preview-totals", class: "totals" },
     h("b", {}, `${items.length} alert${items.length === 1 ? "" : "s"}`),
     ` would have fired · ${res.messages ?? 0} messages · ${res.frames ?? 0} frames, replayed in ${fmtNum(res.seconds ?? 0, 1)} s`,
+    recordedPictures(items),
     res.truncated ? h("span", { class: "form-error" }, " (stopped early: range too long)") : null);
   const list = h("ul", { class: "preview-list" });
   for (const a of items) {
-    const snap = safePath(a.snapshot_url);
     list.append(h("li", { class: "preview-alert", dataset: { alert: a.id || "" } },
-      snap ? h("img", { class: "preview-snap", src: snap, alt: "frame of the would-be alert", loading: "lazy" }) : h("div", { class: "preview-snap none" }, "no frame"),
+      previewPicture(a),
       h("div", {},
         h("div", {}, h("b", {}, a.label || "–"), a.track_id != null ? ` · track ${a.track_id}` : "", a.count != null ? ` · count ${a.count}` : ""),
         h("div", { class: "muted small" }, `${fmtTime(a.started_at)} → ${a.ended_at ? fmtTime(a.ended_at) : "still on"}`))));
   }
   box.replaceChildren(totals, items.length ? list : h("p", { class: "muted" }, "No alert in this range: the rule would have stayed quiet."));
+}
+
+// A would-be alert's picture: the live frame while Redis keeps it, else the camera's recording
+// at the alert's start (a badge says which; a click opens it full size), else why there is none.
+const PREVIEW_NOTES = {
+  "not recorded": "No live frame any more, and no recording of this moment (not recorded, or its footage was deleted).",
+  "frame expired": "The live frame has expired (frames are kept a few minutes).",
+  "time was up": "The preview ran out of time before this picture.",
+  "recording unavailable": "The recordings' index could not be read (see the console's log).",
+  "recording unreadable": "The recording of this moment could not be decoded (see the console's log).",
+};
+
+function recordedPictures(items) {
+  const n = items.filter((a) => a.snapshot_source === "recording").length;
+  return n ? ` · ${n} picture${n === 1 ? "" : "s"} from recordings` : null;
+}
+
+function previewPicture(a) {
+  const snap = safePath(a.snapshot_url);
+  if (!snap) {
+    const note = a.snapshot_note || "no frame";
+    const short = note.startsWith("not loaded") ? "not loaded" : note;
+    return h("div", { class: "preview-snap none", title: PREVIEW_NOTES[note] || note }, short);
+  }
+  const recorded = a.snapshot_source === "recording";
+  const what = recorded ? "from recording" : "live frame";
+  return h("a", {
+    class: "preview-pic", href: snap, target: "_blank", rel: "noopener",
+    dataset: { source: recorded ? "recording" : "live" },
+    title: recorded ? `The camera's recording at ${fmtTime(a.started_at)} (open full size)` : "The frame that triggered it (open full size)",
+  },
+  h("img", { class: "preview-snap", src: snap, alt: `${what}: ${a.label || "would-be alert"} at ${fmtTime(a.started_at)}`, loading: "lazy" }),
+  h("span", { class: `snap-source${recorded ? " rec" : ""}` }, what));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.common.contracts import validate_camera_id
 from pipeline.record.index import SegmentIndex, open_segment
 from pipeline.record.layout import segment_path
+from pipeline.record.still import segment_at, timed_frame_in
 from pipeline.record.stream import error_text
 
 log = logging.getLogger(__name__)
@@ -118,18 +119,17 @@ def frames_at(
     tolerance_s: float = 0.5,
 ) -> list[RecordedFrame | None]:
     """For each of ``times``, the recorded frame nearest to it (within ``tolerance_s``), or
-    None where nothing is recorded that close. Only the footage around each time is decoded
-    (from the start of its segment), never the whole stretch between the times."""
-    if not times:
-        return []
-    best: list[RecordedFrame | None] = [None] * len(times)
-    windows = [(t - tolerance_s, t + tolerance_s) for t in times]
-    for f in iter_frames(index, root, camera_id, windows):
-        for i, t in enumerate(times):
-            cur = best[i]
-            if abs(f.ts - t) <= tolerance_s and (cur is None or abs(f.ts - t) < abs(cur.ts - t)):
-                best[i] = f
-    return best
+    None where nothing is recorded that close. Each is found like the rule preview's pictures
+    (:mod:`pipeline.record.still`): a seek to the keyframe before it, then one GOP decoded."""
+    out: list[RecordedFrame | None] = []
+    for t in times:
+        seg = segment_at(index, camera_id, t)
+        found = None if seg is None else timed_frame_in(root, seg, t)
+        if seg is None or found is None or abs(found[0] - t) > tolerance_s:
+            out.append(None)
+        else:
+            out.append(RecordedFrame(camera_id, found[0], found[1], seg.start))
+    return out
 
 
 def merge_ranges(ranges: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -58,20 +58,28 @@ def segment_at(index: SegmentIndex, camera_id: str, t: float) -> Segment | None:
 def frame_in(root: Path, seg: Segment, t: float) -> np.ndarray | None:
     """The frame of ``seg`` (a segment under ``root``, its file derived from its camera and
     start) shown at ``t``; None, and one log line, when its file cannot be read."""
+    found = timed_frame_in(root, seg, t)
+    return None if found is None else found[1]
+
+
+def timed_frame_in(root: Path, seg: Segment, t: float) -> tuple[float, np.ndarray] | None:
+    """:func:`frame_in` with the frame's own time (the ``capture_ts`` clock)."""
     path = segment_path(root, validate_camera_id(seg.camera_id), seg.start)
     try:
         with contextlib.ExitStack() as stack:
             container = stack.enter_context(open_segment(path))
-            return _decode_at(container, t - seg.start)
+            found = _decode_at(container, t - seg.start)
     except (av.FFmpegError, OSError, ValueError) as e:
         # FFmpeg's errors are ValueErrors too: theirs name the file (error_text does not)
         why = error_text(e) if isinstance(e, av.FFmpegError | OSError) else str(e)
         log.warning("%s: cannot read a frame (%s)", path, why)
         return None
+    return None if found is None else (seg.start + found[0], found[1])
 
 
-def _decode_at(container, offset_s: float) -> np.ndarray | None:
-    """The frame shown ``offset_s`` after the first packet of ``container``'s video."""
+def _decode_at(container, offset_s: float) -> tuple[float, np.ndarray] | None:
+    """The frame shown ``offset_s`` after the first packet of ``container``'s video, with its
+    own offset (seconds after that packet)."""
     if not container.streams.video:
         raise ValueError("no video stream")
     vs = container.streams.video[0]
@@ -97,4 +105,7 @@ def _decode_at(container, offset_s: float) -> np.ndarray | None:
         if best is None:
             raise
         # a truncated last fragment (a killed recorder): the frame found before it stands
-    return None if best is None else best[1].to_ndarray(format="bgr24")
+    if best is None:
+        return None
+    frame = best[1]
+    return float((frame.pts - first) * tb), frame.to_ndarray(format="bgr24")

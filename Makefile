@@ -4,7 +4,7 @@ export VIGIL_STATE ?= $(CURDIR)/.vigil
 PYTEST_ARGS ?=
 export KAFKA_NODES ?= 1
 
-.PHONY: lock setup infra-up infra-down demo test test-unit bench gpu-carry gpu-rehearsal lint format clean
+.PHONY: lock setup infra-up infra-down demo test test-unit bench ui-audit gpu-carry gpu-rehearsal lint format clean
 
 lock:  ## regenerate requirements.lock (every package pinned with hashes) from pyproject.toml's ranges
 	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
@@ -30,6 +30,10 @@ demo: setup  ## the whole chain on real footage, end to end
 
 bench: setup
 	bash deploy/local/with-services.sh sh -c '$(PYTHON) -m pipeline.cli bench --out BENCHMARKS.json && $(PYTHON) -m pipeline.cli alerts bench'
+
+ui-audit: setup  ## Lighthouse (pinned in deploy/ui-audit) on every console page, phone and desktop, logged in (docs/console.md)
+	bash deploy/ui-audit/setup.sh
+	bash deploy/local/with-services.sh $(PYTHON) deploy/ui-audit/audit.py $(AUDIT_ARGS)
 
 gpu-carry:  ## .gpu-carry/: wheels (pinned by requirements.lock) + footage + weights the GPU bench needs on a bare GPU machine (deploy/gpu/carry.py)
 	$(PYTHON) deploy/gpu/carry.py build --out .gpu-carry

@@ -124,6 +124,22 @@ def make_mp4(path: Path, width: int, height: int, seconds: float = 2.0) -> Path:
     return path
 
 
+def make_unrecordable(path: Path, kind: str) -> Path:
+    """A short stream MP4 segments cannot hold, made by FFmpeg: ``flv`` (Sorenson Spark video,
+    which the MP4 format has no place for) or ``audio`` (no video at all), in Matroska."""
+    source = {"flv": ["-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-c:v", "flv"]}.get(
+        kind, ["-f", "lavfi", "-i", "sine=frequency=440"]
+    )
+    p = subprocess.run(
+        [_tool("ffmpeg"), "-nostdin", "-v", "error", "-y", *source, "-t", "1", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, f"ffmpeg {path}: {p.stderr}"
+    return path
+
+
 def decode_errors(path: Path | str) -> str:
     """What ``ffmpeg -v error -i PATH -f null -`` says while decoding every frame ('' = none)."""
     p = subprocess.run(

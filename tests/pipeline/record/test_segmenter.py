@@ -33,6 +33,7 @@ from tests.support.recordings import (
     decode_errors,
     ffprobe_duration,
     ffprobe_packets,
+    make_unrecordable,
     start_child_recorder,
 )
 from tests.support.waiting import wait_for
@@ -220,6 +221,41 @@ def test_unreachable_camera_logs_once_and_never_its_password(tmp_path, caplog):
     assert not any("s3cret-pw" in m for m in lines)
     assert "s3cret-pw" not in (rec.stats.last_error or "")
     assert "cam" in " ".join(lines)
+
+
+@pytest.mark.parametrize(
+    "kind, says",
+    [
+        ("flv", "its video is flv (FLV / Sorenson Spark"),
+        ("audio", "has no video stream (it has audio)"),
+    ],
+)
+def test_a_stream_mp4_cannot_hold_stops_the_recording_with_one_line_naming_why(
+    kind, says, tmp_path, caplog, monkeypatch
+):
+    caplog.set_level(logging.INFO, logger="pipeline.record")
+    monkeypatch.setattr(segmenter, "is_file_url", lambda url: False)  # as a network camera
+    source = make_unrecordable(tmp_path / f"{kind}.mkv", kind)
+    camera = f"cam{uuid.uuid4().hex[:6]}"  # metric series of its own
+    rec = Recorder(
+        camera,
+        str(source),
+        tmp_path / "rec",
+        open_timeout_s=1,
+        backoff_initial_s=0.02,
+        backoff_max_s=0.05,
+        source="record_url",
+    ).start()
+    assert wait_for(lambda: not rec.alive, timeout=10), rec.stats
+    # stopped, not retried: reconnecting would find the same codec
+    assert rec.stats.state == "failed" and rec.stats.open_failures == 0, rec.stats
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, lines
+    assert f"record_url {source}" in lines[0] and says in lines[0], lines
+    assert "MP4 segments cannot hold" in lines[0] or kind == "audio"
+    assert "recording stopped" in lines[0] and not any(r.exc_info for r in caplog.records)
+    assert REGISTRY.get_sample_value("vigil_recording_unrecordable", {"camera": camera}) == 1
+    assert list((tmp_path / "rec").rglob("*.mp4")) == []
 
 
 def test_a_folder_that_cannot_be_written_pauses_recording_until_it_can(tmp_path, caplog):

@@ -268,6 +268,7 @@ class Recorder:
         first_arrival: float | None = None
         pending: list = []  # packets of the settling phase
         pace: float | None = None  # a file plays at its own rate, like a camera would
+        last_due = 0.0
         self.stats.state = "settling"
         try:
             for pkt in container.demux(vs):
@@ -284,7 +285,10 @@ class Recorder:
                     due = pts_s if send_s is None else send_s
                     if pace is None:
                         pace = time.monotonic() - due
-                    elif (wait := pace + due - time.monotonic()) > 0 and self._stop.wait(wait):
+                    elif abs(due - last_due) > RESYNC_S:  # its time stamps jump: play on at
+                        pace += last_due + frame_s - due  # its rate (not asleep, nor a burst)
+                    last_due = due
+                    if (wait := pace + due - time.monotonic()) > 0 and self._stop.wait(wait):
                         break
                 arrival = time.time()
                 self.stats.packets += 1

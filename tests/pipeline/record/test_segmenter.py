@@ -33,6 +33,7 @@ from tests.support.recordings import (
     decode_errors,
     ffprobe_duration,
     ffprobe_packets,
+    make_jumping_stream,
     make_unrecordable,
     start_child_recorder,
 )
@@ -221,6 +222,29 @@ def test_unreachable_camera_logs_once_and_never_its_password(tmp_path, caplog):
     assert not any("s3cret-pw" in m for m in lines)
     assert "s3cret-pw" not in (rec.stats.last_error or "")
     assert "cam" in " ".join(lines)
+
+
+def test_a_jump_in_the_streams_clock_ends_the_segment_and_anchors_again(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.record")
+    # 1 s at 30 s, then back to 0 s (a reboot), then ahead to 100 s
+    stream = make_jumping_stream(tmp_path / "jumps.ts", [30, 0, 100])
+    found = []
+    began = time.time()
+    Recorder(
+        "cam1", str(stream), tmp_path / "rec", segment_s=0.5, settle_s=0.1, on_segment=found.append
+    ).run()
+    ended = time.time()
+    lines = [r.getMessage() for r in caplog.records if "jumped" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "jumped by 3" in lines[0] and "jumped by -9" in lines[1], lines
+    # the wall clock throughout: never 30 s or 100 s away, in order, no segment over a jump
+    times = [(round(s.start - began, 2), round(s.end - began, 2)) for s in found]
+    assert len(found) >= 5, times
+    assert all(began - 0.2 <= s.start and s.end <= ended + 0.2 for s in found), times
+    assert all(b.start >= a.end - 0.01 for a, b in zip(found, found[1:], strict=False)), times
+    assert all(s.duration <= 0.5 + 0.01 for s in found), times
+    assert sum(s.frames for s in found) >= 25
+    assert decode_errors(tmp_path / "rec" / found[-1].path) == ""
 
 
 @pytest.mark.parametrize(

@@ -25,14 +25,16 @@ FRAME_S = 0.1  # the footage's 10 fps
 
 def _recorded_frames(root, segments) -> list[list[tuple[float, int]]]:
     """Per segment, ``(time, counter)`` of each frame, time = segment start + PTS (the rule of
-    docs/recordings.md), decoded by FFmpeg through PyAV."""
+    docs/recordings.md), decoded by FFmpeg through PyAV; the frames the segment counts (one cut
+    by the stop may hold a frame sent ahead of frames that never came, shown after its end)."""
     out = []
     for seg in segments:
         with av.open(str(root / seg.path)) as c:
             vs = c.streams.video[0]
             frames = [(f.pts, read_counter(f.to_ndarray(format="bgr24"))) for f in c.decode(vs)]
         first = min(p for p, _ in frames)
-        out.append(sorted((seg.start + float((p - first) * vs.time_base), n) for p, n in frames))
+        timed = sorted((seg.start + float((p - first) * vs.time_base), n) for p, n in frames)
+        out.append([(t, n) for t, n in timed if t < seg.end - FRAME_S / 2])
     return out
 
 
@@ -73,20 +75,28 @@ def test_the_recording_shows_at_each_capture_ts_the_frame_ingest_stamped(tmp_pat
     recorded = [fr for frames in per_segment for fr in frames]
     times = np.array([t for t, _ in recorded])
     at = {n: t for t, n in recorded}
-    diffs, offsets_ms = [], []
-    for n, ts in seen:
-        if not times[0] - FRAME_S / 2 <= ts <= times[-1] + FRAME_S / 2:
-            continue  # ingest saw it before the recording began or after it ended
-        nearest = recorded[int(np.argmin(np.abs(times - ts)))][1]
-        diffs.append(nearest - n)
-        if n in at:
-            offsets_ms.append((at[n] - ts) * 1000)
-    assert len(diffs) >= 20, (seen, recorded)
+    # the frames ingest stamped while the recording ran
+    compared = [
+        (n, ts) for n, ts in seen if times[0] - FRAME_S / 2 <= ts <= times[-1] + FRAME_S / 2
+    ]
+    assert len(compared) >= 20, (seen, recorded)
+    # how late ingest stamped each frame after the stream's own cadence, judged by its quickest
+    # (a frame is stamped once decoded: a busy machine delays a stamp, never advances it)
+    base = min(ts - n * FRAME_S for n, ts in compared)
+    late = [ts - n * FRAME_S - base for n, ts in compared]
+    diffs = [recorded[int(np.argmin(np.abs(times - ts)))][1] - n for n, ts in compared]
+    offsets_ms = [(at[n] - ts) * 1000 for n, ts in compared if n in at]
     summary = (
         f"counter differences {sorted(Counter(diffs).items())}; recorded time - capture_ts (ms): "
         f"median {statistics.median(offsets_ms):.1f}, min {min(offsets_ms):.1f}, "
-        f"max {max(offsets_ms):.1f} over {len(diffs)} frames"
+        f"max {max(offsets_ms):.1f} over {len(diffs)} frames; ingest's stamps late by "
+        f"{sorted(round(x * 1000) for x in late)[-3:]} ms at most"
     )
     print(summary)
-    # within one frame for every frame (on an idle machine: the same frame, a few ms apart)
-    assert all(abs(d) <= 1 for d in diffs), summary
+    # every frame ingest stamped on time: the recording shows it there, within one frame (on an
+    # idle machine: the same frame, a few ms apart) ...
+    prompt = [d for d, x in zip(diffs, late, strict=True) if x <= FRAME_S / 2]
+    assert len(prompt) >= 0.75 * len(diffs), summary
+    assert all(abs(d) <= 1 for d in prompt), summary
+    # ... and a frame stamped late shows there the frame that was live when it was stamped
+    assert all(abs(d - round(x / FRAME_S)) <= 1 for d, x in zip(diffs, late, strict=True)), summary

@@ -226,8 +226,8 @@ def test_unreachable_camera_logs_once_and_never_its_password(tmp_path, caplog):
 
 def test_a_jump_in_the_streams_clock_ends_the_segment_and_anchors_again(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="pipeline.record")
-    # 1 s at 30 s, then back to 0 s (a reboot), then ahead to 100 s
-    stream = make_jumping_stream(tmp_path / "jumps.ts", [30, 0, 100])
+    # 0.6 s at 30 s, then back to 0 s (a reboot), then ahead to 100 s
+    stream = make_jumping_stream(tmp_path / "jumps.ts", [30, 0, 100], part_s=0.6)
     found = []
     began = time.time()
     Recorder(
@@ -243,7 +243,7 @@ def test_a_jump_in_the_streams_clock_ends_the_segment_and_anchors_again(tmp_path
     assert all(began - 0.2 <= s.start and s.end <= ended + 0.2 for s in found), times
     assert all(b.start >= a.end - 0.05 for a, b in zip(found, found[1:], strict=False)), times
     assert all(s.duration <= 0.5 + 0.01 for s in found), times
-    assert sum(s.frames for s in found) >= 25
+    assert sum(s.frames for s in found) >= 15
     assert decode_errors(tmp_path / "rec" / found[-1].path) == ""
 
 

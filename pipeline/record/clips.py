@@ -10,12 +10,15 @@ The cache: ``<recordings.dir>/.clips/<alert id>.<digest>.mp4``, the digest taken
 clip is cut from (its range, clipped to the footage indexed, and the segments' starts, ends and
 sizes). A clip is cut again when that changes: an active alert's range grew into new segments, it
 ended, a segment was added, rebuilt or deleted; the older file of the alert is then removed. A
-file of the cache can be deleted at any time: it is cut again when asked for.
+file of the cache can be deleted at any time: it is cut again when asked for. Beside each clip,
+``<alert id>.<digest>.gaps.json`` keeps the gaps of its range (:func:`cached_gaps`): stretches
+not recorded, and those of segments found damaged while cutting.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -135,11 +138,28 @@ def write_clip(
         raise _unavailable(rng) from None
 
 
+def gaps_file(clip: Path) -> Path:
+    """The file beside a cached clip that lists its gaps."""
+    return clip.with_name(f"{clip.stem}.gaps.json")
+
+
+def cached_gaps(clip: Path) -> list[tuple[float, float]]:
+    """The gaps of a clip :func:`cached_clip` returned (``[]`` when its list is unreadable:
+    the cache is the console's own, but a file there may be deleted or damaged any time)."""
+    try:
+        raw = json.loads(gaps_file(clip).read_text(encoding="utf-8"))
+        gaps = [(float(a), float(b)) for a, b in raw["gaps"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        return []
+    return [(a, b) for a, b in gaps if math.isfinite(a) and math.isfinite(b) and a < b]
+
+
 def _drop_cached(cache: Path, alert_id: str, keep: Path | None = None) -> None:
     # ids have no '.', digests are hex: "<id>.*.mp4" names this alert's files only
     for old in cache.glob(f"{alert_id}.*.mp4"):
         if old != keep:
             old.unlink(missing_ok=True)
+            gaps_file(old).unlink(missing_ok=True)
 
 
 def cached_clip(
@@ -159,7 +179,7 @@ def cached_clip(
             _drop_cached(cache, rng.alert_id)
         raise _unavailable(rng)
     path = cache / f"{rng.alert_id}.{_digest(rng, segments)}.mp4"
-    if path.is_file():
+    if path.is_file() and gaps_file(path).is_file():
         return path
     try:
         cache.mkdir(mode=0o750, exist_ok=True)
@@ -168,14 +188,22 @@ def cached_clip(
             f"clip cache {cache}: cannot create it ({e.strerror or type(e).__name__})"
         ) from None
     part = cache / f".{rng.alert_id}.{uuid.uuid4().hex}.part"
+    part_gaps = part.with_suffix(".gaps")
     try:
-        cut(root, segments, rng.start, rng.end, part, tolerance_s)
+        result = cut(root, segments, rng.start, rng.end, part, tolerance_s)
+        part_gaps.write_text(json.dumps({"gaps": result.gaps}), encoding="utf-8")
+        os.replace(part_gaps, gaps_file(path))  # first: a clip without its list is cut again
         os.replace(part, path)
     except NothingRecorded:
         _drop_cached(cache, rng.alert_id)
         raise _unavailable(rng) from None
+    except OSError as e:
+        raise InputError(
+            f"clip cache {cache}: cannot write there ({e.strerror or type(e).__name__})"
+        ) from None
     finally:
         part.unlink(missing_ok=True)
+        part_gaps.unlink(missing_ok=True)
     _drop_cached(cache, rng.alert_id, keep=path)
     log.debug("clip of alert %s cut into %s", rng.alert_id, path)
     return path

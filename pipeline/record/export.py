@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -116,6 +116,24 @@ def check_output(out: Path) -> Path:
     return out
 
 
+def _held(
+    seg: Segment, path: Path, held: float, done: bool, stopped: str | None, tolerance_s: float
+) -> Segment:
+    """``seg`` as far as its file holds frames: a file cut short (a damaged disk, a copy cut
+    off) or unreadable past some fragment covers less than its index entry says, and the rest
+    is a gap of the cut (one log line). ``done``: the cut ended inside it (read no further)."""
+    if done or held >= seg.end - tolerance_s:
+        return seg
+    log.warning(
+        "%s: holds frames up to %s only (indexed up to %s%s); the rest is a gap",
+        path,
+        iso(held),
+        iso(seg.end),
+        f"; read stopped: {stopped}" if stopped else "",
+    )
+    return replace(seg, end=max(seg.start, held))
+
+
 def cut(
     root: Path,
     segments: list[Segment],
@@ -148,9 +166,13 @@ def cut(
                 tb = vs.time_base
                 frame_s = 1.0 / float(vs.average_rate) if vs.average_rate else 0.1
                 ref: int | None = None
-                used.append(seg)
+                held = seg.start  # end of the frames the file holds (its index entry may say more)
+                stopped = None  # why the read ended before the file's end
                 try:
                     for pkt in container.demux(vs):
+                        if pkt.is_corrupt:  # cut off by the file's end, or damaged: frames
+                            stopped = "a damaged or incomplete frame"  # after it need it
+                            break
                         if pkt.pts is None or pkt.size == 0:
                             continue
                         if ref is None:
@@ -162,6 +184,7 @@ def cut(
                             done = True
                             break
                         dur_s = float(pkt.duration * tb) if pkt.duration else frame_s
+                        held = max(held, wall_pts + dur_s)
                         item = (vs, pkt, wall_pts, wall_dts, dur_s)
                         if not started:
                             if pkt.is_keyframe and wall_pts <= t0:
@@ -176,8 +199,9 @@ def cut(
                                 writer.write(*g)
                             gop = []
                         writer.write(*item)
-                except (av.FFmpegError, OSError) as e:  # a truncated last fragment
-                    log.warning("%s: read stopped early (%s)", path, error_text(e))
+                except (av.FFmpegError, OSError) as e:  # cut short, or garbage in a fragment
+                    stopped = error_text(e)
+                used.append(_held(seg, path, held, done, stopped, tolerance_s))
                 if not started and gop:  # the range ends inside the first GOP
                     started = True
                     for g in gop:

@@ -268,6 +268,8 @@ def _probe(container) -> tuple[float, int]:
     frames = 0
     try:
         for pkt in container.demux(vs):
+            if pkt.is_corrupt:  # cut off by the file's end (a kill, a full disk) or damaged
+                break
             if pkt.pts is None or pkt.size == 0:
                 continue
             if first is None:

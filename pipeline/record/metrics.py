@@ -17,6 +17,12 @@ RECORDING_PAUSES = Counter(
     "Times the camera's recording paused, by reason (disk_full, not_writable)",
     ["camera", "reason"],
 )
+RECORDING_UNRECORDABLE = Gauge(
+    "vigil_recording_unrecordable",
+    "1 when the camera's recording stopped because its stream cannot be recorded (no video, or "
+    "a video codec MP4 segments cannot hold)",
+    ["camera"],
+)
 RECORDINGS_BYTES = Gauge(
     "vigil_recordings_bytes",
     "Bytes of the camera's segments after the last retention pass",

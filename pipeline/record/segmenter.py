@@ -45,10 +45,16 @@ from pipeline.common.retry import Stopped, retry_with_backoff
 from pipeline.common.streams import is_file_url, unsafe_character
 from pipeline.common.urls import mask_url
 from pipeline.record.layout import relative_path
-from pipeline.record.metrics import RECORDING_PAUSED, RECORDING_PAUSES, pause_reason
+from pipeline.record.metrics import (
+    RECORDING_PAUSED,
+    RECORDING_PAUSES,
+    RECORDING_UNRECORDABLE,
+    pause_reason,
+)
 from pipeline.record.segment import MOVFLAGS, Segment, SegmentOutput, shown_end
 from pipeline.record.stream import (
     StreamUnavailable,
+    UnrecordableStream,
     check_writable_dir,
     error_text,
     open_options,
@@ -62,6 +68,7 @@ __all__ = [
     "RecorderStats",
     "Segment",
     "StreamUnavailable",
+    "UnrecordableStream",
     "check_writable_dir",
     "error_text",
     "open_options",
@@ -114,6 +121,7 @@ class Recorder:
         backoff_max_s: float = 10.0,
         settle_s: float = DEFAULT_SETTLE_S,
         on_segment: Callable[[Segment], None] | None = None,
+        source: str = "url",
     ) -> None:
         try:
             self.camera_id = validate_camera_id(camera_id)
@@ -124,6 +132,7 @@ class Recorder:
                 f"camera {camera_id}: url {mask_url(url)!r} holds a control character or whitespace"
             )
         self.url = url
+        self.source = source  # the camera setting the URL is from (url, record_url): for errors
         self.root = check_writable_dir(Path(root))
         self.segment_s = segment_s
         self.open_timeout_s = open_timeout_s
@@ -139,6 +148,7 @@ class Recorder:
         self._index_failing = False
         self._write_failing = False
         RECORDING_PAUSED.labels(self.camera_id).set(0)
+        RECORDING_UNRECORDABLE.labels(self.camera_id).set(0)
 
     def __str__(self) -> str:
         return f"recorder {self.camera_id} ({mask_url(self.url)})"
@@ -165,6 +175,10 @@ class Recorder:
     def _thread_main(self) -> None:
         try:
             self.run()
+        except UnrecordableStream as e:  # reconnecting would not change it: one line, stop
+            self.stats.state, self.stats.last_error = "failed", str(e)
+            RECORDING_UNRECORDABLE.labels(self.camera_id).set(1)
+            log.error("%s: %s; recording stopped", self, e)
         except StreamUnavailable as e:
             self.stats.state, self.stats.last_error = "failed", str(e)
             log.error("%s: %s", self, e)
@@ -210,12 +224,16 @@ class Recorder:
         while not self._stop.is_set():
             self.stats.state = "connecting"
             if self._file:
-                container = open_stream(self.url, self.open_timeout_s, self.read_timeout_s)
+                container = open_stream(
+                    self.url, self.open_timeout_s, self.read_timeout_s, self.source
+                )
                 log.info("%s: opened", self)
             else:
                 try:
                     container = retry_with_backoff(
-                        lambda: open_stream(self.url, self.open_timeout_s, self.read_timeout_s),
+                        lambda: open_stream(
+                            self.url, self.open_timeout_s, self.read_timeout_s, self.source
+                        ),
                         self._stop,
                         (StreamUnavailable,),
                         *self.backoff,
@@ -250,6 +268,7 @@ class Recorder:
         first_arrival: float | None = None
         pending: list = []  # packets of the settling phase
         pace: float | None = None  # a file plays at its own rate, like a camera would
+        last_due = 0.0
         self.stats.state = "settling"
         try:
             for pkt in container.demux(vs):
@@ -266,7 +285,10 @@ class Recorder:
                     due = pts_s if send_s is None else send_s
                     if pace is None:
                         pace = time.monotonic() - due
-                    elif (wait := pace + due - time.monotonic()) > 0 and self._stop.wait(wait):
+                    elif abs(due - last_due) > RESYNC_S:  # its time stamps jump: play on at
+                        pace += last_due + frame_s - due  # its rate (not asleep, nor a burst)
+                    last_due = due
+                    if (wait := pace + due - time.monotonic()) > 0 and self._stop.wait(wait):
                         break
                 arrival = time.time()
                 self.stats.packets += 1

@@ -158,6 +158,7 @@ class RecorderService:
             backoff_max_s=c.backoff_max_s,
             settle_s=self.settle_s,
             on_segment=self.index.add,
+            source="record_url" if spec.record_url else "url",
         )
 
     @staticmethod

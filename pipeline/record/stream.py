@@ -3,6 +3,7 @@ kind of URL, errors worded without the URL's secrets (a camera URL may hold a pa
 
 from __future__ import annotations
 
+import io
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,42 @@ from pipeline.common.urls import mask_url
 
 class StreamUnavailable(UserError):
     """A stream that cannot be opened or read; the message masks the URL's secrets."""
+
+
+class UnrecordableStream(UserError):
+    """A stream that opens but that MP4 segments cannot hold (no video, or a video codec the MP4
+    format has no place for): reconnecting would not change it, so the recording stops."""
+
+
+def codec_text(stream) -> str:
+    """``name (long name)`` of a stream's codec, as FFmpeg names it."""
+    try:
+        codec = stream.codec_context.codec
+        name, long_name = codec.name, codec.long_name
+    except Exception:  # no codec FFmpeg knows: its id is all there is
+        return str(getattr(stream, "codec_tag", "") or "an unknown codec")
+    return f"{name} ({long_name})" if long_name and long_name != name else name
+
+
+def check_recordable(container, url: str, source: str = "url") -> None:
+    """:class:`UnrecordableStream` naming the codec when ``container``'s first video stream
+    cannot be copied into an MP4 segment (or there is none); ``source`` names the setting the
+    URL came from (``url``, ``record_url``)."""
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        raise UnrecordableStream(
+            f"{source} {mask_url(url)} has no video stream (it has {', '.join(kinds)})"
+        )
+    vs = container.streams.video[0]
+    try:  # the muxer is the judge: the same template the segments are made from
+        with av.open(io.BytesIO(), "w", format="mp4") as probe:
+            probe.add_stream_from_template(vs)
+    except (ValueError, av.FFmpegError):
+        raise UnrecordableStream(
+            f"{source} {mask_url(url)}: its video is {codec_text(vs)}, which MP4 segments "
+            "cannot hold (the recorder copies packets, it never re-encodes); set the camera's "
+            "stream to H.264 or H.265, or turn its recording off"
+        ) from None
 
 
 def check_writable_dir(root: Path) -> Path:
@@ -52,9 +89,11 @@ def error_text(e: BaseException) -> str:
     return type(e).__name__
 
 
-def open_stream(url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
-    """The input container of ``url`` with its first video stream, or :class:`StreamUnavailable`
-    (the URL masked)."""
+def open_stream(
+    url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0, source: str = "url"
+):
+    """The input container of ``url`` with its first video stream, :class:`StreamUnavailable`
+    (cannot open; the URL masked) or :class:`UnrecordableStream` (no video MP4 can hold)."""
     if unsafe_character(url) is not None:
         raise StreamUnavailable(f"{mask_url(url)!r}: control character or whitespace in the URL")
     try:
@@ -63,7 +102,9 @@ def open_stream(url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 
         )
     except (av.FFmpegError, OSError) as e:
         raise StreamUnavailable(f"cannot open {mask_url(url)} ({error_text(e)})") from None
-    if not container.streams.video:
+    try:
+        check_recordable(container, url, source)
+    except UnrecordableStream:
         container.close()
-        raise StreamUnavailable(f"{mask_url(url)} has no video stream")
+        raise
     return container

@@ -183,6 +183,22 @@ def copy_recording_as(
     return segments
 
 
+def make_unrecordable(path: Path, kind: str) -> Path:
+    """A short stream MP4 segments cannot hold, made by FFmpeg: ``flv`` (Sorenson Spark video,
+    which the MP4 format has no place for) or ``audio`` (no video at all), in Matroska."""
+    source = {"flv": ["-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-c:v", "flv"]}.get(
+        kind, ["-f", "lavfi", "-i", "sine=frequency=440"]
+    )
+    p = subprocess.run(
+        [_tool("ffmpeg"), "-nostdin", "-v", "error", "-y", *source, "-t", "1", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, f"ffmpeg {path}: {p.stderr}"
+    return path
+
+
 def decode_errors(path: Path | str) -> str:
     """What ``ffmpeg -v error -i PATH -f null -`` says while decoding every frame ('' = none)."""
     p = subprocess.run(
@@ -358,3 +374,24 @@ def fake_segment(
     seg = Segment(camera, rel, start, start + duration, size, int(duration * 10))
     index.add(seg)
     return seg
+
+
+def make_jumping_stream(path: Path, offsets_s: list[float], part_s: float = 1.0) -> Path:
+    """An MPEG-TS stream (160x120 H.264, 10 fps, a keyframe each 0.5 s) of ``part_s`` pieces
+    whose time stamps start at each of ``offsets_s`` in turn: a camera's clock jumping (a
+    reboot, a wrapped counter) between the pieces."""
+    parts = []
+    for i, offset in enumerate(offsets_s):
+        part = path.with_name(f"{path.stem}.{i}.ts")
+        p = subprocess.run(
+            [_tool("ffmpeg"), "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"]
+            + ["testsrc=size=160x120:rate=10", "-t", str(part_s), "-c:v", "libx264", "-g", "5"]
+            + ["-bf", "0", "-output_ts_offset", str(offset), "-f", "mpegts", str(part)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert p.returncode == 0, f"ffmpeg {part}: {p.stderr}"
+        parts.append(part.read_bytes())
+    path.write_bytes(b"".join(parts))
+    return path

@@ -30,7 +30,14 @@ from pipeline.console.clips import alert_clip_range
 from pipeline.console.review_frames import add_clip_frames
 from pipeline.console.state import ConsoleState, as_operator, principal, state
 from pipeline.console.streams import GuardedStream, open_stream
-from pipeline.record.clips import ClipUnavailable, UnusableAlert, cached_clip, validate_alert_id
+from pipeline.record.clips import (
+    ClipUnavailable,
+    UnusableAlert,
+    cached_clip,
+    cached_gaps,
+    validate_alert_id,
+)
+from pipeline.record.export import iso
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
@@ -218,7 +225,9 @@ def clip(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = De
     """The alert's clip: its camera's recording from ``pre_s`` before it started to ``post_s``
     after it ended (or now, while it is active), remuxed from the segments and cached. HTTP Range
     is served (206; 416 for a range outside the file), so a ``<video>`` seeks in it; 404 saying
-    so when the alert is unknown or its footage expired or was never recorded."""
+    so when the alert is unknown or its footage expired or was never recorded. The stretches of
+    its range not recorded (or in segments found damaged) are listed in ``X-Vigil-Clip-Gaps``:
+    ISO 8601 intervals ``FROM/TO``, comma-separated (no header: no gap)."""
     try:
         validate_alert_id(alert_id)
     except UnusableAlert:
@@ -236,11 +245,15 @@ def clip(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = De
         raise HTTPException(
             503, "the clip cannot be cut now (the recordings folder is not writable; see the log)"
         ) from None
+    gaps = cached_gaps(path)
     return FileResponse(
         path,
         media_type="video/mp4",
         filename=f"alert-{alert_id}.mp4",
         content_disposition_type="inline",
+        headers={"X-Vigil-Clip-Gaps": ", ".join(f"{iso(a)}/{iso(b)}" for a, b in gaps)}
+        if gaps
+        else None,
     )
 
 

@@ -6,6 +6,7 @@ same clip."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -83,6 +84,20 @@ def test_a_range_request_gets_those_bytes_and_a_range_past_the_end_416(stack, al
     r = viewer.get(f"/api/alerts/{alert_id}/clip.mp4", headers={"Range": f"bytes={len(whole)}-"})
     assert r.status_code == 416
     assert r.headers["content-range"] == f"bytes */{len(whole)}"
+
+
+def test_the_clip_names_the_stretches_of_its_range_not_recorded(
+    stack, alert_id, camera_recording, viewer
+):
+    assert "x-vigil-clip-gaps" not in viewer.get(f"/api/alerts/{alert_id}/clip.mp4").headers
+    last = camera_recording.segments[-1]
+    # the clip: 5 s before to 5 s after, past the end of the recording by 7 s
+    late = store_alert(AlertStore(stack.cfg.redis), "cam1", last.end - 3, last.end + 2)
+    r = viewer.get(f"/api/alerts/{late}/clip.mp4")
+    assert r.status_code == 200
+    (gap,) = r.headers["x-vigil-clip-gaps"].split(", ")
+    a, b = (datetime.fromisoformat(t).timestamp() for t in gap.split("/"))
+    assert a == pytest.approx(last.end, abs=0.002) and b == pytest.approx(last.end + 7, abs=0.002)
 
 
 def test_not_logged_in_gets_no_clip(stack, alert_id):

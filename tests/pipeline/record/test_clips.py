@@ -19,7 +19,9 @@ from pipeline.record.clips import (
     ClipUnavailable,
     UnusableAlert,
     cached_clip,
+    cached_gaps,
     clip_range,
+    gaps_file,
     write_clip,
 )
 from pipeline.record.index import SegmentIndex
@@ -138,7 +140,22 @@ def test_a_clip_is_cached_and_cut_again_when_the_alert_ends_or_the_segments_chan
     index.add(dataclasses.replace(first, bytes=first.bytes + 1))
     p3 = cached_clip(index, root, ended)
     assert p3 != p2 and not p2.exists()
-    assert list((root / CACHE_DIR).iterdir()) == [p3]  # no stray part files
+    # no stray part files: the clip and its list of gaps
+    assert sorted((root / CACHE_DIR).iterdir()) == sorted([p3, gaps_file(p3)])
+
+
+@pytest.mark.integration
+def test_a_damaged_segment_is_a_gap_the_cached_clip_lists(footage):
+    rec, root, index = footage
+    first, middle, last = rec.segments[:3]
+    (root / middle.path).write_bytes(b"\0" * 4096)  # overwritten on disk
+    rng = clip_range(alert(first.end - 2, last.start + 1), 1.0, 1.0, now=last.end + 60)
+    clip = cached_clip(index, root, rng)
+    assert decode_errors(clip) == ""
+    (gap,) = cached_gaps(clip)
+    assert gap == (pytest.approx(first.end, abs=0.3), pytest.approx(last.start, abs=0.001))
+    gaps_file(clip).unlink()  # the list gone (the cache may be cleaned any time): cut again
+    assert cached_gaps(cached_clip(index, root, rng)) == [gap]
 
 
 @pytest.mark.integration

@@ -3,10 +3,14 @@ expected duration, starting on the keyframe at or before the range, saying where
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+
 import pytest
 
 from pipeline.common.errors import InputError, InputNotFound, UsageError
-from pipeline.record.export import NothingRecorded, export
+from pipeline.record.export import NothingRecorded, cut, export
 from tests.support.recordings import (
     CLIP_GOP_S,
     decode_errors,
@@ -74,3 +78,30 @@ def test_a_write_error_during_the_cut_is_named_as_such(camera_recording, tmp_pat
     full.rmdir()  # gone after the check: the first write fails
     with pytest.raises(InputError, match=f"{out}: cannot write"):
         export(rec.index, rec.root, rec.camera, first.start, first.start + 3, out)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_segment_is_skipped_with_one_line_and_the_export_says_where_the_gap_is(
+    damage, camera_recording, tmp_path, caplog
+):
+    rec = camera_recording
+    first, middle, last = rec.segments[:3]
+    root = tmp_path / "rec"
+    shutil.copytree(rec.root / rec.camera, root / rec.camera)
+    path = root / middle.path
+    data = path.read_bytes()
+    # cut off in the middle of a fragment (a full disk, a copy cut off), or overwritten
+    path.write_bytes(data[: len(data) * 2 // 5] if damage == "truncated" else os.urandom(len(data)))
+    caplog.set_level(logging.WARNING, logger="pipeline.record")
+    out = tmp_path / "out.mp4"
+    result = cut(root, rec.segments[:3], first.start + 1, last.start + 2, out)
+    (gap,) = result.gaps
+    if damage == "truncated":  # what the file still holds plays; the rest is the gap
+        assert middle.start + 2 < gap[0] < middle.start + 6, (gap, middle)
+    else:
+        assert gap[0] == pytest.approx(first.end, abs=0.3)
+    assert gap[1] == pytest.approx(last.start, abs=0.001)
+    lines = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
+    assert len(lines) == 1 and "gap" in lines[0], lines
+    assert decode_errors(out) == ""
+    assert result.segments == (3 if damage == "truncated" else 2)

@@ -33,6 +33,8 @@ from tests.support.recordings import (
     decode_errors,
     ffprobe_duration,
     ffprobe_packets,
+    make_jumping_stream,
+    make_unrecordable,
     start_child_recorder,
 )
 from tests.support.waiting import wait_for
@@ -220,6 +222,64 @@ def test_unreachable_camera_logs_once_and_never_its_password(tmp_path, caplog):
     assert not any("s3cret-pw" in m for m in lines)
     assert "s3cret-pw" not in (rec.stats.last_error or "")
     assert "cam" in " ".join(lines)
+
+
+def test_a_jump_in_the_streams_clock_ends_the_segment_and_anchors_again(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.record")
+    # 0.6 s at 30 s, then back to 0 s (a reboot), then ahead to 100 s
+    stream = make_jumping_stream(tmp_path / "jumps.ts", [30, 0, 100], part_s=0.6)
+    found = []
+    began = time.time()
+    Recorder(
+        "cam1", str(stream), tmp_path / "rec", segment_s=0.5, settle_s=0.1, on_segment=found.append
+    ).run()
+    ended = time.time()
+    lines = [r.getMessage() for r in caplog.records if "jumped" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "jumped by 3" in lines[0] and "jumped by -9" in lines[1], lines
+    # the wall clock throughout: never 30 s or 100 s away, in order, no segment over a jump
+    times = [(round(s.start - began, 2), round(s.end - began, 2)) for s in found]
+    assert len(found) >= 5, times
+    assert all(began - 0.2 <= s.start and s.end <= ended + 0.2 for s in found), times
+    assert all(b.start >= a.end - 0.05 for a, b in zip(found, found[1:], strict=False)), times
+    assert all(s.duration <= 0.5 + 0.01 for s in found), times
+    assert sum(s.frames for s in found) >= 15
+    assert decode_errors(tmp_path / "rec" / found[-1].path) == ""
+
+
+@pytest.mark.parametrize(
+    "kind, says",
+    [
+        ("flv", "its video is flv (FLV / Sorenson Spark"),
+        ("audio", "has no video stream (it has audio)"),
+    ],
+)
+def test_a_stream_mp4_cannot_hold_stops_the_recording_with_one_line_naming_why(
+    kind, says, tmp_path, caplog, monkeypatch
+):
+    caplog.set_level(logging.INFO, logger="pipeline.record")
+    monkeypatch.setattr(segmenter, "is_file_url", lambda url: False)  # as a network camera
+    source = make_unrecordable(tmp_path / f"{kind}.mkv", kind)
+    camera = f"cam{uuid.uuid4().hex[:6]}"  # metric series of its own
+    rec = Recorder(
+        camera,
+        str(source),
+        tmp_path / "rec",
+        open_timeout_s=1,
+        backoff_initial_s=0.02,
+        backoff_max_s=0.05,
+        source="record_url",
+    ).start()
+    assert wait_for(lambda: not rec.alive, timeout=10), rec.stats
+    # stopped, not retried: reconnecting would find the same codec
+    assert rec.stats.state == "failed" and rec.stats.open_failures == 0, rec.stats
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, lines
+    assert f"record_url {source}" in lines[0] and says in lines[0], lines
+    assert "MP4 segments cannot hold" in lines[0] or kind == "audio"
+    assert "recording stopped" in lines[0] and not any(r.exc_info for r in caplog.records)
+    assert REGISTRY.get_sample_value("vigil_recording_unrecordable", {"camera": camera}) == 1
+    assert list((tmp_path / "rec").rglob("*.mp4")) == []
 
 
 def test_a_folder_that_cannot_be_written_pauses_recording_until_it_can(tmp_path, caplog):

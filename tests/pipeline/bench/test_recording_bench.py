@@ -78,10 +78,13 @@ def test_budget_series_finds_the_crossing_the_peak_and_the_excess():
 
 
 def test_the_served_stream_has_the_stated_size_rate_and_keyframe_interval(tmp_path):
-    src = tmp_path / "src.mp4"  # 2 s of moving squares at 10 fps, like the footage's rate
+    # 2 s at 10 fps (the footage's rate): a moving square, then a cut to another scene at 1 s
+    # (an encoder left to itself puts a keyframe there; a camera keeps its fixed interval)
+    src = tmp_path / "src.mp4"
     out = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 90))
+    noise = np.random.default_rng(0).integers(0, 255, (90, 160, 3), np.uint8)
     for i in range(20):
-        frame = np.zeros((90, 160, 3), np.uint8)
+        frame = np.zeros((90, 160, 3), np.uint8) if i < 10 else noise.copy()
         frame[20:50, 5 * i : 5 * i + 30] = (0, 200, 255)
         out.write(frame)
     out.release()
@@ -98,7 +101,7 @@ def test_the_served_stream_has_the_stated_size_rate_and_keyframe_interval(tmp_pa
 
 
 def test_sizing_rows_parse_and_a_bad_one_is_named():
-    rows = parse_sizing("teacher 320 f32=12.4@10.7, teacher 640 f32=4.4@10.7*640/320")
+    rows = parse_sizing("teacher 320 f32 =12.4@10.7, teacher 640 f32=4.4@10.7*640/320")
     assert [(r.label, r.per_core, r.det_ms, r.scale) for r in rows] == [
         ("teacher 320 f32", 12.4, 10.7, None),
         ("teacher 640 f32", 4.4, 10.7, (640, 320)),

@@ -99,6 +99,15 @@ class ClipWatch:
             return handle(raw, where, key)
 
         follower.handle = timed
+        self.assigned = threading.Event()
+        on_assigned = follower.on_assigned
+
+        def assigned(tps):
+            on_assigned(tps)
+            if tps:
+                self.assigned.set()
+
+        follower.on_assigned = assigned
 
     def start(self) -> ClipWatch:
         self._thread.start()
@@ -166,7 +175,6 @@ def _follower(rig: Rig):
         rig.holds(),
         lambda cid: rec if cid == CAMERA else None,
         group_id=f"rb{rig.tag}-alerts",
-        session_timeout_ms=6000,
         poll_timeout_ms=200,
         index=rig.index(),
     )
@@ -200,9 +208,11 @@ def streams_run(
     readers = {name: _reader(f"bench-dec-{name}", urls[name], fps) for name in ("sub", "main")}
     follower, producer = _follower(rig)
     watch = ClipWatch(rig, follower, producer, rig.holds().client)
+    follower.start()  # its group joined before the clock starts (seconds on a busy machine)
+    if not watch.assigned.wait(60):
+        emit("the alert follower got no partition within 60 s: no clip figures")
     sim0 = process_seconds(sim_pid) if sim_pid else None
     t0 = time.time()
-    follower.start()
     rec.start()
     for r in readers.values():
         r.start()

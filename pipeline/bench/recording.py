@@ -52,6 +52,7 @@ from pipeline.bench.recording_media import (
 )
 from pipeline.bench.recording_runs import Rig, clip_cuts, retention_run, streams_run
 from pipeline.common.assets import REPO_ROOT, footage
+from pipeline.common.errors import UserError
 
 log = logging.getLogger(__name__)
 SECTIONS = ("streams", "clips", "retention", "detect")
@@ -66,6 +67,13 @@ SIZING = (
 
 def _cache() -> Path:
     return Path(os.environ.get("VIGIL_CACHE") or "~/.cache/vigil").expanduser() / "bench"
+
+
+def _sizing(text: str):
+    try:
+        return parse_sizing(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--detector-seconds", type=float, default=4.0, help="per resolution and round")
     p.add_argument(
         "--sizing",
-        type=parse_sizing,
+        type=_sizing,
         default=parse_sizing(SIZING),
         help="sizing-table rows to estimate with motion gating: LABEL=PER_CORE@MS[*A/B],... "
         "(MS: the detector's CPU ms per frame; *A/B: scaled by this run's imgsz A/B ratio)",
@@ -373,7 +381,11 @@ def run(args: argparse.Namespace, emit=print) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    res = run(args)
+    try:
+        res = run(args)
+    except UserError as e:  # missing footage or ffmpeg, Kafka or Redis away: said, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1, default=str) + "\n")
         print(f"wrote {args.out}")

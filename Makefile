@@ -4,7 +4,7 @@ export VIGIL_STATE ?= $(CURDIR)/.vigil
 PYTEST_ARGS ?=
 export KAFKA_NODES ?= 1
 
-.PHONY: lock setup infra-up infra-down demo test test-unit bench ui-audit gpu-carry gpu-rehearsal lint format clean
+.PHONY: lock setup infra-up infra-down demo test test-unit bench bench-recording ui-audit gpu-carry gpu-rehearsal lint format clean
 
 lock:  ## regenerate requirements.lock (every package pinned with hashes) from pyproject.toml's ranges
 	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
@@ -29,7 +29,10 @@ demo: setup  ## the whole chain on real footage, end to end
 	bash deploy/local/with-services.sh $(PYTHON) -m pipeline.cli demo $(DEMO_ARGS)
 
 bench: setup
-	bash deploy/local/with-services.sh sh -c '$(PYTHON) -m pipeline.cli bench --out BENCHMARKS.json && $(PYTHON) -m pipeline.cli alerts bench'
+	bash deploy/local/with-services.sh sh -c '$(PYTHON) -m pipeline.cli bench --out BENCHMARKS.json && $(PYTHON) -m pipeline.cli alerts bench && $(PYTHON) -m pipeline.bench.recording --out BENCHMARKS-recording.json'
+
+bench-recording: setup  ## the recording figures alone (BENCHMARKS.md, issue 24 section 5), a few minutes
+	bash deploy/local/with-services.sh $(PYTHON) -m pipeline.bench.recording --out BENCHMARKS-recording.json
 
 ui-audit: setup  ## Lighthouse (pinned in deploy/ui-audit) on every console page, phone and desktop, logged in (docs/console.md)
 	bash deploy/ui-audit/setup.sh

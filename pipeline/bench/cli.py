@@ -129,6 +129,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--student", default=None, help="student weights for student@SIZE")
     p.add_argument("--capacity-precisions", type=_names, default=["f32", "int8"])
     p.add_argument("--capacity-fps", type=float, default=5.0)
+    p.add_argument(
+        "--capacity-gating",
+        action="store_true",
+        help="the sizing table's runs with motion gating on (the config's ingest.motion)",
+    )
     p.add_argument("--capacity-start", type=int, default=2)
     p.add_argument("--capacity-step", type=int, default=2)
     p.add_argument("--capacity-max", type=int, default=40)

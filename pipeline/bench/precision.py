@@ -157,8 +157,9 @@ class PrecisionSection:
             models.append((m, weights, int(size or self.args.imgsz), over))
         saved = self.args.camera_fps
         self.args.camera_fps = fps
+        gated = " with motion gating" if getattr(self.args, "capacity_gating", False) else ""
         self.emit(
-            f"\n## Sizing: cameras at {fps:g} fps one worker carries (processed >= 0.98 x "
+            f"\n## Sizing{gated}: cameras at {fps:g} fps one worker carries (processed >= 0.98 x "
             f"offered per camera, p99 < 1 s; steps {self.args.capacity_start}+"
             f"{self.args.capacity_step} up to {self.args.capacity_max}, "
             f"{self.args.duration:g} s each)"
@@ -205,7 +206,8 @@ class PrecisionSection:
         runs = []
         n = self.args.capacity_start
         while n <= self.args.capacity_max:
-            r = self.pipeline_run(det, n, False, self.args.duration)
+            gating = bool(getattr(self.args, "capacity_gating", False))
+            r = self.pipeline_run(det, n, gating, self.args.duration)
             worst = min(r["per_camera_fps"].values())
             p99 = r["latency_p99_ms"] or 0
             why = []
@@ -228,6 +230,7 @@ class PrecisionSection:
         return {
             "model": label,
             "precision": precision,
+            "gating": bool(getattr(self.args, "capacity_gating", False)),
             "cameras": cameras,
             "per_core": round(cameras / cores, 1) if cores else None,
             "ok": ok,

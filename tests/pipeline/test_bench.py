@@ -148,3 +148,44 @@ def test_capacity_stepping_a_student_and_a_model_that_cannot_run():
         ("student.pt", 320, "int8", None),
     ]
     assert bench.args.camera_fps == 30.0  # restored
+
+
+@pytest.mark.parametrize("gating", [False, True])
+def test_capacity_runs_every_step_with_motion_gating_when_asked(gating):
+    """``--capacity-gating``: the sizing table's rows with motion gating on (issue 24)."""
+    from pipeline.bench.precision import PrecisionSection
+
+    class Bench(PrecisionSection):
+        def __init__(self):
+            self.args = argparse.Namespace(
+                capacity_fps=5.0,
+                capacity_models=["teacher@320"],
+                capacity_precisions=["f32"],
+                capacity_start=2,
+                capacity_step=2,
+                capacity_max=4,
+                capacity_gating=gating,
+                student=None,
+                imgsz=320,
+                camera_fps=30.0,
+                duration=1.0,
+            )
+            self.det_dict = {"weights": "teacher.pt", "max_batch": 8, "classes": None}
+            self.result, self.lines, self.gated = {}, [], []
+
+        def emit(self, text=""):
+            self.lines.append(text)
+
+        def precision_detector(self, precision, **over):
+            return object(), None
+
+        def pipeline_run(self, det, n, gating, seconds):
+            self.gated.append(gating)
+            fps = {f"cam{i}": 5.0 for i in range(n)}
+            return {"per_camera_fps": fps, "latency_p99_ms": 90.0, "cores_used": {"worker": 0.5}}
+
+    bench = Bench()
+    bench.capacity()
+    assert bench.gated == [gating, gating]  # every step, 2 and 4 cameras
+    assert bench.result["capacity"][0]["gating"] is gating
+    assert any(("with motion gating" in line) is gating for line in bench.lines if "Sizing" in line)

@@ -1,11 +1,15 @@
 """The clip settings of an alert's camera, resolved in one place for the console and
-``vigil clips``: :func:`clip_settings` (the camera's ``record:`` settings from its definition)."""
+``vigil clips``: :func:`clip_settings` (the camera's ``record:`` settings from its definition);
+and how the console serves a cut of a recording (:func:`serve_cut`)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from fastapi.responses import FileResponse
 
 from pipeline.cameras.settings import RecordConfig
 from pipeline.cameras.spec import CameraSpec
@@ -31,4 +35,21 @@ def alert_clip_range(
     rc = clip_settings(cameras, camera if isinstance(camera, str) else "")
     return clip_range(
         alert, rc.pre_s, rc.post_s, time.time() if now is None else now, alert_id=alert_id
+    )
+
+
+#: The header of a served cut: the wall time (seconds since 1970, the ``capture_ts`` clock) of the
+#: video's time 0; the frame a player shows at time ``v`` is the camera's at ``origin + v``.
+ORIGIN_HEADER = "X-Video-Origin"
+
+
+def serve_cut(path: Path, origin: float, filename: str) -> FileResponse:
+    """A cut of a recording (an alert's clip, a stretch of the timeline), with HTTP Range (206;
+    416 for a range outside the file) and its origin in :data:`ORIGIN_HEADER`."""
+    return FileResponse(
+        path,
+        media_type="video/mp4",
+        filename=filename,
+        content_disposition_type="inline",
+        headers={ORIGIN_HEADER: f"{origin:.6f}"},
     )

@@ -15,6 +15,7 @@ import numpy
 import pytest
 
 from alerts.store import AlertStore
+from pipeline.console.clip_detections import partition_of
 from pipeline.record.index import SegmentIndex
 from tests.support.console import PASSWORD, ConsoleStack, console_stack
 from tests.support.kafka import produce
@@ -69,15 +70,21 @@ def viewer(stack) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def alert(stack, camera_recording) -> tuple[str, float]:
     """An alert 8.05 s into the recording (4 s long), and the detections of its camera around
-    it as ingest publishes them (record time = capture time): BOX_A for 2 s, then BOX_B; some
-    of another camera's in between."""
+    it as ingest publishes them (record time = capture time): BOX_A for 2 s, then BOX_B; and
+    those of another camera whose records share cam1's partition."""
     started = camera_recording.segments[0].start + 8.05
     aid = store_alert(AlertStore(stack.cfg.redis), "cam1", started, started + 4.0)
+    parts = list(range(stack.cfg.kafka.detections_partitions))
+    other = next(
+        f"cam{i}"
+        for i in range(2, 100)
+        if partition_of(f"cam{i}", parts) == partition_of("cam1", parts)
+    )
     msgs, stamps = [], []
     for i in range(-20, 40):
         ts = started + i * CLIP_FRAME_S
         box = BOX_A if i < 20 else BOX_B
-        for cam in ("cam1", "other"):
+        for cam in ("cam1", other):
             det = {"class_id": 0, "label": "person", "confidence": 0.9, "box": box, "track_id": 7}
             msgs.append((cam, {"camera_id": cam, "capture_ts": ts, "detections": [det]}))
             stamps.append(ts)
@@ -107,9 +114,7 @@ def test_the_timeline_of_a_day_has_the_recorded_stretches_the_gaps_and_the_alert
     # a camera no longer defined, indexed without its middle segment: its gap shows
     segs = camera_recording.segments
     assert len(segs) == 3, segs
-    r = viewer.get(
-        "/api/cameras/cam2/timeline", params={"from": segs[0].start, "to": segs[-1].end}
-    )
+    r = viewer.get("/api/cameras/cam2/timeline", params={"from": segs[0].start, "to": segs[-1].end})
     assert r.status_code == 200, r.text
     assert r.json()["gaps"] == [{"start": round(segs[0].end, 3), "end": round(segs[2].start, 3)}]
     assert r.json()["alerts"] == []
@@ -154,7 +159,8 @@ def test_a_stretch_of_the_recording_plays_from_its_origin_with_range_requests(
     assert part.status_code == 206 and part.content == r.content[:1]
     assert float(part.headers["x-video-origin"]) == origin
     r = viewer.get(
-        "/api/cameras/cam1/recording.mp4", params={"from": first.start - 900, "to": first.start - 800}
+        "/api/cameras/cam1/recording.mp4",
+        params={"from": first.start - 900, "to": first.start - 800},
     )
     assert r.status_code == 404 and "nothing recorded between" in r.json()["detail"]
 

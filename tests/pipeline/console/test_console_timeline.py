@@ -9,13 +9,16 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import numpy
 import pytest
 
 from alerts.store import AlertStore
+from pipeline.common.redis import RedisKeys
 from pipeline.console.clip_detections import partition_of
+from pipeline.record.clips import CACHE_DIR, RANGE_CACHE_FILES
 from pipeline.record.index import SegmentIndex
 from tests.support.console import PASSWORD, ConsoleStack, console_stack
 from tests.support.kafka import produce
@@ -99,6 +102,9 @@ def test_the_timeline_of_a_day_has_the_recorded_stretches_the_gaps_and_the_alert
     first, last = camera_recording.segments[0], camera_recording.segments[-1]
     day = _day(started)
     d0 = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    # a forged entry in the camera's alert stream (Redis data) is skipped, not a 500
+    keys = RedisKeys(stack.cfg.redis.key_prefix)
+    stack.users.client.xadd(keys.alerts_stream("cam1"), {"alert": b"{not json"})
     r = viewer.get("/api/cameras/cam1/timeline", params={"day": day})
     assert r.status_code == 200, r.text
     tl = r.json()
@@ -163,6 +169,12 @@ def test_a_stretch_of_the_recording_plays_from_its_origin_with_range_requests(
         params={"from": first.start - 900, "to": first.start - 800},
     )
     assert r.status_code == 404 and "nothing recorded between" in r.json()["detail"]
+    # every stretch played is cached: the cache keeps the newest RANGE_CACHE_FILES only
+    for i in range(RANGE_CACHE_FILES + 2):
+        r = viewer.get("/api/cameras/cam1/recording.mp4", params={"from": t0 + i / 100, "to": t1})
+        assert r.status_code == 200, r.text
+    cached = list((Path(stack.cfg.recordings.dir) / CACHE_DIR).glob("range-*.mp4"))
+    assert len(cached) == RANGE_CACHE_FILES
 
 
 def test_the_boxes_of_a_clip_come_back_in_the_clips_time(stack, viewer, alert, camera_recording):

@@ -276,7 +276,13 @@ def clip_detections(
             f"({st.cfg.kafka.topics.detections} keeps them for its retention, 24 h by default): "
             "the clip plays without boxes"
         )
-    return {"origin": got.origin, "frames": frames, "note": note}
+    return {
+        "camera": camera,
+        "alert_at": float(alert["started_at"]),
+        "origin": got.origin,
+        "frames": frames,
+        "note": note,
+    }
 
 
 @router.post("/{alert_id}/review")

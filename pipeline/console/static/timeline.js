@@ -219,7 +219,15 @@ function renderTimeline(view, camId) {
   prev.addEventListener("click", shift(-1));
   next.addEventListener("click", shift(1));
 
-  load();
+  const at = Number(params.get("at")); // #/timeline/<camera>?day=...&at=T: play T
+  load().then(() => {
+    if (!params.get("at") || !isFinite(at) || utcDay(at) !== day) return;
+    zoom.value = "900";
+    span = 900;
+    viewFrom = Math.min(Math.max(Math.round((at - span / 2) / 180) * 180, dayStart(day)), dayStart(day) + 86400 - span);
+    paint();
+    playAt(at);
+  });
   const refresh = setInterval(() => {
     if (dayStart(day) + 86400 > Date.now() / 1000) load(); // today: new footage and alerts
   }, 30000);
@@ -243,7 +251,6 @@ function clipBoxes(video, box, alertId) {
   box.append(canvas, note);
   let frames = [];
   let origin = null;
-  let stopped = false;
 
   /** The boxes of the newest frame shown at or before time v of the video. */
   function boxesAt(v) {
@@ -299,25 +306,33 @@ function clipBoxes(video, box, alertId) {
 
   const useFrameCallback = "requestVideoFrameCallback" in HTMLVideoElement.prototype;
   function onFrame(_now, meta) {
-    if (stopped || !box.isConnected) return;
+    if (!box.isConnected) return;
     draw(meta.mediaTime);
     video.requestVideoFrameCallback(onFrame);
   }
   if (useFrameCallback) video.requestVideoFrameCallback(onFrame);
   // paused seeks and resizes: no new frame is presented to the callback in some cases
   for (const ev of ["timeupdate", "seeked", "loadeddata", "resize"]) video.addEventListener(ev, () => draw(video.currentTime));
-  window.addEventListener("resize", () => box.isConnected && draw(video.currentTime));
+  new ResizeObserver(() => draw(video.currentTime)).observe(video); // the page's layout changed
 
-  api("GET", `/api/alerts/${enc(alertId)}/detections`).then((res) => {
-    if (stopped || !box.isConnected) return;
+  // fetch, not api(): a 404 here (no clip) must not clear the 503 banner of another call
+  fetch(`/api/alerts/${enc(alertId)}/detections`, { credentials: "same-origin", headers: { Accept: "application/json" } }).then(async (resp) => {
+    const res = await resp.json().catch(() => null);
+    if (!resp.ok) {
+      const e = new Error(res && typeof res.detail === "string" ? res.detail : `HTTP ${resp.status}`);
+      e.status = resp.status;
+      throw e;
+    }
+    if (!box.isConnected) return;
     frames = Array.isArray(res.frames) ? res.frames : [];
     origin = res.origin;
     canvas.dataset.origin = String(origin);
     canvas.dataset.frames = String(frames.length);
-    note.textContent = res.note || `boxes of ${frames.length} frames`;
+    note.replaceChildren(res.note || `boxes of ${frames.length} frames`, " · ",
+      h("a", { href: `#/timeline/${enc(res.camera)}?day=${utcDay(res.alert_at)}&at=${res.alert_at}`, id: "detail-timeline" },
+        "in the camera's timeline"));
     draw(video.currentTime);
   }).catch((e) => {
     note.textContent = e.status === 404 ? "" : `no boxes: ${e.message}`;
   });
-  return () => { stopped = true; };
 }

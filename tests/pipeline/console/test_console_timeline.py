@@ -313,6 +313,12 @@ def test_a_click_on_an_alert_marker_plays_the_alerts_moment_with_its_boxes(
                 )
                 assert painted[0] > 0 and painted[1] == 0, (at, painted)
                 page.screenshot(path=str(tmp_path / f"detail-{at:.0f}s.png"))
+            page.click("#detail-timeline")  # the alert's moment in the camera's timeline
+            page.wait_for_function(
+                "() => { const v = document.querySelector('#tl-video'); "
+                "return v && v.readyState >= 2 && "
+                f"Math.abs(Number(v.dataset.at) - {started}) < 0.001; }}"
+            )
         finally:
             browser.close()
     assert not errors, f"JavaScript errors in the console: {errors}"

@@ -25,7 +25,7 @@ from pipeline.common.kafka import KafkaUnavailable
 from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.hardening import BodyLimit, add_security_headers, docs_csp
-from pipeline.console.routes import alerts, cameras, models, ops, rules, session
+from pipeline.console.routes import alerts, cameras, models, ops, rules, session, timeline
 from pipeline.console.state import ConsoleState, principal
 from pipeline.console.streams import StreamSlots
 
@@ -129,7 +129,7 @@ def create_app(cfg: VigilConfig, console: ConsoleState | None = None) -> FastAPI
         add_security_headers(request, response, cfg.console.https)
         return response
 
-    for router in (session, cameras, rules, alerts, models, ops, audit):
+    for router in (session, cameras, timeline, rules, alerts, models, ops, audit):
         app.include_router(router.router)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -1,5 +1,6 @@
 """The clip settings of an alert's camera, resolved in one place for the console and
-``vigil clips``: :func:`clip_settings` (the camera's ``record:`` settings from its definition)."""
+``vigil clips``: :func:`clip_settings` (the camera's ``record:`` settings from its definition);
+and how the console serves a cut of a recording (:func:`serve_cut`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from fastapi.responses import FileResponse
+
 from pipeline.cameras.settings import RecordConfig
 from pipeline.cameras.spec import CameraSpec
-from pipeline.record.clips import ClipRange, clip_range
+from pipeline.record.clips import CachedCut, ClipRange, clip_range
+from pipeline.record.export import iso
 
 
 def clip_settings(cameras: Mapping[str, CameraSpec], camera_id: str) -> RecordConfig:
@@ -31,4 +35,27 @@ def alert_clip_range(
     rc = clip_settings(cameras, camera if isinstance(camera, str) else "")
     return clip_range(
         alert, rc.pre_s, rc.post_s, time.time() if now is None else now, alert_id=alert_id
+    )
+
+
+#: The header of a served cut: the wall time (seconds since 1970, the ``capture_ts`` clock) of the
+#: video's time 0; the frame a player shows at time ``v`` is the camera's at ``origin + v``.
+ORIGIN_HEADER = "X-Video-Origin"
+GAPS_HEADER = "X-Vigil-Clip-Gaps"
+
+
+def serve_cut(got: CachedCut, filename: str) -> FileResponse:
+    """A cut of a recording (an alert's clip, a stretch of the timeline), with HTTP Range (206;
+    416 for a range outside the file), its origin in :data:`ORIGIN_HEADER` and the stretches of
+    its range not recorded (or in segments found damaged) in :data:`GAPS_HEADER`: ISO 8601
+    intervals ``FROM/TO``, comma-separated (no header: no gap)."""
+    headers = {ORIGIN_HEADER: f"{got.origin:.6f}"}
+    if got.gaps:
+        headers[GAPS_HEADER] = ", ".join(f"{iso(a)}/{iso(b)}" for a, b in got.gaps)
+    return FileResponse(
+        got.path,
+        media_type="video/mp4",
+        filename=filename,
+        content_disposition_type="inline",
+        headers=headers,
     )

@@ -6,13 +6,21 @@ The alert is Redis data, read as hostile input: its id must be an id before it n
 camera a camera id, its times finite and in order. A clip covers at most :data:`MAX_CLIP_S` from
 its start (``vigil recordings export`` cuts any range).
 
-The cache: ``<recordings.dir>/.clips/<alert id>.<digest>.mp4``, the digest taken over what the
-clip is cut from (its range, clipped to the footage indexed, and the segments' starts, ends and
+The cache: ``<recordings.dir>/.clips/<alert id>.<digest>.<origin>.mp4``, the digest taken over
+what the clip is cut from (its range, clipped to the footage indexed, and the segments' starts, ends and
 sizes). A clip is cut again when that changes: an active alert's range grew into new segments, it
 ended, a segment was added, rebuilt or deleted; the older file of the alert is then removed. A
-file of the cache can be deleted at any time: it is cut again when asked for. Beside each clip,
-``<alert id>.<digest>.gaps.json`` keeps the gaps of its range (:func:`cached_gaps`): stretches
-not recorded, and those of segments found damaged while cutting.
+file of the cache can be deleted at any time: it is cut again when asked for. ``<origin>`` is the
+wall time (in microseconds since 1970) of the file's time 0 (:attr:`ExportResult.origin`), so
+that a player's time in a cached clip maps to the ``capture_ts`` clock without cutting it again.
+
+Beside each cut, ``<name>.<digest>.<origin>.gaps.json`` keeps the gaps of its range
+(:attr:`CachedCut.gaps`): stretches not recorded, and those of segments found damaged while
+cutting; a cut without its list is cut again.
+
+A range of a camera's recording (the console's timeline) is cached the same way by
+:func:`cached_range`, under ``range-<camera digest>-<from ms>-<to ms>``; at most
+:data:`RANGE_CACHE_FILES` such files are kept (the least recently cut go first).
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ ALERT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: The longest clip (s): an alert that never ended (or a forged one) cannot cut hours of footage.
 MAX_CLIP_S = 3600.0
 CACHE_DIR = ".clips"
+#: Cuts of ranges kept in the cache (each a few minutes of a camera's footage).
+RANGE_CACHE_FILES = 16
 
 
 class ClipUnavailable(InputNotFound):
@@ -138,20 +148,30 @@ def write_clip(
         raise _unavailable(rng) from None
 
 
-def gaps_file(clip: Path) -> Path:
-    """The file beside a cached clip that lists its gaps."""
-    return clip.with_name(f"{clip.stem}.gaps.json")
+@dataclass(frozen=True, slots=True)
+class CachedCut:
+    """A cut in the cache: the file, and the wall time of its time 0 (a player at time ``v``
+    shows the frame of ``origin + v`` on the ``capture_ts`` clock)."""
+
+    path: Path
+    origin: float
+    gaps: tuple[tuple[float, float], ...] = ()  # stretches of the range not in the file
 
 
-def cached_gaps(clip: Path) -> list[tuple[float, float]]:
-    """The gaps of a clip :func:`cached_clip` returned (``[]`` when its list is unreadable:
-    the cache is the console's own, but a file there may be deleted or damaged any time)."""
+def gaps_file(cut_file: Path) -> Path:
+    """The file beside a cached cut that lists its gaps."""
+    return cut_file.with_name(f"{cut_file.stem}.gaps.json")
+
+
+def cached_gaps(cut_file: Path) -> tuple[tuple[float, float], ...] | None:
+    """The gaps a cached cut's list holds; None when the list is missing or unreadable (the
+    cache is Vigil's own, but a file there may be deleted or damaged any time: cut again)."""
     try:
-        raw = json.loads(gaps_file(clip).read_text(encoding="utf-8"))
+        raw = json.loads(gaps_file(cut_file).read_text(encoding="utf-8"))
         gaps = [(float(a), float(b)) for a, b in raw["gaps"]]
     except (OSError, ValueError, TypeError, KeyError):
-        return []
-    return [(a, b) for a, b in gaps if math.isfinite(a) and math.isfinite(b) and a < b]
+        return None
+    return tuple((a, b) for a, b in gaps if math.isfinite(a) and math.isfinite(b) and a < b)
 
 
 def _drop_cached(cache: Path, alert_id: str, keep: Path | None = None) -> None:
@@ -171,32 +191,112 @@ def cached_clip(
     """The clip of ``rng`` as a file of the cache, cut (again) when what it is cut from changed;
     :class:`ClipUnavailable` (and the alert's cached files removed) when its footage is not
     recorded, :class:`InputError` when the cache cannot be written."""
+    return cached_alert_clip(index, root, rng, tolerance_s).path
+
+
+def cached_alert_clip(
+    index: SegmentIndex,
+    root: Path,
+    rng: ClipRange,
+    tolerance_s: float = DEFAULT_GAP_TOLERANCE_S,
+) -> CachedCut:
+    """:func:`cached_clip`, with the clip's origin."""
     validate_alert_id(rng.alert_id)
+    return _cached(index, root, rng, rng.alert_id, lambda: _unavailable(rng), tolerance_s)
+
+
+def range_name(camera_id: str, t0: float, t1: float) -> str:
+    """The cache name of ``[t0, t1]`` of a camera's recording (a camera id may hold '.',
+    which the cache's names keep for the digest)."""
+    cam = hashlib.sha256(camera_id.encode()).hexdigest()[:12]
+    return f"range-{cam}-{int(t0 * 1000)}-{int(t1 * 1000)}"
+
+
+def cached_range(
+    index: SegmentIndex,
+    root: Path,
+    camera_id: str,
+    t0: float,
+    t1: float,
+    tolerance_s: float = DEFAULT_GAP_TOLERANCE_S,
+) -> CachedCut:
+    """``[t0, t1]`` of ``camera_id``'s recording (at most :data:`MAX_CLIP_S`) as a file of the
+    cache; :class:`ClipUnavailable` when none of it is recorded."""
+    camera_id = validate_camera_id(camera_id)
+    if not (math.isfinite(t0) and math.isfinite(t1) and 0 <= t0 < t1 <= t0 + MAX_CLIP_S):
+        raise InputError(f"[{t0}, {t1}] is not a range of at most {MAX_CLIP_S:g} s")
+    rng = ClipRange(range_name(camera_id, t0, t1), camera_id, t0, t1, False)
+
+    def missing() -> ClipUnavailable:
+        return ClipUnavailable(
+            f"camera {camera_id}: nothing recorded between {iso(t0)} and {iso(t1)} "
+            "(expired or not recorded)"
+        )
+
+    got = _cached(index, root, rng, rng.alert_id, missing, tolerance_s)
+    _trim_ranges(got.path.parent, got.path)
+    return got
+
+
+def _trim_ranges(cache: Path, keep: Path) -> None:
+    """Only the :data:`RANGE_CACHE_FILES` most recently cut ranges stay."""
+    found = []
+    for p in cache.glob("range-*.mp4"):
+        try:
+            found.append((p.stat().st_mtime_ns, p))
+        except OSError:
+            continue
+    found.sort(reverse=True)
+    for _, p in found[RANGE_CACHE_FILES:]:
+        if p != keep:
+            p.unlink(missing_ok=True)
+            gaps_file(p).unlink(missing_ok=True)
+
+
+def _origin(path: Path) -> float | None:
+    """The origin a cached file's name holds (its last part before ``.mp4``)."""
+    tail = path.name[: -len(".mp4")].rpartition(".")[2]
+    return int(tail) / 1e6 if tail.isdigit() and len(tail) <= 20 else None
+
+
+def _cached(
+    index: SegmentIndex,
+    root: Path,
+    rng: ClipRange,
+    name: str,
+    unavailable,
+    tolerance_s: float,
+) -> CachedCut:
     cache = Path(root) / CACHE_DIR
     segments = index.segments(rng.camera_id, rng.start, rng.end)
     if not segments:
         if cache.is_dir():
-            _drop_cached(cache, rng.alert_id)
-        raise _unavailable(rng)
-    path = cache / f"{rng.alert_id}.{_digest(rng, segments)}.mp4"
-    if path.is_file() and gaps_file(path).is_file():
-        return path
+            _drop_cached(cache, name)
+        raise unavailable()
+    digest = _digest(rng, segments)
+    for path in sorted(cache.glob(f"{name}.{digest}.*.mp4")) if cache.is_dir() else []:
+        origin = _origin(path)
+        gaps = cached_gaps(path)
+        if origin is not None and gaps is not None and path.is_file():
+            return CachedCut(path, origin, gaps)
     try:
         cache.mkdir(mode=0o750, exist_ok=True)
     except OSError as e:
         raise InputError(
             f"clip cache {cache}: cannot create it ({e.strerror or type(e).__name__})"
         ) from None
-    part = cache / f".{rng.alert_id}.{uuid.uuid4().hex}.part"
+    part = cache / f".{name}.{uuid.uuid4().hex}.part"
     part_gaps = part.with_suffix(".gaps")
     try:
         result = cut(root, segments, rng.start, rng.end, part, tolerance_s)
+        origin = result.origin if result.origin is not None else result.start
+        path = cache / f"{name}.{digest}.{round(origin * 1e6)}.mp4"
         part_gaps.write_text(json.dumps({"gaps": result.gaps}), encoding="utf-8")
-        os.replace(part_gaps, gaps_file(path))  # first: a clip without its list is cut again
+        os.replace(part_gaps, gaps_file(path))  # first: a cut without its list is cut again
         os.replace(part, path)
     except NothingRecorded:
-        _drop_cached(cache, rng.alert_id)
-        raise _unavailable(rng) from None
+        _drop_cached(cache, name)
+        raise unavailable() from None
     except OSError as e:
         raise InputError(
             f"clip cache {cache}: cannot write there ({e.strerror or type(e).__name__})"
@@ -204,6 +304,7 @@ def cached_clip(
     finally:
         part.unlink(missing_ok=True)
         part_gaps.unlink(missing_ok=True)
-    _drop_cached(cache, rng.alert_id, keep=path)
-    log.debug("clip of alert %s cut into %s", rng.alert_id, path)
-    return path
+    _drop_cached(cache, name, keep=path)
+    log.debug("%s cut into %s", name, path)
+    gaps = tuple((float(a), float(b)) for a, b in result.gaps)
+    return CachedCut(path, round(origin * 1e6) / 1e6, gaps)

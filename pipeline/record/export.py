@@ -55,6 +55,9 @@ class ExportResult:
     frames: int
     segments: int
     gaps: list[tuple[float, float]] = field(default_factory=list)  # parts of [t0, t1] not recorded
+    # wall time of the file's time 0 (its first packet's decoding time): a player showing time
+    # ``v`` of the file shows the frame of ``origin + v`` (the first frame is at ``start``)
+    origin: float | None = None
 
     @property
     def duration(self) -> float:
@@ -227,6 +230,7 @@ def cut(
         writer.frames,
         len(used),
         find_gaps(used, t0, t1, tolerance_s),
+        writer.zero,
     )
 
 

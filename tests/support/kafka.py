@@ -13,12 +13,16 @@ from pipeline.config import VigilConfig
 from tests.support.waiting import wait_for
 
 
-def produce(cfg: VigilConfig, msgs: list[tuple[str, object]]) -> None:
-    """``(key, value)`` pairs onto the detections topic, flushed."""
+def produce(
+    cfg: VigilConfig, msgs: list[tuple[str, object]], timestamps: list[float] | None = None
+) -> None:
+    """``(key, value)`` pairs onto the detections topic, flushed; each record stamped with its
+    time in ``timestamps`` (seconds, as ingest stamps its capture time) when given."""
     producer = make_producer(cfg.kafka, "test-detections", linger_ms=20)
     try:
-        for key, value in msgs:
-            producer.send(cfg.kafka.topics.detections, key=key, value=value)
+        for i, (key, value) in enumerate(msgs):
+            at = None if timestamps is None else int(timestamps[i] * 1000)
+            producer.send(cfg.kafka.topics.detections, key=key, value=value, timestamp_ms=at)
         producer.flush(timeout=60)
     finally:
         producer.close(timeout=10)

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
+import numpy
 import numpy as np
 import pytest
 import redis
@@ -395,3 +397,31 @@ def make_jumping_stream(path: Path, offsets_s: list[float], part_s: float = 1.0)
         parts.append(part.read_bytes())
     path.write_bytes(b"".join(parts))
     return path
+
+
+def recorded_frame(rec: Recording, t: float) -> numpy.ndarray:
+    """The grey picture the recording shows at wall time ``t`` (the ``capture_ts`` clock), decoded
+    with PyAV from the segment files themselves: the frame of the segment holding ``t`` whose time
+    (segment start + its PTS from the first packet's) is the last at or before ``t``."""
+    seg = next((s for s in rec.segments if s.start <= t < s.end), None)
+    assert seg is not None, f"{t} is not inside the recording"
+    best = None
+    with av.open(str(rec.root / seg.path)) as container:
+        vs = container.streams.video[0]
+        ref = next(p.pts for p in container.demux(vs) if p.pts is not None)
+        container.seek(0)
+        for frame in container.decode(vs):
+            at = seg.start + float((frame.pts - ref) * vs.time_base)
+            if at <= t + 1e-3:
+                best = frame
+            elif best is not None:
+                break
+    assert best is not None, f"no frame at or before {t} in {seg.path}"
+    return best.to_ndarray(format="gray")
+
+
+def shrink(gray: numpy.ndarray, factor: int = 4) -> numpy.ndarray:
+    """``gray`` averaged over ``factor`` x ``factor`` blocks (as floats)."""
+    h, w = (gray.shape[0] // factor) * factor, (gray.shape[1] // factor) * factor
+    g = gray[:h, :w].astype(numpy.float64)
+    return g.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))

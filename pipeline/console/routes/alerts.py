@@ -1,5 +1,5 @@
 """Alerts: filtered list with stable pagination (Redis stream ids), one alert, its snapshot, its
-clip (the recording around it, with HTTP Range), the live Server-Sent Events stream, and the
+clip (the recording around it, with HTTP Range) and the boxes detected over the clip, the live Server-Sent Events stream, and the
 operator's review (true / false positive)."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse
 from kafka.errors import KafkaError
 from pydantic import BaseModel, Field
 
@@ -26,18 +25,18 @@ from pipeline.common.errors import InputError
 from pipeline.common.kafka import KafkaUnavailable
 from pipeline.console import audit
 from pipeline.console.auth import Principal
-from pipeline.console.clips import alert_clip_range
+from pipeline.console.clip_detections import read_detections
+from pipeline.console.clips import alert_clip_range, serve_cut
 from pipeline.console.review_frames import add_clip_frames
 from pipeline.console.state import ConsoleState, as_operator, principal, state
 from pipeline.console.streams import GuardedStream, open_stream
 from pipeline.record.clips import (
+    CachedCut,
     ClipUnavailable,
     UnusableAlert,
-    cached_clip,
-    cached_gaps,
+    cached_alert_clip,
     validate_alert_id,
 )
-from pipeline.record.export import iso
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
@@ -220,14 +219,8 @@ def snapshot(alert_id: str, _: Principal = Depends(principal), st: ConsoleState 
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/{alert_id}/clip.mp4")
-def clip(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = Depends(state)):
-    """The alert's clip: its camera's recording from ``pre_s`` before it started to ``post_s``
-    after it ended (or now, while it is active), remuxed from the segments and cached. HTTP Range
-    is served (206; 416 for a range outside the file), so a ``<video>`` seeks in it; 404 saying
-    so when the alert is unknown or its footage expired or was never recorded. The stretches of
-    its range not recorded (or in segments found damaged) are listed in ``X-Vigil-Clip-Gaps``:
-    ISO 8601 intervals ``FROM/TO``, comma-separated (no header: no gap)."""
+def _clip(st: ConsoleState, alert_id: str) -> tuple[dict[str, Any], CachedCut]:
+    """The alert and its clip (cut and cached); 404 saying why there is none."""
     try:
         validate_alert_id(alert_id)
     except UnusableAlert:
@@ -235,7 +228,7 @@ def clip(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = De
     alert = _alert(st, alert_id)
     try:
         rng = alert_clip_range(st.cameras.items, alert, alert_id)
-        path = cached_clip(
+        got = cached_alert_clip(
             st.segments, Path(st.cfg.recordings.dir), rng, st.cfg.recordings.gap_tolerance_s
         )
     except (ClipUnavailable, UnusableAlert) as e:
@@ -245,16 +238,54 @@ def clip(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = De
         raise HTTPException(
             503, "the clip cannot be cut now (the recordings folder is not writable; see the log)"
         ) from None
-    gaps = cached_gaps(path)
-    return FileResponse(
-        path,
-        media_type="video/mp4",
-        filename=f"alert-{alert_id}.mp4",
-        content_disposition_type="inline",
-        headers={"X-Vigil-Clip-Gaps": ", ".join(f"{iso(a)}/{iso(b)}" for a, b in gaps)}
-        if gaps
-        else None,
-    )
+    return alert, got
+
+
+@router.get("/{alert_id}/clip.mp4")
+def clip(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = Depends(state)):
+    """The alert's clip: its camera's recording from ``pre_s`` before it started to ``post_s``
+    after it ended (or now, while it is active), remuxed from the segments and cached. HTTP Range
+    is served (206; 416 for a range outside the file), so a ``<video>`` seeks in it; 404 saying
+    so when the alert is unknown or its footage expired or was never recorded. The
+    ``X-Video-Origin`` header: the wall time of the video's time 0; ``X-Vigil-Clip-Gaps``: the
+    stretches of its range not recorded (or in segments found damaged), ISO 8601 intervals
+    ``FROM/TO``, comma-separated (no header: no gap)."""
+    _, got = _clip(st, alert_id)
+    return serve_cut(got, f"alert-{alert_id}.mp4")
+
+
+@router.get("/{alert_id}/detections")
+def clip_detections(
+    alert_id: str, _: Principal = Depends(principal), st: ConsoleState = Depends(state)
+):
+    """The boxes over the alert's clip: every frame the detector processed in the clip's range,
+    read back from the detections topic, ``t`` in seconds of the clip's video (its time 0 is
+    ``origin``). Empty, with a ``note``, once the topic's retention removed them."""
+    alert, got = _clip(st, alert_id)
+    camera = alert["camera_id"]
+    rng = alert_clip_range(st.cameras.items, alert, alert_id)
+    try:
+        found = read_detections(st.cfg.kafka, camera, got.origin, rng.end)
+    except (KafkaUnavailable, KafkaError) as e:
+        log.warning("boxes of alert %s: Kafka: %s", alert_id, type(e).__name__)
+        raise HTTPException(
+            503, f"Kafka at {st.cfg.kafka.bootstrap_servers} is unavailable ({type(e).__name__})"
+        ) from None
+    frames = [{"t": round(ts - got.origin, 3), "boxes": boxes} for ts, boxes in found.frames]
+    note = found.truncated
+    if not frames:
+        note = (
+            f"no detections of camera {camera} are kept for this clip's time "
+            f"({st.cfg.kafka.topics.detections} keeps them for its retention, 24 h by default): "
+            "the clip plays without boxes"
+        )
+    return {
+        "camera": camera,
+        "alert_at": float(alert["started_at"]),
+        "origin": got.origin,
+        "frames": frames,
+        "note": note,
+    }
 
 
 @router.post("/{alert_id}/review")

@@ -150,9 +150,10 @@ function route() {
   const hash = location.hash.replace(/^#\/?/, "");
   const [page, ...rest] = hash.split("/");
   for (const a of document.querySelectorAll(".nav-links a")) {
-    a.classList.toggle("active", a.dataset.page === page || (page === "camera" && a.dataset.page === "cameras"));
+    a.classList.toggle("active", a.dataset.page === page || ((page === "camera" || page === "timeline") && a.dataset.page === "cameras"));
   }
   if (page === "camera" && rest.length) renderCamera(view, decodeURIComponent(rest.join("/")));
+  else if (page === "timeline" && rest.length) renderTimeline(view, decodeURIComponent(rest.join("/").split("?")[0]));
   else if (page === "alerts") renderAlerts(view);
   else if (page === "models") renderModels(view);
   else if (page === "audit" && isAdmin()) renderAudit(view);
@@ -475,7 +476,8 @@ function renderCamera(view, camId) {
   view.append(
     h("div", { class: "page-head" },
       h("a", { href: "#/cameras", class: "back" }, "← Cameras"),
-      h("h1", {}, camId), badge),
+      h("h1", {}, camId), badge,
+      h("a", { href: `#/timeline/${enc(camId)}`, class: "btn btn-quiet", id: "timeline-link" }, "Timeline")),
     h("div", { class: "camera-layout" },
       h("div", { class: "stage-col" }, stage,
         h("section", { class: "card" }, h("h2", {}, "Rules on this camera"), ruleList)),
@@ -1075,6 +1077,7 @@ function renderAlerts(view) {
     const url = `/api/alerts/${enc(id)}/clip.mp4`;
     const video = h("video", { id: "detail-clip", class: "detail-clip", controls: true, preload: "metadata", playsinline: true, src: url });
     const box = h("div", { class: "clip-box" }, video);
+    clipBoxes(video, box, id); // the alert's boxes over it (timeline.js)
     video.addEventListener("error", async () => {
       let why = "no clip";
       try {  // the answer's detail says why: footage expired or not recorded, alert unknown

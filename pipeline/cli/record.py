@@ -49,6 +49,7 @@ def build_recorder(cfg: VigilConfig, recorder_id: str | None = None) -> Recorder
         forbidden_endpoints=service_endpoints(cfg),
         retention=RetentionLoop(retention, cfg.recordings.retention_interval_s),
         follower=build_follower(cfg),
+        holds=HoldStore.from_config(cfg.redis),
     )
 
 

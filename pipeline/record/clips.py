@@ -10,11 +10,14 @@ The cache: ``<recordings.dir>/.clips/<alert id>.<digest>.mp4``, the digest taken
 clip is cut from (its range, clipped to the footage indexed, and the segments' starts, ends and
 sizes). A clip is cut again when that changes: an active alert's range grew into new segments, it
 ended, a segment was added, rebuilt or deleted; the older file of the alert is then removed. A
-file of the cache can be deleted at any time: it is cut again when asked for.
+file of the cache can be deleted at any time: it is cut again when asked for. Retention deletes
+the clips not asked for in ``recordings.clip_cache_days`` (a clip served is touched), and cached
+clips first when space is short (``clip_cache.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -160,6 +163,8 @@ def cached_clip(
         raise _unavailable(rng)
     path = cache / f"{rng.alert_id}.{_digest(rng, segments)}.mp4"
     if path.is_file():
+        with contextlib.suppress(OSError):  # asked for now: retention keeps it clip_cache_days
+            os.utime(path)
         return path
     try:
         cache.mkdir(mode=0o750, exist_ok=True)

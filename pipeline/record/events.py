@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: Held beyond ``pre_s``: an alert message comes after its frames (the detection, the alert
 #: service's decision, the follower, the poll).
-MARGIN_S = 5.0
+MARGIN_S = 10.0
 #: Most bytes held in memory per camera (a stream whose keyframes are too far apart for its
 #: ``pre_s`` keeps less than ``pre_s``).
 RING_MAX_BYTES = 64 * 1024 * 1024
@@ -218,7 +218,9 @@ class EventGate:
         self.finish()
         self.on = False
         log.info(
-            "%s: event over; holding the last %.0f s until the next", self.name, self.schedule.keep_s
+            "%s: event over; holding the last %.0f s until the next",
+            self.name,
+            self.schedule.keep_s,
         )
 
 

@@ -91,9 +91,7 @@ class HoldStore:
         ]
         pipe = self.client.pipeline(transaction=False)
         for alert_id in ids:
-            pipe.hmget(
-                self.keys.recording_hold(camera_id, alert_id), "from", "to", "until", "open"
-            )
+            pipe.hmget(self.keys.recording_hold(camera_id, alert_id), "from", "to", "until", "open")
         out = []
         for alert_id, (a, b, u, o) in zip(ids, pipe.execute(), strict=True):
             start, end, until = _number(a), _number(b), _number(u)

@@ -37,9 +37,10 @@ class LateSchedule(EventSchedule):
 
 def test_events_mode_records_only_around_late_events_from_a_keyframe(tmp_path):
     # event 1 becomes known 3 s after it started: its start comes from the packets held in
-    # memory; event 2 becomes known 12 s after it started, longer than the held pre_s + margin
-    # (5 s): only the last 5 s or so of it is there to record
-    events = [(3.5, 8.5, 6.5), (20.5, 28.5, 32.5)]
+    # memory; event 2 becomes known 17 s after it started, longer than the held pre_s + margin
+    # (10 s): only its last second or so is there to record
+    assert MARGIN_S == 10.0
+    events = [(3.5, 8.5, 6.5), (20.5, 28.5, 37.5)]
     base = time.time()
     schedule = LateSchedule(base, events)
     segments = []

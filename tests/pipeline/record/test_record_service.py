@@ -211,7 +211,7 @@ def test_a_camera_in_mode_events_is_recorded_only_while_an_alert_holds_it(tmp_pa
     assert segs, "nothing recorded"
     assert segs[0].start < t + 1.0  # from the stream's first keyframe: the hold began earlier
     # up to the first keyframe (one a second) past the alert's end, then nothing
-    assert t + 2.0 <= segs[-1].end <= t + 3.2, (segs[-1].end - t)
+    assert t + 2.0 <= segs[-1].end <= t + 3.2, segs[-1].end - t
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.mp4")) == [
         s.path for s in segs
     ]

@@ -1,5 +1,6 @@
 """The clip settings of an alert's camera, resolved in one place for the console and
-``vigil clips``: :func:`clip_settings` (the camera's ``record:`` settings from its definition)."""
+``vigil clips``: :func:`clip_settings` (the camera's ``record:`` settings from its definition),
+and why an alert has no clip (:func:`why_no_clip`, for the console's alert detail)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from pipeline.cameras.settings import RecordConfig
 from pipeline.cameras.spec import CameraSpec
 from pipeline.record.clips import ClipRange, clip_range
+from pipeline.record.index import SegmentIndex
 
 
 def clip_settings(cameras: Mapping[str, CameraSpec], camera_id: str) -> RecordConfig:
@@ -32,3 +34,16 @@ def alert_clip_range(
     return clip_range(
         alert, rc.pre_s, rc.post_s, time.time() if now is None else now, alert_id=alert_id
     )
+
+
+def why_no_clip(cameras: Mapping[str, CameraSpec], index: SegmentIndex, rng: ClipRange) -> str:
+    """Why the clip of ``rng`` has no footage: ``recording_off`` (its camera's definition has
+    recording off), ``expired`` (the camera's recordings kept start after the clip: retention
+    deleted it), or ``not_recorded`` (the camera was not recording then: down, paused, or in
+    mode events around other alerts)."""
+    spec = cameras.get(rng.camera_id)
+    if spec is not None and not (spec.enabled and spec.record.enabled):
+        return "recording_off"
+    if index.segments(rng.camera_id, 0.0, rng.start):  # footage before it: a gap, not expiry
+        return "not_recorded"
+    return "expired" if index.segments(rng.camera_id, rng.end, float(2**33)) else "not_recorded"

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from kafka.errors import KafkaError
 from pydantic import BaseModel, Field
 
@@ -26,7 +26,7 @@ from pipeline.common.errors import InputError
 from pipeline.common.kafka import KafkaUnavailable
 from pipeline.console import audit
 from pipeline.console.auth import Principal
-from pipeline.console.clips import alert_clip_range
+from pipeline.console.clips import alert_clip_range, why_no_clip
 from pipeline.console.state import ConsoleState, as_operator, principal, state
 from pipeline.console.streams import GuardedStream, open_stream
 from pipeline.record.clips import ClipUnavailable, UnusableAlert, cached_clip, validate_alert_id
@@ -225,11 +225,17 @@ def clip(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = De
     alert = _alert(st, alert_id)
     try:
         rng = alert_clip_range(st.cameras.items, alert, alert_id)
+    except UnusableAlert as e:
+        raise HTTPException(404, str(e)) from None
+    try:
         path = cached_clip(
             st.segments, Path(st.cfg.recordings.dir), rng, st.cfg.recordings.gap_tolerance_s
         )
-    except (ClipUnavailable, UnusableAlert) as e:
-        raise HTTPException(404, str(e)) from None
+    except ClipUnavailable as e:
+        # ``reason`` (recording_off | expired | not_recorded) lets the alert detail say it plainly
+        reason = why_no_clip(st.cameras.items, st.segments, rng)
+        body = {"detail": str(e), "reason": reason, "camera_id": rng.camera_id}
+        return JSONResponse(body, status_code=404)
     except InputError as e:  # the cache cannot be written: the operator's to fix
         log.warning("clip of alert %s: %s", alert_id, e)
         raise HTTPException(

@@ -302,6 +302,8 @@ class Recorder:
                         jump,
                     )
                     self._finish_segment()
+                    if self.gate is not None:  # the packets held are on the old clock
+                        self.gate.ring.clear()
                     offset, window = None, float("inf")
                     first_arrival = arrival - self.settle_s  # settled: start at the next keyframe
                 if send_s is not None:

@@ -34,7 +34,7 @@ PART_MAX_AGE_S = 3600.0
 @dataclass(frozen=True)
 class CachedClip:
     name: str
-    mtime: float  # when it was last cut or served
+    mtime: float  # when it was last cut or served (the later of its modification and access times)
     bytes: int
     part: bool
 
@@ -74,7 +74,8 @@ def _listing(fd: int) -> list[CachedClip]:
         except OSError:
             continue
         if stat.S_ISREG(st.st_mode):
-            out.append(CachedClip(name, st.st_mtime, st.st_size, part))
+            # last cut (modified) or served (its access time, set by cached_clip)
+            out.append(CachedClip(name, max(st.st_mtime, st.st_atime), st.st_size, part))
     return sorted(out, key=lambda c: (c.mtime, c.name))
 
 

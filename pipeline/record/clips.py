@@ -11,7 +11,8 @@ clip is cut from (its range, clipped to the footage indexed, and the segments' s
 sizes). A clip is cut again when that changes: an active alert's range grew into new segments, it
 ended, a segment was added, rebuilt or deleted; the older file of the alert is then removed. A
 file of the cache can be deleted at any time: it is cut again when asked for. Retention deletes
-the clips not asked for in ``recordings.clip_cache_days`` (a clip served is touched), and cached
+the clips not asked for in ``recordings.clip_cache_days`` (serving a cached clip sets its access
+time; its modification time stays when it was cut), and cached
 clips first when space is short (``clip_cache.py``).
 """
 
@@ -23,6 +24,7 @@ import logging
 import math
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -164,7 +166,7 @@ def cached_clip(
     path = cache / f"{rng.alert_id}.{_digest(rng, segments)}.mp4"
     if path.is_file():
         with contextlib.suppress(OSError):  # asked for now: retention keeps it clip_cache_days
-            os.utime(path)
+            os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))  # its access time
         return path
     try:
         cache.mkdir(mode=0o750, exist_ok=True)

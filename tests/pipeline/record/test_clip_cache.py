@@ -55,6 +55,8 @@ def test_cached_clips_not_asked_for_in_clip_cache_days_go(tmp_path, stores, capl
     cache = tmp_path / "rec" / ".clips"
     old = _file(cache / f"{AID}.aaaa.mp4", 500, 2 * DAY)
     young = _file(cache / "b1.bbbb.mp4", 500, 3600)
+    served = _file(cache / "g1.abab.mp4", 500, 9 * DAY)  # cut long ago, served an hour ago
+    os.utime(served, (NOW - 3600, NOW - 9 * DAY))
     stale_part = _file(cache / ".c1.cccc.part", 500, 2 * 3600)  # a cut that never finished
     cutting = _file(cache / ".d1.dddd.part", 500, 10)  # a cut in progress
     other = _file(cache / "notes.txt", 5, 9 * DAY)  # not a clip's name: never ours to delete
@@ -63,7 +65,8 @@ def test_cached_clips_not_asked_for_in_clip_cache_days_go(tmp_path, stores, capl
     report = _retention(tmp_path / "rec", stores).run_once(NOW)
     assert (report.clips_deleted, report.clips_bytes) == (2, 1000)
     assert not old.exists() and not stale_part.exists()
-    assert young.exists() and cutting.exists() and other.exists() and outside.exists()
+    assert young.exists() and served.exists() and cutting.exists()
+    assert other.exists() and outside.exists()
     assert (cache / "f1.ffff.mp4").is_symlink()
     (line,) = [r.getMessage() for r in caplog.records if r.name.endswith("retention")]
     assert "2 cached clips deleted" in line, line

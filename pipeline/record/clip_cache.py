@@ -34,7 +34,7 @@ PART_MAX_AGE_S = 3600.0
 @dataclass(frozen=True)
 class CachedClip:
     name: str
-    mtime: float  # when it was last cut or served (the later of its modification and access times)
+    used_at: float  # when it was last cut or served (the later of its modified and access times)
     bytes: int
     part: bool
 
@@ -76,7 +76,7 @@ def _listing(fd: int) -> list[CachedClip]:
         if stat.S_ISREG(st.st_mode):
             # last cut (modified) or served (its access time, set by cached_clip)
             out.append(CachedClip(name, max(st.st_mtime, st.st_atime), st.st_size, part))
-    return sorted(out, key=lambda c: (c.mtime, c.name))
+    return sorted(out, key=lambda c: (c.used_at, c.name))
 
 
 def prune_clip_cache(
@@ -92,7 +92,7 @@ def prune_clip_cache(
         files = _listing(fd)
         going = []
         for c in files:
-            if now - c.mtime > (PART_MAX_AGE_S if c.part else max_age_s):
+            if now - c.used_at > (PART_MAX_AGE_S if c.part else max_age_s):
                 going.append(c)
         freed = sum(c.bytes for c in going)
         for c in files:

@@ -14,10 +14,7 @@ from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
 from pipeline.ingest import metrics
 from pipeline.record.alert_follower import AlertFollower
-from pipeline.record.camera_settings import CameraSettings
-from pipeline.record.holds import HoldStore
-from pipeline.record.index import SegmentIndex
-from pipeline.record.retention import Retention, RetentionLoop
+from pipeline.record.build import build_alert_follower, build_recorder_service
 from pipeline.record.service import RecorderService
 
 
@@ -38,31 +35,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def build_recorder(cfg: VigilConfig, recorder_id: str | None = None) -> RecorderService:
     """A recorder service for ``cfg`` (give it ``cfg.for_component("recorder")``: the recorder's
     Redis ACL user)."""
-    retention = Retention.from_config(
-        cfg.recordings, cfg.redis, CameraSettings.from_kafka(cfg.kafka)
-    )
-    return RecorderService(
+    return build_recorder_service(
         cfg.kafka,
         cfg.recordings,
-        SegmentIndex.from_config(cfg.redis),
-        recorder_id=recorder_id,
+        cfg.redis,
         forbidden_endpoints=service_endpoints(cfg),
-        retention=RetentionLoop(retention, cfg.recordings.retention_interval_s),
-        follower=build_follower(cfg),
+        recorder_id=recorder_id,
     )
 
 
 def build_follower(cfg: VigilConfig) -> AlertFollower:
     """The recorder's alert follower: holds for the alerts of recorded cameras, in a group of
     its own on the alerts topic."""
-    return AlertFollower(
-        cfg.kafka,
-        HoldStore.from_config(cfg.redis),
-        CameraSettings.from_kafka(cfg.kafka, max_age_s=10.0).record_of,
-        group_id=f"{cfg.recordings.group_id}-alerts",
-        session_timeout_ms=cfg.recordings.session_timeout_ms,
-        index=SegmentIndex.from_config(cfg.redis),
-    )
+    return build_alert_follower(cfg.kafka, cfg.recordings, cfg.redis)
 
 
 def recorder_runner(cfg: VigilConfig) -> Callable[[threading.Event], None]:

@@ -1,6 +1,7 @@
 """The clip settings of an alert's camera, resolved in one place for the console and
-``vigil clips``: :func:`clip_settings` (the camera's ``record:`` settings from its definition);
-and how the console serves a cut of a recording (:func:`serve_cut`)."""
+``vigil clips``: :func:`clip_settings` (the camera's ``record:`` settings from its definition),
+why an alert has no clip (:func:`why_no_clip`, for the console's alert detail), and how the
+console serves a cut of a recording (:func:`serve_cut`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pipeline.cameras.settings import RecordConfig
 from pipeline.cameras.spec import CameraSpec
 from pipeline.record.clips import CachedCut, ClipRange, clip_range
 from pipeline.record.export import iso
+from pipeline.record.index import SegmentIndex
 
 
 def clip_settings(cameras: Mapping[str, CameraSpec], camera_id: str) -> RecordConfig:
@@ -59,3 +61,16 @@ def serve_cut(got: CachedCut, filename: str) -> FileResponse:
         content_disposition_type="inline",
         headers=headers,
     )
+
+
+def why_no_clip(cameras: Mapping[str, CameraSpec], index: SegmentIndex, rng: ClipRange) -> str:
+    """Why the clip of ``rng`` has no footage: ``recording_off`` (its camera's definition has
+    recording off), ``expired`` (the camera's recordings kept start after the clip: retention
+    deleted it), or ``not_recorded`` (the camera was not recording then: down, paused, or in
+    mode events around other alerts)."""
+    spec = cameras.get(rng.camera_id)
+    if spec is not None and not (spec.enabled and spec.record.enabled):
+        return "recording_off"
+    if index.segments(rng.camera_id, 0.0, rng.start):  # footage before it: a gap, not expiry
+        return "not_recorded"
+    return "expired" if index.segments(rng.camera_id, rng.end, float(2**33)) else "not_recorded"

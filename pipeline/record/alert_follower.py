@@ -299,7 +299,10 @@ class AlertFollower(ConsumerHandler):
         until = alert.last + rec.retain.event_days * DAY_S
         if until <= self.clock():
             return False  # an old alert read again: its clip is no longer kept
-        self.holds.hold(alert.camera_id, alert.id, start, end, until)
+        # a started alert's hold is open: a recorder in mode events records until it ends
+        self.holds.hold(
+            alert.camera_id, alert.id, start, end, until, open=alert.status == "started"
+        )
         self.held += 1
         log.debug("recorder: hold %s of %s [%.3f, %.3f]", alert.id, alert.camera_id, start, end)
         if alert.status == "ended" and self.index is not None and not self._announced(alert.id):

@@ -44,7 +44,13 @@ class CameraSettings:
 
     def __call__(self, camera_id: str) -> RetainConfig:
         spec = self.spec(camera_id)
-        return spec.record.retain if spec is not None else self.default
+        if spec is None:
+            return self.default
+        retain = spec.record.retain
+        if spec.record.mode == "events":
+            # every segment of a camera recorded in mode events is an event's: kept event_days
+            return retain.model_copy(update={"continuous_days": retain.event_days})
+        return retain
 
     def spec(self, camera_id: str) -> CameraSpec | None:
         """The camera's definition as last read (read again when older than ``max_age_s``)."""

@@ -21,16 +21,22 @@ cutting; a cut without its list is cut again.
 A range of a camera's recording (the console's timeline) is cached the same way by
 :func:`cached_range`, under ``range-<camera digest>-<from ms>-<to ms>``; at most
 :data:`RANGE_CACHE_FILES` such files are kept (the least recently cut go first).
+
+Retention deletes the cuts not asked for in ``recordings.clip_cache_days`` (serving a cached
+cut sets its access time; its modification time stays when it was cut), and cached cuts first
+when space is short (``clip_cache.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -278,6 +284,8 @@ def _cached(
         origin = _origin(path)
         gaps = cached_gaps(path)
         if origin is not None and gaps is not None and path.is_file():
+            with contextlib.suppress(OSError):  # asked for now: retention keeps it clip_cache_days
+                os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))  # its access time
             return CachedCut(path, origin, gaps)
     try:
         cache.mkdir(mode=0o750, exist_ok=True)

@@ -25,6 +25,9 @@ class RecordingsConfig(StrictModel):
     gap_tolerance_s: float = Field(
         0.25, ge=0, le=10, description="a break between segments longer than this is a gap"
     )
+    clip_cache_days: float = Field(
+        1.0, gt=0, le=3650, description="cached clips (.clips/) not asked for this long go"
+    )
     retention_interval_s: float = Field(
         300.0, ge=1, le=86400, description="how often a retention pass runs"
     )

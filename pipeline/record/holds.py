@@ -24,6 +24,9 @@ class Hold:
     start: float  # epoch s, capture_ts clock
     end: float
     until: float  # kept until then
+    # the alert is still running (its ``started`` message): ``end`` is only where it has got to
+    # so far; a recorder in ``mode: events`` keeps recording until the ``ended`` message's hold
+    open: bool = False
 
     def covers(self, t0: float, t1: float) -> bool:
         """Whether ``[t0, t1]`` (a segment) overlaps the held range."""
@@ -49,16 +52,31 @@ class HoldStore:
     def from_config(cls, cfg: RedisConfig) -> HoldStore:
         return cls(redis_client(cfg), RedisKeys(cfg.key_prefix))
 
-    def hold(self, camera_id: str, alert_id: str, start: float, end: float, until: float) -> None:
+    def hold(
+        self,
+        camera_id: str,
+        alert_id: str,
+        start: float,
+        end: float,
+        until: float,
+        *,
+        open: bool = False,  # noqa: A002 - the hold's field
+    ) -> None:
         """Keep ``[start, end]`` of the camera's recordings until ``until``; a later hold of the
-        same alert (its end moved on) replaces the earlier one."""
+        same alert (its end moved on) replaces the earlier one. ``open``: the alert is still
+        running (:attr:`Hold.open`)."""
         validate_camera_id(camera_id)
         if not all(math.isfinite(x) for x in (start, end, until)) or not start <= end:
             raise ValueError(f"hold of {alert_id!r}: a range in order and finite times")
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(
             self.keys.recording_hold(camera_id, alert_id),
-            mapping={"from": repr(start), "to": repr(end), "until": repr(until)},
+            mapping={
+                "from": repr(start),
+                "to": repr(end),
+                "until": repr(until),
+                "open": "1" if open else "0",
+            },
         )
         pipe.zadd(self.keys.recording_holds(camera_id), {alert_id: until})
         pipe.execute()
@@ -73,13 +91,13 @@ class HoldStore:
         ]
         pipe = self.client.pipeline(transaction=False)
         for alert_id in ids:
-            pipe.hmget(self.keys.recording_hold(camera_id, alert_id), "from", "to", "until")
+            pipe.hmget(self.keys.recording_hold(camera_id, alert_id), "from", "to", "until", "open")
         out = []
-        for alert_id, (a, b, u) in zip(ids, pipe.execute(), strict=True):
+        for alert_id, (a, b, u, o) in zip(ids, pipe.execute(), strict=True):
             start, end, until = _number(a), _number(b), _number(u)
             if start is None or end is None or until is None or start > end or until <= now:
                 continue
-            out.append(Hold(alert_id, start, end, until))
+            out.append(Hold(alert_id, start, end, until, open=o in (b"1", "1")))
         return sorted(out, key=lambda h: h.start)
 
     def expire(self, camera_id: str, now: float) -> int:

@@ -17,6 +17,9 @@ out as a segment (:func:`~pipeline.record.layout.parse_segment`), and is unlinke
 directory descriptors opened with ``O_NOFOLLOW``, so neither a forged index entry nor a symlink
 placed in the folder makes retention delete anything outside it. One log line per pass says how
 much went and why.
+
+A pass also prunes the clip cache ``.clips/`` (``clip_cache.py``): clips not asked for in
+``recordings.clip_cache_days``, and, under space pressure, cached clips before any segment.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 from pipeline.cameras.settings import RetainConfig
 from pipeline.common.contracts import validate_camera_id
 from pipeline.common.redis import RedisConfig, RedisKeys, redis_client
+from pipeline.record.clip_cache import clip_cache_bytes, prune_clip_cache
 from pipeline.record.config import RecordingsConfig
 from pipeline.record.holds import Hold, HoldStore
 from pipeline.record.index import SegmentIndex
@@ -99,6 +103,8 @@ class RetentionReport:
     bytes_before: int = 0
     free_before: int | None = None
     stale_entries: int = 0  # index entries whose file was already gone, forgotten
+    clips_deleted: int = 0  # cached clips (.clips/) deleted
+    clips_bytes: int = 0
 
     @property
     def deleted_bytes(self) -> int:
@@ -131,6 +137,11 @@ class RetentionReport:
         text += f"; {mb(self.bytes_after)} recorded"
         if self.kept_by_holds:
             text += f"; {self.kept_by_holds} segments past their days kept for alerts' clips"
+        if self.clips_deleted:
+            text += (
+                f"; {self.clips_deleted} cached clips deleted ({mb(self.clips_bytes)}: not asked "
+                "for in recordings.clip_cache_days, or making room before segments)"
+            )
         if self.failed:
             text += f"; {len(self.failed)} could not be deleted ({self.failed[0][1]})"
         return text
@@ -241,6 +252,7 @@ class Retention:
         max_disk_gb: float | None = None,
         min_free_gb: float = 0.0,
         disk_usage: DiskUsage = shutil.disk_usage,
+        clip_cache_days: float = 1.0,
     ) -> None:
         self.root = Path(root)
         self.index = index
@@ -249,6 +261,7 @@ class Retention:
         self.max_bytes = None if max_disk_gb is None else int(max_disk_gb * GB)
         self.min_free = int(min_free_gb * GB)
         self.disk_usage = disk_usage
+        self.clip_max_age_s = clip_cache_days * DAY_S
 
     @classmethod
     def from_config(
@@ -266,6 +279,7 @@ class Retention:
             retain_of,
             max_disk_gb=recordings.max_disk_gb,
             min_free_gb=recordings.min_free_gb,
+            clip_cache_days=recordings.clip_cache_days,
             **kw,
         )
 
@@ -341,9 +355,15 @@ class Retention:
         """One pass: plan, then delete oldest first (a dry run deletes nothing); logs one line
         when something went (or would go)."""
         now = time.time() if now is None else now
+        if not self.root.is_dir():  # nothing recorded yet: made with the first camera recorded
+            return RetentionReport(now, dry_run=dry_run)
         report, inventory = self.plan(now)
         report.dry_run = dry_run
         if not dry_run:
+            clips = self._prune_clips(now, report)
+            if clips and any(d.reason != "days" for d in report.deleted):
+                report, inventory = self.plan(now)  # the clips made room: fewer segments go
+            report.clips_deleted, report.clips_bytes = clips.deleted, clips.deleted_bytes
             done = []
             for d in report.deleted:  # oldest first
                 s = d.segment
@@ -369,11 +389,23 @@ class Retention:
                 RECORDINGS_BYTES.labels(camera).set(sum(s.bytes for s in segs if s.rel not in gone))
             if self.min_free > 0:
                 RECORDINGS_FREE_BYTES.set(self.disk_usage(str(self.root)).free)
-        if report.deleted or report.failed:
+        if report.deleted or report.failed or report.clips_deleted:
             log.info("%s", report.summary())
         else:
             log.debug("%s", report.summary())
         return report
+
+    def _prune_clips(self, now: float, report: RetentionReport):
+        """The clip cache's old clips, then as many as the space the plan lacks (cached clips
+        go before segments)."""
+        days = sum(d.segment.bytes for d in report.deleted if d.reason == "days")
+        need = 0
+        if self.max_bytes is not None:
+            segments = report.bytes_before - days
+            need = segments + clip_cache_bytes(self.root) - self.max_bytes
+        if self.min_free > 0 and report.free_before is not None:
+            need = max(need, self.min_free - (report.free_before + days))
+        return prune_clip_cache(self.root, now, self.clip_max_age_s, max(0, need))
 
     def _forget_stale(self, inventory: dict[str, list[SegmentFile]], now: float) -> int:
         """Drop index entries past their camera's days whose file is gone (deleted by hand)."""

@@ -44,6 +44,7 @@ from pipeline.common.errors import InputError
 from pipeline.common.retry import Stopped, retry_with_backoff
 from pipeline.common.streams import is_file_url, unsafe_character
 from pipeline.common.urls import mask_url
+from pipeline.record.events import EventGate, EventSchedule
 from pipeline.record.layout import relative_path
 from pipeline.record.metrics import (
     RECORDING_PAUSED,
@@ -88,7 +89,8 @@ LAG_SAMPLES = 2000
 
 @dataclass(slots=True)
 class RecorderStats:
-    state: str = "starting"  # starting | connecting | settling | recording | lost | paused | stopped | failed
+    # starting | connecting | settling | recording | lost | paused | stopped | failed
+    state: str = "starting"
     segments: int = 0
     packets: int = 0
     bytes: int = 0
@@ -106,6 +108,10 @@ class Recorder:
 
     ``on_segment`` is called (on the recorder's thread) with each finished :class:`Segment`: the
     index writer. Its errors are logged once per failing spell, never stop the recording.
+
+    ``events``: record only around the events it schedules (``record.mode: events``,
+    ``events.py``); None records continuously. ``realtime=False`` reads a file as fast as it
+    can, each packet arriving at the file's start plus its decoding time (tests, imports).
     """
 
     def __init__(
@@ -122,6 +128,8 @@ class Recorder:
         settle_s: float = DEFAULT_SETTLE_S,
         on_segment: Callable[[Segment], None] | None = None,
         source: str = "url",
+        events: EventSchedule | None = None,
+        realtime: bool = True,
     ) -> None:
         try:
             self.camera_id = validate_camera_id(camera_id)
@@ -142,6 +150,14 @@ class Recorder:
         self.on_segment = on_segment
         self.stats = RecorderStats()
         self._file = is_file_url(url)
+        self.realtime = realtime or not self._file
+        self.gate = (
+            None
+            if events is None
+            else EventGate(
+                events, self._write, lambda: self._finish_segment(at_keyframe=True), str(self)
+            )
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._out: SegmentOutput | None = None
@@ -269,6 +285,9 @@ class Recorder:
         pending: list = []  # packets of the settling phase
         pace: float | None = None  # a file plays at its own rate, like a camera would
         last_due = 0.0
+        put = self._write if self.gate is None else self.gate.put
+        if self.gate is not None:
+            self.gate.reset()
         self.stats.state = "settling"
         try:
             for pkt in container.demux(vs):
@@ -284,13 +303,17 @@ class Recorder:
                 if self._file:
                     due = pts_s if send_s is None else send_s
                     if pace is None:
-                        pace = time.monotonic() - due
+                        pace = (time.monotonic() if self.realtime else time.time()) - due
                     elif abs(due - last_due) > RESYNC_S:  # its time stamps jump: play on at
                         pace += last_due + frame_s - due  # its rate (not asleep, nor a burst)
                     last_due = due
-                    if (wait := pace + due - time.monotonic()) > 0 and self._stop.wait(wait):
+                    if (
+                        self.realtime
+                        and (wait := pace + due - time.monotonic()) > 0
+                        and self._stop.wait(wait)
+                    ):
                         break
-                arrival = time.time()
+                arrival = time.time() if self.realtime else pace + due
                 self.stats.packets += 1
                 dur_s = float(pkt.duration * tb) if pkt.duration else frame_s
                 jump = arrival - (offset + pts_s) if offset is not None else 0.0
@@ -301,6 +324,8 @@ class Recorder:
                         jump,
                     )
                     self._finish_segment()
+                    if self.gate is not None:  # the packets held are on the old clock
+                        self.gate.ring.clear()
                     offset, window = None, float("inf")
                     first_arrival = arrival - self.settle_s  # settled: start at the next keyframe
                 if send_s is not None:
@@ -313,10 +338,10 @@ class Recorder:
                     offset = window if window < float("inf") else arrival - pts_s
                     self.stats.state = "recording"
                     for p in pending:
-                        offset, window = self._write(vs, *p, offset, window)
+                        offset, window = put(vs, *p, offset, window)
                     pending.clear()
                     continue
-                offset, window = self._write(vs, pkt, pts_s, send_s, dur_s, arrival, offset, window)
+                offset, window = put(vs, pkt, pts_s, send_s, dur_s, arrival, offset, window)
                 self.stats.cpu_s = time.thread_time()
             else:
                 self.stats.last_error = "end of stream"
@@ -326,7 +351,7 @@ class Recorder:
             if pending and offset is None:  # stopped or lost while settling: keep what came
                 offset = window if window < float("inf") else pending[0][-1] - pending[0][1]
                 for p in pending:
-                    offset, window = self._write(vs, *p, offset, window)
+                    offset, window = put(vs, *p, offset, window)
             self.stats.cpu_s = time.thread_time()
 
     def _write(self, template, pkt, pts_s, send_s, dur_s, arrival, offset, window):

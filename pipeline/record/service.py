@@ -9,6 +9,10 @@ the others. A camera is recorded when it is ``enabled`` and ``record.enabled``; 
 of its ``record_url`` (the main stream) or else its ``url``. With the ingest worker reading
 ``url``, a camera has at most two RTSP sessions: detection's and the recording's.
 
+A camera in ``record.mode: events`` is recorded only around its alerts (``events.py``): the
+service reads the alerts' holds of those cameras from Redis (:class:`EventPoller`) for their
+recorders.
+
 Every finished segment goes into the segment index (:class:`SegmentIndex`). A definition naming
 one of Vigil's own services (by ``url`` or ``record_url``) is refused, logged once, and leaves
 the camera's running recorder as it was, as in the ingest worker. Stopping (SIGTERM, SIGINT, a
@@ -31,6 +35,8 @@ from pipeline.common.errors import UserError
 from pipeline.common.kafka import KafkaConfig
 from pipeline.record.alert_follower import AlertFollower
 from pipeline.record.config import RecordingsConfig
+from pipeline.record.events import EventPoller, EventSchedule
+from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
 from pipeline.record.retention import RetentionLoop
 from pipeline.record.segmenter import DEFAULT_SETTLE_S, Recorder
@@ -61,6 +67,7 @@ class RecorderService:
         settle_s: float = DEFAULT_SETTLE_S,
         retention: RetentionLoop | None = None,
         follower: AlertFollower | None = None,
+        holds: HoldStore | None = None,
     ) -> None:
         self.kafka = kafka
         self.cfg = recordings
@@ -80,6 +87,10 @@ class RecorderService:
         self.retention = retention
         # holds the recordings of the alerts on vigil.alerts (alert_follower.py); None: no holds
         self.follower = follower
+        # the events of the cameras in mode events (their alerts' holds); None: such cameras
+        # are not recorded (logged)
+        self.events = None if holds is None else EventPoller(holds, self.schedules)
+        self._schedules: dict[str, EventSchedule] = {}
 
     def __str__(self) -> str:
         return f"recorder {self.recorder_id}"
@@ -89,6 +100,11 @@ class RecorderService:
         """The cameras being recorded here."""
         with self._lock:
             return sorted(self._recorders)
+
+    def schedules(self) -> dict[str, EventSchedule]:
+        """The event schedules of the cameras recorded here in mode events."""
+        with self._lock:
+            return dict(self._schedules)
 
     def recorder(self, camera_id: str) -> Recorder | None:
         with self._lock:
@@ -131,6 +147,7 @@ class RecorderService:
                     continue
                 log.info("%s: stopping camera %s (%s)", self, cid, why)
                 del self._recorders[cid]
+                self._schedules.pop(cid, None)
                 stopping.append(rec)
             self._stop_all(stopping)
             for cid, spec in owned.items():
@@ -142,11 +159,19 @@ class RecorderService:
                     log.error("%s: camera %s not recorded: %s", self, cid, e)
                     continue
                 main = "record_url" if spec.record_url else "url"
-                log.info("%s: recording %s from its %s", self, spec, main)
+                how = "around its alerts" if rec.gate is not None else "continuously"
+                log.info("%s: recording %s from its %s, %s", self, spec, main, how)
                 self._recorders[cid] = (spec, rec)
+                if rec.gate is not None:
+                    self._schedules[cid] = rec.gate.schedule
 
     def _make_recorder(self, spec: CameraSpec) -> Recorder:
         c = self.cfg
+        events = None
+        if spec.record.mode == "events":
+            if self.events is None:
+                raise UserError("record.mode events needs the alerts' holds (none given)")
+            events = EventSchedule(spec.id, spec.record.pre_s, spec.record.post_s)
         return Recorder(
             spec.id,
             spec.recording_url,
@@ -159,6 +184,7 @@ class RecorderService:
             settle_s=self.settle_s,
             on_segment=self.index.add,
             source="record_url" if spec.record_url else "url",
+            events=events,
         )
 
     @staticmethod
@@ -190,6 +216,8 @@ class RecorderService:
             self.retention.start()
         if self.follower is not None:
             self.follower.start()
+        if self.events is not None:
+            self.events.start()
         return self
 
     def run(self, stop: threading.Event, max_seconds: float | None = None) -> None:
@@ -214,7 +242,10 @@ class RecorderService:
             self._closing = True
             recorders = [rec for _, rec in self._recorders.values()]
             self._recorders.clear()
+            self._schedules.clear()
         self._stop_all(recorders)
+        if self.events is not None:
+            self.events.stop()
         if self.retention is not None:
             self.retention.stop()
         if self.follower is not None:

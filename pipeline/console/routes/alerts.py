@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
 from kafka.errors import KafkaError
 from pydantic import BaseModel, Field
 
@@ -26,7 +27,7 @@ from pipeline.common.kafka import KafkaUnavailable
 from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.clip_detections import read_detections
-from pipeline.console.clips import alert_clip_range, serve_cut
+from pipeline.console.clips import alert_clip_range, serve_cut, why_no_clip
 from pipeline.console.review_frames import add_clip_frames
 from pipeline.console.state import ConsoleState, as_operator, principal, state
 from pipeline.console.streams import GuardedStream, open_stream
@@ -219,8 +220,21 @@ def snapshot(alert_id: str, _: Principal = Depends(principal), st: ConsoleState 
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
+class NoClip(Exception):
+    """The alert has no clip: the 404's body says why (``detail``, and ``reason``:
+    recording_off | expired | not_recorded, so the alert detail can say it plainly)."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body["detail"])
+        self.body = body
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body, status_code=404)
+
+
 def _clip(st: ConsoleState, alert_id: str) -> tuple[dict[str, Any], CachedCut]:
-    """The alert and its clip (cut and cached); 404 saying why there is none."""
+    """The alert and its clip (cut and cached); 404 saying why there is none (:class:`NoClip`
+    when the alert is fine but its footage is not there)."""
     try:
         validate_alert_id(alert_id)
     except UnusableAlert:
@@ -228,11 +242,16 @@ def _clip(st: ConsoleState, alert_id: str) -> tuple[dict[str, Any], CachedCut]:
     alert = _alert(st, alert_id)
     try:
         rng = alert_clip_range(st.cameras.items, alert, alert_id)
+    except UnusableAlert as e:
+        raise HTTPException(404, str(e)) from None
+    try:
         got = cached_alert_clip(
             st.segments, Path(st.cfg.recordings.dir), rng, st.cfg.recordings.gap_tolerance_s
         )
-    except (ClipUnavailable, UnusableAlert) as e:
-        raise HTTPException(404, str(e)) from None
+    except ClipUnavailable as e:
+        # ``reason`` (recording_off | expired | not_recorded) lets the alert detail say it plainly
+        reason = why_no_clip(st.cameras.items, st.segments, rng)
+        raise NoClip({"detail": str(e), "reason": reason, "camera_id": rng.camera_id}) from None
     except InputError as e:  # the cache cannot be written: the operator's to fix
         log.warning("clip of alert %s: %s", alert_id, e)
         raise HTTPException(
@@ -250,7 +269,10 @@ def clip(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = De
     ``X-Video-Origin`` header: the wall time of the video's time 0; ``X-Vigil-Clip-Gaps``: the
     stretches of its range not recorded (or in segments found damaged), ISO 8601 intervals
     ``FROM/TO``, comma-separated (no header: no gap)."""
-    _, got = _clip(st, alert_id)
+    try:
+        _, got = _clip(st, alert_id)
+    except NoClip as e:
+        return e.response()
     return serve_cut(got, f"alert-{alert_id}.mp4")
 
 
@@ -261,7 +283,10 @@ def clip_detections(
     """The boxes over the alert's clip: every frame the detector processed in the clip's range,
     read back from the detections topic, ``t`` in seconds of the clip's video (its time 0 is
     ``origin``). Empty, with a ``note``, once the topic's retention removed them."""
-    alert, got = _clip(st, alert_id)
+    try:
+        alert, got = _clip(st, alert_id)
+    except NoClip as e:
+        return e.response()
     camera = alert["camera_id"]
     rng = alert_clip_range(st.cameras.items, alert, alert_id)
     try:

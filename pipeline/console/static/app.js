@@ -1079,11 +1079,17 @@ function renderAlerts(view) {
     const box = h("div", { class: "clip-box" }, video);
     clipBoxes(video, box, id); // the alert's boxes over it (timeline.js)
     video.addEventListener("error", async () => {
-      let why = "no clip";
-      try {  // the answer's detail says why: footage expired or not recorded, alert unknown
+      let why = "No clip for this alert.";
+      try {  // the answer's reason says why, in words for people (not ids and times)
         const resp = await fetch(url, { headers: { Range: "bytes=0-0" }, credentials: "same-origin" });
         const data = await resp.json().catch(() => null);
-        if (data && typeof data.detail === "string") why = `no clip: ${data.detail}`;
+        const cam = data && typeof data.camera_id === "string" ? data.camera_id : "this camera";
+        const texts = {
+          recording_off: `Not recorded: camera ${cam} has recording off.`,
+          expired: `Footage expired: camera ${cam}'s recordings no longer go back to this alert.`,
+          not_recorded: `Not recorded: camera ${cam} was not recording at the time.`,
+        };
+        if (data && Object.prototype.hasOwnProperty.call(texts, data.reason)) why = texts[data.reason];
       } catch (e) { /* keep the short text */ }
       box.replaceChildren(h("div", { class: "detail-clip none", id: "detail-clip-none" }, why));
     }, { once: true });

@@ -12,8 +12,12 @@ import httpx
 import pytest
 
 from alerts.store import AlertStore
+from pipeline.cameras.spec import CameraSpec
+from pipeline.console.clips import why_no_clip
+from pipeline.record.clips import ClipRange
 from pipeline.record.index import SegmentIndex
-from pipeline.record.layout import start_ms
+from pipeline.record.layout import relative_path, start_ms
+from pipeline.record.segment import Segment
 from tests.support.cli import run_vigil
 from tests.support.console import PASSWORD, ConsoleStack, console_stack
 from tests.support.recordings import (
@@ -119,6 +123,25 @@ def test_an_unknown_alert_or_expired_footage_is_404_saying_so(stack, camera_reco
     assert r.status_code == 404
 
 
+def test_no_clip_says_why_recording_off_expired_or_not_recorded(stack, camera_recording, viewer):
+    store, index = AlertStore(stack.cfg.redis), SegmentIndex.from_config(stack.cfg.redis)
+    last = camera_recording.segments[-1]
+    after = store_alert(store, "cam1", last.end + 600, last.end + 610)
+    r = viewer.get(f"/api/alerts/{after}/clip.mp4")
+    assert r.status_code == 404
+    assert (r.json()["reason"], r.json()["camera_id"]) == ("not_recorded", "cam1")
+    assert "footage expired or not recorded" in r.json()["detail"]  # the detail as before
+    # cam2's recordings kept start after its alert: retention deleted that footage
+    t = last.end + 3600
+    index.add(Segment("cam2", relative_path("cam2", t), t, t + 10, 1000, 100))
+    old = store_alert(store, "cam2", t - 600, t - 590)
+    r = viewer.get(f"/api/alerts/{old}/clip.mp4")
+    assert (r.status_code, r.json()["reason"]) == (404, "expired")
+    cameras = {"hall": CameraSpec(id="hall", url="rtsp://127.0.0.1:1/h")}  # record off
+    rng = ClipRange("a1", "hall", t - 5, t + 5, False)
+    assert why_no_clip(cameras, index, rng) == "recording_off"
+
+
 def test_a_forged_index_entry_serves_nothing_from_outside_the_recordings(
     stack, camera_recording, viewer, tmp_path
 ):
@@ -166,8 +189,9 @@ def test_the_alert_detail_plays_the_clip_or_says_why_there_is_none(
     requests); an alert whose footage expired says so instead."""
     from playwright.sync_api import sync_playwright
 
-    first = camera_recording.segments[0]
-    expired = store_alert(AlertStore(stack.cfg.redis), "cam1", first.start - 900, first.start - 890)
+    last = camera_recording.segments[-1]
+    # after the recording ended: the camera was not recording then
+    unrecorded = store_alert(AlertStore(stack.cfg.redis), "cam1", last.end + 900, last.end + 910)
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -195,10 +219,11 @@ def test_the_alert_detail_plays_the_clip_or_says_why_there_is_none(
                 "() => { const v = document.querySelector('#detail-clip'); "
                 "return !v.seeking && v.readyState >= 2 && v.currentTime > 8; }"
             )
-            page.click(f'.alert-row[data-alert="{expired}"]')
-            page.wait_for_selector(f'#alert-detail[data-alert="{expired}"]:not([hidden])')
+            page.click(f'.alert-row[data-alert="{unrecorded}"]')
+            page.wait_for_selector(f'#alert-detail[data-alert="{unrecorded}"]:not([hidden])')
             text = page.inner_text("#detail-clip-none")
-            assert "footage expired or not recorded" in text
+            # in words for people: no alert id, no ISO times
+            assert text == "Not recorded: camera cam1 was not recording at the time.", text
         finally:
             browser.close()
     assert not errors, f"JavaScript errors in the console: {errors}"

@@ -253,3 +253,22 @@ def test_a_clip_pending_at_a_restart_is_announced_by_the_next_recorder(
     assert again.handle(json.dumps(_alert("ended", a, REC, t0, t0 + 10)), "test@0")
     assert again.waiting == 0
     assert len(_clip_messages(cfg, 2)) == 1
+
+
+def test_a_running_alert_holds_an_open_range_until_its_end_message() -> None:
+    # a recorder in mode events records a running alert on until the hold is closed
+    cfg = make_config(KAFKA)
+    client = redis.Redis.from_url(REDIS_URL)
+    holds = HoldStore(client, RedisKeys(cfg.redis.key_prefix))
+    rec = RecordConfig(enabled=True, pre_s=3, post_s=4)
+    follower = AlertFollower(cfg.kafka, holds, lambda cam: rec, group_id="unused")
+    t0, a = time.time() - 60, "d" * 20
+    try:
+        assert follower.handle(json.dumps(_alert("started", a, REC, t0, None)).encode(), "t@1")
+        assert [h.open for h in holds.active(REC, time.time())] == [True]
+        assert follower.handle(json.dumps(_alert("ended", a, REC, t0, t0 + 10)).encode(), "t@2")
+        (h,) = holds.active(REC, time.time())
+        assert (h.open, h.end) == (False, t0 + 14)
+    finally:
+        cleanup(client, cfg.redis.key_prefix)
+        client.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import uuid
 
 import pytest
@@ -128,9 +129,12 @@ def test_a_clip_is_cached_and_cut_again_when_the_alert_ends_or_the_segments_chan
     assert decode_errors(p1) == ""
     assert ffprobe_duration(p1) == pytest.approx(last.end - (started - 1.0), abs=CLIP_GOP_S)
     stamp = p1.stat().st_mtime_ns
-    # ... and is the same file a moment later (no new segment): not cut again
+    os.utime(p1, ns=(stamp - 10**12, stamp))  # last asked for long ago
+    # ... and is the same file a moment later (no new segment): not cut again, but asked for
+    # now (its access time: what retention of the clip cache goes by)
     later = clip_range(alert(started, None), 1.0, 1.0, now=last.end + 9)
     assert cached_clip(index, root, later) == p1 and p1.stat().st_mtime_ns == stamp
+    assert p1.stat().st_atime_ns >= stamp
     # the alert ends: its clip is cut again, shorter; the old file is gone
     ended = clip_range(alert(started, started + 3.0), 1.0, 1.0, now=last.end + 9)
     p2 = cached_clip(index, root, ended)

@@ -25,6 +25,7 @@ from pipeline.cli import main
 from pipeline.common.kafka import ensure_topics
 from pipeline.common.redis import RedisKeys
 from pipeline.config import VigilConfig
+from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
 from pipeline.record.service import RecorderService
 from tests.support.assets import footage_path
@@ -182,3 +183,35 @@ def test_vigil_record_records_and_sigterm_finishes_the_segment(tmp_path, sim, in
     assert len(segments) > signalled[0]  # the one in progress at SIGTERM, finished and indexed
     last = tmp_path / segments[-1].path
     assert decode_errors(last) == "" and ffprobe_duration(last) > 0
+
+
+def test_a_camera_in_mode_events_is_recorded_only_while_an_alert_holds_it(tmp_path, index):
+    """A hold in Redis (whichever recorder's follower wrote it) makes the camera's recorder
+    write; its end stops it at the next keyframe, and nothing more is recorded after."""
+    cfg = _config(tmp_path)
+    holds = HoldStore(index.client, index.keys)
+    t = time.time()
+    holds.hold(FRONT, "a" * 20, t - 30, t + 2.0, t + 3600)  # an alert ending 2 s from now
+    spec = CameraSpec(
+        id=FRONT, url=str(footage_path(CLIP)), record={"enabled": True, "mode": "events"}
+    )
+    service = RecorderService(cfg.kafka, cfg.recordings, index, holds=holds, settle_s=0.2)
+    try:
+        service.reconcile({FRONT: spec})  # as the registry would (no Kafka needed here)
+        assert service.events is not None
+        service.events.poll_once()
+        rec = service.recorder(FRONT)
+        assert rec is not None and rec.gate is not None
+        assert wait_for(lambda: rec.gate.events == 1 and not rec.gate.on, timeout=10)
+        time.sleep(1.5)  # the stream goes on: nothing is written without an event
+        assert rec.gate.events == 1 and not rec.gate.on
+    finally:
+        service.close()
+    segs = _indexed(index, FRONT)
+    assert segs, "nothing recorded"
+    assert segs[0].start < t + 1.0  # from the stream's first keyframe: the hold began earlier
+    # up to the first keyframe (one a second) past the alert's end, then nothing
+    assert t + 2.0 <= segs[-1].end <= t + 3.2, segs[-1].end - t
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.mp4")) == [
+        s.path for s in segs
+    ]

@@ -373,3 +373,16 @@ def test_registry_retain_follows_each_cameras_definition_and_outlives_a_bad_read
     )
     now[0] = 180.0
     assert retain("door").continuous_days == 9
+
+
+def test_a_camera_recorded_in_mode_events_keeps_its_segments_event_days(tmp_path, store):
+    """All of an events camera's segments are events': retain.event_days, not continuous_days."""
+    index, holds, _ = store
+    record = RecordConfig(
+        enabled=True, mode="events", retain=RetainConfig(continuous_days=2, event_days=9)
+    )
+    specs = {"door": CameraSpec(id="door", url="rtsp://127.0.0.1:8554/door", record=record)}
+    old, kept = (fake_segment(tmp_path, index, "door", NOW - d * DAY) for d in (10, 8))
+    report = Retention(tmp_path, index, holds, CameraSettings(lambda: specs)).run_once(NOW)
+    assert [d.segment.rel for d in report.deleted] == [old.path]
+    assert _on_disk(tmp_path) == [kept.path]

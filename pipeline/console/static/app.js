@@ -455,6 +455,7 @@ function renderCamera(view, camId) {
   const closeBtn = h("button", { type: "button", id: "close-btn", class: "btn btn-quiet" }, "Close");
   const clearBtn = h("button", { type: "button", id: "clear-btn", class: "btn btn-quiet" }, "Clear");
   const undoBtn = h("button", { type: "button", id: "undo-btn", class: "btn btn-quiet", disabled: true }, "Undo");
+  const drawState = h("span", { id: "draw-state", class: "muted small", "aria-live": "polite" });
   const results = h("div", { id: "preview-results", class: "preview-results" });
   const ruleList = h("ul", { id: "rule-list", class: "rule-list" });
 
@@ -467,7 +468,7 @@ function renderCamera(view, camId) {
       h("label", {}, "Severity", severity),
       thresholdBox, directionBox),
     hint,
-    h("div", { class: "row" }, undoBtn, closeBtn, clearBtn),
+    h("div", { class: "row" }, undoBtn, closeBtn, clearBtn, drawState),
     errors, saved,
     operate
       ? h("div", { class: "row" }, h("label", { class: "inline" }, "Preview on", range), previewBtn, saveBtn)
@@ -700,7 +701,16 @@ function renderCamera(view, camId) {
   closeBtn.addEventListener("click", closeShape);
   clearBtn.addEventListener("click", clearDrawing);
 
+  /** "4 points, closed": what the drawing holds, under the buttons (read out by screen readers). */
+  function sayDrawState() {
+    const n = draw.points.length;
+    const text = !n ? "no point yet"
+      : `${n} point${n === 1 ? "" : "s"}${draw.closed ? (spec().shape === "line" ? "" : ", closed") : ""}`;
+    if (drawState.textContent !== text) drawState.textContent = text;
+  }
+
   function paint() {
+    sayDrawState();
     const ctx = canvas.getContext("2d");
     const W = canvas.width;
     const H = canvas.height;

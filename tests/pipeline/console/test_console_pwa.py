@@ -10,11 +10,13 @@ jar is the pages'). The phone drawing's screenshot goes to ``test-artifacts/cons
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from alerts.events import AlertEvent
@@ -122,14 +124,17 @@ def test_a_zone_drawn_with_taps_is_saved_like_one_drawn_with_clicks(stack, logge
     assert len(clicked) == len(ZONE)
 
     phone = logged_in(**PHONE)
-    box = open_editor(phone, stack, f"phone-{uuid.uuid4().hex[:6]}")
+    open_editor(phone, stack, f"phone-{uuid.uuid4().hex[:6]}")
     phone.locator("#draw").scroll_into_view_if_needed()
     box = phone.locator("#draw").bounding_box()
     assert box["width"] <= 412
+    state = lambda: phone.inner_text("#draw-state")  # noqa: E731
     tap = phone.touchscreen.tap
     for f in (ZONE[0], ASTRAY, ZONE[2], ZONE[3], (0.5, 0.95)):
         tap(*at(box, f))
-    phone.tap("#undo-btn")  # the last tap, (0.5, 0.95), goes
+    assert state() == "5 points"
+    phone.tap("#undo-btn")
+    assert state() == "4 points"  # the last tap, (0.5, 0.95), is gone
     cdp = phone.context.new_cdp_session(phone)
     # one finger drags the astray point onto its place
     (x0, y0), (x1, y1) = at(box, ASTRAY), at(box, ZONE[1])
@@ -137,11 +142,14 @@ def test_a_zone_drawn_with_taps_is_saved_like_one_drawn_with_clicks(stack, logge
     for i in range(1, 6):
         touch(cdp, "touchMove", [(x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5)])
     touch(cdp, "touchEnd", [])
+    assert state() == "4 points"
     # two fingers (a pinch starting) place no point
     a, b = at(box, (0.4, 0.45)), at(box, (0.6, 0.55))
     touch(cdp, "touchStart", [a, b])
     touch(cdp, "touchEnd", [])
+    assert state() == "4 points"
     tap(*at(box, ZONE[0]))  # a tap on the first point closes the zone
+    assert state() == "4 points, closed"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     phone.screenshot(path=str(ARTIFACTS / "phone-zone-drawn.png"))
     tapped = save(phone, phone.tap)
@@ -184,12 +192,21 @@ def alert_with_snapshot(stack) -> str:
     return aid
 
 
-def test_installable_shell_offline_no_api_answer_cached_and_only_the_shell_after_logout(
-    stack, logged_in, alert_with_snapshot
-):
+def controlled_page(logged_in, stack):
+    """A phone page of the console, under its service worker."""
     page = logged_in(**PHONE)
     page.goto(f"{stack.base}/")
     page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    return page
+
+
+def cached(page) -> dict[str, list[str]]:
+    """Every cache of the console's origin: name -> the URLs it holds."""
+    return page.evaluate(CACHED_URLS)
+
+
+def test_the_console_is_installable(stack, logged_in):
+    page = controlled_page(logged_in, stack)
     cdp = page.context.new_cdp_session(page)
     # Chromium's own check of manifest, icons and worker (a test context is an incognito one)
     errors = cdp.send("Page.getInstallabilityErrors")["installabilityErrors"]
@@ -203,6 +220,7 @@ def test_installable_shell_offline_no_api_answer_cached_and_only_the_shell_after
     assert manifest["theme_color"] and manifest["background_color"]
     resolve = "([u, base]) => new URL(u, base).href"
     assert page.evaluate(resolve, [manifest["start_url"], manifest_url]) == f"{stack.base}/"
+    assert page.evaluate(resolve, [manifest["scope"], manifest_url]) == f"{stack.base}/"
     assert {i["purpose"] for i in manifest["icons"]} == {"any", "maskable"}
     assert {i["sizes"] for i in manifest["icons"]} == {"192x192", "512x512"}
     for icon in manifest["icons"]:
@@ -215,7 +233,12 @@ def test_installable_shell_offline_no_api_answer_cached_and_only_the_shell_after
         )
         assert f"{w}x{h}" == icon["sizes"], (src, w, h)
 
-    # browse: the alerts, one alert's snapshot, a camera; nothing but the shell is cached
+
+def test_the_shell_opens_offline_and_no_api_answer_or_picture_is_cached(
+    stack, logged_in, alert_with_snapshot
+):
+    page = controlled_page(logged_in, stack)
+    # browse: the alerts, one alert's snapshot, a camera's rules
     page.goto(f"{stack.base}/#/alerts")
     page.click(f'.alert-row[data-alert="{alert_with_snapshot}"]')
     page.wait_for_function(
@@ -225,9 +248,9 @@ def test_installable_shell_offline_no_api_answer_cached_and_only_the_shell_after
     page.goto(f"{stack.base}/#/camera/{CAMERA}")
     page.wait_for_selector("#rule-list li")
     shell = shell_urls(stack.base)
-    cached = page.evaluate(CACHED_URLS)
-    assert len(cached) == 1, cached
-    (urls,) = cached.values()
+    caches = cached(page)
+    assert len(caches) == 1, caches
+    (urls,) = caches.values()
     assert set(urls) == shell, set(urls) ^ shell
 
     # offline: the page still opens, saying the server cannot be reached
@@ -235,11 +258,12 @@ def test_installable_shell_offline_no_api_answer_cached_and_only_the_shell_after
     page.reload()
     page.wait_for_selector("#login-form")
     assert "cannot be reached" in page.inner_text("#banner")
-    page.context.set_offline(False)
 
-    # whatever else lands in the caches is gone after a logout; the shell stays
-    page.reload()
+
+def test_after_logout_the_caches_hold_only_the_shell(stack, logged_in, alert_with_snapshot):
+    page = controlled_page(logged_in, stack)
     page.wait_for_selector("#nav:not([hidden])")
+    # what a page or an older worker could have left: an API answer and a snapshot
     page.evaluate(
         """async (aid) => {
             const shell = (await caches.keys())[0];
@@ -249,14 +273,35 @@ def test_installable_shell_offline_no_api_answer_cached_and_only_the_shell_after
         }""",
         alert_with_snapshot,
     )
-    assert len(page.evaluate(CACHED_URLS)) == 2
+    assert len(cached(page)) == 2
     # dispatched: at 412 px the nav of this branch still cuts the button off (the phone layout
     # is issue 25's other part)
     page.dispatch_event("#logout-btn", "click")
     page.wait_for_selector("#login-form")
+    shell = shell_urls(stack.base)
     deadline = time.monotonic() + 5
-    while (cached := page.evaluate(CACHED_URLS)) and (
-        len(cached) != 1 or set(next(iter(cached.values()))) != shell
+    while (caches := cached(page)) and (
+        len(caches) != 1 or set(next(iter(caches.values()))) != shell
     ):
-        assert time.monotonic() < deadline, f"after logout the caches hold {cached}"
+        assert time.monotonic() < deadline, f"after logout the caches hold {caches}"
         time.sleep(0.1)
+
+
+def test_a_new_console_version_is_a_new_worker_with_its_own_shell(stack, tmp_path):
+    import shutil
+
+    from pipeline.console import pwa
+
+    served = httpx.get(f"{stack.base}/sw.js")
+    assert served.status_code == 200
+    assert served.headers["content-type"].startswith("text/javascript")
+    assert "__VIGIL_SHELL" not in served.text
+    assert f'"{pwa.shell_version()}"' in served.text
+    assert json.dumps(pwa.shell_paths()) in served.text
+
+    static = tmp_path / "static"
+    shutil.copytree(pwa.STATIC, static)
+    before = pwa.worker_script(static)
+    (static / "app.js").write_text((static / "app.js").read_text() + "\n// next version\n")
+    after = pwa.worker_script(static)
+    assert pwa.shell_version(static) in after and pwa.shell_version(static) not in before

@@ -420,6 +420,7 @@ const RULE_TYPES = {
 // keys every rule type accepts: kept when an edited rule changes type
 const COMMON_KEYS = ["id", "type", "enabled", "description", "cameras", "classes", "min_confidence",
   "severity", "cooldown_s", "cooldown_scope", "schedule"];
+const COARSE_POINTER = window.matchMedia("(pointer: coarse)"); // a finger, not a mouse
 const COLORS = ["#f97316", "#22c55e", "#a855f7", "#eab308", "#06b6d4", "#ec4899"];
 
 function renderCamera(view, camId) {
@@ -756,9 +757,10 @@ function renderCamera(view, camId) {
     }
     ctx.stroke();
     ctx.fillStyle = "#fff";
+    const dot = COARSE_POINTER.matches ? 7 : 4; // a point a finger can see around and grab
     for (const p of pts) {
       ctx.beginPath();
-      ctx.arc(p[0], p[1], 4, 0, Math.PI * 2);
+      ctx.arc(p[0], p[1], dot, 0, Math.PI * 2);
       ctx.fill();
       ctx.stroke();
     }

@@ -311,6 +311,9 @@ def test_a_new_console_version_is_a_new_worker_with_its_own_shell(stack, tmp_pat
     served = httpx.get(f"{stack.base}/sw.js")
     assert served.status_code == 200
     assert served.headers["content-type"].startswith("text/javascript")
+    # fetched by the browser on each page load, so a new console version is seen at once
+    assert served.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in served.headers["content-security-policy"]
     assert "__VIGIL_SHELL" not in served.text
     assert f'"{pwa.shell_version()}"' in served.text
     assert json.dumps(pwa.shell_paths()) in served.text

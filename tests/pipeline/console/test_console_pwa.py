@@ -88,6 +88,9 @@ def open_editor(page, stack: ConsoleStack, rule_id: str):
     page.wait_for_function(
         "() => { const c = document.querySelector('#draw'); return c && c.width > 100; }"
     )
+    # the rule list and the camera's badge filled in: the layout stays put while the test taps
+    page.wait_for_selector("#rule-list li")
+    page.wait_for_selector(".page-head .badge[data-state]")
     page.select_option("#rule-type", "zone_intrusion")
     page.fill("#rule-id", rule_id)
     return page.locator("#draw").bounding_box()
@@ -127,7 +130,8 @@ def test_a_zone_drawn_with_taps_is_saved_like_one_drawn_with_clicks(stack, logge
     assert len(clicked) == len(ZONE)
 
     phone = logged_in(**PHONE)
-    open_editor(phone, stack, f"phone-{uuid.uuid4().hex[:6]}")
+    zone_id = f"phone-{uuid.uuid4().hex[:6]}"
+    open_editor(phone, stack, zone_id)
     phone.locator("#draw").scroll_into_view_if_needed()
     box = phone.locator("#draw").bounding_box()
     assert box["width"] <= 412
@@ -162,10 +166,13 @@ def test_a_zone_drawn_with_taps_is_saved_like_one_drawn_with_clicks(stack, logge
     for t, c in zip(tapped, clicked, strict=True):
         assert abs(t[0] - c[0]) <= one_px and abs(t[1] - c[1]) <= one_px, (tapped, clicked)
 
-    # a line: two taps
+    # a line: two taps, on the picture as laid out once the saved zone is listed
+    phone.wait_for_selector(f'#rule-list .rule-item[data-rule="{zone_id}"]')
     phone.select_option("#rule-type", "line_crossing")
     phone.fill("#rule-id", f"phone-line-{uuid.uuid4().hex[:6]}")
     assert state() == "no point yet"
+    box = phone.locator("#draw").bounding_box()
+    one_px = 1.0 / box["width"]
     for f in LINE:
         tap(*at(box, f))
     assert state() == "2 points"

@@ -22,7 +22,7 @@ from kafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
 from pipeline.common.kafka import KafkaUnavailable
-from pipeline.console import audit
+from pipeline.console import audit, pwa
 from pipeline.console.auth import Principal
 from pipeline.console.hardening import BodyLimit, add_security_headers, docs_csp
 from pipeline.console.routes import alerts, cameras, models, ops, rules, session, timeline
@@ -131,6 +131,7 @@ def create_app(cfg: VigilConfig, console: ConsoleState | None = None) -> FastAPI
 
     for router in (session, cameras, timeline, rules, alerts, models, ops, audit):
         app.include_router(router.router)
+    app.include_router(pwa.make_router(STATIC))
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -175,6 +175,7 @@ function setSession(me) {
 function sessionLost() {
   const had = session.user !== null;
   session.user = session.role = session.csrf = null;
+  if (had) dropCachedData(); // logged out or expired: only the shell stays cached
   $("#nav").hidden = true;
   if (had) route();
 }
@@ -420,6 +421,7 @@ const RULE_TYPES = {
 // keys every rule type accepts: kept when an edited rule changes type
 const COMMON_KEYS = ["id", "type", "enabled", "description", "cameras", "classes", "min_confidence",
   "severity", "cooldown_s", "cooldown_scope", "schedule"];
+const COARSE_POINTER = window.matchMedia("(pointer: coarse)"); // a finger, not a mouse
 const COLORS = ["#f97316", "#22c55e", "#a855f7", "#eab308", "#06b6d4", "#ec4899"];
 
 function renderCamera(view, camId) {
@@ -454,6 +456,8 @@ function renderCamera(view, camId) {
   const saveBtn = h("button", { type: "button", id: "save-btn", class: "btn btn-primary" }, "Save");
   const closeBtn = h("button", { type: "button", id: "close-btn", class: "btn btn-quiet" }, "Close");
   const clearBtn = h("button", { type: "button", id: "clear-btn", class: "btn btn-quiet" }, "Clear");
+  const undoBtn = h("button", { type: "button", id: "undo-btn", class: "btn btn-quiet", disabled: true }, "Undo");
+  const drawState = h("span", { id: "draw-state", class: "muted small", "aria-live": "polite" });
   const results = h("div", { id: "preview-results", class: "preview-results" });
   const ruleList = h("ul", { id: "rule-list", class: "rule-list" });
 
@@ -466,7 +470,7 @@ function renderCamera(view, camId) {
       h("label", {}, "Severity", severity),
       thresholdBox, directionBox),
     hint,
-    h("div", { class: "row" }, closeBtn, clearBtn),
+    h("div", { class: "row" }, undoBtn, closeBtn, clearBtn, drawState),
     errors, saved,
     operate
       ? h("div", { class: "row" }, h("label", { class: "inline" }, "Preview on", range), previewBtn, saveBtn)
@@ -485,7 +489,7 @@ function renderCamera(view, camId) {
   );
 
   // -- drawing state: normalised points; `closed` once the shape is complete
-  const draw = { points: [], closed: false, hover: null };
+  const draw = { points: [], closed: false, hover: null, history: [] };
   let rules = [];
   let editing = null; // the stored rule being edited (its extra keys are kept)
 
@@ -503,13 +507,18 @@ function renderCamera(view, camId) {
       if (threshold.value === "") threshold.value = s.def;
     }
     hint.textContent = s.shape === "line"
-      ? "Click two points on the picture to draw the line."
-      : "Click points around the zone; double-click or Close to finish (no zone: the whole frame).";
+      ? "Tap or click two points on the picture to draw the line; drag a point to move it."
+      : "Tap or click points around the zone; tap the first point, double-click or Close to finish "
+        + "(no zone: the whole frame). Drag a point to move it.";
   }
   let shape = spec().shape;
   typeSel.addEventListener("change", () => {
     threshold.value = "";
-    if (spec().shape !== shape) clearDrawing(); // a zone is no line, and the reverse
+    if (spec().shape !== shape) {
+      clearDrawing(); // a zone is no line, and the reverse
+      draw.history = [];
+      undoBtn.disabled = true;
+    }
     shape = spec().shape;
     syncTypeFields();
     paint();
@@ -517,13 +526,32 @@ function renderCamera(view, camId) {
   syncTypeFields();
 
   function clearDrawing() {
+    if (draw.points.length) remember(snapshot());
     draw.points = [];
     draw.closed = false;
     paint();
   }
 
   function closeShape() {
-    if (spec().shape === "polygon" && draw.points.length >= 3) draw.closed = true;
+    if (spec().shape === "polygon" && draw.points.length >= 3 && !draw.closed) {
+      remember(snapshot());
+      draw.closed = true;
+    }
+    paint();
+  }
+
+  /** Back one step (a point placed, moved, the zone closed or cleared); with no step left, the
+   * last point of the shape (a stored rule opened for editing) goes. */
+  function undo() {
+    const prev = draw.history.pop();
+    if (prev) {
+      draw.points = prev.points;
+      draw.closed = prev.closed;
+    } else if (draw.points.length) {
+      draw.points.pop();
+      draw.closed = false;
+    }
+    undoBtn.disabled = !draw.history.length && !draw.points.length;
     paint();
   }
 
@@ -553,9 +581,50 @@ function renderCamera(view, camId) {
     return [Math.round(x * 10000) / 10000, Math.round(y * 10000) / 10000];
   }
 
-  canvas.addEventListener("click", (ev) => {
-    const p = toNorm(ev);
+  // -- pointer events: a mouse, a pen and a finger take one path. A tap (press and release
+  // without moving) places a point; pressing on a point and moving drags it; a second finger
+  // (pinch-zoom) cancels whatever the first one started, and the browser's own gestures
+  // (pointercancel) do too. style.css gives the canvas `touch-action: pinch-zoom`: one finger
+  // draws instead of scrolling the page, two fingers still zoom it.
+  const TAP_SLOP = 10; // CSS px a tap may wander before it is no tap
+  const hitRadius = (ev) => (ev.pointerType === "mouse" ? 8 : 22); // CSS px around a point
+  const pointers = new Set(); // the pointers down on the canvas
+  let gesture = null; // {id, x, y, hit: index of the point pressed or -1, moved, before}
+
+  function snapshot() {
+    return { points: draw.points.map((p) => [...p]), closed: draw.closed };
+  }
+  function remember(state) {
+    draw.history.push(state);
+    if (draw.history.length > 100) draw.history.shift();
+    undoBtn.disabled = false;
+  }
+
+  function hitPoint(ev) {
+    const r = canvas.getBoundingClientRect();
+    let best = -1;
+    let bestD = hitRadius(ev);
+    draw.points.forEach(([x, y], i) => {
+      const d = Math.hypot(r.left + x * r.width - ev.clientX, r.top + y * r.height - ev.clientY);
+      if (d <= bestD) {
+        best = i;
+        bestD = d;
+      }
+    });
+    return best;
+  }
+
+  function cancelGesture() {
+    if (gesture && gesture.moved && gesture.before) {
+      draw.points = gesture.before.points; // a drag the browser or a 2nd finger took over
+      draw.closed = gesture.before.closed;
+    }
+    gesture = null;
+  }
+
+  function placePoint(p) {
     const s = spec();
+    remember(snapshot());
     if (s.shape === "line") {
       if (draw.closed || draw.points.length >= 2) draw.points = [];
       draw.points.push(p);
@@ -565,30 +634,86 @@ function renderCamera(view, camId) {
         draw.points = [];
         draw.closed = false;
       }
-      // the clicks of a double-click land on the same spot: keep one point
-      const last = draw.points[draw.points.length - 1];
-      const px = 4 / Math.max(1, canvas.width);
-      if (last && Math.abs(last[0] - p[0]) < px && Math.abs(last[1] - p[1]) < px) return;
       draw.points.push(p);
     }
+  }
+
+  canvas.addEventListener("pointerdown", (ev) => {
+    pointers.add(ev.pointerId);
+    try {
+      canvas.setPointerCapture(ev.pointerId); // its up and cancel come here wherever it ends
+    } catch (e) {
+      /* a pointer already gone */
+    }
+    if (!ev.isPrimary || pointers.size > 1) {
+      cancelGesture(); // two fingers: a pinch, not a drawing
+      paint();
+      return;
+    }
+    if (ev.pointerType === "mouse" && ev.button !== 0) return;
+    ev.preventDefault();
+    gesture = { id: ev.pointerId, x: ev.clientX, y: ev.clientY, hit: hitPoint(ev), moved: false, before: null };
+  });
+  canvas.addEventListener("pointermove", (ev) => {
+    if (gesture && ev.pointerId === gesture.id) {
+      if (!gesture.moved && Math.hypot(ev.clientX - gesture.x, ev.clientY - gesture.y) < TAP_SLOP) return;
+      if (gesture.hit < 0) {
+        gesture.moved = true; // a swipe over an empty spot: no point
+        return;
+      }
+      if (!gesture.moved) gesture.before = snapshot();
+      gesture.moved = true;
+      draw.points[gesture.hit] = toNorm(ev);
+      paint();
+    } else if (ev.pointerType === "mouse" && !gesture) {
+      draw.hover = draw.closed ? null : toNorm(ev);
+      paint();
+    }
+  });
+  canvas.addEventListener("pointerup", (ev) => {
+    pointers.delete(ev.pointerId);
+    const g = gesture;
+    if (!g || ev.pointerId !== g.id) return;
+    gesture = null;
+    if (g.moved) {
+      if (g.before) remember(g.before); // a drag moved a point: undo puts it back
+    } else if (g.hit < 0) {
+      placePoint(toNorm(ev));
+    } else if (g.hit === 0 && spec().shape === "polygon" && !draw.closed && draw.points.length >= 3) {
+      remember(snapshot()); // a tap on the first point closes the zone
+      draw.closed = true;
+    } // a tap on another point (the second click of a double-click): nothing
     paint();
   });
+  canvas.addEventListener("pointercancel", (ev) => {
+    pointers.delete(ev.pointerId);
+    if (gesture && ev.pointerId === gesture.id) cancelGesture();
+    paint();
+  });
+  canvas.addEventListener("lostpointercapture", (ev) => pointers.delete(ev.pointerId));
   canvas.addEventListener("dblclick", (ev) => {
     ev.preventDefault();
     closeShape();
   });
-  canvas.addEventListener("mousemove", (ev) => {
-    draw.hover = draw.closed ? null : toNorm(ev);
-    paint();
-  });
-  canvas.addEventListener("mouseleave", () => {
+  canvas.addEventListener("pointerleave", (ev) => {
+    if (ev.pointerType !== "mouse") return;
     draw.hover = null;
     paint();
   });
+  undoBtn.addEventListener("click", undo);
   closeBtn.addEventListener("click", closeShape);
   clearBtn.addEventListener("click", clearDrawing);
 
+  /** "4 points, closed": what the drawing holds, under the buttons (read out by screen readers). */
+  function sayDrawState() {
+    const n = draw.points.length;
+    const text = !n ? "no point yet"
+      : `${n} point${n === 1 ? "" : "s"}${draw.closed ? (spec().shape === "line" ? "" : ", closed") : ""}`;
+    if (drawState.textContent !== text) drawState.textContent = text;
+  }
+
   function paint() {
+    sayDrawState();
     const ctx = canvas.getContext("2d");
     const W = canvas.width;
     const H = canvas.height;
@@ -634,9 +759,10 @@ function renderCamera(view, camId) {
     }
     ctx.stroke();
     ctx.fillStyle = "#fff";
+    const dot = COARSE_POINTER.matches ? 7 : 4; // a point a finger can see around and grab
     for (const p of pts) {
       ctx.beginPath();
-      ctx.arc(p[0], p[1], 4, 0, Math.PI * 2);
+      ctx.arc(p[0], p[1], dot, 0, Math.PI * 2);
       ctx.fill();
       ctx.stroke();
     }
@@ -752,6 +878,8 @@ function renderCamera(view, camId) {
     const pts = r.type === "line_crossing" ? r.line : r.zone;
     draw.points = (pts || []).map((p) => [...p]);
     draw.closed = draw.points.length > 0;
+    draw.history = [];
+    undoBtn.disabled = !draw.points.length;
     errors.replaceChildren();
     results.replaceChildren();
     paint();
@@ -1285,9 +1413,41 @@ function renderAudit(view) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Installable app: the service worker (pipeline/console/pwa.py, static/sw.js) keeps the shell
+// for offline starts and never caches API answers; after a logout it drops anything else.
+
+// the console's root, from this script's own URL (<root>/static/app.js): right behind a proxy too
+const CONSOLE_ROOT = new URL("..", document.currentScript.src);
+
+function registerShellWorker() {
+  if (!("serviceWorker" in navigator)) return;
+  navigator.serviceWorker.register(new URL("sw.js", CONSOLE_ROOT), { scope: CONSOLE_ROOT.pathname })
+    .catch((e) => console.warn(`console: no offline shell (${e.message})`));
+}
+
+/** Tells the worker that the session ended: it keeps the shell, drops every other cache entry;
+ * resolves when it says it did (or after 3 s). */
+async function dropCachedData() {
+  if (!("serviceWorker" in navigator)) return;
+  const reg = await navigator.serviceWorker.getRegistration(CONSOLE_ROOT.href).catch(() => null);
+  const worker = reg && (reg.active || reg.waiting || reg.installing);
+  if (!worker) return;
+  await new Promise((resolve) => {
+    const channel = new MessageChannel();
+    const timer = setTimeout(resolve, 3000);
+    channel.port1.onmessage = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    worker.postMessage({ type: "logout" }, [channel.port2]);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Start: is there a session already?
 
 async function start() {
+  registerShellWorker();
   $("#logout-btn").addEventListener("click", logout);
   window.addEventListener("hashchange", route);
   try {

@@ -1068,13 +1068,24 @@ function renderAlerts(view, openId) {
     // the address names the open alert (to share, or to come back to after login); no hashchange
     history.replaceState(null, "", `#/alerts/${enc(id)}`);
     for (const r of rows.values()) r.tr.classList.toggle("selected", r.alert.id === id);
+    if (detail.hidden) {
+      // its place is kept while it loads: the list does not jump when it arrives (style.css)
+      detail.hidden = false;
+      detail.classList.add("loading");
+      detail.replaceChildren(h("h2", {}, "Alert"), h("p", { class: "muted" }, "Loading…"));
+    }
     let a;
     try {
       a = await api("GET", `/api/alerts/${enc(id)}`);
     } catch (e) {
       a = rows.get(id)?.alert;
       if (!a) {
-        if (selected !== id || e.status !== 404) return;
+        if (selected !== id) return;
+        detail.classList.remove("loading");
+        if (e.status !== 404) {
+          detail.hidden = true;
+          return;
+        }
         detail.hidden = false;
         detail.dataset.alert = id;
         detail.replaceChildren(h("h2", {}, "Alert"),
@@ -1084,6 +1095,7 @@ function renderAlerts(view, openId) {
     }
     if (selected !== id) return;
     detail.hidden = false;
+    detail.classList.remove("loading");
     detail.dataset.alert = id;
     const snap = h("img", { id: "detail-snapshot", class: "detail-snap", src: `/api/alerts/${enc(id)}/snapshot.jpg`, alt: "the frame that started the alert" });
     snap.addEventListener("error", () => snap.replaceWith(h("div", { class: "detail-snap none" }, "no snapshot (expired or none)")));

@@ -178,13 +178,40 @@ def _fits(page, where: str) -> dict:
     return m
 
 
+# the Models page's answer with two versions (a registered model needs weights and torch: the
+# page's layout is what is measured here, the API has its own tests)
+MODELS = {
+    "production": "porch-v2-3f9a1c",
+    "versions": [
+        {
+            "version": f"porch-v{n}-3f9a1c",
+            "label": f"v{n} yolo11n retrained on 1 240 images",
+            "created_at": 1796600000 + n,
+            "metrics": {"map50": 0.61 + n / 100},
+            "precision_summary": "person 0.93 ≥ 0.90 (gate passed), car 0.88 ≥ 0.85",
+        }
+        for n in (1, 2)
+    ],
+    "workers": [{"id": "ingest-worker-porch-1", "status": "running", "version": "porch-v2-3f9a1c"}],
+    "decisions": [
+        {
+            "candidate_version": "porch-v2-3f9a1c",
+            "metric": "map50",
+            "production": 0.62,
+            "candidate": 0.63,
+            "promoted": True,
+        }
+    ],
+    "history": [{"at": 1796600100, "kind": "promote", "number": 2, "version": "porch-v2-3f9a1c"}],
+}
+
 # (name, route, what shows when the page has drawn)
 PAGES = [
     ("cameras", "#/cameras", f"#camera-grid .camera-card >> nth=0"),
     ("camera", f"#/camera/{CAMERA}", ".stage"),
     ("alerts", "#/alerts", f"tr[data-alert='{ALERT}']"),
     ("alert", f"#/alerts/{ALERT}", "#detail-snapshot"),
-    ("models", "#/models", "#models"),
+    ("models", "#/models", "#models-table"),
     ("audit", "#/audit", "#audit-table"),
 ]
 
@@ -193,6 +220,7 @@ PAGES = [
 def test_every_page_fits_a_phone_with_thumb_sized_targets(phone_console, browser, size):
     context, page = _phone(browser, size)
     try:
+        page.route("**/api/models", lambda r: r.fulfill(json=MODELS))
         page.goto(f"{phone_console.base}/#/cameras")
         page.wait_for_selector("#login-form")
         _fits(page, f"login at {size}")

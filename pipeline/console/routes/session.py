@@ -11,8 +11,8 @@ from pipeline.console import audit
 from pipeline.console.auth import AuthError, LoginBusy, Principal, Role
 from pipeline.console.state import (
     SESSION_COOKIE,
-    _principal,
     ConsoleState,
+    _principal,
     as_admin,
     client_addr,
     principal,

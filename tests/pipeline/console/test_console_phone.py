@@ -113,7 +113,10 @@ def phone_console(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
             address="127.0.0.1",
             action="rule.put",
             target="porch-intrusion",
-            details={"zone": [[0.3, 0.55], [0.9, 0.55], [0.9, 1.0], [0.3, 1.0]], "cameras": [CAMERA]},
+            details={
+                "zone": [[0.3, 0.55], [0.9, 0.55], [0.9, 1.0], [0.3, 1.0]],
+                "cameras": [CAMERA],
+            },
         )
         yield stack
 
@@ -207,7 +210,7 @@ MODELS = {
 
 # (name, route, what shows when the page has drawn)
 PAGES = [
-    ("cameras", "#/cameras", f"#camera-grid .camera-card >> nth=0"),
+    ("cameras", "#/cameras", "#camera-grid .camera-card >> nth=0"),
     ("camera", f"#/camera/{CAMERA}", ".stage"),
     ("alerts", "#/alerts", f"tr[data-alert='{ALERT}']"),
     ("alert", f"#/alerts/{ALERT}", "#detail-snapshot"),

@@ -54,7 +54,7 @@ def pages(camera_id: str) -> list[Page]:
     return [
         Page("login", "#/login", logged_in=False),
         Page("cameras", "#/cameras"),
-        Page("camera", f"#/cameras/{camera_id}"),
+        Page("camera", f"#/camera/{camera_id}"),
         Page("alerts", "#/alerts"),
         Page("alert", f"#/alerts/{ALERT_ID}"),
         Page("models", "#/models"),

@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 
 from pipeline.cameras.settings import RecordConfig
 from pipeline.cameras.spec import CameraSpec
-from pipeline.record.clips import CachedCut, ClipRange, clip_range
+from pipeline.record.clips import CachedCut, ClipRange, UnusableAlert, clip_range
 from pipeline.record.export import iso
 from pipeline.record.index import SegmentIndex
 
@@ -74,3 +74,22 @@ def why_no_clip(cameras: Mapping[str, CameraSpec], index: SegmentIndex, rng: Cli
     if index.segments(rng.camera_id, 0.0, rng.start):  # footage before it: a gap, not expiry
         return "not_recorded"
     return "expired" if index.segments(rng.camera_id, rng.end, float(2**33)) else "not_recorded"
+
+
+def clip_state(
+    index: SegmentIndex,
+    cameras: Mapping[str, CameraSpec],
+    alert: Mapping[str, Any],
+    alert_id: str,
+) -> tuple[bool, str | None, str | None]:
+    """Whether ``alert``'s clip has footage in the index (index reads only, nothing cut), and
+    if not, why: a detail and a reason (:func:`why_no_clip`'s, or ``unusable`` for an alert
+    that cannot place a clip). The alert detail shows that instead of a player that would only
+    meet a 404 (issue 25: an expected state is no failed request in the browser's console)."""
+    try:
+        rng = alert_clip_range(cameras, alert, alert_id)
+    except UnusableAlert as e:
+        return False, str(e), "unusable"
+    if index.segments(rng.camera_id, rng.start, rng.end):
+        return True, None, None
+    return False, "footage expired or not recorded", why_no_clip(cameras, index, rng)

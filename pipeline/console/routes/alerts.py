@@ -27,7 +27,7 @@ from pipeline.common.kafka import KafkaUnavailable
 from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.clip_detections import read_detections
-from pipeline.console.clips import alert_clip_range, serve_cut, why_no_clip
+from pipeline.console.clips import alert_clip_range, clip_state, serve_cut, why_no_clip
 from pipeline.console.review_frames import add_clip_frames
 from pipeline.console.state import ConsoleState, as_operator, principal, state
 from pipeline.console.streams import GuardedStream, open_stream
@@ -209,7 +209,11 @@ def _alert(st: ConsoleState, alert_id: str) -> dict[str, Any]:
 @router.get("/{alert_id}")
 def get_alert(alert_id: str, _: Principal = Depends(principal), st: ConsoleState = Depends(state)):
     alert = _alert(st, alert_id)
-    return {k: v for k, v in alert.items() if not k.startswith(("written_", "published_"))}
+    out = {k: v for k, v in alert.items() if not k.startswith(("written_", "published_"))}
+    out["clip_available"], out["clip_detail"], out["clip_reason"] = clip_state(
+        st.segments, st.cameras.items, alert, alert_id
+    )
+    return out
 
 
 @router.get("/{alert_id}/snapshot.jpg")

@@ -12,6 +12,7 @@ from pipeline.console.auth import AuthError, LoginBusy, Principal, Role
 from pipeline.console.state import (
     SESSION_COOKIE,
     ConsoleState,
+    _principal,
     as_admin,
     client_addr,
     principal,
@@ -130,6 +131,18 @@ def logout(
 @router.get("/me")
 def me(who: Principal = Depends(principal)):
     return _me(who)
+
+
+@router.get("/session")
+def session_probe(request: Request, st: ConsoleState = Depends(state)):
+    """Whether the caller is logged in: ``{logged_in: false}`` (200, not 401) when not, else
+    ``/api/me``'s answer with ``logged_in: true``. The page asks it when it opens, so that the
+    expected "not logged in" is not a failed request in the browser's console. It grants
+    nothing: the session is checked exactly as every other call checks it."""
+    who = _principal(request, st)
+    if who is None:
+        return {"logged_in": False}
+    return {"logged_in": True, **_me(who)}
 
 
 def _whose(who: Principal, user: str | None) -> str:

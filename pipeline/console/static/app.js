@@ -152,12 +152,29 @@ function route() {
   for (const a of document.querySelectorAll(".nav-links a")) {
     a.classList.toggle("active", a.dataset.page === page || ((page === "camera" || page === "timeline") && a.dataset.page === "cameras"));
   }
-  if (page === "camera" && rest.length) renderCamera(view, decodeURIComponent(rest.join("/")));
-  else if (page === "timeline" && rest.length) renderTimeline(view, decodeURIComponent(rest.join("/").split("?")[0]));
-  else if (page === "alerts") renderAlerts(view);
+  const arg = rest.length ? safeDecode(rest.join("/").split("?")[0]) : null;
+  if ((page === "camera" || page === "cameras") && arg) renderCamera(view, arg);
+  else if (page === "timeline" && arg) renderTimeline(view, arg);
+  else if (page === "alerts") renderAlerts(view, arg);
   else if (page === "models") renderModels(view);
   else if (page === "audit" && isAdmin()) renderAudit(view);
   else renderCameras(view);
+}
+
+/** A route's argument as text (a malformed %-escape stays as written instead of throwing). */
+function safeDecode(s) {
+  try {
+    return decodeURIComponent(s);
+  } catch (e) {
+    return s;
+  }
+}
+
+/** Where to go after login: the hash route the user opened (a notification's `#/alerts/<id>`),
+ * kept while the login form shows; only ever a route of this page, never another address. */
+function afterLoginRoute() {
+  const hash = location.hash;
+  return /^#\/[^/]/.test(hash) && hash !== "#/login" ? hash : "#/cameras";
 }
 
 function setSession(me) {
@@ -203,7 +220,9 @@ function renderLogin(view) {
     try {
       const me = await api("POST", "/api/login", { username, password });
       setSession(me);
-      if (!location.hash || location.hash === "#/login") location.hash = "#/cameras";
+      // back to the route asked for before login (a deep link), else Cameras; replaceState
+      // changes only the fragment of this page (no hashchange: route() below draws it once)
+      history.replaceState(null, "", afterLoginRoute());
       route();
     } catch (e) {
       error.textContent =
@@ -285,6 +304,7 @@ function renderCameras(view) {
     if (document.hidden) return;
     const now = Date.now();
     for (const [id, c] of cards) {
+      if (!c.hasFrame) continue; // no worker has a frame of it: no request answered 503
       if (c.loading && now - c.loading < 5000) continue; // a slow answer is given 5 s
       c.loading = now;
       c.img.src = `/api/cameras/${enc(id)}/latest.jpg?t=${Date.now()}`;
@@ -362,6 +382,10 @@ function updateCard(c, cam) {
     ? `offered ${fmtNum(st.offered_fps)} · processed ${fmtNum(st.processed_fps)} fps`
     : `${cam.fps ?? "–"} fps configured`;
   const age = st && typeof st.frame_age_s === "number" ? `age ${fmtNum(st.frame_age_s)} s` : "no frame";
+  // thumbnails are asked for only once a worker reports a frame (an expected "no frame yet" is
+  // then no failed request in the browser's console)
+  c.hasFrame = age !== "no frame";
+  if (!c.hasFrame) c.card.classList.remove("has-frame");
   c.stats.replaceChildren(
     h("span", { class: "fps", title: "frames per second the camera offers / the worker processes" }, fps),
     h("span", { class: "age", title: "how old the newest processed frame is" }, age),
@@ -1016,7 +1040,7 @@ function previewPicture(a) {
 // ---------------------------------------------------------------------------------------------
 // Alerts: newest first, live through Server-Sent Events, review panel
 
-function renderAlerts(view) {
+function renderAlerts(view, openId) {
   const filters = h("form", { id: "alert-filters", class: "card inline-form" },
     h("label", {}, "Camera", h("input", { name: "camera", placeholder: "any", autocomplete: "off" })),
     h("label", {}, "Rule", h("input", { name: "rule", placeholder: "any", autocomplete: "off" })),
@@ -1065,8 +1089,8 @@ function renderAlerts(view) {
       h("td", {}, h("span", { class: `sev sev-${a.severity}` }, a.severity)),
       h("td", { class: "status-cell" }, statusTags(a)),
       h("td", {}, a.label || "–"));
-    tr.addEventListener("click", () => openDetail(a.id));
-    tr.addEventListener("keydown", (ev) => ev.key === "Enter" && openDetail(a.id));
+    tr.addEventListener("click", () => openDetail(a.id, true));
+    tr.addEventListener("keydown", (ev) => ev.key === "Enter" && openDetail(a.id, true));
     return tr;
   }
 
@@ -1165,22 +1189,43 @@ function renderAlerts(view) {
       live.classList.remove("on");
       live.title = "live updates reconnecting…";
       // EventSource hides the status: ask /api/me whether the session is still there
-      api("GET", "/api/me").catch(() => {});
+      api("GET", "/api/session").then((me) => me && !me.logged_in && sessionLost()).catch(() => {});
     };
   }
 
-  async function openDetail(id) {
+  async function openDetail(id, reveal) {
     selected = id;
+    // the address names the open alert (to share, or to come back to after login); no hashchange
+    history.replaceState(null, "", `#/alerts/${enc(id)}`);
     for (const r of rows.values()) r.tr.classList.toggle("selected", r.alert.id === id);
+    if (detail.hidden) {
+      // its place is kept while it loads: the list does not jump when it arrives (style.css)
+      detail.hidden = false;
+      detail.classList.add("loading");
+      detail.replaceChildren(h("h2", {}, "Alert"), h("p", { class: "muted" }, "Loading…"));
+    }
     let a;
     try {
       a = await api("GET", `/api/alerts/${enc(id)}`);
     } catch (e) {
       a = rows.get(id)?.alert;
-      if (!a) return;
+      if (!a) {
+        if (selected !== id) return;
+        detail.classList.remove("loading");
+        if (e.status !== 404) {
+          detail.hidden = true;
+          return;
+        }
+        detail.hidden = false;
+        detail.dataset.alert = id;
+        detail.replaceChildren(h("h2", {}, "Alert"),
+          h("p", { class: "muted", id: "detail-missing" }, `No alert ${id}: it expired or never existed.`));
+        return;
+      }
     }
     if (selected !== id) return;
     detail.hidden = false;
+    detail.classList.remove("loading");
     detail.dataset.alert = id;
     const snap = h("img", { id: "detail-snapshot", class: "detail-snap", src: `/api/alerts/${enc(id)}/snapshot.jpg`, alt: "the frame that started the alert" });
     snap.addEventListener("error", () => snap.replaceWith(h("div", { class: "detail-snap none" }, "no snapshot (expired or none)")));
@@ -1195,13 +1240,33 @@ function renderAlerts(view) {
     renderReview(reviewBox, a);
     detail.replaceChildren(
       h("div", { class: "detail-head" }, h("h2", {}, "Alert"),
-        h("button", { type: "button", class: "btn btn-quiet", id: "detail-close", onclick: () => { detail.hidden = true; selected = null; } }, "×")),
+        h("button", { type: "button", class: "btn btn-quiet", id: "detail-close", "aria-label": "Close the alert", onclick: () => { detail.hidden = true; selected = null; history.replaceState(null, "", "#/alerts"); } }, "×")),
       h("a", { href: `/api/alerts/${enc(id)}/snapshot.jpg`, target: "_blank", rel: "noopener", id: "snapshot-link" }, snap),
-      clipPlayer(id), facts, reviewBox);
+      clipPlayer(id, a), facts, reviewBox);
+    // on a phone the detail sits above the list (style.css): bring it into view when the user
+    // opened it (a live update of the open alert leaves the scroll alone)
+    if (reveal) detail.scrollIntoView({ block: "nearest" });
+  }
+
+  /** Why an alert has no clip, in words for people (not ids and times); null for a reason
+   * this page does not know. */
+  function noClipText(reason, camera) {
+    const cam = typeof camera === "string" ? camera : "this camera";
+    const texts = {
+      recording_off: `Not recorded: camera ${cam} has recording off.`,
+      expired: `Footage expired: camera ${cam}'s recordings no longer go back to this alert.`,
+      not_recorded: `Not recorded: camera ${cam} was not recording at the time.`,
+    };
+    return Object.prototype.hasOwnProperty.call(texts, reason) ? texts[reason] : null;
   }
 
   /** The alert's clip (its camera's recording around it) in a <video>, or why there is none. */
-  function clipPlayer(id) {
+  function clipPlayer(id, a) {
+    // no footage indexed (the alert's answer says so): the reason, not a player meeting a 404
+    if (a && a.clip_available === false) {
+      const why = noClipText(a.clip_reason, a.camera_id) || `No clip: ${a.clip_detail || "not recorded"}.`;
+      return h("div", { class: "clip-box" }, h("div", { class: "detail-clip none", id: "detail-clip-none" }, why));
+    }
     const url = `/api/alerts/${enc(id)}/clip.mp4`;
     const video = h("video", { id: "detail-clip", class: "detail-clip", controls: true, preload: "metadata", playsinline: true, src: url });
     const box = h("div", { class: "clip-box" }, video);
@@ -1211,13 +1276,7 @@ function renderAlerts(view) {
       try {  // the answer's reason says why, in words for people (not ids and times)
         const resp = await fetch(url, { headers: { Range: "bytes=0-0" }, credentials: "same-origin" });
         const data = await resp.json().catch(() => null);
-        const cam = data && typeof data.camera_id === "string" ? data.camera_id : "this camera";
-        const texts = {
-          recording_off: `Not recorded: camera ${cam} has recording off.`,
-          expired: `Footage expired: camera ${cam}'s recordings no longer go back to this alert.`,
-          not_recorded: `Not recorded: camera ${cam} was not recording at the time.`,
-        };
-        if (data && Object.prototype.hasOwnProperty.call(texts, data.reason)) why = texts[data.reason];
+        if (data) why = noClipText(data.reason, data.camera_id) || why;
       } catch (e) { /* keep the short text */ }
       box.replaceChildren(h("div", { class: "detail-clip none", id: "detail-clip-none" }, why));
     }, { once: true });
@@ -1273,6 +1332,7 @@ function renderAlerts(view) {
   });
   more.addEventListener("click", () => load(false));
   load(true).then(connect);
+  if (openId) openDetail(openId, true); // a deep link (#/alerts/<id>), e.g. from a notification
   setCleanup(() => {
     if (es) es.close();
   });
@@ -1451,10 +1511,11 @@ async function start() {
   $("#logout-btn").addEventListener("click", logout);
   window.addEventListener("hashchange", route);
   try {
-    const me = await api("GET", "/api/me");
-    if (me && me.user) setSession(me);
+    // 200 either way ({logged_in: false} when not): no failed request in the console log
+    const me = await api("GET", "/api/session");
+    if (me && me.logged_in && me.user) setSession(me);
   } catch (e) {
-    /* not logged in: the login view */
+    /* the server is unreachable (banner): the login view */
   }
   route();
 }

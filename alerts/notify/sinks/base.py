@@ -125,6 +125,20 @@ class SinkContext:
             return None
         return f"{self.public_url}/api/alerts/{aid}/clip.mp4"
 
+    def links(self, alert: dict[str, Any]) -> dict[str, str]:
+        """The console's links a delivered message carries when ``public_url`` is set:
+        ``alert_url`` (the alert's detail, ``public_url/#/alerts/<id>``: after login the console
+        opens it) and, for a ``clip`` message, ``clip_url``. The id is checked, never a path
+        taken from the message."""
+        aid = alert.get("id")
+        if not self.public_url or not isinstance(aid, str) or not _ALERT_ID.match(aid):
+            return {}
+        out = {"alert_url": f"{self.public_url}/#/alerts/{aid}"}
+        clip = self.clip_url(alert)
+        if clip:
+            out["clip_url"] = clip
+        return out
+
     def snapshot(self, alert_id: str) -> bytes | None:
         """The alert's JPEG from Redis; None when there is none, it expired or Redis is down
         (the alert is delivered without it: a snapshot never holds an alert back)."""

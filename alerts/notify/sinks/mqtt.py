@@ -412,8 +412,8 @@ class MqttSink(Sink):
                 )
             )
             infos.append(pub(self.state_topic(camera, rule), state, qos=qos, retain=True))
-        clip = self.ctx.clip_url(alert)
-        event = dumps_text({**alert, "clip_url": clip}) if clip else d.raw or dumps_text(alert)
+        links = self.ctx.links(alert)
+        event = dumps_text({**alert, **links}) if links else d.raw or dumps_text(alert)
         infos.append(pub(f"{self.prefix}alerts", event, qos=qos))
         self._wait(infos, t0)
         return f"{len(infos)} message(s) acknowledged"

@@ -371,9 +371,7 @@ class WebhookSink(Sink):
             jpeg = self.ctx.snapshot(alert["id"])
             if jpeg:
                 extra["snapshot_jpeg_base64"] = base64.b64encode(jpeg).decode("ascii")
-        clip = self.ctx.clip_url(alert)
-        if clip:
-            extra["clip_url"] = clip
+        extra.update(self.ctx.links(alert))
         if not extra and d.raw:
             return d.raw  # exactly what was published on Kafka
         return dumps_text({**alert, **extra}).encode()

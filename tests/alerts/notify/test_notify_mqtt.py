@@ -168,6 +168,8 @@ def test_clip_message_carries_the_clip_url_on_the_alerts_topic(kafka_bootstrap):
         events = [json.loads(m.payload) for m in rec.get(f"{p}alerts")]
         assert [e["status"] for e in events] == ["started", "ended", "clip"]
         assert "clip_url" not in events[1]
+        link = f"https://vigil.example:8443/#/alerts/{a['id']}"  # the console opens its detail
+        assert [e["alert_url"] for e in events] == [link] * 3
         assert events[2]["clip_url"] == f"https://vigil.example:8443/api/alerts/{a['id']}/clip.mp4"
         assert events[2]["clip"]["path"] == f"/api/alerts/{a['id']}/clip.mp4"
     finally:

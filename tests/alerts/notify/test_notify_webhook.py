@@ -73,7 +73,8 @@ def test_signed_json_with_idempotency_key_and_snapshot_url(kafka_bootstrap):
 
 def test_clip_message_is_delivered_once_with_the_clip_url(kafka_bootstrap):
     """The recorder's clip message reaches the webhook once (a repeat of the same (id, clip) is
-    dropped) with the clip's absolute URL from console.public_url; other messages carry none."""
+    dropped) with the clip's absolute URL from console.public_url; other messages carry none.
+    Every message carries the alert's console link (``alert_url``: its detail, after login)."""
     a, clip = alert(0, "ended"), alert(0, "clip")
     with Receiver() as rx:
         cfg = make_cfg(kafka_bootstrap, [webhook(rx.url)])
@@ -83,10 +84,14 @@ def test_clip_message_is_delivered_once_with_the_clip_url(kafka_bootstrap):
             assert wait_for(lambda: all_committed(cfg), 15), "offsets not committed"
             reqs = rx.snapshot()  # all three records read: the repeat was not delivered
     assert [r.headers["idempotency-key"] for r in reqs] == [f"{a['id']}:ended", f"{a['id']}:clip"]
-    assert reqs[0].json == a
+    link = f"https://vigil.example/#/alerts/{a['id']}"
+    first = reqs[0].json
+    assert first.pop("alert_url") == link and "clip_url" not in first
+    assert first == a
     body = reqs[1].json
     assert signature_ok(reqs[1])
     assert body.pop("clip_url") == f"https://vigil.example/api/alerts/{a['id']}/clip.mp4"
+    assert body.pop("alert_url") == link
     assert body == clip
 
 

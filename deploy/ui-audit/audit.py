@@ -57,6 +57,7 @@ def pages(camera_id: str) -> list[Page]:
         Page("camera", f"#/camera/{camera_id}"),
         Page("alerts", "#/alerts"),
         Page("alert", f"#/alerts/{ALERT_ID}"),
+        Page("timeline", f"#/timeline/{camera_id}"),
         Page("models", "#/models"),
         Page("audit", "#/audit"),
     ]

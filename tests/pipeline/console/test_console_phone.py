@@ -13,7 +13,6 @@ snapshot). With ``VIGIL_CONSOLE_README_SHOTS=1`` the docs' phone pictures
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,8 +66,9 @@ _MEASURE = """([tappable, minTap]) => {
 
 
 @pytest.fixture(scope="module")
-def phone_console(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
-    """A console with one camera in its registry and one alert (a snapshot) of that camera."""
+def phone_console(kafka_bootstrap, tmp_path_factory, camera_recording) -> Iterator[ConsoleStack]:
+    """A console with one camera in its registry, its recording (the session's, copied) and one
+    ended alert (a snapshot) 8 s into it: the alert has a clip, the camera a timeline."""
     import cv2
     import numpy as np
 
@@ -77,22 +77,30 @@ def phone_console(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
     from pipeline.cameras.registry import put_cameras
     from pipeline.cameras.spec import CameraSpec
     from pipeline.common.audit import AuditLog
+    from pipeline.record.index import SegmentIndex
+    from tests.support.recordings import copy_recording_as
 
-    with console_stack(kafka_bootstrap, tmp_path_factory.mktemp("phone")) as stack:
-        put_cameras(stack.cfg.kafka, [CameraSpec(id=CAMERA, url="rtsp://192.0.2.10:554/porch")])
+    tmp = tmp_path_factory.mktemp("phone")
+    root = tmp / "recordings"
+    with console_stack(kafka_bootstrap, tmp, recordings={"dir": str(root)}) as stack:
+        spec = CameraSpec(id=CAMERA, url="rtsp://192.0.2.10:554/porch", record={"enabled": True})
+        put_cameras(stack.cfg.kafka, [spec])
+        segments = copy_recording_as(
+            camera_recording, root, SegmentIndex.from_config(stack.cfg.redis), CAMERA
+        )
         frame = np.full((360, 640, 3), (40, 90, 30), np.uint8)
         cv2.rectangle(frame, (260, 120), (380, 340), (200, 200, 230), -1)
         jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
-        now = time.time()
-        event = AlertEvent(
+        at = segments[0].start + 8.0
+        started = AlertEvent(
             id=ALERT,
             camera_id=CAMERA,
             rule_id="porch-intrusion",
             rule_type="zone_intrusion",
             status="started",
             severity="high",
-            started_at=now - 30,
-            updated_at=now - 30,
+            started_at=at,
+            updated_at=at,
             ended_at=None,
             frame_seq=1,
             epoch=1,
@@ -103,9 +111,11 @@ def phone_console(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
             zone=[[0.3, 0.55], [0.9, 0.55], [0.9, 1.0], [0.3, 1.0]],
             details={"frames": 3},
         )
-        AlertStore(stack.cfg.redis).write_alert(
-            AlertWrite(event.to_dict(), now - 30, snapshot=jpeg, source=jpeg)
-        )
+        ended = {**started.to_dict(), "status": "ended", "updated_at": at + 4.0}
+        ended.update(ended_at=at + 4.0, details={"reason": "cleared"})
+        store = AlertStore(stack.cfg.redis)  # the snapshot comes with the started event
+        store.write_alert(AlertWrite(started.to_dict(), at, snapshot=jpeg, source=jpeg))
+        store.write_alert(AlertWrite(ended, at + 4.0))
         # a change in the audit trail, with the long details a real one has
         AuditLog(stack.cfg.redis, stack.users.client).record(
             who="admin",
@@ -213,7 +223,8 @@ PAGES = [
     ("cameras", "#/cameras", "#camera-grid .camera-card >> nth=0"),
     ("camera", f"#/camera/{CAMERA}", ".stage"),
     ("alerts", "#/alerts", f"tr[data-alert='{ALERT}']"),
-    ("alert", f"#/alerts/{ALERT}", "#detail-snapshot"),
+    ("alert", f"#/alerts/{ALERT}", "#detail-clip"),
+    ("timeline", f"#/timeline/{CAMERA}", ".tl-bar .tl-rec"),
     ("models", "#/models", "#models-table"),
     ("audit", "#/audit", "#audit-table"),
 ]
@@ -257,7 +268,7 @@ def test_a_notification_link_opens_its_alert_after_login(phone_console, browser)
         # the notification's link: console.public_url + #/alerts/<id>, opened logged out
         page.goto(f"{phone_console.base}/#/alerts/{ALERT}")
         page.wait_for_selector("#login-form")
-        _login(page, "viewer")
+        _login(page, "operator")
         page.wait_for_selector(f"#alert-detail[data-alert='{ALERT}']")
         snap = page.wait_for_selector("#detail-snapshot")
         page.wait_for_function("() => document.querySelector('#detail-snapshot').naturalWidth > 0")
@@ -266,6 +277,15 @@ def test_a_notification_link_opens_its_alert_after_login(phone_console, browser)
         assert box and box["y"] < 740 and box["y"] + box["height"] > 0, f"snapshot off screen {box}"
         assert page.url == f"{phone_console.base}/#/alerts/{ALERT}"
         assert page.inner_text("#alert-detail").count(CAMERA) >= 1
+        # its clip plays (the recording around the alert), on a phone
+        page.evaluate("() => document.querySelector('#detail-clip').play()")
+        page.wait_for_function(
+            "() => { const v = document.querySelector('#detail-clip');"
+            " return v.readyState >= 2 && v.currentTime > 0.3; }"
+        )
+        # and the operator marks it, with a tap
+        page.tap("#review-fp")
+        page.wait_for_selector("#review-state[data-verdict='false_positive']")
         # not logged in is an expected state: no failed request or error in the console
         assert not page.errors, page.errors
 

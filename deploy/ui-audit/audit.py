@@ -4,8 +4,10 @@
 
 What it does, against the local services (the Makefile starts and stops them):
 
-1. a console on a free port of 127.0.0.1, with the config's cameras in the registry and one alert
-   of the first camera (a real footage frame as snapshot), so every page has something to show;
+1. a console on a free port of 127.0.0.1, with the config's cameras in the registry, the first
+   camera's recording (the demo footage remuxed into a temporary folder) and one ended alert of
+   it (a footage frame as snapshot), so every page has something to show: the alert's detail
+   plays its clip, the camera's timeline shows the recording and the alert;
 2. an admin user with a password made now, logged in once: the session cookie reaches Lighthouse
    through ``--extra-headers`` (it is never printed; the user is removed at the end);
 3. Lighthouse (``deploy/ui-audit/package.json`` pins it; ``npm ci`` there) with Debian's Chromium,
@@ -63,9 +65,11 @@ def pages(camera_id: str) -> list[Page]:
     ]
 
 
-def seed(cfg) -> str:
-    """The config's cameras in the registry and one alert (with a snapshot) of the first one;
-    returns that camera's id."""
+def seed(cfg, recordings: Path) -> str:
+    """The config's cameras in the registry; the first one's recording (the demo footage,
+    remuxed into ``recordings`` at full speed, indexed) and one ended alert of it with a
+    snapshot 20 s in, so that the alert's detail plays a clip and the camera has a timeline.
+    Returns that camera's id."""
     import cv2
 
     from alerts.events import AlertEvent
@@ -73,28 +77,42 @@ def seed(cfg) -> str:
     from pipeline.cameras.registry import put_cameras
     from pipeline.common.assets import footage
     from pipeline.common.kafka import ensure_topics
+    from pipeline.record.index import SegmentIndex
+    from pipeline.record.segmenter import Recorder
 
     ensure_topics(cfg.kafka)
     if not cfg.cameras:
         raise SystemExit("ui-audit: the config has no cameras to show")
     put_cameras(cfg.kafka, list(cfg.cameras))
     camera = cfg.cameras[0].id
-    cap = cv2.VideoCapture(str(footage("one-by-one-person-detection.mp4")))
+    video = footage("one-by-one-person-detection.mp4")
+    index = SegmentIndex.from_config(cfg.redis)
+    index.clear(camera)
+    segments = []
+    Recorder(
+        camera, str(video), recordings, settle_s=0, realtime=False, on_segment=segments.append
+    ).run()
+    if not segments:
+        raise SystemExit(f"ui-audit: recording {video} gave no segment")
+    for seg in segments:
+        index.add(seg)
+    cap = cv2.VideoCapture(str(video))
+    cap.set(cv2.CAP_PROP_POS_MSEC, 20_000)
     ok, frame = cap.read()
     cap.release()
     if not ok:
         raise SystemExit("ui-audit: cannot read a frame of the demo footage")
     jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
-    now = time.time()
-    event = AlertEvent(
+    at = segments[0].start + 20.0
+    started = AlertEvent(
         id=ALERT_ID,
         camera_id=camera,
         rule_id="table-intrusion",
         rule_type="zone_intrusion",
         status="started",
         severity="high",
-        started_at=now - 30,
-        updated_at=now - 30,
+        started_at=at,
+        updated_at=at,
         ended_at=None,
         frame_seq=1,
         epoch=1,
@@ -104,10 +122,12 @@ def seed(cfg) -> str:
         confidence=0.9,
         zone=[[0.30, 0.55], [0.90, 0.55], [0.90, 1.0], [0.30, 1.0]],
         details={"frames": 3},
-    )
-    AlertStore(cfg.redis).write_alert(
-        AlertWrite(event.to_dict(), now - 30, snapshot=jpeg, source=jpeg)
-    )
+    ).to_dict()
+    ended = {**started, "status": "ended", "updated_at": at + 6.0, "ended_at": at + 6.0}
+    ended["details"] = {"reason": "cleared"}
+    store = AlertStore(cfg.redis)  # the snapshot comes with the started event
+    store.write_alert(AlertWrite(started, at, snapshot=jpeg, source=jpeg))
+    store.write_alert(AlertWrite(ended, at + 6.0))
     return camera
 
 
@@ -165,12 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.config import load_config
     from pipeline.console.auth import UserStore
     from pipeline.console.server import ConsoleServer
+    from pipeline.record.index import SegmentIndex
 
     cfg = load_config(args.config)
+    recordings = Path(tempfile.mkdtemp(prefix="vigil-ui-audit-"))
+    cfg.recordings.dir = str(recordings)  # the console cuts the seeded clip from there
     with socket.socket() as sock:  # a free port of 127.0.0.1
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    camera = seed(cfg)
+    camera = seed(cfg, recordings)
     users = UserStore(cfg.redis)
     password = secrets.token_urlsafe(16)
     users.add(AUDIT_USER, password, "admin")
@@ -210,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
         users.remove(AUDIT_USER)
+        SegmentIndex.from_config(cfg.redis).clear(camera)
+        shutil.rmtree(recordings, ignore_errors=True)
     meta = {
         "lighthouse": json.loads((HERE / "package.json").read_text())["dependencies"]["lighthouse"],
         "chromium": subprocess.run(

@@ -48,7 +48,7 @@ function renderTimeline(view, camId) {
   const prev = h("button", { type: "button", class: "btn btn-quiet", id: "tl-prev", title: "earlier" }, "‹");
   const next = h("button", { type: "button", class: "btn btn-quiet", id: "tl-next", title: "later" }, "›");
   const bar = h("div", { class: "tl-bar", id: "tl-bar", role: "slider", tabindex: "0",
-    "aria-label": "recording of the day: click to play from that moment" });
+    "aria-label": "recording of the day: click to play from that moment (keyboard: arrows move, Enter plays)" });
   const ticks = h("div", { class: "tl-ticks", id: "tl-ticks" });
   const summary = h("p", { class: "muted small", id: "tl-summary" });
   const msg = h("p", { class: "muted", id: "tl-msg" }, "Click the bar, or an alert marker, to play.");
@@ -110,7 +110,38 @@ function renderTimeline(view, camId) {
     showCursor();
   }
 
+  // the bar is a slider for the keyboard too: arrows move a moment along it, Enter plays it
+  let keyAt = null;
+  const barValue = () => {
+    if (keyAt !== null) return keyAt;
+    return playing && isFinite(video.currentTime) ? playing.origin + video.currentTime : viewFrom;
+  };
+  function ariaBar() {
+    const v = Math.min(Math.max(barValue(), viewFrom), viewFrom + span);
+    bar.setAttribute("aria-valuemin", String(Math.round(viewFrom)));
+    bar.setAttribute("aria-valuemax", String(Math.round(viewFrom + span)));
+    bar.setAttribute("aria-valuenow", String(Math.round(v)));
+    bar.setAttribute("aria-valuetext", fmtClock(v));
+  }
+  bar.addEventListener("keydown", (ev) => {
+    const v = barValue();
+    const step = span / 48;
+    const to = { ArrowLeft: v - step, ArrowDown: v - step, ArrowRight: v + step, ArrowUp: v + step,
+      Home: viewFrom, End: viewFrom + span }[ev.key];
+    if (to !== undefined) {
+      ev.preventDefault();
+      keyAt = Math.min(Math.max(to, viewFrom), viewFrom + span);
+      ariaBar();
+    } else if (ev.key === "Enter" || ev.key === " ") {
+      ev.preventDefault();
+      const t = barValue();
+      keyAt = null;
+      playAt(t);
+    }
+  });
+
   function showCursor() {
+    ariaBar();
     const c = $("#tl-cursor", bar);
     if (!c || !playing || !isFinite(video.currentTime)) return;
     const t = playing.origin + video.currentTime;
@@ -183,6 +214,7 @@ function renderTimeline(view, camId) {
   bar.addEventListener("click", (ev) => {
     const r = bar.getBoundingClientRect();
     if (r.width <= 0) return;
+    keyAt = null;
     playAt(viewFrom + ((ev.clientX - r.left) / r.width) * span);
   });
   dayInput.addEventListener("change", () => {

@@ -247,6 +247,17 @@ def test_a_click_on_an_alert_marker_plays_the_alerts_moment_with_its_boxes(
             marker = f'.tl-alert[data-alert="{aid}"]'
             page.wait_for_selector(marker)
             page.select_option("#tl-zoom", "900")  # 15 min around the newest footage
+            # the bar is a slider for the keyboard too: Home, then a step (15 min / 48) on
+            bar = page.locator("#tl-bar")
+            bar.focus()
+            page.keyboard.press("Home")
+            home = float(bar.get_attribute("aria-valuenow"))
+            assert float(bar.get_attribute("aria-valuemin")) == home
+            page.keyboard.press("ArrowRight")
+            assert float(bar.get_attribute("aria-valuenow")) == pytest.approx(
+                home + 900 / 48, abs=1
+            )
+            assert bar.get_attribute("aria-valuetext").endswith(" UTC")
             page.eval_on_selector(
                 "#tl-video",
                 "v => { window.seeks = []; v.addEventListener('seeked', "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -119,6 +120,17 @@ class RegistryWatcher:
             heartbeat_interval_ms=max(1000, session_timeout_ms // 4),
             max_poll_interval_ms=300_000,
         )
+        # learn the topic's partitions first: a group joined while the consumer has no metadata
+        # of the topic (just created) is assigned nothing, and kafka-python does not always
+        # rejoin when the metadata arrives (seen: a worker that never got its cameras)
+        deadline = time.monotonic() + cfg.bootstrap_timeout_ms / 1000
+        try:
+            while not self.consumer.partitions_for_topic(cfg.topics.cameras):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        except KafkaError:
+            pass  # Kafka away: the watcher's loop says so and retries
         self.consumer.subscribe([cfg.topics.cameras], listener=_Listener(self))
         self._thread = threading.Thread(target=self._run, name="registry-watcher", daemon=True)
         self.error: Exception | None = None

@@ -153,4 +153,4 @@ def test_vigil_run_runs_a_recorder_unless_turned_off(
     monkeypatch.setattr(run, "recorder_runner", recorder_runner)
     monkeypatch.setitem(sys.modules, "pipeline.app", types.SimpleNamespace(run_ingest=run_ingest))
     assert main(["run", "-c", str(path), *flag]) == 0
-    assert started == (["vigil-record"] if expected else [])
+    assert started == ([data["recordings"]["group_id"]] if expected else [])

@@ -43,6 +43,9 @@ def make_config_dict(bootstrap: str, **overrides) -> dict:
             "reconnect": {"initial_s": 0.5, "max_s": 2.0},
             "session_timeout_ms": 6000,
         },
+        # the recorders' groups (cameras, and "-alerts" for the alert follower) are the test's
+        # own: a recorder of another test in a shared group would stall its rebalances
+        "recordings": {"group_id": f"t{tag}-record"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict):

@@ -28,6 +28,9 @@ class OutageConsumer:
         self.connected = False
         self.lock = threading.Lock()
 
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        raise KafkaConnectionError("111 ECONNREFUSED")  # no broker: the watcher starts anyway
+
     def subscribe(self, topics, listener=None) -> None:
         self.topics = topics
 

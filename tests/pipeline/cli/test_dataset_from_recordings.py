@@ -210,4 +210,7 @@ def test_an_unreadable_segment_is_skipped_with_one_log_line(
     lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.record.frames"]
     assert len(lines) == 1 and str(broken) in lines[0] and "skipped" in lines[0], lines
     times = [r["capture_ts"] for r in _records(out)]
-    assert times and not [t for t in times if segments[1].start <= t < segments[1].end]
+    # none from the broken one (consecutive segments meet within a few ms: its neighbours'
+    # first and last frames may lie that close to its ends)
+    inside = [t for t in times if segments[1].start + 0.05 <= t < segments[1].end - 0.05]
+    assert times and not inside, inside

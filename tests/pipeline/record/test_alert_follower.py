@@ -44,7 +44,6 @@ SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(ALERT_SCHEMA)
 @pytest.fixture
 def cfg(tmp_path) -> Iterator[VigilConfig]:
     cfg = make_config(KAFKA, recordings={"dir": str(tmp_path / "rec"), "backoff_max_s": 1})
-    cfg.recordings.group_id = cfg.ingest.group_id.replace("-ingest", "-record")
     ensure_topics(cfg.kafka)
     dead = f"rtsp://127.0.0.1:{free_port()}/nothing"  # nobody serves it: the recorder retries
     put_cameras(

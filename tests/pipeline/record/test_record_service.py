@@ -61,7 +61,6 @@ def _config(root: Path) -> VigilConfig:
             "session_timeout_ms": 6000,
         },
     )
-    cfg.recordings.group_id = cfg.ingest.group_id.replace("-ingest", "-record")
     assert cfg.kafka.cameras_partitions == PARTITIONS
     return cfg
 

@@ -89,14 +89,14 @@ class ClipWatch:
         self._thread = threading.Thread(target=self._poll, name="clip-watch", daemon=True)
         handle = follower.handle
 
-        def timed(raw, where, key=None):
+        def timed(raw, where, key=None, **where_from):
             try:
                 aid = json.loads(raw).get("id")
             except Exception:  # noqa: BLE001 - not ours to judge: the follower does
                 aid = None
             if aid in self.ended:
                 self.handled.setdefault(aid, time.time())
-            return handle(raw, where, key)
+            return handle(raw, where, key, **where_from)
 
         follower.handle = timed
         self.assigned = threading.Event()

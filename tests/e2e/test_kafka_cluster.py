@@ -291,9 +291,17 @@ def test_failover_broker_worker_and_alert_service(kafka_cluster, camera_sim, tmp
                 seen[rec.value["worker_id"]].add(rec.key.decode())
             return seen
 
-        # both workers stream before anything fails, and alerts are being written
-        assert wait_for(lambda: len(owners()) == 2, 180, step=3), (
-            "both workers own cameras",
+        # both workers stream, every camera has published, before anything fails (the gaps
+        # below need each camera's detections on both sides of the kill), and alerts are being
+        # written
+        every = {c.id for c in cams}
+
+        def all_streaming() -> bool:
+            seen = owners()
+            return len(seen) == 2 and set().union(*seen.values()) == every
+
+        assert wait_for(all_streaming, 180, step=3), (
+            "both workers own cameras, every camera publishes",
             {w: sorted(c) for w, c in owners().items()},
         )
         assert wait_for(lambda: redis_client.xlen(stream) > 0, 120, step=2), "no alert yet"
@@ -372,7 +380,8 @@ def test_failover_broker_worker_and_alert_service(kafka_cluster, camera_sim, tmp
         before = [t for t in ts if t < killed_at]
         after = [t for t in ts if t > window_end]
         assert before and after, (
-            f"{cam}: no detections before the kill or after the broker's return"
+            f"{cam}: no detections before the kill or after the broker's return "
+            f"({len(before)} before, {len(after)} after)"
         )
         span = [before[-1], *(t for t in ts if killed_at <= t <= window_end), after[0]]
         gaps[cam] = round(max(b - a for a, b in zip(span, span[1:], strict=False)), 2)

@@ -140,8 +140,10 @@ def test_a_zone_drawn_with_taps_is_saved_like_one_drawn_with_clicks(stack, logge
     for f in (ZONE[0], ASTRAY, ZONE[2], ZONE[3], (0.5, 0.95)):
         tap(*at(box, f))
     assert state() == "5 points"
-    phone.tap("#undo-btn")
+    phone.tap("#undo-btn")  # (scrolls the page to the button first: below the picture)
     assert state() == "4 points"  # the last tap, (0.5, 0.95), is gone
+    phone.locator("#draw").scroll_into_view_if_needed()
+    box = phone.locator("#draw").bounding_box()  # where the picture is now
     cdp = phone.context.new_cdp_session(phone)
     # one finger drags the astray point onto its place
     (x0, y0), (x1, y1) = at(box, ASTRAY), at(box, ZONE[1])
@@ -171,14 +173,13 @@ def test_a_zone_drawn_with_taps_is_saved_like_one_drawn_with_clicks(stack, logge
     phone.select_option("#rule-type", "line_crossing")
     phone.fill("#rule-id", f"phone-line-{uuid.uuid4().hex[:6]}")
     assert state() == "no point yet"
+    phone.locator("#draw").scroll_into_view_if_needed()  # the form fields scrolled the page
     box = phone.locator("#draw").bounding_box()
     one_px = 1.0 / box["width"]
     for f in LINE:
         tap(*at(box, f))
     assert state() == "2 points"
-    # dispatched: this branch's camera page is still wider than a phone (620 px at 412), and the
-    # editor's grid overlaps the rule list there (the phone layout is issue 25's other part)
-    line = save(phone, lambda sel: phone.dispatch_event(sel, "click"), "line")
+    line = save(phone, phone.tap, "line")
     for t, f in zip(line, LINE, strict=True):
         assert abs(t[0] - f[0]) <= one_px and abs(t[1] - f[1]) <= one_px, line
 
@@ -297,9 +298,7 @@ def test_after_logout_the_caches_hold_only_the_shell(stack, logged_in, alert_wit
         alert_with_snapshot,
     )
     assert len(cached(page)) == 2
-    # dispatched: at 412 px the nav of this branch still cuts the button off (the phone layout
-    # is issue 25's other part)
-    page.dispatch_event("#logout-btn", "click")
+    page.tap("#logout-btn")
     page.wait_for_selector("#login-form")
     shell = shell_urls(stack.base)
     deadline = time.monotonic() + 5

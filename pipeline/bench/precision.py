@@ -215,7 +215,21 @@ class PrecisionSection:
                 why.append(f"slowest camera {worst} fps")
             if p99 >= 1000:
                 why.append(f"p99 {p99} ms")
-            runs.append({"cameras": n, "worst_camera_fps": worst, "p99_ms": p99, "why": why})
+            runs.append(
+                {
+                    "cameras": n,
+                    "worst_camera_fps": worst,
+                    "p99_ms": p99,
+                    "why": why,
+                    # where the machine's cores went, and the share of frames detected (gating)
+                    "cores_used": r.get("cores_used"),
+                    "detected_share": (
+                        round(r["detector_fps"] / r["published_fps"], 3)
+                        if r.get("published_fps")
+                        else None
+                    ),
+                }
+            )
             if why:
                 failed = f"{n} ({', '.join(why)})"
                 break

@@ -45,14 +45,14 @@ def test_vigil_run_exits_with_status_0(how, kafka_bootstrap, camera_sim, tmp_pat
     log = tmp_path / "run.log"
     argv = [sys.executable, "-m", "pipeline.cli", "run", "-c", str(cfg)]
     if how == "max-seconds":
-        argv += ["--max-seconds", "8"]
+        argv += ["--max-seconds", "5"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     try:
         if how != "max-seconds":
             # stop it while cameras stream and messages flow, as a supervisor would
             assert wait_for(lambda: b"connected" in log.read_bytes(), 90), log.read_text()[-2000:]
-            time.sleep(3)
+            time.sleep(2)
             proc.send_signal(getattr(signal, how))
         code = proc.wait(120)
     finally:

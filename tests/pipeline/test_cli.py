@@ -121,7 +121,7 @@ def test_camera_url_errors_name_the_input(argv, expected, capsys):
     assert code == 2 and expected in err
 
 
-def test_camera_check_reports_the_stream_or_the_error(capsys):
+def test_camera_check_reports_the_stream_or_the_error(capsys, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -139,7 +139,10 @@ def test_camera_check_reports_the_stream_or_the_error(capsys):
     assert code == 2 and "cannot open rtsp://admin:***@127.0.0.1" in err and "not added" in err
     assert "s3cret" not in err
     clip = str(footage("people-detection.mp4"))
-    code = main(["cameras", "add", "hall", clip, "--check", *UNREACHABLE_KAFKA])
+    # Kafka unreachable: given up after 1 s (the default waits 15 s for a broker to come)
+    conf = tmp_path / "vigil.yaml"
+    conf.write_text("kafka: {bootstrap_servers: '127.0.0.1:9', bootstrap_timeout_ms: 1000}\n")
+    code = main(["cameras", "add", "hall", clip, "--check", "-c", str(conf)])
     out, err = capsys.readouterr()
     assert "checked camera hall" in out and "480x270, 12 fps" in out
     assert code == 2 and "cannot reach Kafka" in err  # checked first, then registered

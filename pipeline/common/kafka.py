@@ -31,6 +31,8 @@ class KafkaTopics(StrictModel):
     rules: str = "vigil.rules"
     # Alert deliveries a notifier sink gave up on (docs/notify.md), with the alert and the error
     notify_dlq: str = "vigil.notify.dlq"
+    # Motion spells of the cameras (ingest -> recorders in record.mode events; keyed by camera)
+    motion: str = "vigil.motion"
 
 
 class KafkaConfig(StrictModel):
@@ -165,6 +167,10 @@ def topic_specs(cfg: KafkaConfig) -> list[NewTopic]:
         ),
         NewTopic(t.control, 1, rf),
         NewTopic(t.notify_dlq, 1, rf, topic_configs={"retention.ms": str(7 * 24 * 3600 * 1000)}),
+        # Motion spells matter for a few seconds: kept one hour
+        NewTopic(
+            t.motion, cfg.detections_partitions, rf, topic_configs={"retention.ms": "3600000"}
+        ),
         # One partition: every alert service reads every rule, and rule changes stay in order.
         NewTopic(
             t.rules,

@@ -21,11 +21,19 @@ class MotionGating:
 
     ``settings(camera_id)`` gives the camera's motion settings, asked once, when the camera's
     first frame comes; gating is off for a camera whose settings are not ``enabled``.
+    ``watched(camera_id)``: whether the camera's motion is wanted even so (a recording in mode
+    events starts on motion): its frames are checked for motion but all go to the detector.
     """
 
-    def __init__(self, settings: Callable[[str], MotionConfig]) -> None:
+    def __init__(
+        self,
+        settings: Callable[[str], MotionConfig],
+        watched: Callable[[str], bool] = lambda _cid: False,
+    ) -> None:
         self._settings = settings
-        self._motion: dict[str, MotionDetector | None] = {}  # None: gating off for the camera
+        self._watched = watched
+        self._motion: dict[str, MotionDetector | None] = {}  # None: no motion check
+        self._watch_only: set[str] = set()  # checked for motion, never gated
         # camera -> (untracked detections of its last detector run, (h, w), detector)
         self._last_raw: dict[str, tuple[np.ndarray, tuple[int, int], object]] = {}
         self._last_by: dict[str, object] = {}  # camera -> detector that produced its last result
@@ -33,7 +41,7 @@ class MotionGating:
 
     def is_on(self, camera_id: str) -> bool:
         """Whether the camera's frames are gated (unknown yet: assume they may be)."""
-        return self._motion.get(camera_id, True) is not None
+        return self._motion.get(camera_id, True) is not None and camera_id not in self._watch_only
 
     def decide(self, frame: Frame, current: object) -> Decision | None:
         """Motion decision for ``frame``; None when gating is off for its camera. ``current``
@@ -41,10 +49,17 @@ class MotionGating:
         cid = frame.camera_id
         if cid not in self._motion:
             mcfg = self._settings(cid)
-            self._motion[cid] = MotionDetector(mcfg) if mcfg.enabled else None
+            watch = not mcfg.enabled and self._watched(cid)
+            self._motion[cid] = MotionDetector(mcfg) if mcfg.enabled or watch else None
+            if watch:
+                self._watch_only.add(cid)
         gate = self._motion[cid]
         if gate is None:
             return None
+        if cid in self._watch_only:
+            decision = gate.check(frame.image, frame.capture_ts)
+            decision.detect = True
+            return decision
         last = self._last_raw.get(cid)
         if last is not None:
             boxes, (h, w), _ = last
@@ -62,6 +77,8 @@ class MotionGating:
     ) -> None:
         """The detector's result for a gated camera's frame: what later frames carry over."""
         cid = frame.camera_id
+        if cid in self._watch_only:
+            return  # never carried over
         self._last_dets[cid] = dets
         self._last_by[cid] = det
         if raw is not None:
@@ -79,3 +96,4 @@ class MotionGating:
         """The camera left this worker (or changed): its detector and results go."""
         for state in (self._motion, self._last_raw, self._last_by, self._last_dets):
             state.pop(camera_id, None)
+        self._watch_only.discard(camera_id)

@@ -21,8 +21,15 @@ class DetectionPublisher:
     """Publishes to ``topic`` through ``producer`` (a ``KafkaProducer``, set before the first
     message). ``logger`` writes the outage lines: the worker's, so they keep its name."""
 
-    def __init__(self, topic: str, bootstrap_servers: str, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        topic: str,
+        bootstrap_servers: str,
+        logger: logging.Logger,
+        motion_topic: str | None = None,
+    ) -> None:
         self.topic = topic
+        self.motion_topic = motion_topic
         self.producer: Any = None
         self.log = logger
         self.published = 0
@@ -67,6 +74,24 @@ class DetectionPublisher:
             failed(exc)
             return
         fut.add_callback(ok)
+        fut.add_errback(failed)
+
+    def publish_motion(self, camera_id: str, msg: dict) -> None:
+        """Send a motion spell message (``pipeline.common.motion_spells``) on the motion topic,
+        keyed by camera. Like detections, realtime: one that cannot be sent is counted and
+        dropped (the next renewal says the same, later)."""
+        if self.motion_topic is None:
+            return
+
+        def failed(exc: Exception) -> None:
+            metrics.PUBLISH_ERRORS.inc()
+            self.log.debug("camera %s: motion message not delivered: %s", camera_id, exc)
+
+        try:
+            fut = self.producer.send(self.motion_topic, key=camera_id, value=msg)
+        except Exception as exc:  # noqa: BLE001 - buffer full while Kafka is away
+            failed(exc)
+            return
         fut.add_errback(failed)
 
     def check(self, now: float, silent_s: float = 5.0) -> None:

@@ -28,6 +28,7 @@ from pipeline.cameras.spec import CameraSpec, Endpoint
 from pipeline.common.contracts import FrameDetector, FrameListener
 from pipeline.common.kafka import make_producer
 from pipeline.common.lifecycle import OutageLog
+from pipeline.common.motion_spells import MotionSpells
 from pipeline.ingest import metrics
 from pipeline.ingest.capture import CameraReader, configure_ffmpeg
 from pipeline.ingest.config import IngestSettings
@@ -90,10 +91,11 @@ class IngestWorker:
         self.watcher: RegistryWatcher | None = None
         # the loop's parts (module docstring)
         self.scheduler = BatchScheduler(self._reader_list, self._wake, cfg.ingest.max_frame_age_s)
-        self.gating = MotionGating(self._motion_settings)
+        self.gating = MotionGating(self._motion_settings, self._motion_wanted)
+        self.spells = MotionSpells()  # motion spells on the motion topic, for the recorders
         self.detectors = DetectorSlot(detector, detector_factory)
         self.publisher = DetectionPublisher(
-            cfg.kafka.topics.detections, cfg.kafka.bootstrap_servers, log
+            cfg.kafka.topics.detections, cfg.kafka.bootstrap_servers, log, cfg.kafka.topics.motion
         )
         self.stats = WorkerStats()
         self._in_flight: Batch | None = None  # started on the detector, not yet published
@@ -183,6 +185,7 @@ class IngestWorker:
                     del self._readers[cid]
                     self.detectors.drop_tracks(cid)
                     self.gating.forget(cid)
+                    self.spells.forget(cid)
                     self.scheduler.forget(cid)
                     self.stats.forget(cid)
                     metrics.CAMERA_UP.labels(cid).set(0)
@@ -214,6 +217,14 @@ class IngestWorker:
         base = self.cfg.ingest.motion
         override = reader.spec.motion if reader is not None else None
         return override.apply(base) if override is not None else base
+
+    def _motion_wanted(self, camera_id: str) -> bool:
+        """Whether the camera's motion is wanted without gating: it is recorded in mode events
+        (a recorder starts on the motion spells this worker publishes)."""
+        with self._lock:
+            reader = self._readers.get(camera_id)
+        rec = reader.spec.record if reader is not None else None
+        return rec is not None and rec.enabled and rec.mode == "events"
 
     def _fps(self, camera_id: str) -> float:
         reader = self._readers.get(camera_id)
@@ -337,6 +348,9 @@ class IngestWorker:
             if decision is not None:
                 msg["motion"] = decision.motion
                 msg["carried_over"] = carried
+                spell = self.spells.update(frame.camera_id, frame.capture_ts, decision.motion)
+                if spell is not None:
+                    self.publisher.publish_motion(spell.camera_id, spell.message())
             self.stats.frame_out(frame)
             if dets and self.frame_store is not None:
                 self.frame_store.put(frame)  # before publishing: the alert may need it at once

@@ -1,6 +1,6 @@
-"""The recorder service with all its parts (retention, the alert follower, the events' holds),
-from the configuration's sections: ``vigil record``, ``vigil run`` and ``vigil demo`` build it
-here, each with the sections of its own config."""
+"""The recorder service with all its parts (retention, the alert and motion followers, the
+events' holds), from the configuration's sections: ``vigil record``, ``vigil run`` and ``vigil
+demo`` build it here, each with the sections of its own config."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pipeline.record.camera_settings import CameraSettings
 from pipeline.record.config import RecordingsConfig
 from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
+from pipeline.record.motion_follower import MotionFollower
 from pipeline.record.retention import Retention, RetentionLoop
 from pipeline.record.service import RecorderService
 
@@ -37,6 +38,13 @@ def build_recorder_service(
         retention=RetentionLoop(retention, recordings.retention_interval_s),
         follower=build_alert_follower(kafka, recordings, redis),
         holds=HoldStore.from_config(redis),
+        motion=MotionFollower(
+            kafka,
+            HoldStore.from_config(redis),
+            CameraSettings.from_kafka(kafka, max_age_s=10.0).record_of,
+            group_id=f"{recordings.group_id}-motion",
+            session_timeout_ms=recordings.session_timeout_ms,
+        ),
     )
 
 

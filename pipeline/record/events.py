@@ -1,4 +1,5 @@
-"""Recording in ``record.mode: events``: only around alerts (docs/recordings.md, "Mode").
+"""Recording in ``record.mode: events``: only around alerts and motion (docs/recordings.md,
+"Mode").
 
 The recorder keeps the camera's stream open and copies its packets as in continuous mode, but
 while no event is on it only holds them in memory (:class:`PacketRing`: whole GOPs, from a
@@ -15,8 +16,10 @@ alert's hold is ``open``: it is recorded until its ``ended`` hold comes (at most
 :data:`MAX_OPEN_S`). Segments start on keyframes, are cut every ``segment_s`` and indexed as in
 continuous mode; the time between events is a gap.
 
-Motion does not start a recording: the motion signal is in the detection messages
-(``motion: true``), which a recorder would have to read entirely; only alerts do.
+Motion starts a recording too: ingest publishes each camera's motion spells on
+``vigil.motion`` (checking the camera's frames for motion even when its motion gating is off),
+and the recorder's motion follower turns them into holds like an alert's
+(``motion_follower.py``).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ the others. A camera is recorded when it is ``enabled`` and ``record.enabled``; 
 of its ``record_url`` (the main stream) or else its ``url``. With the ingest worker reading
 ``url``, a camera has at most two RTSP sessions: detection's and the recording's.
 
-A camera in ``record.mode: events`` is recorded only around its alerts (``events.py``): the
-service reads the alerts' holds of those cameras from Redis (:class:`EventPoller`) for their
+A camera in ``record.mode: events`` is recorded only around its alerts and its motion
+(``events.py``): the service reads the holds of those cameras (written from the alerts and the
+motion spells by whichever recorder read them) from Redis (:class:`EventPoller`) for their
 recorders.
 
 Every finished segment goes into the segment index (:class:`SegmentIndex`). A definition naming
@@ -38,6 +39,7 @@ from pipeline.record.config import RecordingsConfig
 from pipeline.record.events import EventPoller, EventSchedule
 from pipeline.record.holds import HoldStore
 from pipeline.record.index import SegmentIndex
+from pipeline.record.motion_follower import MotionFollower
 from pipeline.record.retention import RetentionLoop
 from pipeline.record.segmenter import DEFAULT_SETTLE_S, Recorder
 
@@ -68,6 +70,7 @@ class RecorderService:
         retention: RetentionLoop | None = None,
         follower: AlertFollower | None = None,
         holds: HoldStore | None = None,
+        motion: MotionFollower | None = None,
     ) -> None:
         self.kafka = kafka
         self.cfg = recordings
@@ -87,6 +90,8 @@ class RecorderService:
         self.retention = retention
         # holds the recordings of the alerts on vigil.alerts (alert_follower.py); None: no holds
         self.follower = follower
+        # holds the recordings of the motion spells on vigil.motion (motion_follower.py)
+        self.motion = motion
         # the events of the cameras in mode events (their alerts' holds); None: such cameras
         # are not recorded (logged)
         self.events = None if holds is None else EventPoller(holds, self.schedules)
@@ -216,6 +221,8 @@ class RecorderService:
             self.retention.start()
         if self.follower is not None:
             self.follower.start()
+        if self.motion is not None:
+            self.motion.start()
         if self.events is not None:
             self.events.start()
         return self
@@ -250,6 +257,8 @@ class RecorderService:
             self.retention.stop()
         if self.follower is not None:
             self.follower.stop()
+        if self.motion is not None:
+            self.motion.stop()
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None

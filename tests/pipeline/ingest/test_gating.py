@@ -115,3 +115,20 @@ def test_forget_drops_the_cameras_state_and_asks_its_settings_again():
     assert g.carry_over(det, f1, 5.0) == []
     assert g.decide(frame(STILL, 1.2), det).detect  # a new background: the whole frame moved
     assert asked == ["cam", "cam"]
+
+
+def test_a_watched_camera_is_checked_for_motion_but_never_gated():
+    """Gating off, motion wanted (a recording in mode events): every frame goes to the
+    detector, each with its motion decision; nothing is kept to carry over."""
+    g = MotionGating(lambda cid: MotionConfig(), watched=lambda cid: cid == "rec")
+    assert g.decide(frame(STILL, 1.0, "plain"), None) is None  # neither gated nor watched
+    decisions = [
+        g.decide(frame(img, t, "rec"), None)
+        for t, img in [(1.0, STILL), (1.2, STILL), (1.4, moved_inside_box()), (1.6, STILL)]
+    ]
+    assert [d.detect for d in decisions] == [True] * 4
+    # the first frame has no background yet; the change of the third one is motion
+    assert [d.motion for d in decisions] == [True, False, True, False]
+    assert not g.is_on("rec")  # the detection loop need not wait for its last result
+    g.remember(frame(STILL, 1.6, "rec"), PERSON, BOX_PX, Det())
+    assert g.carry_over(Det(), frame(STILL, 1.8, "rec"), 5.0) == []  # nothing was kept

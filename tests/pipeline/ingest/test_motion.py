@@ -13,6 +13,7 @@ from pipeline.cameras.spec import CameraSpec
 from pipeline.common.assets import footage, model
 from pipeline.common.config import ConfigError
 from pipeline.common.contracts import Frame
+from pipeline.common.motion_spells import parse_motion
 from pipeline.config import parse_config
 from pipeline.ingest.capture import ReaderStats
 from pipeline.ingest.motion import MotionConfig, MotionDetector
@@ -203,11 +204,17 @@ class _Reader:
 
 
 class _Producer:
+    """Keeps what is sent, by topic; ``sent``: the detection messages."""
+
     def __init__(self):
-        self.sent = []
+        self.by_topic = {}
+
+    @property
+    def sent(self):
+        return [v for _, v in self.by_topic.get("vigil.detections", [])]
 
     def send(self, topic, key=None, value=None, timestamp_ms=None):
-        self.sent.append(value)
+        self.by_topic.setdefault(topic, []).append((key, value))
 
         class F:
             def add_callback(self, *a):
@@ -242,3 +249,72 @@ def test_worker_carries_detections_and_tracks_over_frames_without_motion(detecto
             ids = sorted(d.get("track_id", -1) for d in msg["detections"])
             assert ids == sorted(d.get("track_id", -1) for d in prev["detections"])
     assert any(d.get("track_id") for m in carried for d in m["detections"])
+
+
+class _TimedReader(_Reader):
+    """Frames captured at their time in the footage (``replay_frames``' seconds), from ``t0``."""
+
+    def __init__(self, cid, frames, spec, t0):
+        super().__init__(cid, frames)
+        self.spec, self.t0 = spec, t0
+
+    def take(self):
+        item = next(self.frames, None)
+        if item is None:
+            return None
+        self.seq += 1
+        return Frame(self.camera_id, self.seq, 1, self.t0 + item[0], item[1])
+
+
+def test_a_camera_recorded_in_mode_events_gets_motion_spells_without_gating(detector):
+    """Gating off, but the camera is recorded only around events: every frame is detected and
+    its motion checked, and the worker publishes the motion spells the recorders start on."""
+    from pipeline.bench import replay_frames
+    from pipeline.ingest.worker import IngestWorker
+
+    frames = replay_frames(OFFICE, 5.0)[30:80]  # 10 s, people coming and going
+    cfg = parse_config({"detector": {"max_wait_ms": 0}})
+    assert not cfg.ingest.motion.enabled
+    spec = CameraSpec(
+        id="office", url="rtsp://127.0.0.1/x", fps=5, record={"enabled": True, "mode": "events"}
+    )
+    t0 = time.time()  # frames older than ingest.max_frame_age_s would be dropped
+    worker = IngestWorker(cfg, detector=detector, worker_id="w")
+    worker.producer = _Producer()
+    worker._readers = {"office": _TimedReader("office", frames, spec, t0)}
+    while worker.process_once(timeout_s=0.0):
+        pass
+    detections = [v for _, v in worker.producer.by_topic[cfg.kafka.topics.detections]]
+    assert len(detections) == len(frames) == worker.detector_frames  # nothing skipped
+    assert not any(m["carried_over"] for m in detections)
+    moving = [m["capture_ts"] for m in detections if m["motion"]]
+    assert moving and len(moving) < len(detections)  # the check ran, and not everything moves
+    spells = worker.producer.by_topic[cfg.kafka.topics.motion]
+    assert spells and all(key == "office" for key, _ in spells)
+
+    def frame_with_motion(ts: float) -> bool:  # messages carry capture_ts rounded to 1 µs
+        return min(abs(ts - m) for m in moving) < 1e-5
+
+    first = parse_motion(spells[0][1])
+    assert (first.camera_id, first.ended) == ("office", False)
+    assert first.started_at == pytest.approx(moving[0], abs=1e-5)
+    for _, value in spells:  # every spell begins and (so far) ends on a frame with motion
+        spell = parse_motion(value)
+        assert frame_with_motion(spell.started_at) and frame_with_motion(spell.last_at), spell
+
+
+def test_a_camera_recorded_continuously_is_not_checked_for_motion(detector):
+    from pipeline.bench import replay_frames
+    from pipeline.ingest.worker import IngestWorker
+
+    frames = replay_frames(OFFICE, 5.0)[30:35]
+    cfg = parse_config({"detector": {"max_wait_ms": 0}})
+    spec = CameraSpec(id="office", url="rtsp://127.0.0.1/x", fps=5, record={"enabled": True})
+    worker = IngestWorker(cfg, detector=detector, worker_id="w")
+    worker.producer = _Producer()
+    worker._readers = {"office": _TimedReader("office", frames, spec, time.time())}
+    while worker.process_once(timeout_s=0.0):
+        pass
+    detections = [v for _, v in worker.producer.by_topic[cfg.kafka.topics.detections]]
+    assert len(detections) == 5 and not any("motion" in m for m in detections)
+    assert cfg.kafka.topics.motion not in worker.producer.by_topic

@@ -207,8 +207,16 @@ def _segment(camera_id: str, ms: int, raw: dict) -> Segment | None:
 def open_segment(path: Path) -> Iterator[av.container.InputContainer]:
     """A segment file opened for demuxing as what it must be: a regular local file (never a
     FIFO, a device, a URL or any other protocol FFmpeg knows), read as MP4 (never probed, so a
-    file that looks like a playlist is not followed). OSError or FFmpegError when it is not."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    file that looks like a playlist is not followed). OSError or FFmpegError when it is not.
+
+    Nothing planted in ``recordings.dir`` leads outside it: neither the file nor the camera, day
+    and hour folders above it (``layout.py``; the recorder makes them, never as links) may be
+    a symbolic link (``recordings.dir`` itself may be one)."""
+    linked = [p for p in (path, *list(path.parents)[:3]) if p.is_symlink()]
+    if linked:
+        raise OSError(f"{linked[0]}: a symbolic link inside the recordings, not followed")
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path}: not a regular file")

@@ -116,3 +116,25 @@ def test_index_entries_that_are_not_numbers_in_order_are_skipped(index, tmp_path
     assert index.segments("cam1", T - 10, T + 100) == [
         Segment("cam1", relative_path("cam1", T), T, T + 2.0, 1000, 20)
     ]
+
+
+@pytest.mark.parametrize("where", ["file", "camera folder"])
+def test_a_link_planted_in_the_recordings_is_not_followed(index, tmp_path, where):
+    """Files on disk are hostile too: a symbolic link in place of a segment, or of the folder
+    above it, pointing at an MP4 outside ``recordings.dir``, is never read."""
+    root = tmp_path / "recordings"
+    secret = make_mp4(tmp_path / "outside" / "secret.mp4", 160, 120)
+    seg = segment_path(root, "cam1", T)
+    if where == "file":
+        seg.parent.mkdir(parents=True)
+        seg.symlink_to(secret)
+    else:  # the camera's folder is a link to a folder laid out like recordings
+        elsewhere = tmp_path / "elsewhere"
+        planted = segment_path(elsewhere, "cam1", T)
+        make_mp4(planted, 160, 120)
+        root.mkdir()
+        (root / "cam1").symlink_to(elsewhere / "cam1", target_is_directory=True)
+    forge(index, "cam1", T, relative_path("cam1", T).as_posix())
+    with pytest.raises(NothingRecorded):
+        export(index, root, "cam1", T, T + 2, tmp_path / "x.mp4")
+    assert not (tmp_path / "x.mp4").exists()

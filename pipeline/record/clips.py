@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import re
+import stat
 import time
 import uuid
 from collections.abc import Mapping
@@ -259,6 +260,13 @@ def _trim_ranges(cache: Path, keep: Path) -> None:
             gaps_file(p).unlink(missing_ok=True)
 
 
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _origin(path: Path) -> float | None:
     """The origin a cached file's name holds (its last part before ``.mp4``)."""
     tail = path.name[: -len(".mp4")].rpartition(".")[2]
@@ -279,11 +287,14 @@ def _cached(
         if cache.is_dir():
             _drop_cached(cache, name)
         raise unavailable()
+    if cache.is_symlink():  # what is served comes from recordings.dir only
+        raise InputError(f"clip cache {cache}: a symbolic link, not used")
     digest = _digest(rng, segments)
     for path in sorted(cache.glob(f"{name}.{digest}.*.mp4")) if cache.is_dir() else []:
         origin = _origin(path)
         gaps = cached_gaps(path)
-        if origin is not None and gaps is not None and path.is_file():
+        # a regular file, never a link planted in the cache (it would be served as the clip)
+        if origin is not None and gaps is not None and _regular(path):
             with contextlib.suppress(OSError):  # asked for now: retention keeps it clip_cache_days
                 os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))  # its access time
             return CachedCut(path, origin, gaps)

@@ -6,6 +6,7 @@ so the forged entry reads the camera's own segment, or nothing."""
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from pipeline.common.errors import InputError
 from pipeline.common.redis import RedisKeys
+from pipeline.record.clips import cached_range
 from pipeline.record.export import NothingRecorded, export
 from pipeline.record.index import SegmentIndex
 from pipeline.record.layout import relative_path, segment_path, start_ms
@@ -138,3 +141,24 @@ def test_a_link_planted_in_the_recordings_is_not_followed(index, tmp_path, where
     with pytest.raises(NothingRecorded):
         export(index, root, "cam1", T, T + 2, tmp_path / "x.mp4")
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a_link_planted_in_the_clip_cache_is_not_served(index, tmp_path):
+    """A link named like a cached cut (or a linked cache folder) is never what the console
+    serves: the cut is made again from the camera's own segment."""
+    root = tmp_path / "recordings"
+    secret = make_mp4(tmp_path / "outside" / "secret.mp4", 160, 120)
+    make_mp4(segment_path(root, "cam1", T), 320, 240)
+    forge(index, "cam1", T, relative_path("cam1", T).as_posix())
+    first = cached_range(index, root, "cam1", T, T + 2)
+    first.path.unlink()
+    first.path.symlink_to(secret)  # same name: the cache would take it for the cut
+    again = cached_range(index, root, "cam1", T, T + 2)
+    assert not again.path.is_symlink() and ffprobe_size(again.path) == (320, 240)
+    cache = root / ".clips"
+    shutil.rmtree(cache)
+    (tmp_path / "elsewhere").mkdir()
+    cache.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(InputError, match="symbolic link"):
+        cached_range(index, root, "cam1", T, T + 2)
+    assert list((tmp_path / "elsewhere").iterdir()) == []  # nothing written through it

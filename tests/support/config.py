@@ -29,6 +29,7 @@ def make_config_dict(bootstrap: str, **overrides) -> dict:
                 "control": f"t{tag}.control",
                 "rules": f"t{tag}.rules",
                 "notify_dlq": f"t{tag}.notify.dlq",
+                "clips": f"t{tag}.clips",
             },
             "cameras_partitions": 8,
             "detections_partitions": 2,

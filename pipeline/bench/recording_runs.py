@@ -167,7 +167,9 @@ def _follower(rig: Rig):
     try:
         # the follower reads the alerts and announces their clips on the clips topic
         t = rig.kafka.topics
-        admin.create_topics([NewTopic(n, 1, rig.kafka.replication_factor) for n in (t.alerts, t.clips)])
+        admin.create_topics(
+            [NewTopic(n, 1, rig.kafka.replication_factor) for n in (t.alerts, t.clips)]
+        )
     finally:
         admin.close()
     rig.topics += [rig.kafka.topics.alerts, rig.kafka.topics.clips]

@@ -195,7 +195,9 @@ def test_only_the_ingest_principal_may_write_detections(kafka_cluster):
         producer.close(5)
     # the recorder's alert follower reads alerts in its group; the notifier (its own group) and
     # subscribers (no group) read the clip
-    assert _read_as(state, "recorder", alerts_topic, f"{admin_cfg.recordings.group_id}-alerts") == []
+    assert (
+        _read_as(state, "recorder", alerts_topic, f"{admin_cfg.recordings.group_id}-alerts") == []
+    )
     assert _read_as(state, "notifier", t.clips, admin_cfg.notify.group_id) == [clip]
     assert _read_as(state, "viewer", t.clips) == [clip]
     # nothing of the refused writes is on the topics: the ingest probe alone

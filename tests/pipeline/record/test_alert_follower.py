@@ -133,7 +133,10 @@ def test_alerts_of_a_recorded_camera_hold_their_clip_range(cfg: VigilConfig) -> 
 
 def _messages(cfg: VigilConfig, topic: str, records: int, timeout: float = 20) -> list:
     """The records of ``topic`` once it holds ``records`` (or ``timeout``), values decoded."""
-    return [rec._replace(value=json.loads(rec.value)) for rec in read_topic(cfg, topic, records, timeout)]
+    return [
+        rec._replace(value=json.loads(rec.value))
+        for rec in read_topic(cfg, topic, records, timeout)
+    ]
 
 
 def test_a_clip_is_announced_once_its_range_is_recorded(cfg: VigilConfig, tmp_path) -> None:

@@ -3,12 +3,15 @@
 Two backends, same ``vigil.alerts/v1`` dicts (``alerts/schemas/alert.v1.json``):
 
 - ``kafka`` (default): reads the ``vigil.alerts`` topic without a consumer group (every
-  subscriber sees every alert). Kafka delivery is at-least-once, so repeats of an (id, status)
-  are dropped here (``dedup=True``, remembering the last 100 000); ``reviewed`` messages (an
-  operator's verdict, docs/console.md) by (id, status, review.at), since an alert may be
-  reviewed again.
+  subscriber sees every alert), and the recorder's ``clip`` messages from ``vigil.clips`` (an
+  alert's clip is recorded: docs/recordings.md; a record there with another status is skipped,
+  never taken for an alert; ``clips=False`` leaves that topic out). Kafka delivery is
+  at-least-once, so repeats of an (id, status) are dropped here (``dedup=True``, remembering
+  the last 100 000); ``reviewed`` messages (an operator's verdict, docs/console.md) by (id,
+  status, review.at), since an alert may be reviewed again.
 - ``redis``: reads the Redis stream ``{prefix}alerts`` (or ``{prefix}alerts:<camera>``), which
-  holds each (id, status) exactly once but only the latest ``redis.stream_maxlen`` entries.
+  holds each (id, status) exactly once but only the latest ``redis.stream_maxlen`` entries;
+  no ``clip`` messages (the recorder writes the clip fields into the alert's hash instead).
 
 ``from_beginning`` starts from the oldest alert kept; otherwise only alerts that arrive after the
 subscription started (the start position is fixed before the first ``next()`` returns or blocks,
@@ -52,10 +55,11 @@ def subscribe(
     timeout_s: float | None = None,
     dedup: bool = True,
     on_ready: Callable[[], None] | None = None,
+    clips: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Iterate over alert messages as they arrive, optionally only one camera's / rule's."""
     if backend == "kafka":
-        source = _kafka_alerts(cfg, from_beginning, on_ready)
+        source = _kafka_alerts(cfg, from_beginning, on_ready, clips)
     elif backend == "redis":
         source = _redis_alerts(cfg, camera, from_beginning, on_ready)
     else:
@@ -111,9 +115,10 @@ def dedup_key(alert: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _kafka_alerts(
-    cfg: Connections, from_beginning: bool, on_ready: Callable[[], None] | None
+    cfg: Connections, from_beginning: bool, on_ready: Callable[[], None] | None, clips: bool
 ) -> Iterator[dict[str, Any] | None]:
     topic = cfg.kafka.topics.alerts
+    clips_topic = cfg.kafka.topics.clips if clips else None
     # records a subscriber cannot use are skipped (counted in vigil_records_skipped_total)
     skipped = SkippedRecords(log, "alerts_subscriber")
     consumer = make_consumer(
@@ -125,11 +130,14 @@ def _kafka_alerts(
         allow_auto_create_topics=False,
     )
     try:
-        parts = None
+        parts = clip_parts = None
         deadline = time.monotonic() + cfg.kafka.bootstrap_timeout_ms / 1000
         while True:
             parts = consumer.partitions_for_topic(topic)
-            if parts or time.monotonic() > deadline:
+            if clips_topic is not None:
+                clip_parts = consumer.partitions_for_topic(clips_topic)
+            done = parts and (clip_parts or clips_topic is None)
+            if done or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         if not parts:
@@ -138,6 +146,10 @@ def _kafka_alerts(
                 "(the alert service creates it when it starts)"
             )
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if clip_parts:
+            tps += [TopicPartition(clips_topic, p) for p in sorted(clip_parts)]
+        elif clips_topic is not None:
+            log.warning("topic %s does not exist (yet): alerts without clip messages", clips_topic)
         consumer.assign(tps)
         if from_beginning:
             consumer.seek_to_beginning(*tps)
@@ -152,17 +164,21 @@ def _kafka_alerts(
             got = False
             for recs in batch.values():
                 for rec in recs:
+                    where = f"{rec.topic}[{rec.partition}]@{rec.offset}"
                     try:
                         alert = decode_record(rec.value)
                     except ValueError as e:  # too large or deep, not UTF-8, not JSON, no value
-                        skipped.skip(f"{topic}[{rec.partition}]@{rec.offset}", reason_of(e), str(e))
+                        skipped.skip(where, reason_of(e), str(e))
                         continue
                     if not isinstance(alert, dict):
                         skipped.skip(
-                            f"{topic}[{rec.partition}]@{rec.offset}",
+                            where,
                             "invalid",
                             f"an alert is a JSON object, not {type(alert).__name__}",
                         )
+                    elif rec.topic == clips_topic and alert.get("status") != "clip":
+                        # the recorders' topic announces clips, it never starts or ends an alert
+                        skipped.skip(where, "invalid", "not a clip message on the clips topic")
                     else:
                         got = True
                         yield alert

@@ -1,5 +1,13 @@
-"""The notifier: alert events from ``vigil.alerts`` (a Kafka consumer group) to webhooks and
-MQTT, at least once per (alert id, status, sink), nothing lost (docs/notify.md).
+"""The notifier: alert events from ``vigil.alerts`` and the recorder's clip announcements from
+``vigil.clips`` (one Kafka consumer group on both topics) to webhooks and MQTT, at least once
+per (alert id, status, sink), nothing lost (docs/notify.md).
+
+The clips topic is written by the recorders, which may not write alerts: a record there may only
+announce a clip. One with another status (a ``started``, ``ended`` or ``reviewed`` forged there)
+is skipped: counted in ``vigil_records_skipped_total{reader="notifier_clips"}``, one log line,
+never delivered, and it does not count as the event's first copy for the repeat check.
+Everything else (settling, commits, repeats, dead letters of malformed records) is the same for
+the records of either topic: offsets are kept per partition of each.
 
 The main loop polls a batch and hands every alert event to the sinks whose filters want it
 (:class:`alerts.notify.delivery.SinkRunner`: bounded queues, workers, retries, rate limit).
@@ -49,6 +57,7 @@ from alerts.store import AlertStore
 from pipeline.common.consumer_loop import ConsumerHandler, ConsumerLoop, Records
 from pipeline.common.contracts import CAMERA_ID
 from pipeline.common.jsoncodec import decode_record
+from pipeline.common.records import SkippedRecords
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,7 @@ DEDUP_WINDOW = 100_000
 SOLE_SINK_HOLD_S = 60.0
 STATS_LOG_INTERVAL_S = 60.0
 _STATUSES = {"started", "ended", "reviewed", "clip"}
+CLIP = "clip"  # the one status a record of the clips topic may have
 
 
 def check_alert(alert: Any) -> dict[str, Any]:
@@ -97,6 +107,7 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
         self.name = name or self.ncfg.instance_id or f"{socket.gethostname()}-{os.getpid()}"
         self.group = self.ncfg.group_id
         self.topic = cfg.kafka.topics.alerts
+        self.clips_topic = cfg.kafka.topics.clips
         self.store = AlertStore(cfg.redis)
         self.ctx = SinkContext(
             self.store, snapshot_base_url, known, self.name, public_url=public_url
@@ -123,7 +134,7 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
         self.loop = ConsumerLoop(
             self,
             cfg.kafka,
-            self.topic,
+            (self.topic, self.clips_topic),
             client=f"notify-{self.name}",
             group_id=n.group_id,
             session_timeout_ms=n.session_timeout_ms,
@@ -142,7 +153,8 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
         self._dispatched = m.RECORDS.labels("dispatched")
         self._duplicates = m.RECORDS.labels("duplicate")
         self._malformed = m.RECORDS.labels("malformed")
-        self.stats = {"records": 0, "duplicates": 0, "malformed": 0, "commits": 0}
+        self.refused = SkippedRecords(log, "notifier_clips")
+        self.stats = {"records": 0, "duplicates": 0, "malformed": 0, "refused": 0, "commits": 0}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -175,10 +187,11 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
             r.start()
         self.dead.start()
         log.info(
-            "notifier %s: group %s on %s, sinks: %s",
+            "notifier %s: group %s on %s and %s, sinks: %s",
             self.name,
             self.group,
             self.topic,
+            self.clips_topic,
             ", ".join(r.sink.describe() for r in self.runners),
         )
 
@@ -274,6 +287,16 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
                 key=rec.key.decode("utf-8", "replace") if rec.key is not None else None,
             )
             return
+        if rec.topic == self.clips_topic and alert["status"] != CLIP:
+            # a recorder's topic cannot start, end or review an alert: settled, not delivered,
+            # and not taken for the event's first copy (the real one would be dropped as a repeat)
+            self.stats["refused"] += 1
+            self.refused.skip(
+                f"{rec.topic}[{rec.partition}]@{rec.offset}",
+                "invalid",
+                f"status {alert['status']!r} on the clips topic, which announces clips only",
+            )
+            return
         key = idempotency_key(alert)
         first = self._seen.get(key)
         if first is not None and first != r.origin:
@@ -345,11 +368,13 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
         self._stats_at = now
         s = self.stats
         log.info(
-            "notifier %s: %d alert events read (%d repeats dropped, %d malformed), %d unsettled; %s",
+            "notifier %s: %d alert events read (%d repeats dropped, %d malformed, %d refused), "
+            "%d unsettled; %s",
             self.name,
             s["records"],
             s["duplicates"],
             s["malformed"],
+            s["refused"],
             self._unsettled,
             "; ".join(
                 f"{r.id}: {r.stats['delivered']} delivered, {r.stats['dead_letter']} dead-lettered"

@@ -4,10 +4,18 @@ Who may write what (the issue's rule: a principal writes only its own topics):
 
 | principal | writes | reads | groups |
 |---|---|---|---|
-| ingest | detections, cameras (the registry) | cameras, alerts (collection of alert frames) | <group prefix>ingest* |
+| ingest | detections, cameras (the registry), motion (spells) | cameras, alerts (collection of alert frames) | <group prefix>ingest* |
 | alerts | alerts, detections.dlq, rules (seeds the YAML's rules) | detections, rules (live rules) | <group prefix>alerts* |
-| viewer | - | alerts | - (subscribe() assigns partitions, no group) |
+| recorder | clips (the clip announcements) | cameras, alerts (holds, clips), motion (mode events) | <group prefix>record* (recordings.group_id, its "-alerts" and "-motion") |
+| notifier | notify.dlq | alerts, clips | <group prefix>notify* (notify.group_id) |
+| viewer | - | alerts, clips | - (subscribe() assigns partitions, no group) |
 | admin | super user: creates topics, grants ACLs | | |
+
+The recorder reads camera URLs and writes files (the most exposed process): it writes nothing
+but clip announcements, on a topic of their own that the notifier takes only clip messages from,
+so a recorder's credentials cannot forge an alert, a detection or a camera. The console has no
+principal here yet: it writes cameras, rules and the operators' ``reviewed`` messages on the
+alerts topic, which would give it the alerts principal's power (docs/security.md).
 
 Every principal may DESCRIBE the topics of the prefix (Vigil lists them before creating the
 missing ones). Nothing else is allowed (allow.everyone.if.no.acl.found=false).
@@ -55,11 +63,12 @@ def rules(
 ) -> list[tuple[str, ResourceType, str, object, object]]:
     t = topic_prefix
     out = []
-    for who in ("ingest", "alerts", "viewer"):
+    for who in ("ingest", "alerts", "recorder", "notifier", "viewer"):
         out.append((who, TOPIC, t, PRE, D))
     out += [
         ("ingest", TOPIC, f"{t}detections", LIT, W),
         ("ingest", TOPIC, f"{t}cameras", LIT, W),
+        ("ingest", TOPIC, f"{t}motion", LIT, W),
         ("ingest", TOPIC, f"{t}cameras", LIT, R),
         ("ingest", TOPIC, f"{t}alerts", LIT, R),
         ("ingest", GROUP, f"{group_prefix}ingest", PRE, R),
@@ -69,7 +78,17 @@ def rules(
         ("alerts", TOPIC, f"{t}rules", LIT, R),
         ("alerts", TOPIC, f"{t}rules", LIT, W),
         ("alerts", GROUP, f"{group_prefix}alerts", PRE, R),
+        ("recorder", TOPIC, f"{t}cameras", LIT, R),
+        ("recorder", TOPIC, f"{t}alerts", LIT, R),
+        ("recorder", TOPIC, f"{t}motion", LIT, R),
+        ("recorder", TOPIC, f"{t}clips", LIT, W),
+        ("recorder", GROUP, f"{group_prefix}record", PRE, R),
+        ("notifier", TOPIC, f"{t}alerts", LIT, R),
+        ("notifier", TOPIC, f"{t}clips", LIT, R),
+        ("notifier", TOPIC, f"{t}notify.dlq", LIT, W),
+        ("notifier", GROUP, f"{group_prefix}notify", PRE, R),
         ("viewer", TOPIC, f"{t}alerts", LIT, R),
+        ("viewer", TOPIC, f"{t}clips", LIT, R),
     ]
     return out
 

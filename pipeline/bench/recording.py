@@ -126,7 +126,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _rig(args: argparse.Namespace, base) -> Rig:
     tag = uuid.uuid4().hex[:6]
-    topics = base.kafka.topics.model_copy(update={"alerts": f"rb{tag}.vigil.alerts"})
+    topics = base.kafka.topics.model_copy(
+        update={"alerts": f"rb{tag}.vigil.alerts", "clips": f"rb{tag}.vigil.clips"}
+    )
     return Rig(
         tag=tag,
         kafka=base.kafka.model_copy(update={"topics": topics}),

@@ -165,10 +165,14 @@ def _follower(rig: Rig):
 
     admin = admin_client(rig.kafka)
     try:
-        admin.create_topics([NewTopic(rig.kafka.topics.alerts, 1, rig.kafka.replication_factor)])
+        # the follower reads the alerts and announces their clips on the clips topic
+        t = rig.kafka.topics
+        admin.create_topics(
+            [NewTopic(n, 1, rig.kafka.replication_factor) for n in (t.alerts, t.clips)]
+        )
     finally:
         admin.close()
-    rig.topics.append(rig.kafka.topics.alerts)
+    rig.topics += [rig.kafka.topics.alerts, rig.kafka.topics.clips]
     rec = RecordConfig(enabled=True, pre_s=rig.pre_s, post_s=rig.post_s)
     follower = AlertFollower(
         rig.kafka,

@@ -133,7 +133,8 @@ def _scrub(args: argparse.Namespace, e: Exception) -> str:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, "notifier")  # reads alerts only: the notifier's Redis user
-    source = cfg.kafka.topics.alerts if args.backend == "kafka" else "Redis"
+    t = cfg.kafka.topics
+    source = f"{t.alerts} (clips: {t.clips})" if args.backend == "kafka" else "Redis"
 
     def ready() -> None:
         what = " ".join(

@@ -4,7 +4,8 @@ recorder to come) are a :class:`ConsumerHandler` run by a :class:`ConsumerLoop`.
 The loop owns the clients and the mechanism; the handler owns what is done with the records:
 
 * connect: topics, a producer, a consumer-group member (offsets committed by the handler, after
-  its work is safe) subscribed to one topic; retried with backoff until it works or the stop
+  its work is safe) subscribed to one topic or several (the notifier: alerts and clips; a
+  record's ``topic`` says which); retried with backoff until it works or the stop
   event is set;
 * rebalances: the consumer's callbacks only record the event (they run inside ``poll``); the
   loop hands each one, in order, to :meth:`ConsumerHandler.on_revoked` / ``on_assigned`` right
@@ -24,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from kafka import TopicPartition
@@ -125,15 +126,16 @@ class ConsumerLoop:
     longest wait between connection attempts and after a failed step. Connection failures are
     reported to ``connect_retrier`` under the operation ``connect to Kafka`` when one is given
     (one warning per outage), otherwise to the Kafka :class:`OutageLog` (lost / back).
+    ``topic``: one topic, or several (``topics``; ``topic`` is then the first).
     ``learn_partitions``: wait (``bootstrap_timeout_ms`` at most) until the consumer knows the
-    topic's partitions before joining the group (a member that joins without them gets none
+    topics' partitions before joining the group (a member that joins without them gets none
     until the next metadata refresh, minutes later)."""
 
     def __init__(
         self,
         handler: ConsumerHandler,
         kafka: KafkaConfig,
-        topic: str,
+        topic: str | Sequence[str],
         *,
         client: str,
         group_id: str,
@@ -151,7 +153,8 @@ class ConsumerLoop:
     ) -> None:
         self.handler = handler
         self.kafka = kafka
-        self.topic = topic
+        self.topics = (topic,) if isinstance(topic, str) else tuple(topic)
+        self.topic = self.topics[0]
         self.client = client
         self.group_id = group_id
         self.session_timeout_ms = session_timeout_ms
@@ -238,10 +241,10 @@ class ConsumerLoop:
             )
             if self.learn_partitions:
                 deadline = time.monotonic() + self.kafka.bootstrap_timeout_ms / 1000
-                while not consumer.partitions_for_topic(self.topic):
+                while not all(consumer.partitions_for_topic(t) for t in self.topics):
                     if time.monotonic() > deadline or self._stop.wait(0.2):
                         break
-            consumer.subscribe([self.topic], listener=_Listener(self))
+            consumer.subscribe(list(self.topics), listener=_Listener(self))
             self.consumer = consumer
 
     def close(self) -> None:

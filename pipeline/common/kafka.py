@@ -24,6 +24,10 @@ class KafkaTopics(StrictModel):
     cameras: str = "vigil.cameras"
     detections: str = "vigil.detections"
     alerts: str = "vigil.alerts"
+    # The recorder's clip announcements (an ended alert's message with status "clip",
+    # docs/recordings.md), keyed by camera id: a topic of their own, so that a recorder never
+    # needs to write alerts (docs/security.md). Read by the notifier and alert subscribers.
+    clips: str = "vigil.clips"
     detections_dlq: str = "vigil.detections.dlq"
     control: str = "vigil.control"
     # Compacted, keyed by rule id (tombstone = deleted): the live rules every alert service
@@ -33,6 +37,14 @@ class KafkaTopics(StrictModel):
     notify_dlq: str = "vigil.notify.dlq"
     # Motion spells of the cameras (ingest -> recorders in record.mode events; keyed by camera)
     motion: str = "vigil.motion"
+
+    @model_validator(mode="after")
+    def _clips_apart(self) -> KafkaTopics:
+        # the notifier takes only clip announcements from the clips topic: the same name for
+        # both would make every alert a refused clip, or open the alerts to the recorder
+        if self.clips == self.alerts:
+            raise ValueError(f"clips: {self.clips!r} is the alerts topic; give it its own name")
+        return self
 
 
 class KafkaConfig(StrictModel):
@@ -158,6 +170,13 @@ def topic_specs(cfg: KafkaConfig) -> list[NewTopic]:
         ),
         NewTopic(
             t.alerts,
+            cfg.detections_partitions,
+            rf,
+            topic_configs={"retention.ms": str(30 * 24 * 3600 * 1000)},
+        ),
+        # like the alerts: keyed by camera id, kept as long
+        NewTopic(
+            t.clips,
             cfg.detections_partitions,
             rf,
             topic_configs={"retention.ms": str(30 * 24 * 3600 * 1000)},

@@ -18,8 +18,11 @@ The recording stage never imports the alerts package: the few fields it needs ar
 Clip availability: after an ``ended`` message, once the segment index has the camera's recording
 up to the hold's end (``ended_at + post_s``: recorded and its segment closed), the follower
 writes ``clip_from``, ``clip_to`` and ``clip_until`` into the alert's hash (only when the hash
-exists) and publishes a follow-up on ``vigil.alerts``: the ended message with ``status: "clip"``
-and ``clip: {from, to, until, path}``. A recording that does not get there within
+exists) and publishes a follow-up on ``vigil.clips`` (``kafka.topics.clips``, keyed like the
+alert: by camera id): the ended message with ``status: "clip"`` and ``clip: {from, to, until,
+path}``. Never on ``vigil.alerts``: a recorder reads alerts but may not write them (the cluster's
+ACLs, docs/security.md), and the notifier takes nothing but clip announcements from
+``vigil.clips``. A recording that does not get there within
 ``clip_wait_s`` after the alert's end (camera down, recording paused) announces no clip.
 
 Nothing waiting is lost by a restart: the offset committed for a partition never passes the
@@ -161,6 +164,7 @@ class AlertFollower(ConsumerHandler):
         clip_wait_s: float = DEFAULT_CLIP_WAIT_S,
     ) -> None:
         self.holds = holds
+        self.clips_topic = kafka.topics.clips  # where clips are announced (never the alerts)
         self.index = index  # None: no clip announcements
         self.clip_wait_s = clip_wait_s
         self._pending: dict[str, PendingClip] = {}
@@ -351,6 +355,6 @@ class AlertFollower(ConsumerHandler):
         msg["clip"] = {"from": p.start, "to": p.end, "until": p.until, "path": clip_path(a.id)}
         producer = self.loop.producer
         assert producer is not None
-        producer.send(self.loop.topic, key=p.key, value=msg).get(timeout=30)
+        producer.send(self.clips_topic, key=a.camera_id, value=msg).get(timeout=30)
         self.clips += 1
         log.info("recorder: clip of alert %s (%s) available", a.id, a.camera_id)

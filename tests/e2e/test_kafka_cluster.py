@@ -1,8 +1,8 @@
 """Vigil on a 3-broker Kafka cluster with SASL/SCRAM users and ACLs (deploy/local/kafka_cluster.sh).
 
-- Who may write: only the ingest principal writes detections, only the alert service's writes
-  alerts; anyone else is refused by the brokers with an authorization error (not a timeout, not
-  any other error), and nothing of a refused write reaches the topic (a forged detection message
+- Who may write: only the ingest principal writes detections (and the motion spells), only the
+  alert service's writes alerts, only the recorder's writes clips (and nothing else); anyone
+  else is refused by the brokers with an authorization error (not a timeout, not any other error), and nothing of a refused write reaches the topic (a forged detection message
   needs the ingest workers' credentials).
 - Failover, real processes: 4 camera-sim cameras, 2 ingest workers, 2 alert services. The broker
   leading most detection partitions is SIGKILLed mid-run and brought back; then one ingest worker
@@ -28,6 +28,7 @@ import redis
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAuthorizationFailedError
+from kafka.structs import OffsetAndMetadata
 
 from alerts.engine import RuleEngine
 from alerts.store import AlertStore
@@ -179,9 +180,63 @@ def test_only_the_ingest_principal_may_write_detections(kafka_cluster):
     finally:
         producer.close(5)
     assert_write_refused(state, "ingest", alerts_topic)  # not the alerts topic either
+    # the recorder (camera URLs and files: the most exposed process) announces clips on a topic
+    # of its own and writes nothing else: no alert, detection or camera
+    t = admin_cfg.kafka.topics
+    for forged in (alerts_topic, topic, t.cameras, t.motion):
+        assert_write_refused(state, "recorder", forged)
+    for user in ("alerts", "notifier", "viewer"):
+        assert_write_refused(state, user, t.clips)
+    clip = (b"gate", b'{"status": "clip"}')
+    producer = KafkaProducer(**client_kw(state, "recorder"), acks="all", max_block_ms=10000)
+    try:
+        assert producer.send(t.clips, key=clip[0], value=clip[1]).get(timeout=15).offset >= 0
+    finally:
+        producer.close(5)
+    # ingest publishes the cameras' motion spells, which the recorders' motion followers read
+    spell = (b"gate", b'{"v": 1}')
+    producer = KafkaProducer(**client_kw(state, "ingest"), acks="all", max_block_ms=10000)
+    try:
+        assert producer.send(t.motion, key=spell[0], value=spell[1]).get(timeout=15).offset >= 0
+    finally:
+        producer.close(5)
+    group = admin_cfg.recordings.group_id
+    assert _read_as(state, "recorder", t.motion, f"{group}-motion") == [spell]
+    # the recorder's alert follower reads alerts in its group; the notifier (its own group) and
+    # subscribers (no group) read the clip
+    assert _read_as(state, "recorder", alerts_topic, f"{group}-alerts") == []
+    assert _read_as(state, "notifier", t.clips, admin_cfg.notify.group_id) == [clip]
+    assert _read_as(state, "viewer", t.clips) == [clip]
     # nothing of the refused writes is on the topics: the ingest probe alone
     assert [(r.key, r.value) for r in _read_all(state, topic)] == [(b"gate", b'{"probe": 1}')]
     assert _read_all(state, alerts_topic) == []
+    assert _read_all(state, t.cameras) == []
+
+
+def _read_as(state: Path, user: str, topic: str, group: str | None = None) -> list:
+    """``topic``'s records as ``user`` reads them, (key, value) each; in consumer group ``group``
+    (when given), whose offsets it commits: READ on the topic, and on the group."""
+    consumer = KafkaConsumer(**client_kw(state, user), group_id=group, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        assert tps, f"{user} does not see {topic}"
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(consumer.position(tp) < end[tp] for tp in tps):
+            for recs in consumer.poll(timeout_ms=1000).values():
+                out.extend((r.key, r.value) for r in recs)
+        if group is not None:
+            offsets = {tp: OffsetAndMetadata(consumer.position(tp), "", -1) for tp in tps}
+            consumer.commit(offsets)
+            assert {tp: consumer.committed(tp) for tp in tps} == {
+                tp: om.offset for tp, om in offsets.items()
+            }
+        return out
+    finally:
+        consumer.close(autocommit=False)
 
 
 def _leader_of_most_partitions(state: Path, topic: str) -> int:

@@ -30,6 +30,7 @@ def make_config_dict(bootstrap: str, **overrides) -> dict:
                 "rules": f"t{tag}.rules",
                 "notify_dlq": f"t{tag}.notify.dlq",
                 "motion": f"t{tag}.motion",
+                "clips": f"t{tag}.clips",
             },
             "cameras_partitions": 8,
             "detections_partitions": 2,

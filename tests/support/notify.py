@@ -91,16 +91,21 @@ def alert(
     return msg
 
 
-def produce(cfg: VigilConfig, alerts: list[dict[str, Any]] | list[bytes], key: str | None = None):
+def produce(
+    cfg: VigilConfig,
+    alerts: list[dict[str, Any]] | list[bytes],
+    key: str | None = None,
+    topic: str | None = None,
+):
+    """Onto the alerts topic, or ``topic`` (the clips topic: what a recorder writes)."""
+    topic = topic or cfg.kafka.topics.alerts
     producer = make_producer(cfg.kafka, "test-alerts", linger_ms=5)
     try:
         for a in alerts:
             if isinstance(a, bytes):
-                producer.send(cfg.kafka.topics.alerts, key=key or "cam-a", value=a)
+                producer.send(topic, key=key or "cam-a", value=a)
             else:
-                producer.send(
-                    cfg.kafka.topics.alerts, key=a["camera_id"], value=json.dumps(a).encode()
-                )
+                producer.send(topic, key=a["camera_id"], value=json.dumps(a).encode())
         producer.flush(timeout=30)
     finally:
         producer.close(timeout=10)
@@ -164,23 +169,23 @@ def running(cfg: VigilConfig, **kw: Any) -> Iterator[NotifyService]:
         assert not t.is_alive(), "the notifier did not stop within 60 s"
 
 
-def committed(cfg: VigilConfig) -> dict[int, int | None]:
-    """The notifier group's committed offsets on the alerts topic."""
+def committed(cfg: VigilConfig, topic: str | None = None) -> dict[int, int | None]:
+    """The notifier group's committed offsets on the alerts topic (or ``topic``)."""
     c = make_consumer(
         cfg.kafka, "test-committed", group_id=cfg.notify.group_id, enable_auto_commit=False
     )
     try:
-        topic = cfg.kafka.topics.alerts
+        topic = topic or cfg.kafka.topics.alerts
         parts = wait_for(lambda: c.partitions_for_topic(topic), 15)
         return {p: c.committed(TopicPartition(topic, p)) for p in sorted(parts)}
     finally:
         c.close(autocommit=False)
 
 
-def end_offsets(cfg: VigilConfig) -> dict[int, int]:
+def end_offsets(cfg: VigilConfig, topic: str | None = None) -> dict[int, int]:
     c = make_consumer(cfg.kafka, "test-end", group_id=None, enable_auto_commit=False)
     try:
-        topic = cfg.kafka.topics.alerts
+        topic = topic or cfg.kafka.topics.alerts
         parts = wait_for(lambda: c.partitions_for_topic(topic), 15)
         ends = c.end_offsets([TopicPartition(topic, p) for p in parts])
         return {tp.partition: off for tp, off in ends.items()}

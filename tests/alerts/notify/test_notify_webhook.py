@@ -39,9 +39,9 @@ pytestmark = pytest.mark.integration
 SCHEDULING_MARGIN_S = 2.0
 
 
-def all_committed(cfg) -> bool:
-    ends = end_offsets(cfg)
-    got = committed(cfg)
+def all_committed(cfg, topic: str | None = None) -> bool:
+    ends = end_offsets(cfg, topic)
+    got = committed(cfg, topic)
     return all(got.get(p) == off for p, off in ends.items())
 
 
@@ -71,28 +71,48 @@ def test_signed_json_with_idempotency_key_and_snapshot_url(kafka_bootstrap):
     assert keys == [f"{a['id']}:{a['status']}" for a in alerts]
 
 
-def test_clip_message_is_delivered_once_with_the_clip_url(kafka_bootstrap):
-    """The recorder's clip message reaches the webhook once (a repeat of the same (id, clip) is
-    dropped) with the clip's absolute URL from console.public_url; other messages carry none.
-    Every message carries the alert's console link (``alert_url``: its detail, after login)."""
+def test_clip_message_from_the_clips_topic_is_delivered_once_with_the_clip_url(kafka_bootstrap):
+    """The recorder's clip message, read from the clips topic, reaches the webhook once (a repeat
+    of the same (id, clip) is dropped) with the clip's absolute URL from console.public_url; other
+    messages carry none. Every message carries the alert's console link (``alert_url``: its
+    detail, after login). The clips topic cannot start an alert: a forged ``started`` there is
+    skipped (settled, committed, never delivered), and one read before the real ``started`` on
+    the alerts topic does not shadow it as a repeat."""
     a, clip = alert(0, "ended"), alert(0, "clip")
+    b, c = alert(1), alert(2)
+    forged_b, forged_c = ({**x, "label": "forged"} for x in (b, c))
     with Receiver() as rx:
         cfg = make_cfg(kafka_bootstrap, [webhook(rx.url)])
-        produce(cfg, [a, clip, clip])
-        with running(cfg, public_url="https://vigil.example"):
-            rx.wait(2, 30)
-            assert wait_for(lambda: all_committed(cfg), 15), "offsets not committed"
-            reqs = rx.snapshot()  # all three records read: the repeat was not delivered
-    assert [r.headers["idempotency-key"] for r in reqs] == [f"{a['id']}:ended", f"{a['id']}:clip"]
+        clips = cfg.kafka.topics.clips
+        produce(cfg, [forged_b, clip, forged_c, clip], topic=clips)
+        produce(cfg, [a])
+        with running(cfg, public_url="https://vigil.example") as service:
+            assert wait_for(lambda: service.stats["refused"] >= 2, 30), service.stats
+            produce(cfg, [c])  # the real started after its forged copy was read
+            rx.wait(3, 30)
+            assert wait_for(lambda: all_committed(cfg) and all_committed(cfg, clips), 15), (
+                "offsets not committed"
+            )
+            reqs = rx.snapshot()  # every record read: the repeat and the forged ones not sent
+    by_key = {r.headers["idempotency-key"]: r for r in reqs}
+    assert len(reqs) == 3 and set(by_key) == {
+        f"{a['id']}:ended",
+        f"{a['id']}:clip",
+        f"{c['id']}:started",
+    }, [r.headers["idempotency-key"] for r in reqs]
     link = f"https://vigil.example/#/alerts/{a['id']}"
-    first = reqs[0].json
+    first = by_key[f"{a['id']}:ended"].json
     assert first.pop("alert_url") == link and "clip_url" not in first
     assert first == a
-    body = reqs[1].json
-    assert signature_ok(reqs[1])
+    req = by_key[f"{a['id']}:clip"]
+    body = req.json
+    assert signature_ok(req)
     assert body.pop("clip_url") == f"https://vigil.example/api/alerts/{a['id']}/clip.mp4"
     assert body.pop("alert_url") == link
     assert body == clip
+    real = by_key[f"{c['id']}:started"].json
+    real.pop("alert_url")
+    assert real == c  # the alert service's, not the forged copy
 
 
 def test_filters_per_sink(kafka_bootstrap):

@@ -171,7 +171,7 @@ def clients(monkeypatch):
     return ns
 
 
-def make_loop(handler: Recorder, **kw) -> ConsumerLoop:
+def make_loop(handler: Recorder, topic: str | tuple[str, ...] = T, **kw) -> ConsumerLoop:
     args = dict(
         client="test-a",
         group_id="g",
@@ -184,7 +184,7 @@ def make_loop(handler: Recorder, **kw) -> ConsumerLoop:
         producer_close_s=3,
     )
     args.update(kw)
-    loop = ConsumerLoop(handler, KafkaConfig(bootstrap_servers="nowhere:9092"), T, **args)
+    loop = ConsumerLoop(handler, KafkaConfig(bootstrap_servers="nowhere:9092"), topic, **args)
     handler.loop = loop
     return loop
 
@@ -268,6 +268,23 @@ def test_connect_learns_the_partitions_first_when_asked(clients):
     loop = make_loop(Recorder(), learn_partitions=True)
     loop.connect()
     assert clients.consumer.known_after == 0 and clients.consumer.topics == [T]
+
+
+def test_a_loop_on_two_topics_learns_both_then_subscribes_to_both(clients):
+    # the notifier: alerts and clips in one group; a partition-less topic would get no member
+    unknown = {T: 0, "t.clips": 2}  # the clips topic's partitions known at the third look
+
+    def partitions_for_topic(topic):
+        if unknown[topic] > 0:
+            unknown[topic] -= 1
+            return None
+        return {0, 1}
+
+    clients.consumer.partitions_for_topic = partitions_for_topic
+    loop = make_loop(Recorder(), (T, "t.clips"), learn_partitions=True)
+    loop.connect()
+    assert unknown["t.clips"] == 0 and clients.consumer.topics == [T, "t.clips"]
+    assert loop.topic == T
 
 
 def test_stop_during_connect_ends_the_run_and_closes(clients):

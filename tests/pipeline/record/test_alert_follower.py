@@ -1,7 +1,8 @@
 """The recorder's alert follower (pipeline/record/alert_follower.py): an alert on vigil.alerts of a
 recorded camera holds ``[started_at - pre_s, (ended_at or started_at) + post_s]`` of its
 recordings until ``retain.event_days`` after the alert; hostile records are skipped and counted;
-an alert of a camera without recording holds nothing. Run inside the recorder service."""
+an alert of a camera without recording holds nothing; a clip is announced on vigil.clips, never
+on vigil.alerts. Run inside the recorder service."""
 
 from __future__ import annotations
 
@@ -130,14 +131,12 @@ def test_alerts_of_a_recorded_camera_hold_their_clip_range(cfg: VigilConfig) -> 
     assert follower._thread is None  # stopped with the service
 
 
-def _clip_messages(cfg: VigilConfig, records: int) -> list[dict]:
-    """The clip messages on the alerts topic once it holds ``records`` records (or 20 s)."""
-    out = []
-    for rec in read_topic(cfg, cfg.kafka.topics.alerts, records, timeout=20):
-        msg = json.loads(rec.value)
-        if msg.get("status") == "clip":
-            out.append(msg)
-    return out
+def _messages(cfg: VigilConfig, topic: str, records: int, timeout: float = 20) -> list:
+    """The records of ``topic`` once it holds ``records`` (or ``timeout``), values decoded."""
+    return [
+        rec._replace(value=json.loads(rec.value))
+        for rec in read_topic(cfg, topic, records, timeout)
+    ]
 
 
 def test_a_clip_is_announced_once_its_range_is_recorded(cfg: VigilConfig, tmp_path) -> None:
@@ -156,7 +155,7 @@ def test_a_clip_is_announced_once_its_range_is_recorded(cfg: VigilConfig, tmp_pa
         wait_for(lambda: follower.held >= 2, 30)
         time.sleep(3 * CHECK_INTERVAL_S)  # a few looks at the index: the range is not recorded yet
         assert client.hget(keys.alert(a), "clip_to") is None
-        assert _clip_messages(cfg, 2) == []
+        assert _messages(cfg, cfg.kafka.topics.clips, 1, timeout=1) == []
         fake_segment(root, index, REC, t0 + 5, duration=10)  # now up to t0 + 15 >= t0 + 10 + 4
         assert wait_for(lambda: client.hget(keys.alert(a), "clip_to"), 30)
         fields = {
@@ -169,9 +168,14 @@ def test_a_clip_is_announced_once_its_range_is_recorded(cfg: VigilConfig, tmp_pa
             "clip_to": t0 + 14,
             "clip_until": pytest.approx(t0 + 10 + 2 * DAY, abs=1e-3),
         }
-        msgs = _clip_messages(cfg, 4)  # the two ended alerts and their clips
-        by_id = {m["id"]: m for m in msgs}
-        assert len(msgs) == 2 and set(by_id) == {a, gone}
+        # the clips on the clips topic, keyed by camera; the alerts topic has the alerts only (a
+        # recorder may not write it: docs/security.md)
+        recs = _messages(cfg, cfg.kafka.topics.clips, 2)
+        by_id = {r.value["id"]: r.value for r in recs}
+        assert len(recs) == 2 and set(by_id) == {a, gone}
+        assert {(r.key, r.value["status"]) for r in recs} == {(REC.encode(), "clip")}
+        on_alerts = _messages(cfg, cfg.kafka.topics.alerts, 2, timeout=5)
+        assert [r.value["status"] for r in on_alerts] == ["ended", "ended"]
         msg = by_id[a]
         SCHEMA_VALIDATOR.validate(msg)
         assert msg["clip"]["path"] == f"/api/alerts/{a}/clip.mp4"
@@ -251,7 +255,7 @@ def test_a_clip_pending_at_a_restart_is_announced_by_the_next_recorder(
     again = build_follower(cfg)  # its message read again: the clip is known, nothing waits
     assert again.handle(json.dumps(_alert("ended", a, REC, t0, t0 + 10)), "test@0")
     assert again.waiting == 0
-    assert len(_clip_messages(cfg, 2)) == 1
+    assert len(_messages(cfg, cfg.kafka.topics.clips, 1)) == 1
 
 
 def test_a_running_alert_holds_an_open_range_until_its_end_message() -> None:

@@ -2,8 +2,9 @@
 
 - Who may write: only the ingest principal writes detections (and the motion spells), only the
   alert service's writes alerts, only the recorder's writes clips (and nothing else); anyone
-  else is refused by the brokers with an authorization error (not a timeout, not any other error), and nothing of a refused write reaches the topic (a forged detection message
-  needs the ingest workers' credentials).
+  else is refused by the brokers with an authorization error (not a timeout, not any other
+  error), and nothing of a refused write reaches the topic (a forged detection message needs
+  the ingest workers' credentials).
 - Failover, real processes: 4 camera-sim cameras, 2 ingest workers, 2 alert services. The broker
   leading most detection partitions is SIGKILLed mid-run and brought back; then one ingest worker
   and one alert service are SIGKILLed too. Every detection message a worker had acknowledged is

@@ -72,50 +72,31 @@ def phone_console(kafka_bootstrap, tmp_path_factory, camera_recording) -> Iterat
     import cv2
     import numpy as np
 
-    from alerts.events import AlertEvent
-    from alerts.store import AlertStore, AlertWrite
-    from pipeline.cameras.registry import put_cameras
     from pipeline.cameras.spec import CameraSpec
     from pipeline.common.audit import AuditLog
     from pipeline.record.index import SegmentIndex
     from tests.support.recordings import copy_recording_as
+    from tests.support.seeding import seed_camera_alert
 
     tmp = tmp_path_factory.mktemp("phone")
     root = tmp / "recordings"
     with console_stack(kafka_bootstrap, tmp, recordings={"dir": str(root)}) as stack:
         spec = CameraSpec(id=CAMERA, url="rtsp://192.0.2.10:554/porch", record={"enabled": True})
-        put_cameras(stack.cfg.kafka, [spec])
         segments = copy_recording_as(
             camera_recording, root, SegmentIndex.from_config(stack.cfg.redis), CAMERA
         )
         frame = np.full((360, 640, 3), (40, 90, 30), np.uint8)
         cv2.rectangle(frame, (260, 120), (380, 340), (200, 200, 230), -1)
-        jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
-        at = segments[0].start + 8.0
-        started = AlertEvent(
-            id=ALERT,
-            camera_id=CAMERA,
+        seed_camera_alert(
+            stack.cfg,
+            [spec],
+            segments,
+            alert_id=ALERT,
             rule_id="porch-intrusion",
-            rule_type="zone_intrusion",
-            status="started",
-            severity="high",
-            started_at=at,
-            updated_at=at,
-            ended_at=None,
-            frame_seq=1,
-            epoch=1,
-            label="person",
-            track_id=1,
-            box=(0.4, 0.3, 0.6, 0.95),
-            confidence=0.9,
-            zone=[[0.3, 0.55], [0.9, 0.55], [0.9, 1.0], [0.3, 1.0]],
-            details={"frames": 3},
+            offset_s=8.0,
+            duration_s=4.0,
+            snapshot=cv2.imencode(".jpg", frame)[1].tobytes(),
         )
-        ended = {**started.to_dict(), "status": "ended", "updated_at": at + 4.0}
-        ended.update(ended_at=at + 4.0, details={"reason": "cleared"})
-        store = AlertStore(stack.cfg.redis)  # the snapshot comes with the started event
-        store.write_alert(AlertWrite(started.to_dict(), at, snapshot=jpeg, source=jpeg))
-        store.write_alert(AlertWrite(ended, at + 4.0))
         # a change in the audit trail, with the long details a real one has
         AuditLog(stack.cfg.redis, stack.users.client).record(
             who="admin",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import log_in, phone, watch_errors
 from tests.support.console import PASSWORD, ConsoleStack, console_stack
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
 ARTIFACTS = REPO / "test-artifacts" / "console-phone"
 DOC_IMG = REPO / "docs" / "img"
-CHROMIUM = "/usr/bin/chromium"
 CAMERA = "porch"
 ALERT = "a25a25a25a25a25a25a2"  # 20 hex digits, as the alert service makes them
 PHONES = {"360x740": (360, 740), "412x915": (412, 915)}
@@ -112,46 +112,19 @@ def phone_console(kafka_bootstrap, tmp_path_factory, camera_recording) -> Iterat
         yield stack
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} missing (Debian package chromium): the phone tests need it")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def _phone(browser, size: str):
     """A fresh phone: its own cookies, touch and mobile emulation; console errors collected."""
-    w, h = PHONES[size]
-    context = browser.new_context(
-        viewport={"width": w, "height": h},
-        has_touch=True,
-        is_mobile=True,
-        device_scale_factor=1,
-    )
+    context = browser.new_context(**phone(*PHONES[size]))
     context.set_default_timeout(10_000)
     page = context.new_page()
-    page.errors = []  # uncaught exceptions and console errors (a failed request is one)
-    page.on("pageerror", lambda e: page.errors.append(f"pageerror: {e}"))
-    page.on(
-        "console",
-        lambda m: m.type == "error" and page.errors.append(f"console: {m.text} ({m.location})"),
-    )
+    # uncaught exceptions and console errors (a failed request is one)
+    page.errors = watch_errors(page, console=True)
     return context, page
 
 
 def _login(page, user: str = "admin") -> None:
-    page.wait_for_selector("#login-form")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.tap("#login-btn")
-    page.wait_for_selector("#nav:not([hidden])")
+    """Through the login form the page shows (a tap, as on a phone)."""
+    log_in(page, None, user, PASSWORD, tap=True)
 
 
 def _shot(page, name: str, size: str) -> None:

@@ -82,3 +82,24 @@ def camera_recording(tmp_path_factory):
     from tests.support.recordings import record_camera
 
     yield from record_camera(tmp_path_factory.mktemp("recordings"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module (tests/support/browser.py)."""
+    from tests.support.browser import launch
+
+    with launch() as b:
+        yield b
+
+
+@pytest.fixture
+def new_page(browser):
+    """new_page(**context_options) -> a page in a fresh browser context (its own cookies;
+    ``timeout_ms``: its default timeout, 30 s), or new_page(context) -> another page of that
+    context; closed at teardown, which fails on any uncaught JavaScript error of the console's
+    pages."""
+    from tests.support.browser import pages
+
+    with pages(browser) as make:
+        yield make

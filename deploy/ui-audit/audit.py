@@ -72,18 +72,15 @@ def seed(cfg, recordings: Path) -> str:
     Returns that camera's id."""
     import cv2
 
-    from alerts.events import AlertEvent
-    from alerts.store import AlertStore, AlertWrite
-    from pipeline.cameras.registry import put_cameras
     from pipeline.common.assets import footage
     from pipeline.common.kafka import ensure_topics
     from pipeline.record.index import SegmentIndex
     from pipeline.record.segmenter import Recorder
+    from tests.support.seeding import seed_camera_alert
 
     ensure_topics(cfg.kafka)
     if not cfg.cameras:
         raise SystemExit("ui-audit: the config has no cameras to show")
-    put_cameras(cfg.kafka, list(cfg.cameras))
     camera = cfg.cameras[0].id
     video = footage("one-by-one-person-detection.mp4")
     index = SegmentIndex.from_config(cfg.redis)
@@ -102,32 +99,17 @@ def seed(cfg, recordings: Path) -> str:
     cap.release()
     if not ok:
         raise SystemExit("ui-audit: cannot read a frame of the demo footage")
-    jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
-    at = segments[0].start + 20.0
-    started = AlertEvent(
-        id=ALERT_ID,
-        camera_id=camera,
+    # the same seeding as the console's phone tests (tests/support/seeding.py)
+    seed_camera_alert(
+        cfg,
+        cfg.cameras,
+        segments,
+        alert_id=ALERT_ID,
         rule_id="table-intrusion",
-        rule_type="zone_intrusion",
-        status="started",
-        severity="high",
-        started_at=at,
-        updated_at=at,
-        ended_at=None,
-        frame_seq=1,
-        epoch=1,
-        label="person",
-        track_id=1,
-        box=(0.4, 0.3, 0.6, 0.95),
-        confidence=0.9,
-        zone=[[0.30, 0.55], [0.90, 0.55], [0.90, 1.0], [0.30, 1.0]],
-        details={"frames": 3},
-    ).to_dict()
-    ended = {**started, "status": "ended", "updated_at": at + 6.0, "ended_at": at + 6.0}
-    ended["details"] = {"reason": "cleared"}
-    store = AlertStore(cfg.redis)  # the snapshot comes with the started event
-    store.write_alert(AlertWrite(started, at, snapshot=jpeg, source=jpeg))
-    store.write_alert(AlertWrite(ended, at + 6.0))
+        offset_s=20.0,
+        duration_s=6.0,
+        snapshot=cv2.imencode(".jpg", frame)[1].tobytes(),
+    )
     return camera
 
 

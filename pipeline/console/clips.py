@@ -1,21 +1,27 @@
 """The clip settings of an alert's camera, resolved in one place for the console and
 ``vigil clips``: :func:`clip_settings` (the camera's ``record:`` settings from its definition),
 why an alert has no clip (:func:`why_no_clip`, for the console's alert detail), and how the
-console serves a cut of a recording (:func:`serve_cut`)."""
+console serves a cut of a recording (:func:`serve_cut`) or answers why it cannot
+(:func:`cut_or_refuse`: the one mapping of a cut's errors to HTTP answers)."""
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from fastapi.responses import FileResponse
+from fastapi import HTTPException
+from fastapi.responses import FileResponse, JSONResponse
 
 from pipeline.cameras.settings import RecordConfig
 from pipeline.cameras.spec import CameraSpec
-from pipeline.record.clips import CachedCut, ClipRange, UnusableAlert, clip_range
+from pipeline.common.errors import InputError
+from pipeline.record.clips import CachedCut, ClipRange, ClipUnavailable, UnusableAlert, clip_range
 from pipeline.record.export import iso
 from pipeline.record.index import SegmentIndex
+
+log = logging.getLogger(__name__)
 
 
 def clip_settings(cameras: Mapping[str, CameraSpec], camera_id: str) -> RecordConfig:
@@ -61,6 +67,43 @@ def serve_cut(got: CachedCut, filename: str) -> FileResponse:
         content_disposition_type="inline",
         headers=headers,
     )
+
+
+class NoClip(Exception):
+    """The alert has no clip: the 404's body says why (``detail``, and ``reason``:
+    recording_off | expired | not_recorded, so the alert detail can say it plainly)."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body["detail"])
+        self.body = body
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body, status_code=404)
+
+
+def cut_or_refuse(
+    cut: Callable[[], CachedCut],
+    what: str,
+    about: str,
+    why: Callable[[], dict[str, Any]] | None = None,
+) -> CachedCut:
+    """``cut()`` (an alert's clip, a stretch of a timeline), or the console's answer when there
+    is none: 404 with the :class:`ClipUnavailable`'s words when its range has no footage (a
+    :class:`NoClip` whose body adds ``why()``'s fields, when given); 503 when the cut cannot be
+    cached (the recordings folder not writable: the operator's to fix; logged as ``about``,
+    the answer names no path). Range requests outside the served file are :func:`serve_cut`'s
+    416."""
+    try:
+        return cut()
+    except ClipUnavailable as e:
+        if why is None:
+            raise HTTPException(404, str(e)) from None
+        raise NoClip({"detail": str(e), **why()}) from None
+    except InputError as e:
+        log.warning("%s: %s", about, e)
+        raise HTTPException(
+            503, f"{what} cannot be cut now (the recordings folder is not writable; see the log)"
+        ) from None
 
 
 def why_no_clip(cameras: Mapping[str, CameraSpec], index: SegmentIndex, rng: ClipRange) -> str:

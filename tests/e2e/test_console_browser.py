@@ -30,6 +30,7 @@ import redis
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.support.assets import footage_path
+from tests.support.browser import log_in
 from tests.support.config import REDIS_URL, make_config_dict
 from tests.support.net import free_port
 from tests.support.private_services import PrivateService
@@ -39,7 +40,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "console"
 README_IMG = REPO / "docs" / "img"
-CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1280, "height": 800}
 PASSWORD = {"admin": "admin-pass-1", "operator": "operator-pass-1", "viewer": "viewer-pass-1"}
 
@@ -199,48 +199,8 @@ def stack(kafka_bootstrap, detector, tmp_path_factory) -> Iterator[Stack]:
         sim.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def new_page(browser):
-    """new_page() -> a page in a fresh browser context (its own cookies), or new_page(context)
-    -> another page of that context; closed at teardown, which fails on any uncaught
-    JavaScript error of the console's pages."""
-    contexts = []
-    js_errors: list[str] = []
-
-    def make(context=None):
-        if context is None:
-            context = browser.new_context(viewport=VIEWPORT)
-            context.set_default_timeout(30_000)
-            contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda e: js_errors.append(str(e)))
-        return page
-
-    yield make
-    for c in contexts:
-        c.close()
-    assert not js_errors, f"JavaScript errors in the console: {js_errors}"
-
-
 def login(page, stack: Stack, role: str) -> None:
-    page.goto(f"{stack.base}/")
-    page.wait_for_selector("#login-form")
-    page.fill("#login-form input[name=username]", role)
-    page.fill("#login-form input[name=password]", PASSWORD[role])
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#nav:not([hidden])")
+    log_in(page, stack.base, role, PASSWORD[role])
     assert page.inner_text("#nav-user") == role
     assert page.get_attribute("#nav-role", "data-role") == role
     # the password never stays in the page
@@ -300,7 +260,7 @@ def wait_streaming(page, camera: str, timeout_s: float) -> None:
 
 
 def test_login_live_cameras_and_add_one(stack, new_page):
-    page = new_page()
+    page = new_page(viewport=VIEWPORT)
     page.goto(f"{stack.base}/")
     page.wait_for_selector("#login-form")
     shot(page, "01-login")
@@ -377,7 +337,7 @@ def test_login_live_cameras_and_add_one(stack, new_page):
 
 
 def test_draw_preview_save_alert_review(stack, new_page):
-    page = new_page()
+    page = new_page(viewport=VIEWPORT)
     login(page, stack, "operator")
     rule_id = f"ui-zone-{uuid.uuid4().hex[:6]}"
 
@@ -580,7 +540,7 @@ def test_draw_preview_save_alert_review(stack, new_page):
 
 
 def test_viewer_sees_no_controls_and_api_refuses(stack, new_page):
-    page = new_page()
+    page = new_page(viewport=VIEWPORT)
     login(page, stack, "viewer")
     page.wait_for_selector(f'.camera-card[data-camera="{OFFICE}"]')
     assert page.locator("#add-camera-form").count() == 0
@@ -644,7 +604,7 @@ def own_redis_console(stack, tmp_path) -> Iterator[tuple[Stack, PrivateService]]
 
 def test_banner_on_503_and_login_after_401(own_redis_console, new_page):
     own, private_redis = own_redis_console
-    page = new_page()
+    page = new_page(viewport=VIEWPORT)
     login(page, own, "admin")
     page.wait_for_selector(f'.camera-card[data-camera="{OFFICE}"]')
 
@@ -722,7 +682,7 @@ def test_models_page_rollback_and_promote(stack, new_page, tmp_path):
         reg.promote(v1.version, reason="first model")
         reg.promote(v2.version, reason="vigil retrain")
 
-        page = new_page()
+        page = new_page(viewport=VIEWPORT)
         login(page, stack, "admin")
         page.goto(f"{stack.base}/#/models")
         page.wait_for_selector("#models-table")

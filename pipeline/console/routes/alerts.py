@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
 from kafka.errors import KafkaError
 from pydantic import BaseModel, Field
 
@@ -22,18 +21,23 @@ from alerts.store import parse_entry
 from detectors.retrain.dataset.layout import DatasetError
 from detectors.retrain.dataset.reviewed import add_reviewed_example
 from pipeline.common.contracts import CAMERA_ID
-from pipeline.common.errors import InputError
 from pipeline.common.kafka import KafkaUnavailable
 from pipeline.console import audit
 from pipeline.console.auth import Principal
 from pipeline.console.clip_detections import read_detections
-from pipeline.console.clips import alert_clip_range, clip_state, serve_cut, why_no_clip
+from pipeline.console.clips import (
+    NoClip,
+    alert_clip_range,
+    clip_state,
+    cut_or_refuse,
+    serve_cut,
+    why_no_clip,
+)
 from pipeline.console.review_frames import add_clip_frames
 from pipeline.console.state import ConsoleState, as_operator, principal, state
 from pipeline.console.streams import GuardedStream, open_stream
 from pipeline.record.clips import (
     CachedCut,
-    ClipUnavailable,
     UnusableAlert,
     cached_alert_clip,
     validate_alert_id,
@@ -224,18 +228,6 @@ def snapshot(alert_id: str, _: Principal = Depends(principal), st: ConsoleState 
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-class NoClip(Exception):
-    """The alert has no clip: the 404's body says why (``detail``, and ``reason``:
-    recording_off | expired | not_recorded, so the alert detail can say it plainly)."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        super().__init__(body["detail"])
-        self.body = body
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body, status_code=404)
-
-
 def _clip(st: ConsoleState, alert_id: str) -> tuple[dict[str, Any], CachedCut]:
     """The alert and its clip (cut and cached); 404 saying why there is none (:class:`NoClip`
     when the alert is fine but its footage is not there)."""
@@ -248,19 +240,18 @@ def _clip(st: ConsoleState, alert_id: str) -> tuple[dict[str, Any], CachedCut]:
         rng = alert_clip_range(st.cameras.items, alert, alert_id)
     except UnusableAlert as e:
         raise HTTPException(404, str(e)) from None
-    try:
-        got = cached_alert_clip(
+    got = cut_or_refuse(
+        lambda: cached_alert_clip(
             st.segments, Path(st.cfg.recordings.dir), rng, st.cfg.recordings.gap_tolerance_s
-        )
-    except ClipUnavailable as e:
+        ),
+        "the clip",
+        f"clip of alert {alert_id}",
         # ``reason`` (recording_off | expired | not_recorded) lets the alert detail say it plainly
-        reason = why_no_clip(st.cameras.items, st.segments, rng)
-        raise NoClip({"detail": str(e), "reason": reason, "camera_id": rng.camera_id}) from None
-    except InputError as e:  # the cache cannot be written: the operator's to fix
-        log.warning("clip of alert %s: %s", alert_id, e)
-        raise HTTPException(
-            503, "the clip cannot be cut now (the recordings folder is not writable; see the log)"
-        ) from None
+        lambda: {
+            "reason": why_no_clip(st.cameras.items, st.segments, rng),
+            "camera_id": rng.camera_id,
+        },
+    )
     return alert, got
 
 

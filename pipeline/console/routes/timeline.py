@@ -13,11 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from pipeline.common.contracts import CAMERA_ID
-from pipeline.common.errors import InputError
 from pipeline.console.auth import Principal
-from pipeline.console.clips import serve_cut
+from pipeline.console.clips import cut_or_refuse, serve_cut
 from pipeline.console.state import ConsoleState, principal, state
-from pipeline.record.clips import MAX_CLIP_S, ClipUnavailable, cached_range
+from pipeline.record.clips import MAX_CLIP_S, cached_range
 from pipeline.record.index import find_gaps
 
 log = logging.getLogger(__name__)
@@ -175,20 +174,16 @@ def recording(
         raise _bad("to", f"to ({t1}) must be after from ({t0})")
     if t1 - t0 > MAX_CLIP_S:
         raise _bad("to", f"a video covers at most {MAX_CLIP_S:.0f} s; asked {t1 - t0:.0f} s")
-    try:
-        got = cached_range(
+    got = cut_or_refuse(
+        lambda: cached_range(
             st.segments,
             Path(st.cfg.recordings.dir),
             camera_id,
             t0,
             t1,
             st.cfg.recordings.gap_tolerance_s,
-        )
-    except ClipUnavailable as e:
-        raise HTTPException(404, str(e)) from None
-    except InputError as e:  # the cache cannot be written: the operator's to fix
-        log.warning("recording of camera %s: %s", camera_id, e)
-        raise HTTPException(
-            503, "the video cannot be cut now (the recordings folder is not writable; see the log)"
-        ) from None
+        ),
+        "the video",
+        f"recording of camera {camera_id}",
+    )
     return serve_cut(got, f"{camera_id}-{int(t0)}.mp4")

@@ -5,10 +5,8 @@ same clip."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 
-import httpx
 import pytest
 
 from alerts.store import AlertStore
@@ -18,11 +16,11 @@ from pipeline.record.clips import ClipRange
 from pipeline.record.index import SegmentIndex
 from pipeline.record.layout import relative_path, start_ms
 from pipeline.record.segment import Segment
+from tests.support.browser import log_in
 from tests.support.cli import run_vigil
-from tests.support.console import PASSWORD, ConsoleStack, console_stack
+from tests.support.console import PASSWORD, ConsoleStack
 from tests.support.recordings import (
     CLIP_GOP_S,
-    copy_recording,
     decode_errors,
     ffprobe_duration,
     ffprobe_packets,
@@ -30,30 +28,12 @@ from tests.support.recordings import (
 )
 
 pytestmark = pytest.mark.integration
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap, camera_recording, tmp_path_factory) -> Iterator[ConsoleStack]:
+def stack(recorded_stack) -> ConsoleStack:
     """A console whose recordings are a copy of the shared recording, indexed under its keys."""
-    root = tmp_path_factory.mktemp("recordings")
-    with console_stack(
-        kafka_bootstrap,
-        tmp_path_factory.mktemp("console"),
-        roles=("viewer",),
-        recordings={"dir": str(root)},
-    ) as s:
-        copy_recording(camera_recording, root, SegmentIndex.from_config(s.cfg.redis))
-        yield s
-
-
-@pytest.fixture(scope="module")
-def viewer(stack) -> Iterator[httpx.Client]:
-    c = stack.login("viewer")
-    try:
-        yield c
-    finally:
-        c.close()
+    return recorded_stack
 
 
 @pytest.fixture(scope="module")
@@ -183,47 +163,32 @@ def test_vigil_clips_export_writes_the_same_clip(
 
 
 def test_the_alert_detail_plays_the_clip_or_says_why_there_is_none(
-    stack, alert_id, camera_recording
+    stack, alert_id, camera_recording, new_page
 ):
     """In Chromium: the alert's detail shows a <video> that loads the clip and seeks in it (Range
-    requests); an alert whose footage expired says so instead."""
-    from playwright.sync_api import sync_playwright
-
+    requests); an alert whose footage expired says so instead (the JavaScript errors of the
+    page fail the test: ``new_page``)."""
     last = camera_recording.segments[-1]
     # after the recording ended: the camera was not recording then
     unrecorded = store_alert(AlertStore(stack.cfg.redis), "cam1", last.end + 900, last.end + 910)
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_context().new_page()
-            page.set_default_timeout(30_000)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{stack.base}/")
-            page.fill("#login-form input[name=username]", "viewer")
-            page.fill("#login-form input[name=password]", PASSWORD)
-            page.click("#login-form button[type=submit]")
-            page.wait_for_selector("#nav:not([hidden])")
-            page.goto(f"{stack.base}/#/alerts")
-            page.click(f'.alert-row[data-alert="{alert_id}"]')
-            page.wait_for_selector(f'#alert-detail[data-alert="{alert_id}"]:not([hidden])')
-            page.wait_for_function(
-                "() => { const v = document.querySelector('#detail-clip'); "
-                "return v && v.readyState >= 2; }"
-            )
-            assert page.evaluate("document.querySelector('#detail-clip').duration") == (
-                pytest.approx(14.0, abs=CLIP_GOP_S)
-            )
-            page.evaluate("document.querySelector('#detail-clip').currentTime = 9")
-            page.wait_for_function(
-                "() => { const v = document.querySelector('#detail-clip'); "
-                "return !v.seeking && v.readyState >= 2 && v.currentTime > 8; }"
-            )
-            page.click(f'.alert-row[data-alert="{unrecorded}"]')
-            page.wait_for_selector(f'#alert-detail[data-alert="{unrecorded}"]:not([hidden])')
-            text = page.inner_text("#detail-clip-none")
-            # in words for people: no alert id, no ISO times
-            assert text == "Not recorded: camera cam1 was not recording at the time.", text
-        finally:
-            browser.close()
-    assert not errors, f"JavaScript errors in the console: {errors}"
+    page = new_page()
+    log_in(page, stack.base, "viewer", PASSWORD)
+    page.goto(f"{stack.base}/#/alerts")
+    page.click(f'.alert-row[data-alert="{alert_id}"]')
+    page.wait_for_selector(f'#alert-detail[data-alert="{alert_id}"]:not([hidden])')
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#detail-clip'); return v && v.readyState >= 2; }"
+    )
+    assert page.evaluate("document.querySelector('#detail-clip').duration") == (
+        pytest.approx(14.0, abs=CLIP_GOP_S)
+    )
+    page.evaluate("document.querySelector('#detail-clip').currentTime = 9")
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#detail-clip'); "
+        "return !v.seeking && v.readyState >= 2 && v.currentTime > 8; }"
+    )
+    page.click(f'.alert-row[data-alert="{unrecorded}"]')
+    page.wait_for_selector(f'#alert-detail[data-alert="{unrecorded}"]:not([hidden])')
+    text = page.inner_text("#detail-clip-none")
+    # in words for people: no alert id, no ISO times
+    assert text == "Not recorded: camera cam1 was not recording at the time.", text

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import log_in, phone, watch_errors
 from tests.support.console import PASSWORD, ConsoleStack, console_stack
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
 ARTIFACTS = REPO / "test-artifacts" / "console-phone"
 DOC_IMG = REPO / "docs" / "img"
-CHROMIUM = "/usr/bin/chromium"
 CAMERA = "porch"
 ALERT = "a25a25a25a25a25a25a2"  # 20 hex digits, as the alert service makes them
 PHONES = {"360x740": (360, 740), "412x915": (412, 915)}
@@ -72,50 +72,31 @@ def phone_console(kafka_bootstrap, tmp_path_factory, camera_recording) -> Iterat
     import cv2
     import numpy as np
 
-    from alerts.events import AlertEvent
-    from alerts.store import AlertStore, AlertWrite
-    from pipeline.cameras.registry import put_cameras
     from pipeline.cameras.spec import CameraSpec
     from pipeline.common.audit import AuditLog
     from pipeline.record.index import SegmentIndex
     from tests.support.recordings import copy_recording_as
+    from tests.support.seeding import seed_camera_alert
 
     tmp = tmp_path_factory.mktemp("phone")
     root = tmp / "recordings"
     with console_stack(kafka_bootstrap, tmp, recordings={"dir": str(root)}) as stack:
         spec = CameraSpec(id=CAMERA, url="rtsp://192.0.2.10:554/porch", record={"enabled": True})
-        put_cameras(stack.cfg.kafka, [spec])
         segments = copy_recording_as(
             camera_recording, root, SegmentIndex.from_config(stack.cfg.redis), CAMERA
         )
         frame = np.full((360, 640, 3), (40, 90, 30), np.uint8)
         cv2.rectangle(frame, (260, 120), (380, 340), (200, 200, 230), -1)
-        jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
-        at = segments[0].start + 8.0
-        started = AlertEvent(
-            id=ALERT,
-            camera_id=CAMERA,
+        seed_camera_alert(
+            stack.cfg,
+            [spec],
+            segments,
+            alert_id=ALERT,
             rule_id="porch-intrusion",
-            rule_type="zone_intrusion",
-            status="started",
-            severity="high",
-            started_at=at,
-            updated_at=at,
-            ended_at=None,
-            frame_seq=1,
-            epoch=1,
-            label="person",
-            track_id=1,
-            box=(0.4, 0.3, 0.6, 0.95),
-            confidence=0.9,
-            zone=[[0.3, 0.55], [0.9, 0.55], [0.9, 1.0], [0.3, 1.0]],
-            details={"frames": 3},
+            offset_s=8.0,
+            duration_s=4.0,
+            snapshot=cv2.imencode(".jpg", frame)[1].tobytes(),
         )
-        ended = {**started.to_dict(), "status": "ended", "updated_at": at + 4.0}
-        ended.update(ended_at=at + 4.0, details={"reason": "cleared"})
-        store = AlertStore(stack.cfg.redis)  # the snapshot comes with the started event
-        store.write_alert(AlertWrite(started.to_dict(), at, snapshot=jpeg, source=jpeg))
-        store.write_alert(AlertWrite(ended, at + 4.0))
         # a change in the audit trail, with the long details a real one has
         AuditLog(stack.cfg.redis, stack.users.client).record(
             who="admin",
@@ -131,46 +112,19 @@ def phone_console(kafka_bootstrap, tmp_path_factory, camera_recording) -> Iterat
         yield stack
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} missing (Debian package chromium): the phone tests need it")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def _phone(browser, size: str):
     """A fresh phone: its own cookies, touch and mobile emulation; console errors collected."""
-    w, h = PHONES[size]
-    context = browser.new_context(
-        viewport={"width": w, "height": h},
-        has_touch=True,
-        is_mobile=True,
-        device_scale_factor=1,
-    )
+    context = browser.new_context(**phone(*PHONES[size]))
     context.set_default_timeout(10_000)
     page = context.new_page()
-    page.errors = []  # uncaught exceptions and console errors (a failed request is one)
-    page.on("pageerror", lambda e: page.errors.append(f"pageerror: {e}"))
-    page.on(
-        "console",
-        lambda m: m.type == "error" and page.errors.append(f"console: {m.text} ({m.location})"),
-    )
+    # uncaught exceptions and console errors (a failed request is one)
+    page.errors = watch_errors(page, console=True)
     return context, page
 
 
 def _login(page, user: str = "admin") -> None:
-    page.wait_for_selector("#login-form")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.tap("#login-btn")
-    page.wait_for_selector("#nav:not([hidden])")
+    """Through the login form the page shows (a tap, as on a phone)."""
+    log_in(page, None, user, PASSWORD, tap=True)
 
 
 def _shot(page, name: str, size: str) -> None:

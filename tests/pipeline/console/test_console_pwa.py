@@ -23,14 +23,14 @@ import pytest
 from alerts.events import AlertEvent
 from alerts.store import AlertStore, AlertWrite
 from tests.support.alert_events import plain_jpeg
+from tests.support.browser import phone
 from tests.support.console import PASSWORD, ConsoleStack, console_stack
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "console"
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}
-PHONE = {"viewport": {"width": 412, "height": 915}, "has_touch": True, "is_mobile": True}
+PHONE = phone(412, 915)
 CAMERA = "pwa-cam"
 # the zone, as fractions of the picture; where it ends up is compared within one phone pixel
 ZONE = [(0.1, 0.15), (0.85, 0.2), (0.9, 0.8), (0.2, 0.75)]
@@ -46,40 +46,20 @@ def stack(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
         yield s
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
-def logged_in(browser, stack):
+def logged_in(new_page, stack):
     """logged_in(**context_options) -> a page of a new context, logged in as the operator;
-    fails at teardown on any uncaught JavaScript error."""
-    contexts, errors = [], []
+    fails at teardown on any uncaught JavaScript error (``new_page``)."""
 
     def make(**options):
-        context = browser.new_context(**options)
-        context.set_default_timeout(10_000)
-        contexts.append(context)
-        r = context.request.post(
+        page = new_page(timeout_ms=10_000, **options)
+        r = page.context.request.post(
             f"{stack.base}/api/login", data={"username": "operator", "password": PASSWORD}
         )
         assert r.ok, r.text()
-        page = context.new_page()
-        page.on("pageerror", lambda e: errors.append(str(e)))
         return page
 
-    yield make
-    for c in contexts:
-        c.close()
-    assert not errors, f"JavaScript errors in the console: {errors}"
+    return make
 
 
 def open_editor(page, stack: ConsoleStack, rule_id: str):

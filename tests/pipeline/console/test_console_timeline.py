@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import numpy
 import pytest
 
@@ -20,12 +18,12 @@ from pipeline.common.redis import RedisKeys
 from pipeline.console.clip_detections import partition_of
 from pipeline.record.clips import CACHE_DIR, RANGE_CACHE_FILES
 from pipeline.record.index import SegmentIndex
-from tests.support.console import PASSWORD, ConsoleStack, console_stack
+from tests.support.browser import log_in
+from tests.support.console import PASSWORD, ConsoleStack
 from tests.support.kafka import produce
 from tests.support.recordings import (
     CLIP_FRAME_S,
     CLIP_GOP_S,
-    copy_recording,
     decode_errors,
     ffprobe_duration,
     recorded_frame,
@@ -34,7 +32,6 @@ from tests.support.recordings import (
 )
 
 pytestmark = pytest.mark.integration
-CHROMIUM = "/usr/bin/chromium"
 BOX_A = [0.1, 0.1, 0.3, 0.6]  # the alert's box (store_alert), detected up to 2 s after it started
 BOX_B = [0.6, 0.2, 0.9, 0.8]  # detected from 2 s after it started
 
@@ -44,30 +41,14 @@ def _day(t: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap, camera_recording, tmp_path_factory) -> Iterator[ConsoleStack]:
+def stack(recorded_stack, camera_recording) -> ConsoleStack:
     """A console whose recordings are a copy of the shared recording, indexed under its keys;
     ``cam2``: the same footage indexed without its middle segment (a camera no longer defined
     whose recording has a gap)."""
-    root = tmp_path_factory.mktemp("recordings")
-    with console_stack(
-        kafka_bootstrap,
-        tmp_path_factory.mktemp("console"),
-        roles=("viewer",),
-        recordings={"dir": str(root)},
-    ) as s:
-        index = copy_recording(camera_recording, root, SegmentIndex.from_config(s.cfg.redis))
-        segs = camera_recording.segments
-        index.replace("cam2", [dataclasses.replace(x, camera_id="cam2") for x in segs[::2]])
-        yield s
-
-
-@pytest.fixture(scope="module")
-def viewer(stack) -> Iterator[httpx.Client]:
-    c = stack.login("viewer")
-    try:
-        yield c
-    finally:
-        c.close()
+    index = SegmentIndex.from_config(recorded_stack.cfg.redis)
+    segs = camera_recording.segments
+    index.replace("cam2", [dataclasses.replace(x, camera_id="cam2") for x in segs[::2]])
+    return recorded_stack
 
 
 @pytest.fixture(scope="module")
@@ -220,116 +201,98 @@ def _seek(page, selector: str, v: float) -> None:
 
 
 def test_a_click_on_an_alert_marker_plays_the_alerts_moment_with_its_boxes(
-    stack, alert, camera_recording, tmp_path
+    stack, alert, camera_recording, tmp_path, new_page
 ):
     """Chromium: the timeline's alert marker plays the recording from the alert's moment (the
     frame shown is the recording's frame at that time, not one 3 s away); the alert's clip in
-    its detail has its boxes drawn over it, in step with the video."""
-    from playwright.sync_api import sync_playwright
-
+    its detail has its boxes drawn over it, in step with the video (the JavaScript errors of
+    the page fail the test: ``new_page``)."""
     aid, started = alert
     expected = shrink(recorded_frame(camera_recording, started))
     away = shrink(recorded_frame(camera_recording, started + 3.0))
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            page.set_default_timeout(20_000)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{stack.base}/")
-            page.fill("#login-form input[name=username]", "viewer")
-            page.fill("#login-form input[name=password]", PASSWORD)
-            page.click("#login-form button[type=submit]")
-            page.wait_for_selector("#nav:not([hidden])")
-            page.goto(f"{stack.base}/#/camera/cam1")
-            page.click("#timeline-link")
-            marker = f'.tl-alert[data-alert="{aid}"]'
-            page.wait_for_selector(marker)
-            page.select_option("#tl-zoom", "900")  # 15 min around the newest footage
-            # the bar is a slider for the keyboard too: Home, then a step (15 min / 48) on
-            bar = page.locator("#tl-bar")
-            bar.focus()
-            page.keyboard.press("Home")
-            home = float(bar.get_attribute("aria-valuenow"))
-            assert float(bar.get_attribute("aria-valuemin")) == home
-            page.keyboard.press("ArrowRight")
-            assert float(bar.get_attribute("aria-valuenow")) == pytest.approx(
-                home + 900 / 48, abs=1
-            )
-            assert bar.get_attribute("aria-valuetext").endswith(" UTC")
-            page.eval_on_selector(
-                "#tl-video",
-                "v => { window.seeks = []; v.addEventListener('seeked', "
-                "() => window.seeks.push(v.currentTime)); }",
-            )
-            page.click(marker)
-            page.wait_for_function(
-                "() => { const v = document.querySelector('#tl-video'); "
-                "return v.readyState >= 2 && window.seeks.length > 0 && v.dataset.origin; }"
-            )
-            origin = float(page.get_attribute("#tl-video", "data-origin"))
-            assert page.evaluate("window.seeks[0]") == pytest.approx(started - origin, abs=0.01)
-            t = page.evaluate("document.querySelector('#tl-video').currentTime")
-            page.wait_for_function(
-                f"() => document.querySelector('#tl-video').currentTime > {t} + 0.3"
-            )
-            page.screenshot(path=str(tmp_path / "timeline.png"))
-            _seek(page, "#tl-video", started - origin)
-            shown = _shown(page, "#tl-video")
-            assert shown.shape == expected.shape
-            near = float(numpy.abs(shown - expected).mean())
-            far = float(numpy.abs(shown - away).mean())
-            assert near < far / 3, f"the frame shown differs from the alert's: {near=} {far=}"
+    page = new_page(viewport={"width": 1280, "height": 900}, timeout_ms=20_000)
+    log_in(page, stack.base, "viewer", PASSWORD)
+    page.goto(f"{stack.base}/#/camera/cam1")
+    page.click("#timeline-link")
+    marker = f'.tl-alert[data-alert="{aid}"]'
+    page.wait_for_selector(marker)
+    page.select_option("#tl-zoom", "900")  # 15 min around the newest footage
+    # the bar is a slider for the keyboard too: Home, then a step (15 min / 48) on
+    bar = page.locator("#tl-bar")
+    bar.focus()
+    page.keyboard.press("Home")
+    home = float(bar.get_attribute("aria-valuenow"))
+    assert float(bar.get_attribute("aria-valuemin")) == home
+    page.keyboard.press("ArrowRight")
+    assert float(bar.get_attribute("aria-valuenow")) == pytest.approx(home + 900 / 48, abs=1)
+    assert bar.get_attribute("aria-valuetext").endswith(" UTC")
+    page.eval_on_selector(
+        "#tl-video",
+        "v => { window.seeks = []; v.addEventListener('seeked', "
+        "() => window.seeks.push(v.currentTime)); }",
+    )
+    page.click(marker)
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#tl-video'); "
+        "return v.readyState >= 2 && window.seeks.length > 0 && v.dataset.origin; }"
+    )
+    origin = float(page.get_attribute("#tl-video", "data-origin"))
+    assert page.evaluate("window.seeks[0]") == pytest.approx(started - origin, abs=0.01)
+    t = page.evaluate("document.querySelector('#tl-video').currentTime")
+    page.wait_for_function(f"() => document.querySelector('#tl-video').currentTime > {t} + 0.3")
+    page.screenshot(path=str(tmp_path / "timeline.png"))
+    _seek(page, "#tl-video", started - origin)
+    shown = _shown(page, "#tl-video")
+    assert shown.shape == expected.shape
+    near = float(numpy.abs(shown - expected).mean())
+    far = float(numpy.abs(shown - away).mean())
+    assert near < far / 3, f"the frame shown differs from the alert's: {near=} {far=}"
 
-            page.set_viewport_size({"width": 390, "height": 844})  # a phone
-            wide = page.evaluate(
-                "() => [...document.querySelectorAll('#view *')]"
-                ".filter((e) => e.getBoundingClientRect().right > 391)"
-                ".map((e) => `${e.tagName}#${e.id}.${e.className}`)"
-            )
-            assert wide == [], f"wider than a 390px screen: {wide}"
-            page.screenshot(path=str(tmp_path / "timeline-phone.png"), full_page=True)
-            page.set_viewport_size({"width": 1280, "height": 900})
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    wide = page.evaluate(
+        "() => [...document.querySelectorAll('#view *')]"
+        ".filter((e) => e.getBoundingClientRect().right > 391)"
+        ".map((e) => `${e.tagName}#${e.id}.${e.className}`)"
+    )
+    assert wide == [], f"wider than a 390px screen: {wide}"
+    page.screenshot(path=str(tmp_path / "timeline-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
 
-            page.goto(f"{stack.base}/#/alerts")
-            page.click(f'.alert-row[data-alert="{aid}"]')
-            page.wait_for_function(
-                "() => { const v = document.querySelector('#detail-clip'); "
-                "const c = document.querySelector('#detail-boxes'); "
-                "return v && v.readyState >= 2 && c && c.dataset.frames > 0; }"
-            )
-            clip_origin = float(page.get_attribute("#detail-boxes", "data-origin"))
-            for at, box in ((0.0, BOX_A), (3.0, BOX_B)):
-                v = round(started + at - clip_origin, 3)
-                _seek(page, "#detail-clip", v)
-                # drawn for the frame shown: its time is within a frame of the video's
-                page.wait_for_function(
-                    f"() => Math.abs(document.querySelector('#detail-boxes').dataset.t - {v}) "
-                    f"<= {CLIP_FRAME_S + 0.01}"
-                )
-                assert json.loads(page.get_attribute("#detail-boxes", "data-boxes")) == [box]
-                # painted where the picture shows the box: its left edge, half way down
-                painted = page.eval_on_selector(
-                    "#detail-boxes",
-                    """(c, box) => {
-                      const v = document.querySelector('#detail-clip');
-                      const s = Math.min(c.width / v.videoWidth, c.height / v.videoHeight);
-                      const ox = (c.width - v.videoWidth * s) / 2, oy = (c.height - v.videoHeight * s) / 2;
-                      const at = (x, y) => c.getContext('2d').getImageData(
-                        Math.round(ox + x * v.videoWidth * s), Math.round(oy + y * v.videoHeight * s), 1, 1).data[3];
-                      return [at(box[0], (box[1] + box[3]) / 2), at((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)];
-                    }""",
-                    box,
-                )
-                assert painted[0] > 0 and painted[1] == 0, (at, painted)
-                page.screenshot(path=str(tmp_path / f"detail-{at:.0f}s.png"))
-            page.click("#detail-timeline")  # the alert's moment in the camera's timeline
-            page.wait_for_function(
-                "() => { const v = document.querySelector('#tl-video'); "
-                "return v && v.readyState >= 2 && "
-                f"Math.abs(Number(v.dataset.at) - {started}) < 0.001; }}"
-            )
-        finally:
-            browser.close()
-    assert not errors, f"JavaScript errors in the console: {errors}"
+    page.goto(f"{stack.base}/#/alerts")
+    page.click(f'.alert-row[data-alert="{aid}"]')
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#detail-clip'); "
+        "const c = document.querySelector('#detail-boxes'); "
+        "return v && v.readyState >= 2 && c && c.dataset.frames > 0; }"
+    )
+    clip_origin = float(page.get_attribute("#detail-boxes", "data-origin"))
+    for at, box in ((0.0, BOX_A), (3.0, BOX_B)):
+        v = round(started + at - clip_origin, 3)
+        _seek(page, "#detail-clip", v)
+        # drawn for the frame shown: its time is within a frame of the video's
+        page.wait_for_function(
+            f"() => Math.abs(document.querySelector('#detail-boxes').dataset.t - {v}) "
+            f"<= {CLIP_FRAME_S + 0.01}"
+        )
+        assert json.loads(page.get_attribute("#detail-boxes", "data-boxes")) == [box]
+        # painted where the picture shows the box: its left edge, half way down
+        painted = page.eval_on_selector(
+            "#detail-boxes",
+            """(c, box) => {
+              const v = document.querySelector('#detail-clip');
+              const s = Math.min(c.width / v.videoWidth, c.height / v.videoHeight);
+              const ox = (c.width - v.videoWidth * s) / 2, oy = (c.height - v.videoHeight * s) / 2;
+              const at = (x, y) => c.getContext('2d').getImageData(
+                Math.round(ox + x * v.videoWidth * s), Math.round(oy + y * v.videoHeight * s), 1, 1).data[3];
+              return [at(box[0], (box[1] + box[3]) / 2), at((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)];
+            }""",
+            box,
+        )
+        assert painted[0] > 0 and painted[1] == 0, (at, painted)
+        page.screenshot(path=str(tmp_path / f"detail-{at:.0f}s.png"))
+    page.click("#detail-timeline")  # the alert's moment in the camera's timeline
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#tl-video'); "
+        "return v && v.readyState >= 2 && "
+        f"Math.abs(Number(v.dataset.at) - {started}) < 0.001; }}"
+    )

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 from pipeline.cli.support import config_args, config_from_args
 from pipeline.common.endpoints import service_endpoints
-from pipeline.common.kafka import ensure_topics
 from pipeline.common.lifecycle import install_signal_handlers
 from pipeline.config import VigilConfig
 from pipeline.ingest import metrics
@@ -61,6 +60,5 @@ def cmd_record(args: argparse.Namespace) -> int:
     stop = threading.Event()
     install_signal_handlers(stop)
     metrics.serve(args.metrics_port)
-    ensure_topics(cfg.kafka)
     build_recorder(cfg, args.recorder_id).run(stop, args.max_seconds)
     return 0

@@ -33,7 +33,7 @@ from pathlib import Path
 from pipeline.cameras.registry import RegistryWatcher
 from pipeline.cameras.spec import CameraSpec, Endpoint
 from pipeline.common.errors import UserError
-from pipeline.common.kafka import KafkaConfig
+from pipeline.common.kafka import KafkaConfig, ensure_topics
 from pipeline.record.alert_follower import AlertFollower
 from pipeline.record.config import RecordingsConfig
 from pipeline.record.events import EventPoller, EventSchedule
@@ -210,6 +210,9 @@ class RecorderService:
             self.kafka.topics.cameras,
             self.root,
         )
+        # the topics first: a watcher that joins before the cameras topic exists waits for its
+        # partitions (bootstrap_timeout_ms) and starts with none
+        ensure_topics(self.kafka)
         self.watcher = RegistryWatcher(
             self.kafka,
             self.cfg.group_id,

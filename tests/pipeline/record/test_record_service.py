@@ -225,3 +225,18 @@ def test_a_camera_in_mode_events_is_recorded_only_while_an_alert_holds_it(tmp_pa
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.mp4")) == [
         s.path for s in segs
     ]
+
+
+def test_a_recorder_on_a_fresh_kafka_makes_the_topics_and_gets_its_partitions(tmp_path, index):
+    """`vigil record` (or `vigil run`'s recorder) started before anything made Vigil's topics
+    takes the cameras topic's partitions at once (it waited bootstrap_timeout_ms for a topic
+    nobody had made, then joined with none)."""
+    cfg = _config(tmp_path)  # the test's own topics: none exist yet
+    service = RecorderService(cfg.kafka, cfg.recordings, index, settle_s=0.2)
+    try:
+        service.start()
+        watcher = service.watcher
+        # within less than the 15 s bootstrap wait it used to sit out before joining with none
+        assert wait_for(lambda: len(watcher.consumer.assignment()) == PARTITIONS, timeout=10)
+    finally:
+        service.close()

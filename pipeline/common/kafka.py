@@ -10,7 +10,12 @@ from typing import Any, Literal
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 from pydantic import Field, SecretStr, model_validator
 
 from pipeline.common.config import StrictModel
@@ -140,6 +145,12 @@ class KafkaUnavailable(UserError, RuntimeError):
     """The broker cannot be reached; the message says which address and how to start it."""
 
 
+class KafkaRefused(KafkaUnavailable):
+    """The broker answered but its ACLs refuse what was asked (a user that may not create a
+    topic): the message names the topic and the user, not an outage. Retried like an outage
+    (an admin may make the topic meanwhile)."""
+
+
 def _unavailable(cfg: KafkaConfig, err: Exception) -> KafkaUnavailable:
     return KafkaUnavailable(
         f"cannot reach Kafka at {cfg.bootstrap_servers} ({type(err).__name__}: {err}); "
@@ -228,6 +239,13 @@ def ensure_topics(cfg: KafkaConfig, timeout_s: float = 15.0) -> None:
                 log.info("created topic %s (%d partitions)", topic.name, topic.num_partitions)
             except TopicAlreadyExistsError:
                 pass
+            except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
+                who = f"user {cfg.username}" if cfg.username else "this client"
+                raise KafkaRefused(
+                    f"Kafka at {cfg.bootstrap_servers} has no topic {topic.name} and {who} is "
+                    "not allowed to create it: with ACLs an admin makes the topics "
+                    "(deploy/local/kafka_cluster.sh does), or grant CREATE"
+                ) from None
     except KafkaError as e:
         raise _unavailable(cfg, e) from None
     finally:

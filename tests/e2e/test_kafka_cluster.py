@@ -35,7 +35,7 @@ from alerts.engine import RuleEngine
 from alerts.store import AlertStore
 from pipeline.cameras.registry import put_cameras
 from pipeline.cameras.spec import CameraSpec
-from pipeline.common.kafka import ensure_topics
+from pipeline.common.kafka import KafkaUnavailable, ensure_topics
 from pipeline.config import parse_config
 from tests.support.config import REDIS_URL
 from tests.support.waiting import wait_for
@@ -208,6 +208,13 @@ def test_only_the_ingest_principal_may_write_detections(kafka_cluster):
     assert _read_as(state, "recorder", alerts_topic, f"{group}-alerts") == []
     assert _read_as(state, "notifier", t.clips, admin_cfg.notify.group_id) == [clip]
     assert _read_as(state, "viewer", t.clips) == [clip]
+    # a principal that may not create a missing topic is told so, naming the topic and the user
+    # (it was told "cannot reach Kafka... is it running?", and its services retried forever)
+    ingest_cfg = parse_config(config_dict(state, "ingest", "acl"), "t")
+    ingest_cfg.kafka.topics.motion = "vigil.motion-made-by-nobody"
+    with pytest.raises(KafkaUnavailable, match="not allowed to create") as refused:
+        ensure_topics(ingest_cfg.kafka)
+    assert "vigil.motion-made-by-nobody" in str(refused.value) and "ingest" in str(refused.value)
     # nothing of the refused writes is on the topics: the ingest probe alone
     assert [(r.key, r.value) for r in _read_all(state, topic)] == [(b"gate", b'{"probe": 1}')]
     assert _read_all(state, alerts_topic) == []

@@ -5,7 +5,9 @@ Two backends, same ``vigil.alerts/v1`` dicts (``alerts/schemas/alert.v1.json``):
 - ``kafka`` (default): reads the ``vigil.alerts`` topic without a consumer group (every
   subscriber sees every alert), and the recorder's ``clip`` messages from ``vigil.clips`` (an
   alert's clip is recorded: docs/recordings.md; a record there with another status is skipped,
-  never taken for an alert; ``clips=False`` leaves that topic out). Kafka delivery is
+  never taken for an alert; ``clips=False`` leaves that topic out), and the console's
+  ``reviewed`` messages from ``vigil.reviews`` (likewise: only ``reviewed`` is taken from it;
+  ``reviews=False`` leaves it out; a ``reviewed`` still on the alerts topic is shown too). Kafka delivery is
   at-least-once, so repeats of an (id, status) are dropped here (``dedup=True``, remembering
   the last 100 000); ``reviewed`` messages (an operator's verdict, docs/console.md) by (id,
   status, review.at), since an alert may be reviewed again.
@@ -56,10 +58,11 @@ def subscribe(
     dedup: bool = True,
     on_ready: Callable[[], None] | None = None,
     clips: bool = True,
+    reviews: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Iterate over alert messages as they arrive, optionally only one camera's / rule's."""
     if backend == "kafka":
-        source = _kafka_alerts(cfg, from_beginning, on_ready, clips)
+        source = _kafka_alerts(cfg, from_beginning, on_ready, clips, reviews)
     elif backend == "redis":
         source = _redis_alerts(cfg, camera, from_beginning, on_ready)
     else:
@@ -115,10 +118,19 @@ def dedup_key(alert: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _kafka_alerts(
-    cfg: Connections, from_beginning: bool, on_ready: Callable[[], None] | None, clips: bool
+    cfg: Connections,
+    from_beginning: bool,
+    on_ready: Callable[[], None] | None,
+    clips: bool,
+    reviews: bool = True,
 ) -> Iterator[dict[str, Any] | None]:
     topic = cfg.kafka.topics.alerts
-    clips_topic = cfg.kafka.topics.clips if clips else None
+    # the extra topics and the one status each may carry
+    extra = {}
+    if clips:
+        extra[cfg.kafka.topics.clips] = "clip"
+    if reviews:
+        extra[cfg.kafka.topics.reviews] = "reviewed"
     # records a subscriber cannot use are skipped (counted in vigil_records_skipped_total)
     skipped = SkippedRecords(log, "alerts_subscriber")
     consumer = make_consumer(
@@ -130,13 +142,13 @@ def _kafka_alerts(
         allow_auto_create_topics=False,
     )
     try:
-        parts = clip_parts = None
+        parts = None
+        extra_parts: dict[str, Any] = {}
         deadline = time.monotonic() + cfg.kafka.bootstrap_timeout_ms / 1000
         while True:
             parts = consumer.partitions_for_topic(topic)
-            if clips_topic is not None:
-                clip_parts = consumer.partitions_for_topic(clips_topic)
-            done = parts and (clip_parts or clips_topic is None)
+            extra_parts = {t: consumer.partitions_for_topic(t) for t in extra}
+            done = parts and all(extra_parts.values())
             if done or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -146,10 +158,11 @@ def _kafka_alerts(
                 "(the alert service creates it when it starts)"
             )
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if clip_parts:
-            tps += [TopicPartition(clips_topic, p) for p in sorted(clip_parts)]
-        elif clips_topic is not None:
-            log.warning("topic %s does not exist (yet): alerts without clip messages", clips_topic)
+        for t, status in extra.items():
+            if extra_parts.get(t):
+                tps += [TopicPartition(t, p) for p in sorted(extra_parts[t])]
+            else:
+                log.warning("topic %s does not exist (yet): alerts without %s messages", t, status)
         consumer.assign(tps)
         if from_beginning:
             consumer.seek_to_beginning(*tps)
@@ -176,9 +189,12 @@ def _kafka_alerts(
                             "invalid",
                             f"an alert is a JSON object, not {type(alert).__name__}",
                         )
-                    elif rec.topic == clips_topic and alert.get("status") != "clip":
-                        # the recorders' topic announces clips, it never starts or ends an alert
-                        skipped.skip(where, "invalid", "not a clip message on the clips topic")
+                    elif rec.topic in extra and alert.get("status") != extra[rec.topic]:
+                        # the recorders' topic announces clips, the console's carries reviews:
+                        # neither starts or ends an alert
+                        skipped.skip(
+                            where, "invalid", f"not a {extra[rec.topic]} message on {rec.topic}"
+                        )
                     else:
                         got = True
                         yield alert

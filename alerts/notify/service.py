@@ -1,13 +1,17 @@
-"""The notifier: alert events from ``vigil.alerts`` and the recorder's clip announcements from
-``vigil.clips`` (one Kafka consumer group on both topics) to webhooks and MQTT, at least once
-per (alert id, status, sink), nothing lost (docs/notify.md).
+"""The notifier: alert events from ``vigil.alerts``, the recorder's clip announcements from
+``vigil.clips`` and the operators' reviews from ``vigil.reviews`` (one Kafka consumer group on
+the three topics) to webhooks and MQTT, at least once per (alert id, status, sink), nothing lost
+(docs/notify.md).
 
 The clips topic is written by the recorders, which may not write alerts: a record there may only
 announce a clip. One with another status (a ``started``, ``ended`` or ``reviewed`` forged there)
 is skipped: counted in ``vigil_records_skipped_total{reader="notifier_clips"}``, one log line,
-never delivered, and it does not count as the event's first copy for the repeat check.
-Everything else (settling, commits, repeats, dead letters of malformed records) is the same for
-the records of either topic: offsets are kept per partition of each.
+never delivered, and it does not count as the event's first copy for the repeat check. The
+reviews topic is written by the console, which may not write alerts either: only ``reviewed``
+is taken from it, anything else is skipped the same way (``reader="notifier_reviews"``). A
+``reviewed`` message still found on the alerts topic (from a console before the reviews topic)
+is delivered as before. Everything else (settling, commits, repeats, dead letters of malformed
+records) is the same for the records of every topic: offsets are kept per partition of each.
 
 The main loop polls a batch and hands every alert event to the sinks whose filters want it
 (:class:`alerts.notify.delivery.SinkRunner`: bounded queues, workers, retries, rate limit).
@@ -66,6 +70,7 @@ SOLE_SINK_HOLD_S = 60.0
 STATS_LOG_INTERVAL_S = 60.0
 _STATUSES = {"started", "ended", "reviewed", "clip"}
 CLIP = "clip"  # the one status a record of the clips topic may have
+REVIEWED = "reviewed"  # the one status a record of the reviews topic may have
 
 
 def check_alert(alert: Any) -> dict[str, Any]:
@@ -108,6 +113,7 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
         self.group = self.ncfg.group_id
         self.topic = cfg.kafka.topics.alerts
         self.clips_topic = cfg.kafka.topics.clips
+        self.reviews_topic = cfg.kafka.topics.reviews
         self.store = AlertStore(cfg.redis)
         self.ctx = SinkContext(
             self.store, snapshot_base_url, known, self.name, public_url=public_url
@@ -134,7 +140,7 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
         self.loop = ConsumerLoop(
             self,
             cfg.kafka,
-            (self.topic, self.clips_topic),
+            (self.topic, self.clips_topic, self.reviews_topic),
             client=f"notify-{self.name}",
             group_id=n.group_id,
             session_timeout_ms=n.session_timeout_ms,
@@ -154,6 +160,7 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
         self._duplicates = m.RECORDS.labels("duplicate")
         self._malformed = m.RECORDS.labels("malformed")
         self.refused = SkippedRecords(log, "notifier_clips")
+        self.refused_reviews = SkippedRecords(log, "notifier_reviews")
         self.stats = {"records": 0, "duplicates": 0, "malformed": 0, "refused": 0, "commits": 0}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -187,11 +194,12 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
             r.start()
         self.dead.start()
         log.info(
-            "notifier %s: group %s on %s and %s, sinks: %s",
+            "notifier %s: group %s on %s, %s and %s, sinks: %s",
             self.name,
             self.group,
             self.topic,
             self.clips_topic,
+            self.reviews_topic,
             ", ".join(r.sink.describe() for r in self.runners),
         )
 
@@ -295,6 +303,15 @@ class NotifyService(PartitionOffsets, ConsumerHandler):
                 f"{rec.topic}[{rec.partition}]@{rec.offset}",
                 "invalid",
                 f"status {alert['status']!r} on the clips topic, which announces clips only",
+            )
+            return
+        if rec.topic == self.reviews_topic and alert["status"] != REVIEWED:
+            # the console's topic cannot start, end or announce a clip of an alert: likewise
+            self.stats["refused"] += 1
+            self.refused_reviews.skip(
+                f"{rec.topic}[{rec.partition}]@{rec.offset}",
+                "invalid",
+                f"status {alert['status']!r} on the reviews topic, which carries reviews only",
             )
             return
         key = idempotency_key(alert)

@@ -134,7 +134,11 @@ def _scrub(args: argparse.Namespace, e: Exception) -> str:
 def cmd_tail(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, "notifier")  # reads alerts only: the notifier's Redis user
     t = cfg.kafka.topics
-    source = f"{t.alerts} (clips: {t.clips})" if args.backend == "kafka" else "Redis"
+    source = (
+        f"{t.alerts} (clips: {t.clips}, reviews: {t.reviews})"
+        if args.backend == "kafka"
+        else "Redis"
+    )
 
     def ready() -> None:
         what = " ".join(

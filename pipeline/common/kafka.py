@@ -33,6 +33,10 @@ class KafkaTopics(StrictModel):
     # docs/recordings.md), keyed by camera id: a topic of their own, so that a recorder never
     # needs to write alerts (docs/security.md). Read by the notifier and alert subscribers.
     clips: str = "vigil.clips"
+    # The operators' reviews of alerts (a message with status "reviewed", docs/console.md),
+    # keyed by camera id: a topic of their own, so that the console never needs to write
+    # alerts (docs/security.md). Read by the notifier and alert subscribers.
+    reviews: str = "vigil.reviews"
     detections_dlq: str = "vigil.detections.dlq"
     control: str = "vigil.control"
     # Compacted, keyed by rule id (tombstone = deleted): the live rules every alert service
@@ -49,6 +53,11 @@ class KafkaTopics(StrictModel):
         # both would make every alert a refused clip, or open the alerts to the recorder
         if self.clips == self.alerts:
             raise ValueError(f"clips: {self.clips!r} is the alerts topic; give it its own name")
+        # likewise for the console's reviews
+        if self.reviews == self.alerts:
+            raise ValueError(f"reviews: {self.reviews!r} is the alerts topic; give it its own name")
+        if self.reviews == self.clips:
+            raise ValueError(f"reviews: {self.reviews!r} is the clips topic; give it its own name")
         return self
 
 
@@ -188,6 +197,13 @@ def topic_specs(cfg: KafkaConfig) -> list[NewTopic]:
         # like the alerts: keyed by camera id, kept as long
         NewTopic(
             t.clips,
+            cfg.detections_partitions,
+            rf,
+            topic_configs={"retention.ms": str(30 * 24 * 3600 * 1000)},
+        ),
+        # the operators' reviews: like the alerts too
+        NewTopic(
+            t.reviews,
             cfg.detections_partitions,
             rf,
             topic_configs={"retention.ms": str(30 * 24 * 3600 * 1000)},

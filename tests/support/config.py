@@ -31,6 +31,7 @@ def make_config_dict(bootstrap: str, **overrides) -> dict:
                 "notify_dlq": f"t{tag}.notify.dlq",
                 "motion": f"t{tag}.motion",
                 "clips": f"t{tag}.clips",
+                "reviews": f"t{tag}.reviews",
             },
             "cameras_partitions": 8,
             "detections_partitions": 2,

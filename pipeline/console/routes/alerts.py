@@ -355,7 +355,7 @@ def review(
     msg = review_message(alert, body.verdict, body.note, who.user, at)
     try:
         st.cameras.require_connected()
-        st.producer().send(st.cfg.kafka.topics.alerts, key=alert["camera_id"], value=msg).get(
+        st.producer().send(st.cfg.kafka.topics.reviews, key=alert["camera_id"], value=msg).get(
             timeout=15
         )
     except (KafkaUnavailable, KafkaError) as e:

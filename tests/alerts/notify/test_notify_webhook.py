@@ -71,33 +71,38 @@ def test_signed_json_with_idempotency_key_and_snapshot_url(kafka_bootstrap):
     assert keys == [f"{a['id']}:{a['status']}" for a in alerts]
 
 
-def test_clip_message_from_the_clips_topic_is_delivered_once_with_the_clip_url(kafka_bootstrap):
+def test_clip_and_review_from_their_own_topics_are_delivered_once(kafka_bootstrap):
     """The recorder's clip message, read from the clips topic, reaches the webhook once (a repeat
     of the same (id, clip) is dropped) with the clip's absolute URL from console.public_url; other
     messages carry none. Every message carries the alert's console link (``alert_url``: its
     detail, after login). The clips topic cannot start an alert: a forged ``started`` there is
     skipped (settled, committed, never delivered), and one read before the real ``started`` on
-    the alerts topic does not shadow it as a repeat."""
-    a, clip = alert(0, "ended"), alert(0, "clip")
-    b, c = alert(1), alert(2)
-    forged_b, forged_c = ({**x, "label": "forged"} for x in (b, c))
+    the alerts topic does not shadow it as a repeat. The console's reviews topic likewise: its
+    ``reviewed`` is delivered (to a sink that asks for reviews), a ``started`` forged there is
+    skipped."""
+    a, clip, review = alert(0, "ended"), alert(0, "clip"), alert(0, "reviewed")
+    b, c, d = alert(1), alert(2), alert(3)
+    forged_b, forged_c, forged_d = ({**x, "label": "forged"} for x in (b, c, d))
+    statuses = ["started", "ended", "clip", "reviewed"]
     with Receiver() as rx:
-        cfg = make_cfg(kafka_bootstrap, [webhook(rx.url)])
-        clips = cfg.kafka.topics.clips
+        cfg = make_cfg(kafka_bootstrap, [webhook(rx.url, statuses=statuses)])
+        clips, reviews = cfg.kafka.topics.clips, cfg.kafka.topics.reviews
         produce(cfg, [forged_b, clip, forged_c, clip], topic=clips)
+        produce(cfg, [forged_d, review], topic=reviews)
         produce(cfg, [a])
         with running(cfg, public_url="https://vigil.example") as service:
-            assert wait_for(lambda: service.stats["refused"] >= 2, 30), service.stats
+            assert wait_for(lambda: service.stats["refused"] >= 3, 30), service.stats
             produce(cfg, [c])  # the real started after its forged copy was read
-            rx.wait(3, 30)
-            assert wait_for(lambda: all_committed(cfg) and all_committed(cfg, clips), 15), (
-                "offsets not committed"
-            )
+            rx.wait(4, 30)
+            assert wait_for(
+                lambda: all(all_committed(cfg, t) for t in (None, clips, reviews)), 15
+            ), "offsets not committed"
             reqs = rx.snapshot()  # every record read: the repeat and the forged ones not sent
     by_key = {r.headers["idempotency-key"]: r for r in reqs}
-    assert len(reqs) == 3 and set(by_key) == {
+    assert len(reqs) == 4 and set(by_key) == {
         f"{a['id']}:ended",
         f"{a['id']}:clip",
+        f"{a['id']}:reviewed:{review['review']['at']!r}",
         f"{c['id']}:started",
     }, [r.headers["idempotency-key"] for r in reqs]
     link = f"https://vigil.example/#/alerts/{a['id']}"

@@ -91,7 +91,7 @@ def write_alert(
 
 
 def reviewed_messages(reader, alert_id: str, n: int, timeout_s: float = 20) -> list[dict]:
-    """The ``reviewed`` messages of ``alert_id`` on vigil.alerts, once ``n`` are there (or the
+    """The ``reviewed`` messages of ``alert_id`` on the reader's topic, once ``n`` are there (or the
     time is up), and whatever else arrives within a short drain."""
 
     def mine(recs: list[dict]) -> list[dict]:
@@ -129,7 +129,7 @@ def test_review_kept_while_kafka_is_away_is_published_when_sent_again(stack, top
     again publishes it"."""
     cfg = stack.cfg
     ev, cam = write_alert(cfg, [], PERSON_BOX, source=jpeg())
-    reader = topic_reader(cfg, cfg.kafka.topics.alerts)
+    reader = topic_reader(cfg, cfg.kafka.topics.reviews)
     body = {"verdict": "true_positive", "note": "the night guard"}
 
     # the same console (same Redis, dataset and topics) with its Kafka away
@@ -178,12 +178,14 @@ def test_review_kept_while_kafka_is_away_is_published_when_sent_again(stack, top
 
 def test_review_of_an_alert_without_its_frame_is_kept_without_a_dataset_image(stack, topic_reader):
     """docs/console.md: an alert without a source frame "keeps the review without a dataset
-    image, and the response says so"; subscribers are told as for any review."""
+    image, and the response says so"; subscribers are told as for any review, on the reviews
+    topic and never on the alerts topic."""
     cfg = stack.cfg
     ev, _ = write_alert(
         cfg, [{"label": "person", "confidence": 0.9, "box": PERSON_BOX}], PERSON_BOX, None
     )
-    reader = topic_reader(cfg, cfg.kafka.topics.alerts)
+    reader = topic_reader(cfg, cfg.kafka.topics.reviews)
+    alerts_reader = topic_reader(cfg, cfg.kafka.topics.alerts)
     root = Path(cfg.collection.dir)
     files_before = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.jsonl")
 
@@ -202,6 +204,8 @@ def test_review_of_an_alert_without_its_frame_is_kept_without_a_dataset_image(st
     assert dataset_records(cfg, ev["id"]) == []
     got = reviewed_messages(reader, ev["id"], 1)
     assert [m["value"]["review"]["verdict"] for m in got] == ["false_positive"]
+    # on the console's own topic only: the console may not write alerts (docs/security.md)
+    assert reviewed_messages(alerts_reader, ev["id"], 1, timeout_s=0.5) == []
 
 
 def test_true_positive_review_confirms_the_alert_box_and_keeps_every_label(stack, topic_reader):
@@ -221,7 +225,7 @@ def test_true_positive_review_confirms_the_alert_box_and_keeps_every_label(stack
     lone, _ = write_alert(
         cfg, [{"label": "car", "confidence": 0.6, "box": CAR_BOX}], PERSON_BOX, frame
     )
-    reader = topic_reader(cfg, cfg.kafka.topics.alerts)
+    reader = topic_reader(cfg, cfg.kafka.topics.reviews)
 
     op = stack.login("operator")
     r = op.post(f"/api/alerts/{ev['id']}/review", json={"verdict": "true_positive", "note": "yes"})

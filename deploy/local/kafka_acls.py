@@ -7,15 +7,17 @@ Who may write what (the issue's rule: a principal writes only its own topics):
 | ingest | detections, cameras (the registry), motion (spells) | cameras, alerts (collection of alert frames) | <group prefix>ingest* |
 | alerts | alerts, detections.dlq, rules (seeds the YAML's rules) | detections, rules (live rules) | <group prefix>alerts* |
 | recorder | clips (the clip announcements) | cameras, alerts (holds, clips), motion (mode events) | <group prefix>record* (recordings.group_id, its "-alerts" and "-motion") |
-| notifier | notify.dlq | alerts, clips | <group prefix>notify* (notify.group_id) |
-| viewer | - | alerts, clips | - (subscribe() assigns partitions, no group) |
+| notifier | notify.dlq | alerts, clips, reviews | <group prefix>notify* (notify.group_id) |
+| console | reviews (the operators' verdicts), cameras (the registry), rules (the live rules) | cameras, rules (its views), detections (a clip's boxes) | - (its readers assign partitions, no group) |
+| viewer | - | alerts, clips, reviews | - (subscribe() assigns partitions, no group) |
 | admin | super user: creates topics, grants ACLs | | |
 
 The recorder reads camera URLs and writes files (the most exposed process): it writes nothing
 but clip announcements, on a topic of their own that the notifier takes only clip messages from,
-so a recorder's credentials cannot forge an alert, a detection or a camera. The console has no
-principal here yet: it writes cameras, rules and the operators' ``reviewed`` messages on the
-alerts topic, which would give it the alerts principal's power (docs/security.md).
+so a recorder's credentials cannot forge an alert, a detection or a camera. The console writes
+the operators' ``reviewed`` messages on a topic of their own (reviews), which the notifier and
+subscribers take only reviews from, so a console's credentials cannot forge an alert or a clip
+either (it does write cameras and rules: that is what an administrator edits there).
 
 Every principal may DESCRIBE the topics of the prefix (Vigil lists them before creating the
 missing ones). Nothing else is allowed (allow.everyone.if.no.acl.found=false).
@@ -63,7 +65,7 @@ def rules(
 ) -> list[tuple[str, ResourceType, str, object, object]]:
     t = topic_prefix
     out = []
-    for who in ("ingest", "alerts", "recorder", "notifier", "viewer"):
+    for who in ("ingest", "alerts", "recorder", "notifier", "console", "viewer"):
         out.append((who, TOPIC, t, PRE, D))
     out += [
         ("ingest", TOPIC, f"{t}detections", LIT, W),
@@ -85,10 +87,18 @@ def rules(
         ("recorder", GROUP, f"{group_prefix}record", PRE, R),
         ("notifier", TOPIC, f"{t}alerts", LIT, R),
         ("notifier", TOPIC, f"{t}clips", LIT, R),
+        ("notifier", TOPIC, f"{t}reviews", LIT, R),
         ("notifier", TOPIC, f"{t}notify.dlq", LIT, W),
         ("notifier", GROUP, f"{group_prefix}notify", PRE, R),
+        ("console", TOPIC, f"{t}reviews", LIT, W),
+        ("console", TOPIC, f"{t}cameras", LIT, W),
+        ("console", TOPIC, f"{t}rules", LIT, W),
+        ("console", TOPIC, f"{t}cameras", LIT, R),
+        ("console", TOPIC, f"{t}rules", LIT, R),
+        ("console", TOPIC, f"{t}detections", LIT, R),
         ("viewer", TOPIC, f"{t}alerts", LIT, R),
         ("viewer", TOPIC, f"{t}clips", LIT, R),
+        ("viewer", TOPIC, f"{t}reviews", LIT, R),
     ]
     return out
 

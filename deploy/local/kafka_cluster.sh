@@ -3,7 +3,7 @@
 # ACLs, for trying Vigil past one broker: `make infra-up KAFKA_NODES=3` (services.sh calls this).
 #   kafka_cluster.sh up | down | status | start-node N | stop-node N | kill-node N | env
 # Clients: 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094 (VIGIL_KAFKA_CLUSTER_PORT moves them),
-# SASL_PLAINTEXT + SCRAM-SHA-512. Users admin, ingest, alerts, recorder, notifier, viewer get random
+# SASL_PLAINTEXT + SCRAM-SHA-512. Users admin, ingest, alerts, recorder, notifier, console, viewer get random
 # passwords, kept in $STATE/kafka-cluster/secrets/<user> (mode 600); `env` prints them as
 # VIGIL_KAFKA_* exports.
 # kafka_acls.py grants each principal what it needs and nothing else (docs in deploy/local/README.md).
@@ -19,7 +19,7 @@ KAFKA_LIBS="${VIGIL_CACHE:-$HOME/.cache/vigil}/kafka-$KAFKA_VERSION/libs"
 KAFKA_HEAP="${VIGIL_KAFKA_CLUSTER_HEAP:--Xms192m -Xmx384m}"
 START_TIMEOUT="${VIGIL_START_TIMEOUT:-120}"
 C="$STATE/kafka-cluster"
-USERS=(admin ingest alerts recorder notifier viewer)
+USERS=(admin ingest alerts recorder notifier console viewer)
 
 say() { echo "kafka-cluster: $*" 2>/dev/null || true; }
 die() { echo "kafka-cluster: ERROR: $*" >&2 2>/dev/null || true; exit 1; }

@@ -194,6 +194,18 @@ def test_only_the_ingest_principal_may_write_detections(kafka_cluster):
         assert producer.send(t.clips, key=clip[0], value=clip[1]).get(timeout=15).offset >= 0
     finally:
         producer.close(5)
+    # the console publishes the operators' reviews on a topic of their own: it may not write an
+    # alert or a clip, and nobody else may write a review
+    for forged in (alerts_topic, t.clips, topic):
+        assert_write_refused(state, "console", forged)
+    for user in ("alerts", "recorder"):
+        assert_write_refused(state, user, t.reviews)
+    review = (b"gate", b'{"status": "reviewed"}')
+    producer = KafkaProducer(**client_kw(state, "console"), acks="all", max_block_ms=10000)
+    try:
+        assert producer.send(t.reviews, key=review[0], value=review[1]).get(timeout=15).offset >= 0
+    finally:
+        producer.close(5)
     # ingest publishes the cameras' motion spells, which the recorders' motion followers read
     spell = (b"gate", b'{"v": 1}')
     producer = KafkaProducer(**client_kw(state, "ingest"), acks="all", max_block_ms=10000)
@@ -208,6 +220,9 @@ def test_only_the_ingest_principal_may_write_detections(kafka_cluster):
     assert _read_as(state, "recorder", alerts_topic, f"{group}-alerts") == []
     assert _read_as(state, "notifier", t.clips, admin_cfg.notify.group_id) == [clip]
     assert _read_as(state, "viewer", t.clips) == [clip]
+    assert _read_as(state, "notifier", t.reviews, admin_cfg.notify.group_id) == [review]
+    assert _read_as(state, "viewer", t.reviews) == [review]
+    assert _read_as(state, "console", topic) == [(b"gate", b'{"probe": 1}')]  # a clip's boxes
     # a principal that may not create a missing topic is told so, naming the topic and the user
     # (it was told "cannot reach Kafka... is it running?", and its services retried forever)
     ingest_cfg = parse_config(config_dict(state, "ingest", "acl"), "t")

@@ -1,4 +1,4 @@
-"""An operator's verdict on an alert: the ``reviewed`` message for ``vigil.alerts`` and the review
+"""An operator's verdict on an alert: the ``reviewed`` message for ``vigil.reviews`` and the review
 fields of the alert hash in Redis (docs/console.md).
 
 The verdict is data about an alert, not a new alert: the message is the alert's latest message

@@ -501,7 +501,7 @@ def test_review_marks_the_alert_feeds_the_dataset_and_tells_subscribers(stack):
     )
     assert op.post(f"/api/alerts/{ev['id']}/review", json={"verdict": "maybe"}).status_code == 422
     assert op.post("/api/alerts/0123456789abcdef0123/review", json=body).status_code == 404
-    reader = TopicReader(cfg, cfg.kafka.topics.alerts)
+    reader = TopicReader(cfg, cfg.kafka.topics.reviews)  # the reviews' own topic
     r = op.post(f"/api/alerts/{ev['id']}/review", json=body)
     assert r.status_code == 200, r.text
     image = r.json()["review_image"]
